@@ -1,0 +1,148 @@
+"""The client wire protocol: one msgpack map per ZeroMQ frame, in both directions.
+
+Request:  {"v": 1, "id": <int>, "op": <str>, "args": {...}}
+Reply:    {"v": 1, "id": <same int>, "ok": true,  "result": <any>}
+      or  {"v": 1, "id": <same int>, "ok": false, "error": {"code": str, "message": str, "leader": str}}
+
+A client DEALER may keep many requests in flight; replies carry the request id and may
+arrive in any order. Every request is validated against OPS before use: an unknown op, an
+unknown or missing argument, or a wrong type gets a BAD_REQUEST reply.
+
+Writes carry a session: "client" (a random id the client picks once) and "seq" (a number it
+increments per write and reuses when it retries that write). The state machine answers a
+retried (client, seq) from its memory instead of applying it twice.
+"""
+
+from __future__ import annotations
+
+import msgpack
+
+from node.errors import BadRequest, SandStoreError
+
+PROTOCOL_VERSION = 1
+MAX_PATH_BYTES = 4096
+MAX_CLIENT_ID_BYTES = 64
+
+# Argument types: "str", "int", "bool", "bytes", "list", "map", "any"; a trailing "?" means
+# optional (absent or nil). Session arguments ("client", "seq") are added to every write op.
+_SESSION = {"client": "str", "seq": "int"}
+
+READ_OPS: dict[str, dict[str, str]] = {
+    "ping": {},
+    "status": {},
+    "stat": {"path": "str", "stale": "bool?"},
+    "ls": {"path": "str", "stale": "bool?", "recursive": "bool?"},
+    "read": {"path": "str", "stale": "bool?"},  # stat + inline data (or the chunk list)
+    "du": {"path": "str", "stale": "bool?"},
+    "inspect_log": {"from_index": "int?", "limit": "int?"},
+    "inspect_term": {},
+    "chunk_refs": {},  # every chunk id the namespace references (for GC)
+}
+
+WRITE_OPS: dict[str, dict[str, str]] = {
+    "mkdir": {"path": "str", "parents": "bool?", "mode": "int?", **_SESSION},
+    # Exactly one of data (inline content) or chunks ([[id bytes, size int, [node ids]], ...]).
+    "write_file": {"path": "str", "data": "bytes?", "chunks": "list?", "size": "int",
+                   "mode": "int?", "parents": "bool?", **_SESSION},
+    "rm": {"path": "str", "recursive": "bool?", **_SESSION},
+    "mv": {"src": "str", "dst": "str", **_SESSION},
+}
+
+ADMIN_OPS: dict[str, dict[str, str]] = {
+    "add_learner": {"node": "str", "raft": "str", "client": "str", "chunk": "str"},
+    "promote": {"node": "str"},
+    "remove_node": {"node": "str"},
+    "transfer_leader": {"node": "str?"},
+    "snapshot": {},
+    "gc": {"dry_run": "bool?", "grace_seconds": "float?"},
+}
+
+OPS: dict[str, dict[str, str]] = {**READ_OPS, **WRITE_OPS, **ADMIN_OPS}
+
+_TYPES = {
+    "str": str,
+    "int": int,
+    "bool": bool,
+    "bytes": bytes,
+    "list": (list, tuple),
+    "map": dict,
+    "float": (int, float),
+}
+
+
+def _check_type(name: str, value: object, type_name: str) -> None:
+    if type_name == "any":
+        return
+    expected = _TYPES[type_name]
+    if type_name in ("int", "float") and isinstance(value, bool):
+        raise BadRequest(f"argument {name!r} must be {type_name}, got bool")
+    if not isinstance(value, expected):
+        raise BadRequest(f"argument {name!r} must be {type_name}, got {type(value).__name__}")
+
+
+def validate_request(request: object) -> tuple[int, str, dict]:
+    """Check a decoded request against the schema. Returns (id, op, args) or raises BadRequest."""
+    if not isinstance(request, dict):
+        raise BadRequest("a request must be a map")
+    if request.get("v") != PROTOCOL_VERSION:
+        raise BadRequest(f"unsupported protocol version {request.get('v')!r} (this node speaks {PROTOCOL_VERSION})")
+    request_id = request.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, int):
+        raise BadRequest("request id must be an integer")
+    extra = set(request) - {"v", "id", "op", "args"}
+    if extra:
+        raise BadRequest(f"unknown request field {sorted(map(str, extra))[0]!r}")
+    op = request.get("op")
+    if not isinstance(op, str) or op not in OPS:
+        raise BadRequest(f"unknown op {op!r}")
+    args = request.get("args", {})
+    if not isinstance(args, dict):
+        raise BadRequest("args must be a map")
+    schema = OPS[op]
+    for name in args:
+        if name not in schema:
+            raise BadRequest(f"unknown argument {name!r} for {op}")
+    checked: dict = {}
+    for name, type_name in schema.items():
+        optional = type_name.endswith("?")
+        type_name = type_name.rstrip("?")
+        value = args.get(name)
+        if value is None:
+            if not optional:
+                raise BadRequest(f"missing argument {name!r} for {op}")
+            continue
+        _check_type(name, value, type_name)
+        checked[name] = value
+    if "client" in checked and not 0 < len(checked["client"].encode()) <= MAX_CLIENT_ID_BYTES:
+        raise BadRequest("client id must be 1 to 64 bytes")
+    if "seq" in checked and checked["seq"] < 1:
+        raise BadRequest("seq must be positive")
+    return request_id, op, checked
+
+
+def encode(message: dict) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def decode(frame: bytes, max_frame_bytes: int) -> object:
+    """Decode one frame; oversized or undecodable frames raise BadRequest."""
+    if len(frame) > max_frame_bytes:
+        raise BadRequest(f"frame of {len(frame)} bytes exceeds the {max_frame_bytes}-byte limit")
+    try:
+        return msgpack.unpackb(frame, raw=False, strict_map_key=True, max_buffer_size=max_frame_bytes)
+    except Exception as error:  # msgpack raises several unrelated types for garbage
+        raise BadRequest(f"undecodable frame: {type(error).__name__}") from None
+
+
+def request(request_id: int, op: str, args: dict) -> bytes:
+    return encode({"v": PROTOCOL_VERSION, "id": request_id, "op": op, "args": args})
+
+
+def reply_ok(request_id: int, result: object) -> bytes:
+    return encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result})
+
+
+def reply_error(request_id: int, error: SandStoreError) -> bytes:
+    leader = getattr(error, "leader", "") or ""
+    body = {"code": error.code, "message": str(error), "leader": leader}
+    return encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": body})

@@ -1,0 +1,46 @@
+"""Operating errors the core raises to its caller. Each says when it happens.
+
+Bugs are not errors: a broken invariant is an AssertionError and must crash loudly.
+"""
+
+from __future__ import annotations
+
+
+class RaftError(Exception):
+    """Base class of every error the core raises on purpose."""
+
+
+class NotLeader(RaftError):
+    """propose / membership change / transfer asked of a node that is not the leader.
+    `leader_hint` is the node it believes leads now ("" when it knows none)."""
+
+    def __init__(self, leader_hint: str) -> None:
+        super().__init__(f"not the leader (leader: {leader_hint or 'unknown'})")
+        self.leader_hint = leader_hint
+
+
+class ProposalDropped(RaftError):
+    """The leader refused a proposal: a leadership transfer is under way, or the uncommitted
+    tail already holds max_uncommitted_bytes."""
+
+
+class ConfChangeInProgress(RaftError):
+    """A membership change was proposed while an earlier one is not yet applied (or the
+    configuration is still joint)."""
+
+
+class InvalidConfChange(RaftError):
+    """The membership change makes no sense: removing an unknown node, leaving no voters,
+    adding a node that is already in that role, ..."""
+
+
+class TransferRefused(RaftError):
+    """transfer_leadership named an unknown node, a learner, or the leader itself."""
+
+
+class Compacted(RaftError):
+    """Storage was asked for an index that a snapshot has already compacted away."""
+
+
+class Unavailable(RaftError):
+    """Storage was asked for an index beyond its last entry."""

@@ -1,0 +1,303 @@
+"""The Raft core's public vocabulary: entries, messages, states and the Ready batch.
+
+Everything here is a small frozen dataclass so that a value handed to the driver can never
+change under it. Enum values are persisted (log entries, hard state) and sent on the wire:
+they are pinned and must never be renumbered.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+
+NodeId = str
+
+# Index 0 and term 0 stand for "nothing": the log starts at index 1.
+NO_INDEX = 0
+NO_TERM = 0
+NO_NODE: NodeId = ""
+
+
+class EntryKind(enum.IntEnum):
+    """What an entry carries. Pinned values: persisted in the log."""
+
+    NORMAL = 1  # an application command (opaque bytes)
+    NOOP = 2  # the empty entry a new leader appends to commit its term
+    CONF_CHANGE = 3  # ConfChange.encode() bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    term: int
+    index: int
+    kind: EntryKind = EntryKind.NORMAL
+    data: bytes = b""
+
+    def size_bytes(self) -> int:
+        """Approximate wire size, used for the per-message byte cap."""
+        return len(self.data) + 24
+
+
+class Role(enum.IntEnum):
+    """Pinned values: shown in status and sent to clients."""
+
+    FOLLOWER = 1
+    PRE_CANDIDATE = 2
+    CANDIDATE = 3
+    LEADER = 4
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What must be durable before any message that depends on it is sent."""
+
+    term: int = NO_TERM
+    vote: NodeId = NO_NODE
+    commit: int = NO_INDEX
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile facts the driver may show or act on; never persisted."""
+
+    leader: NodeId = NO_NODE
+    role: Role = Role.FOLLOWER
+
+
+@dataclass(frozen=True, slots=True)
+class ConfState:
+    """The membership. `voters_outgoing` is non-empty only in a joint configuration,
+    where a decision needs a majority of `voters` AND a majority of `voters_outgoing`.
+    Learners replicate the log but never vote and never count towards a quorum."""
+
+    voters: frozenset[NodeId] = frozenset()
+    voters_outgoing: frozenset[NodeId] = frozenset()
+    learners: frozenset[NodeId] = frozenset()
+
+    @property
+    def joint(self) -> bool:
+        return bool(self.voters_outgoing)
+
+    def all_nodes(self) -> frozenset[NodeId]:
+        return self.voters | self.voters_outgoing | self.learners
+
+    def to_dict(self) -> dict:
+        return {
+            "voters": sorted(self.voters),
+            "voters_outgoing": sorted(self.voters_outgoing),
+            "learners": sorted(self.learners),
+        }
+
+    @staticmethod
+    def from_dict(value: dict) -> "ConfState":
+        return ConfState(
+            voters=frozenset(value["voters"]),
+            voters_outgoing=frozenset(value["voters_outgoing"]),
+            learners=frozenset(value["learners"]),
+        )
+
+
+class ConfChangeKind(enum.IntEnum):
+    """Pinned values: persisted inside CONF_CHANGE entries."""
+
+    ADD_VOTER = 1  # add as voter, or promote a learner
+    ADD_LEARNER = 2  # add as learner, or demote a voter
+    REMOVE_NODE = 3
+    LEAVE_JOINT = 4  # appended automatically by the leader once the joint config is committed
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChangeStep:
+    kind: ConfChangeKind
+    node: NodeId = NO_NODE
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChange:
+    """One membership change, applied atomically. A change of voters goes through the joint
+    configuration (C_old,new) and leaves it automatically; learner-only changes are direct."""
+
+    steps: tuple[ConfChangeStep, ...] = ()
+    context: bytes = b""  # opaque to the core: the driver may carry node addresses here
+
+    def encode(self) -> bytes:
+        # JSON with sorted keys: stable, readable in `inspect log`, and needs no codec import.
+        value = {
+            "steps": [[int(step.kind), step.node] for step in self.steps],
+            "context": self.context.hex(),
+        }
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+    @staticmethod
+    def decode(data: bytes) -> "ConfChange":
+        value = json.loads(data)
+        steps = tuple(ConfChangeStep(ConfChangeKind(kind), node) for kind, node in value["steps"])
+        return ConfChange(steps=steps, context=bytes.fromhex(value["context"]))
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    index: int = NO_INDEX
+    term: int = NO_TERM
+    conf_state: ConfState = field(default_factory=ConfState)
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A snapshot handed to the driver to persist and restore (follower side), or given to the
+    core by storage. `data` is the application's opaque state-machine image."""
+
+    meta: SnapshotMeta
+    data: bytes = b""
+
+
+class MessageKind(enum.IntEnum):
+    """Pinned values: on the wire between nodes."""
+
+    PRE_VOTE = 1
+    PRE_VOTE_RESPONSE = 2
+    VOTE = 3
+    VOTE_RESPONSE = 4
+    APPEND = 5
+    APPEND_RESPONSE = 6
+    HEARTBEAT = 7
+    HEARTBEAT_RESPONSE = 8
+    INSTALL_SNAPSHOT = 9
+    INSTALL_SNAPSHOT_RESPONSE = 10
+    TIMEOUT_NOW = 11
+    READ_INDEX = 12  # follower -> leader: please confirm a read index for `context`
+    READ_INDEX_RESPONSE = 13
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One Raft message. A single flat shape for every kind (as etcd does) keeps the codec and
+    the validation in one place; fields a kind does not use keep their defaults.
+
+    Field use by kind:
+      PRE_VOTE/VOTE: term (the proposed term for PRE_VOTE), log_term+index = candidate's last entry,
+          context=b"transfer" when sent because of TIMEOUT_NOW (bypasses leader stickiness).
+      *_RESPONSE to votes: reject.
+      APPEND: log_term+index = entry preceding `entries`, entries, commit.
+      APPEND_RESPONSE: index = last index matched (or rejected index), reject,
+          reject_hint_index/reject_hint_term = fast backtracking hint.
+      HEARTBEAT: commit (min(leader commit, follower match)), context (ReadIndex round).
+      HEARTBEAT_RESPONSE: context echoed.
+      INSTALL_SNAPSHOT: snapshot_meta, snapshot_offset, snapshot_data (one chunk), snapshot_done.
+      INSTALL_SNAPSHOT_RESPONSE: snapshot_offset = next offset wanted, reject, index = meta index.
+      READ_INDEX: context. READ_INDEX_RESPONSE: index (the read index), context, reject.
+    """
+
+    kind: MessageKind
+    source: NodeId
+    target: NodeId
+    term: int
+    log_term: int = NO_TERM
+    index: int = NO_INDEX
+    entries: tuple[Entry, ...] = ()
+    commit: int = NO_INDEX
+    reject: bool = False
+    reject_hint_index: int = NO_INDEX
+    reject_hint_term: int = NO_TERM
+    context: bytes = b""
+    snapshot_meta: SnapshotMeta | None = None
+    snapshot_offset: int = 0
+    snapshot_data: bytes = b""
+    snapshot_done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """The answer to read_index(context): once the local applied index reaches `index`,
+    a read for `context` is linearizable."""
+
+    index: int
+    context: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Everything the core needs the driver to do, in one batch.
+
+    The driver MUST, in this order:
+      1. If `snapshot` is set, persist it and restore the state machine from it.
+         Persist `entries` (replacing any stored entries at the same or higher index) and
+         `hard_state` (if set) -- durably, in one write, before step 2.
+      2. Send `messages_after_persist` (they promise the persisted state: vote and append
+         responses). `messages` carry no such promise and MAY be sent before step 1 finishes,
+         e.g. a leader's appends to followers while its own disk write is in flight.
+      3. Apply `committed_entries` to the state machine in order (they are never beyond what
+         was persisted by this or an earlier Ready). When `conf_state` is set, persist it in
+         the same write as the applied index: it is the membership after these entries.
+      4. Answer `read_states` once the applied index reaches each one's index.
+      5. Call advance(ready) with this very object, before the next ready().
+    """
+
+    soft_state: SoftState | None = None  # set when role or leader changed since the last Ready
+    hard_state: HardState | None = None  # set when it changed since the last Ready
+    entries: tuple[Entry, ...] = ()
+    snapshot: Snapshot | None = None
+    committed_entries: tuple[Entry, ...] = ()
+    conf_state: ConfState | None = None
+    messages: tuple[Message, ...] = ()
+    messages_after_persist: tuple[Message, ...] = ()
+    read_states: tuple[ReadState, ...] = ()
+
+    def is_empty(self) -> bool:
+        return not (
+            self.soft_state
+            or self.hard_state
+            or self.entries
+            or self.snapshot
+            or self.committed_entries
+            or self.conf_state
+            or self.messages
+            or self.messages_after_persist
+            or self.read_states
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Core settings, all counted in ticks, entries or bytes (the driver turns ms into ticks)."""
+
+    node_id: NodeId
+    heartbeat_ticks: int = 5
+    election_ticks_min: int = 15
+    election_ticks_max: int = 30  # timeouts are drawn uniformly from [min, max)
+    max_inflight_messages: int = 64  # APPEND messages in flight to one follower
+    max_message_bytes: int = 1 << 20  # entries per APPEND are cut at this size (at least one entry)
+    max_uncommitted_bytes: int = 64 << 20  # proposals refused (ProposalDropped) beyond this
+    snapshot_chunk_bytes: int = 1 << 20
+    pre_vote: bool = True
+    check_quorum: bool = True
+    applied: int = NO_INDEX  # last index the state machine had applied when this node started
+
+    def __post_init__(self) -> None:
+        assert self.node_id, "node_id must be set"
+        assert self.heartbeat_ticks >= 1
+        assert self.election_ticks_min > self.heartbeat_ticks, "election must outlast heartbeats"
+        assert self.election_ticks_max > self.election_ticks_min
+        assert self.max_inflight_messages >= 1
+        assert self.max_message_bytes >= 1
+        assert self.snapshot_chunk_bytes >= 1
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A read-only view for `sandctl status` and tests."""
+
+    node_id: NodeId
+    role: Role
+    leader: NodeId
+    term: int
+    vote: NodeId
+    commit: int
+    applied: int
+    first_index: int
+    last_index: int
+    conf_state: ConfState
+    progress: dict  # leader only: node id -> {"match": int, "next": int, "state": str}
+    lead_transferee: NodeId = NO_NODE
