@@ -210,3 +210,16 @@ def render_config(config: ClusterConfig) -> str:
         lines += ["", "[[nodes]]", f'id = "{address.id}"', f'raft = "{address.raft}"',
                   f'client = "{address.client}"', f'chunk = "{address.chunk}"']
     return "\n".join(lines) + "\n"
+
+
+def default_data_dir(config_path: str | os.PathLike) -> Path:
+    """Where a cluster keeps its data when no --data-dir is given: $SANDSTORE_DATA_DIR, else
+    ~/.sandstore/data/<config file stem>. Each node uses <data dir>/<node id>/."""
+    explicit = os.environ.get("SANDSTORE_DATA_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path.home() / ".sandstore" / "data" / Path(config_path).stem
+
+
+def node_data_dir(data_dir: str | os.PathLike, node_id: str) -> Path:
+    return Path(data_dir) / node_id

@@ -1,0 +1,116 @@
+"""Write commands as they travel through the Raft log.
+
+The proposer encodes a validated write request with the time it stamps (now_ns), every node
+decodes and validates it again before applying: a log entry is bytes from a peer, and a
+malformed one must become an error result, never a crash. Paths are stored normalised and
+optional arguments filled with their defaults, so apply sees one shape.
+
+Encoding (pinned): msgpack [COMMAND_VERSION, op, args including client and seq, now_ns].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+
+from node.errors import BadRequest
+from node.metadata.paths import normalize_path
+from node.protocol import PROTOCOL_VERSION, WRITE_OPS, validate_request
+
+COMMAND_VERSION = 1
+CHUNK_ID_BYTES = 32
+MODE_MAX = 0o7777
+DEFAULT_DIRECTORY_MODE = 0o755
+DEFAULT_FILE_MODE = 0o644
+
+_DEFAULTS: dict[str, dict[str, object]] = {
+    "mkdir": {"parents": False, "mode": DEFAULT_DIRECTORY_MODE},
+    "write_file": {"parents": False, "mode": DEFAULT_FILE_MODE},
+    "rm": {"recursive": False},
+    "mv": {},
+}
+_PATH_ARGUMENTS = ("path", "src", "dst")
+
+assert set(_DEFAULTS) == set(WRITE_OPS), "every write op needs its defaults listed"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    op: str
+    args: dict  # validated, paths normalised, defaults filled; without client and seq
+    client: str
+    seq: int
+    now_ns: int
+
+
+def encode_command(op: str, args: dict, now_ns: int) -> bytes:
+    """Validate and encode a write; raises BadRequest / InvalidPath before anything is proposed."""
+    command = _validated(op, args, now_ns)
+    body = {**command.args, "client": command.client, "seq": command.seq}
+    return msgpack.packb([COMMAND_VERSION, command.op, body, command.now_ns], use_bin_type=True)
+
+
+def decode_command(data: bytes) -> Command:
+    """Decode and validate a log entry's command; raises BadRequest / InvalidPath."""
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as error:  # msgpack raises several unrelated types for garbage
+        raise BadRequest(f"undecodable command: {type(error).__name__}") from None
+    if not isinstance(value, list) or len(value) != 4:
+        raise BadRequest("a command must be a 4-element array")
+    version, op, args, now_ns = value
+    if version != COMMAND_VERSION:
+        raise BadRequest(f"unsupported command version {version!r} (this node applies {COMMAND_VERSION})")
+    return _validated(op, args, now_ns)
+
+
+def _validated(op: object, args: object, now_ns: object) -> Command:
+    if not isinstance(op, str) or op not in WRITE_OPS:
+        raise BadRequest(f"unknown write op {op!r}")
+    if isinstance(now_ns, bool) or not isinstance(now_ns, int) or now_ns < 0:
+        raise BadRequest("a command's time stamp must be a non-negative integer of nanoseconds")
+    _, _, checked = validate_request({"v": PROTOCOL_VERSION, "id": 0, "op": op, "args": args})
+    client = checked.pop("client")
+    seq = checked.pop("seq")
+    for name in _PATH_ARGUMENTS:
+        if name in checked:
+            checked[name] = normalize_path(checked[name])
+    checked = {**_DEFAULTS[op], **checked}
+    if "mode" in checked and not 0 <= checked["mode"] <= MODE_MAX:
+        raise BadRequest(f"mode {checked['mode']:o} is not a permission mode (0 to 7777 octal)")
+    if op == "write_file":
+        _check_content(checked)
+    return Command(op=op, args=checked, client=client, seq=seq, now_ns=now_ns)
+
+
+def _check_content(args: dict) -> None:
+    """write_file carries exactly one of inline data or a chunk list, adding up to size."""
+    size = args["size"]
+    if size < 0:
+        raise BadRequest(f"size must not be negative, got {size}")
+    if ("data" in args) == ("chunks" in args):
+        raise BadRequest("write_file needs exactly one of data or chunks")
+    if "data" in args:
+        if len(args["data"]) != size:
+            raise BadRequest(f"inline data is {len(args['data'])} bytes but size says {size}")
+        return
+    args["chunks"] = [_checked_chunk(chunk) for chunk in args["chunks"]]
+    chunk_bytes = sum(chunk[1] for chunk in args["chunks"])
+    if chunk_bytes != size:
+        raise BadRequest(f"chunks add up to {chunk_bytes} bytes but size says {size}")
+
+
+def _checked_chunk(chunk: object) -> list:
+    if not isinstance(chunk, (list, tuple)) or len(chunk) != 3:
+        raise BadRequest("a chunk must be [id, size, replicas]")
+    chunk_id, size, replicas = chunk
+    if not isinstance(chunk_id, bytes) or len(chunk_id) != CHUNK_ID_BYTES:
+        raise BadRequest(f"a chunk id must be {CHUNK_ID_BYTES} bytes")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise BadRequest("a chunk size must be a positive integer")
+    if not isinstance(replicas, (list, tuple)) or not replicas:
+        raise BadRequest("a chunk must name at least one replica")
+    if not all(isinstance(node, str) and node for node in replicas):
+        raise BadRequest("chunk replicas must be node ids")
+    return [chunk_id, size, list(replicas)]

@@ -1,0 +1,77 @@
+"""File-system paths: one normal form, checked once, so the state machine compares strings.
+
+A normal path is absolute, has no empty, '.' or '..' component and no trailing '/', except
+the root, which is '/'. Limits are in UTF-8 bytes, as on Linux.
+"""
+
+from __future__ import annotations
+
+from node.errors import InvalidPath
+from node.protocol import MAX_PATH_BYTES
+
+ROOT = "/"
+MAX_NAME_BYTES = 255
+
+assert MAX_NAME_BYTES < MAX_PATH_BYTES
+
+
+def normalize_path(path: str) -> str:
+    """The normal form of `path`, or InvalidPath with a sentence saying what is wrong."""
+    if not isinstance(path, str):
+        raise InvalidPath(f"a path must be a string, got {type(path).__name__}")
+    if "\0" in path:
+        raise InvalidPath("a path must not contain a NUL byte")
+    try:
+        path_bytes = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidPath("a path must be valid UTF-8 text") from None
+    if path_bytes > MAX_PATH_BYTES:
+        raise InvalidPath(f"path is {path_bytes} bytes long, the limit is {MAX_PATH_BYTES}")
+    if not path.startswith("/"):
+        raise InvalidPath(f"path {path!r} must be absolute (start with '/')")
+    names = [name for name in path.split("/") if name]
+    for name in names:
+        if name in (".", ".."):
+            raise InvalidPath(f"path {path!r} must not contain '.' or '..' components")
+        name_bytes = len(name.encode("utf-8"))
+        if name_bytes > MAX_NAME_BYTES:
+            raise InvalidPath(f"name {name[:32]!r}... is {name_bytes} bytes long, the limit is {MAX_NAME_BYTES}")
+    return ROOT + "/".join(names)
+
+
+def components(path: str) -> list[str]:
+    """The names along a normal path from the root ([] for the root)."""
+    assert _is_normal(path), path
+    return [] if path == ROOT else path[1:].split("/")
+
+
+def parent_of(path: str) -> str:
+    assert _is_normal(path), path
+    assert path != ROOT, "the root has no parent"
+    parent = path.rsplit("/", 1)[0]
+    return parent or ROOT
+
+
+def base_name(path: str) -> str:
+    assert _is_normal(path), path
+    assert path != ROOT, "the root has no name"
+    return path.rsplit("/", 1)[1]
+
+
+def join(directory: str, name: str) -> str:
+    assert _is_normal(directory), directory
+    assert name and "/" not in name, name
+    return directory + name if directory == ROOT else directory + "/" + name
+
+
+def is_within(path: str, ancestor: str) -> bool:
+    """True when `path` is `ancestor` itself or lies in its subtree."""
+    assert _is_normal(path), path
+    assert _is_normal(ancestor), ancestor
+    if ancestor == ROOT:
+        return True
+    return path == ancestor or path.startswith(ancestor + "/")
+
+
+def _is_normal(path: str) -> bool:
+    return isinstance(path, str) and path.startswith("/") and (path == ROOT or not path.endswith("/")) and "//" not in path

@@ -1,0 +1,147 @@
+"""What the leader knows about one follower's log, and how fast it may send to it.
+
+States (as in etcd): PROBE sends one APPEND at a time until the follower's position is known;
+REPLICATE pipelines APPENDs optimistically within a bounded window of in-flight messages;
+SNAPSHOT sends a snapshot, one chunk at a time, and no APPENDs.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+
+from node.raft.types import NO_INDEX
+
+
+class ProgressState(enum.Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
+
+
+class Inflights:
+    """The last indexes of APPENDs sent and not yet acknowledged, oldest first, bounded."""
+
+    def __init__(self, capacity_messages: int) -> None:
+        assert capacity_messages >= 1
+        self.capacity_messages = capacity_messages
+        self._last_indexes: collections.deque[int] = collections.deque()
+
+    def add(self, last_index: int) -> None:
+        assert not self.full(), "caller must check full() first"
+        assert not self._last_indexes or last_index > self._last_indexes[-1], "indexes must increase"
+        self._last_indexes.append(last_index)
+
+    def free_le(self, index: int) -> None:
+        """Forget every message acknowledged by an ack of `index`."""
+        while self._last_indexes and self._last_indexes[0] <= index:
+            self._last_indexes.popleft()
+
+    def free_first_one(self) -> None:
+        if self._last_indexes:
+            self._last_indexes.popleft()
+
+    def full(self) -> bool:
+        return len(self._last_indexes) >= self.capacity_messages
+
+    def count(self) -> int:
+        return len(self._last_indexes)
+
+    def reset(self) -> None:
+        self._last_indexes.clear()
+
+
+class Progress:
+    def __init__(self, next_index: int, inflight_messages_max: int, is_learner: bool = False) -> None:
+        assert next_index >= 1
+        self.match = NO_INDEX
+        self.next = next_index
+        self.state = ProgressState.PROBE
+        self.inflights = Inflights(inflight_messages_max)
+        self.is_learner = is_learner
+        # PROBE: an APPEND is out and unanswered; wait for its answer or a heartbeat response.
+        self.probe_sent = False
+        # Set by any message from the follower; CheckQuorum looks at it once per election timeout.
+        self.recent_active = False
+        # SNAPSHOT: which snapshot, the next byte offset to send, and whether a chunk is out.
+        self.pending_snapshot = NO_INDEX
+        self.snapshot_offset = 0
+        self.snapshot_chunk_sent = False
+        # A chunk has been out for at least a whole heartbeat interval: resend it.
+        self.snapshot_chunk_stale = False
+
+    def _reset_state(self, state: ProgressState) -> None:
+        self.state = state
+        self.probe_sent = False
+        self.pending_snapshot = NO_INDEX
+        self.snapshot_offset = 0
+        self.snapshot_chunk_sent = False
+        self.snapshot_chunk_stale = False
+        self.inflights.reset()
+
+    def become_probe(self) -> None:
+        if self.state == ProgressState.SNAPSHOT:
+            # The follower has (or will soon have) the snapshot: probe right after it.
+            pending_snapshot = self.pending_snapshot
+            self._reset_state(ProgressState.PROBE)
+            self.next = max(self.match + 1, pending_snapshot + 1)
+        else:
+            self._reset_state(ProgressState.PROBE)
+            self.next = self.match + 1
+        assert self.next > self.match
+
+    def become_replicate(self) -> None:
+        self._reset_state(ProgressState.REPLICATE)
+        self.next = self.match + 1
+
+    def become_snapshot(self, snapshot_index: int) -> None:
+        assert snapshot_index > NO_INDEX
+        self._reset_state(ProgressState.SNAPSHOT)
+        self.pending_snapshot = snapshot_index
+
+    def maybe_update(self, acknowledged_index: int) -> bool:
+        """The follower has everything up to acknowledged_index. False if the ack is stale."""
+        updated = False
+        if self.match < acknowledged_index:
+            self.match = acknowledged_index
+            updated = True
+            self.probe_sent = False
+        self.next = max(self.next, acknowledged_index + 1)
+        assert self.next > self.match
+        return updated
+
+    def sent_entries(self, entry_count: int, last_index: int) -> None:
+        """Record an APPEND carrying entry_count entries ending at last_index."""
+        if self.state == ProgressState.REPLICATE:
+            if entry_count > 0:
+                assert last_index + 1 > self.next - 1
+                self.next = last_index + 1
+                self.inflights.add(last_index)
+        elif self.state == ProgressState.PROBE:
+            self.probe_sent = True
+        else:
+            raise AssertionError(f"sending entries in state {self.state}")
+
+    def maybe_decrease_to(self, rejected_index: int, match_hint: int) -> bool:
+        """The follower rejected the APPEND whose previous index was rejected_index. Move next
+        back using the hint; False if the rejection is stale (answers an older message)."""
+        if self.state == ProgressState.REPLICATE:
+            if rejected_index <= self.match:
+                return False
+            self.next = self.match + 1
+            return True
+        if self.next - 1 != rejected_index:
+            return False
+        self.next = max(min(rejected_index, match_hint + 1), self.match + 1)
+        self.probe_sent = False
+        return True
+
+    def is_paused(self) -> bool:
+        if self.state == ProgressState.PROBE:
+            return self.probe_sent
+        if self.state == ProgressState.REPLICATE:
+            return self.inflights.full()
+        return True  # SNAPSHOT: chunks follow their own flow control, never APPENDs
+
+    def describe(self) -> dict:
+        return {"match": self.match, "next": self.next, "state": self.state.value}

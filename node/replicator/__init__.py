@@ -1,0 +1,61 @@
+"""The replicator seam: how the namespace service gets a command durably ordered and applied.
+
+The server depends only on this interface. Two implementations:
+  - RaftReplicator (raft.py): commands go through the Raft log of the whole cluster.
+  - LocalReplicator (local.py): `replicator = "none"`; a command is applied right after the local
+    durable write (a single node is its own quorum).
+
+Everything runs on the server's one driver thread, so "returns once applied" is a callback:
+the replicator calls `Callbacks.applied(index, command, result)` after the write transaction that
+applied the command has been synced, and `Callbacks.reads_ready(tokens)` when linearizable reads
+registered with `read_barrier` may be served from the local state.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import zmq
+
+
+class Callbacks(Protocol):
+    def applied(self, index: int, command: bytes, result: dict) -> None:
+        """A NORMAL command was applied (on this node) with this state-machine result."""
+
+    def conf_applied(self, index: int, term: int) -> None:
+        """A membership-change entry was applied at (index, term)."""
+
+    def reads_ready(self, tokens: list[int]) -> None:
+        """Reads registered with these tokens are now linearizable when served locally."""
+
+    def reads_failed(self, tokens: list[int], error: Exception) -> None:
+        """Reads that cannot be confirmed (lost leadership, no leader)."""
+
+
+class Replicator(Protocol):
+    def poll_sockets(self) -> list[zmq.Socket]:
+        """Sockets the driver must poll for input on behalf of the replicator."""
+
+    def on_readable(self, socket: zmq.Socket) -> None:
+        """Drain a readable socket returned by poll_sockets (never blocks)."""
+
+    def seconds_until_tick(self, now_seconds: float) -> float:
+        """How long the driver may sleep in poll before the replicator needs to run."""
+
+    def run(self, now_seconds: float) -> None:
+        """Tick if due, then persist/send/apply everything pending (one transaction)."""
+
+    def replicate(self, command: bytes) -> None:
+        """Start replicating a command. Raises node.errors.NotLeader / NoLeader / Refused."""
+
+    def read_barrier(self, token: int) -> None:
+        """Register a linearizable read; completion via Callbacks.reads_ready/reads_failed."""
+
+    def is_leader(self) -> bool: ...
+
+    def leader(self) -> str: ...
+
+    def status(self) -> dict:
+        """Role, term, commit, applied, log range, membership, peers' last contact, latencies."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,387 @@
+"""NodeServer: one `sandstore node` process. The driver loop here owns all I/O.
+
+One thread runs the loop: poll the client ROUTER and the replicator's sockets with a timeout
+equal to the time left until the next tick, validate and dispatch every client request,
+let the replicator run one iteration (tick, one LMDB transaction, send, apply), then answer the
+clients whose writes were applied or whose reads became safe. Chunk traffic is served by the
+ChunkService on its own port and threads, so a 4 MiB chunk never delays a heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from node import protocol
+from node.chunks.service import ChunkService
+from node.chunks.store import ChunkStore
+from node.config import ClusterConfig, NodeAddress, node_data_dir
+from node.errors import BadRequest, NotLeader, Refused, SandStoreError, TooLarge
+from node.metadata.commands import decode_command, encode_command
+from node.metadata.paths import normalize_path
+from node.metadata.state_machine import Namespace
+from node.raft.types import ConfChange, EntryKind
+from node.storage.lmdb_store import NodeStore
+
+log = logging.getLogger("sandstore.server")
+
+MAX_CLIENT_FRAMES_PER_ITERATION = 2000
+CHUNK_ID_BYTES = 32
+INSPECT_LOG_LIMIT_MAX = 1000
+
+
+@dataclass
+class Waiter:
+    """A client request waiting for its write to apply or its read to become safe."""
+
+    identity: bytes
+    request_id: int
+    started_at: float
+    op: str = ""
+    args: dict | None = None
+
+
+class NodeServer:
+    def __init__(self, config: ClusterConfig, node_id: str, data_dir: str | Path, *, join: bool = False) -> None:
+        self.config = config
+        self.node_id = node_id
+        self.address: NodeAddress = config.node(node_id)
+        self.directory = node_data_dir(data_dir, node_id)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._stopping = False
+        self.store = NodeStore(self.directory, config.lmdb_map_size_bytes)
+        self.namespace = Namespace(self.store.env, session_ttl_ns=int(config.session_ttl_seconds * 1e9))
+        self.chunk_store = ChunkStore(self.directory, config.chunk_map_size_bytes)
+        self.context = zmq.Context()
+        self.client_socket = self.context.socket(zmq.ROUTER)
+        self.client_socket.setsockopt(zmq.LINGER, 0)
+        self.client_socket.setsockopt(zmq.MAXMSGSIZE, config.max_frame_bytes)
+        self.client_socket.setsockopt(zmq.SNDHWM, 10000)
+        self.client_socket.bind(self.address.endpoint("client"))
+        if config.replicator == "raft":
+            from node.replicator.raft import RaftReplicator
+
+            self.replicator = RaftReplicator(config, node_id, self.store, self.namespace, self, self.context, join=join)
+        else:
+            from node.replicator.local import LocalReplicator
+
+            self.replicator = LocalReplicator(config, node_id, self.store, self.namespace, self)
+        self.chunk_service = ChunkService(
+            self.context, self.address.endpoint("chunk"), self.chunk_store,
+            referenced_chunk_ids=self._referenced_chunk_ids,
+            gc_grace_seconds=config.gc_grace_seconds,
+            max_frame_bytes=config.max_frame_bytes,
+        )
+        self._writes_waiting: dict[tuple[str, int], list[Waiter]] = {}
+        self._conf_waiting: dict[int, tuple[int, Waiter]] = {}  # index -> (term, waiter)
+        self._reads_waiting: dict[int, Waiter] = {}
+        self._next_read_token = 1
+        self.counters = {"client_requests": 0, "client_bad_requests": 0}
+
+    # ----- lifecycle
+
+    def stop(self, *_: object) -> None:
+        """Ask the loop to stop after the current iteration (safe from a signal handler)."""
+        self._stopping = True
+
+    def serve_forever(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self.chunk_service.start()
+        log.info("node %s serving clients on %s, chunks on %s (replicator %s)", self.node_id,
+                 self.address.client, self.address.chunk, self.config.replicator)
+        poller = zmq.Poller()
+        poller.register(self.client_socket, zmq.POLLIN)
+        replicator_sockets = self.replicator.poll_sockets()
+        for socket in replicator_sockets:
+            poller.register(socket, zmq.POLLIN)
+        try:
+            while not self._stopping:
+                timeout_ms = self.replicator.seconds_until_tick(time.monotonic()) * 1000
+                events = dict(poller.poll(timeout=max(0.0, timeout_ms)))
+                for socket in replicator_sockets:
+                    if socket in events:
+                        self.replicator.on_readable(socket)
+                if self.client_socket in events:
+                    self._drain_client_socket()
+                now = time.monotonic()
+                self.replicator.run(now)
+                self.replicator.maybe_snapshot()
+                self._expire_waiters(now)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        log.info("node %s stopping", self.node_id)
+        self.chunk_service.stop()
+        self.replicator.close()
+        self.client_socket.close(linger=0)
+        self.context.term()
+        self.store.close()
+        self.chunk_store.close()
+
+    # ----- client requests
+
+    def _drain_client_socket(self) -> None:
+        for _ in range(MAX_CLIENT_FRAMES_PER_ITERATION):
+            try:
+                frames = self.client_socket.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            self.counters["client_requests"] += 1
+            if len(frames) != 2:
+                # A DEALER sends exactly one frame; anything else is garbage we cannot answer
+                # sensibly, so answer the identity (if any) with BAD_REQUEST.
+                self.counters["client_bad_requests"] += 1
+                if frames:
+                    self._send(frames[0], protocol.reply_error(0, BadRequest("a request is exactly one frame")))
+                continue
+            identity, frame = frames
+            self._handle_request(identity, frame)
+
+    def _handle_request(self, identity: bytes, frame: bytes) -> None:
+        request_id = 0
+        try:
+            request = protocol.decode(frame, self.config.max_frame_bytes)
+            if isinstance(request, dict) and isinstance(request.get("id"), int):
+                request_id = request["id"]
+            request_id, op, args = protocol.validate_request(request)
+            self._dispatch(identity, request_id, op, args)
+        except SandStoreError as error:
+            if isinstance(error, BadRequest):
+                self.counters["client_bad_requests"] += 1
+            self._send(identity, protocol.reply_error(request_id, error))
+
+    def _dispatch(self, identity: bytes, request_id: int, op: str, args: dict) -> None:
+        now = time.monotonic()
+        if op in protocol.WRITE_OPS:
+            self._start_write(Waiter(identity, request_id, now), op, args)
+        elif op in ("stat", "ls", "read", "du"):
+            args["path"] = normalize_path(args["path"])
+            waiter = Waiter(identity, request_id, now, op, args)
+            if args.get("stale"):
+                self._serve_reads([waiter])
+            else:
+                token = self._next_read_token
+                self._next_read_token += 1
+                self._reads_waiting[token] = waiter
+                self.replicator.read_barrier(token)
+        elif op in ("add_learner", "promote", "remove_node"):
+            self._start_membership_change(Waiter(identity, request_id, now), op, args)
+        else:
+            result = getattr(self, "_op_" + op)(args)
+            self._send(identity, protocol.reply_ok(request_id, result))
+
+    # ----- writes
+
+    def _start_write(self, waiter: Waiter, op: str, args: dict) -> None:
+        for key in ("path", "src", "dst"):
+            if key in args:
+                args[key] = normalize_path(args[key])
+        if op == "write_file":
+            self._check_file_content(args)
+        with self.store.read_transaction() as txn:
+            previous = self.namespace.session_result(txn, args["client"], args["seq"])
+        if previous is not None:
+            # A retry of a write already applied here: answer from the session, apply nothing.
+            self._send_result(waiter, previous)
+            return
+        command = encode_command(op, args, time.time_ns())
+        self.replicator.replicate(command)
+        self._writes_waiting.setdefault((args["client"], args["seq"]), []).append(waiter)
+
+    def _check_file_content(self, args: dict) -> None:
+        data, chunks, size = args.get("data"), args.get("chunks"), args["size"]
+        if (data is None) == (chunks is None):
+            raise BadRequest("write_file needs exactly one of data or chunks")
+        if size < 0:
+            raise BadRequest("size must not be negative")
+        if data is not None:
+            if len(data) != size:
+                raise BadRequest(f"size {size} does not match the {len(data)} bytes of data")
+            if size > self.config.inline_max_bytes:
+                raise TooLarge(f"{size} bytes is more than inline_max_bytes ({self.config.inline_max_bytes}); "
+                               "larger files are stored as chunks")
+            return
+        total = 0
+        for chunk in chunks:
+            if (not isinstance(chunk, (list, tuple)) or len(chunk) != 3 or not isinstance(chunk[0], bytes)
+                    or len(chunk[0]) != CHUNK_ID_BYTES or isinstance(chunk[1], bool)
+                    or not isinstance(chunk[1], int) or chunk[1] < 0 or not isinstance(chunk[2], (list, tuple))
+                    or not all(isinstance(node, str) for node in chunk[2])):
+                raise BadRequest("each chunk must be [32-byte id, size, [replica node ids]]")
+            total += chunk[1]
+        if total != size:
+            raise BadRequest(f"size {size} does not match the chunks' total of {total} bytes")
+
+    def applied(self, index: int, command: bytes, result: dict) -> None:
+        """Replicator callback: a command was applied on this node."""
+        decoded = decode_command(command)
+        for waiter in self._writes_waiting.pop((decoded.client, decoded.seq), ()):
+            self._send_result(waiter, result)
+
+    def _send_result(self, waiter: Waiter, result: dict) -> None:
+        if result.get("ok"):
+            self._send(waiter.identity, protocol.reply_ok(waiter.request_id, result.get("result")))
+            return
+        error = result["error"]
+        body = {"code": error["code"], "message": error["message"], "leader": ""}
+        self._send(waiter.identity, protocol.encode(
+            {"v": protocol.PROTOCOL_VERSION, "id": waiter.request_id, "ok": False, "error": body}))
+
+    # ----- membership
+
+    def _start_membership_change(self, waiter: Waiter, op: str, args: dict) -> None:
+        if op == "add_learner":
+            address = NodeAddress(args["node"], args["raft"], args["client"], args["chunk"])
+            from node.config import _check_address
+
+            for which in ("raft", "client", "chunk"):
+                try:
+                    _check_address(which, getattr(address, which))
+                except SandStoreError as error:
+                    raise BadRequest(str(error)) from None
+            term, index = self.replicator.add_learner(address)
+        elif op == "promote":
+            term, index = self.replicator.promote(args["node"])
+        else:
+            term, index = self.replicator.remove_node(args["node"])
+        self._conf_waiting[index] = (term, waiter)
+
+    def conf_applied(self, index: int, term: int) -> None:
+        """Replicator callback: a membership change entry was applied."""
+        waiting = self._conf_waiting.pop(index, None)
+        if waiting is None:
+            return
+        expected_term, waiter = waiting
+        if expected_term == term:
+            self._send(waiter.identity, protocol.reply_ok(waiter.request_id, {"index": index}))
+        else:
+            error = Refused("the membership change was lost in a leader change; nothing changed, retry")
+            self._send(waiter.identity, protocol.reply_error(waiter.request_id, error))
+
+    # ----- reads
+
+    def reads_ready(self, tokens: list[int]) -> None:
+        self._serve_reads([self._reads_waiting.pop(token) for token in tokens if token in self._reads_waiting])
+
+    def reads_failed(self, tokens: list[int], error: Exception) -> None:
+        assert isinstance(error, SandStoreError)
+        for token in tokens:
+            waiter = self._reads_waiting.pop(token, None)
+            if waiter is not None:
+                self._send(waiter.identity, protocol.reply_error(waiter.request_id, error))
+
+    def _serve_reads(self, waiters: list[Waiter]) -> None:
+        if not waiters:
+            return
+        with self.store.read_transaction() as txn:
+            for waiter in waiters:
+                args = waiter.args
+                try:
+                    if waiter.op == "stat":
+                        result = self.namespace.stat(txn, args["path"])
+                    elif waiter.op == "ls":
+                        result = self.namespace.ls(txn, args["path"], recursive=bool(args.get("recursive")))
+                    elif waiter.op == "read":
+                        result = self.namespace.read(txn, args["path"])
+                    else:
+                        result = self.namespace.du(txn, args["path"])
+                except SandStoreError as error:
+                    self._send(waiter.identity, protocol.reply_error(waiter.request_id, error))
+                    continue
+                self._send(waiter.identity, protocol.reply_ok(waiter.request_id, result))
+
+    # ----- immediate ops
+
+    def _op_ping(self, args: dict) -> dict:
+        return {"id": self.node_id}
+
+    def _op_status(self, args: dict) -> dict:
+        status = self.replicator.status()
+        addresses = self.replicator.addresses() or {self.node_id: self.address}
+        status.update({
+            "id": self.node_id,
+            "pid": os.getpid(),
+            "replicator": self.config.replicator,
+            "addresses": {i: {"raft": a.raft, "client": a.client, "chunk": a.chunk} for i, a in addresses.items()},
+            "chunks_stored": self.chunk_store.count(),
+            "chunk_bytes": self.chunk_store.total_bytes(),
+            "counters": dict(self.counters),
+        })
+        return status
+
+    def _op_inspect_term(self, args: dict) -> dict:
+        return self.replicator.inspect_term()
+
+    def _op_inspect_log(self, args: dict) -> dict:
+        first_index, last_index = self.store.first_index(), self.store.last_index()
+        limit = min(max(1, args.get("limit") or 20), INSPECT_LOG_LIMIT_MAX)
+        start = args.get("from_index") or max(first_index, last_index - limit + 1)
+        start = max(start, first_index)
+        end = min(last_index + 1, start + limit)
+        entries = self.store.entries(start, end) if start < end else []
+        return {"first_index": first_index, "last_index": last_index,
+                "entries": [describe_entry(entry) for entry in entries]}
+
+    def _op_chunk_refs(self, args: dict) -> list:
+        return sorted(self._referenced_chunk_ids())
+
+    def _op_transfer_leader(self, args: dict) -> dict:
+        return {"transferring_to": self.replicator.transfer_leader(args.get("node"))}
+
+    def _op_snapshot(self, args: dict) -> dict:
+        result = self.replicator.maybe_snapshot(force=True)
+        if result is None:
+            raise Refused("nothing to snapshot: no entry applied since the last snapshot")
+        return result
+
+    def _op_gc(self, args: dict) -> dict:
+        grace = args.get("grace_seconds")
+        return self.chunk_store.collect_garbage(
+            self._referenced_chunk_ids(), time.time(),
+            self.config.gc_grace_seconds if grace is None else float(grace), bool(args.get("dry_run")))
+
+    def _referenced_chunk_ids(self) -> set[bytes]:
+        # Called from the chunk service's threads too: LMDB read transactions are per thread.
+        with self.store.read_transaction() as txn:
+            return self.namespace.referenced_chunk_ids(txn)
+
+    # ----- plumbing
+
+    def _send(self, identity: bytes, payload: bytes) -> None:
+        try:
+            self.client_socket.send_multipart([identity, payload], zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("dropped a reply: client queue full")
+        except zmq.ZMQError as error:  # client gone (unroutable identity is silently dropped)
+            log.debug("reply not sent: %s", error)
+
+    def _expire_waiters(self, now: float) -> None:
+        # Forget requests whose client has certainly given up: their proposal was lost (leader
+        # change) and the client retries with the same (client, seq), which is safe.
+        limit_seconds = 3 * self.config.request_timeout_seconds
+        for key in [k for k, ws in self._writes_waiting.items() if now - ws[0].started_at > limit_seconds]:
+            del self._writes_waiting[key]
+        for index in [i for i, (_, w) in self._conf_waiting.items() if now - w.started_at > limit_seconds]:
+            del self._conf_waiting[index]
+
+
+def describe_entry(entry) -> dict:
+    """A readable form of a log entry for `sandctl inspect log`."""
+    described = {"index": entry.index, "term": entry.term, "kind": entry.kind.name.lower()}
+    if entry.kind == EntryKind.NORMAL:
+        command = decode_command(entry.data)
+        described["command"] = command.describe()
+    elif entry.kind == EntryKind.CONF_CHANGE:
+        change = ConfChange.decode(entry.data)
+        described["command"] = {"steps": [[step.kind.name.lower(), step.node] for step in change.steps]}
+    else:
+        described["command"] = {}
+    return described

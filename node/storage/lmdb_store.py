@@ -1,0 +1,162 @@
+"""NodeStore: the node's durable state in ONE LMDB environment, <directory>/raft.lmdb.
+
+It holds the Raft log, hard state, membership, snapshot and applied index (layout.py) and the
+metadata state machine's tables (node/metadata/), so that one write transaction, synced on
+commit, persists a whole Ready and applies its committed entries: a crash can neither lose an
+applied entry nor apply one twice.
+
+It implements the core's Storage protocol (node/raft/storage.py) for reads. Writes go through
+write_batch() only; the log bounds are cached in memory and replaced when a batch commits.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import lmdb
+
+from node.errors import StoreFull
+from node.raft.errors import Compacted, Unavailable
+from node.raft.types import ConfState, Entry, HardState, Snapshot
+from node.storage import layout
+from node.storage.layout import RaftTables
+from node.storage.write_batch import WriteBatch
+
+# The Raft tables plus room for the state machine's (node/metadata/) and a few spare.
+MAX_TABLES = 16
+ENVIRONMENT_NAME = "raft.lmdb"
+
+
+class NodeStore:
+    def __init__(self, directory: str | Path, map_size_bytes: int) -> None:
+        assert map_size_bytes > 0, map_size_bytes
+        self.path = Path(directory) / ENVIRONMENT_NAME
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.map_size_bytes = map_size_bytes
+        # sync/metasync: a commit returns only once it is on disk (acknowledged writes survive
+        # SIGKILL and power loss). subdir: LMDB keeps data.mdb and lock.mdb inside self.path.
+        self.env = lmdb.open(
+            str(self.path), map_size=map_size_bytes, max_dbs=MAX_TABLES, subdir=True,
+            sync=True, metasync=True, readahead=False,
+        )
+        self._tables = RaftTables.open(self.env)
+        with self.env.begin() as txn:
+            self._bounds = layout.read_log_bounds(txn, self._tables)
+        self._batch_open = False
+
+    def close(self) -> None:
+        assert not self._batch_open, "close() inside a write batch"
+        self.env.close()
+
+    # -- Storage protocol ---------------------------------------------------------------------
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self.hard_state(), self.conf_state()
+
+    def entries(self, low: int, high: int, max_bytes: int | None = None) -> list[Entry]:
+        assert low <= high, (low, high)
+        bounds = self._bounds
+        if low < bounds.first_index:
+            raise Compacted(f"index {low} is compacted (first index {bounds.first_index})")
+        if high > bounds.last_index + 1:
+            raise Unavailable(f"index {high - 1} is beyond the last index {bounds.last_index}")
+        selected: list[Entry] = []
+        total_bytes = 0
+        with self.env.begin(db=self._tables.log) as txn:
+            cursor = txn.cursor()
+            cursor.set_key(layout.index_key(low))
+            for index in range(low, high):
+                assert layout.key_index(cursor.key()) == index, f"log entry {index} missing in {bounds}"
+                entry = layout.decode_entry(index, cursor.value())
+                total_bytes += entry.size_bytes()
+                if selected and max_bytes is not None and total_bytes > max_bytes:
+                    break  # the first entry goes out whatever its size, or Raft could stall
+                selected.append(entry)
+                cursor.next()
+        return selected
+
+    def term(self, index: int) -> int:
+        bounds = self._bounds
+        if index < bounds.base_index:
+            raise Compacted(f"term of index {index} is compacted (log base {bounds.base_index})")
+        if index > bounds.last_index:
+            raise Unavailable(f"index {index} is beyond the last index {bounds.last_index}")
+        if index == bounds.last_index:
+            return bounds.last_term
+        if index == bounds.base_index:
+            return bounds.base_term
+        with self.env.begin(db=self._tables.log) as txn:
+            value = txn.get(layout.index_key(index))
+        assert value is not None, f"log entry {index} missing in {bounds}"
+        return layout.decode_entry_term(value)
+
+    def first_index(self) -> int:
+        return self._bounds.first_index
+
+    def last_index(self) -> int:
+        return self._bounds.last_index
+
+    def snapshot(self) -> Snapshot:
+        with self.env.begin() as txn:
+            meta = layout.decode_snapshot_meta(txn.get(layout.KEY_SNAPSHOT_META, db=self._tables.meta))
+            data = b"".join(value for _, value in txn.cursor(db=self._tables.snapshot))
+        assert len(data) == meta.size_bytes, (len(data), meta)
+        return Snapshot(meta=meta, data=data)
+
+    # -- other durable state ------------------------------------------------------------------
+
+    def hard_state(self) -> HardState:
+        with self.env.begin() as txn:
+            return layout.decode_hard_state(txn.get(layout.KEY_HARD_STATE, db=self._tables.meta))
+
+    def conf_state(self) -> ConfState:
+        with self.env.begin() as txn:
+            return layout.decode_conf_state(txn.get(layout.KEY_CONF_STATE, db=self._tables.meta))
+
+    def applied_index(self) -> int:
+        with self.env.begin() as txn:
+            value = txn.get(layout.KEY_APPLIED_INDEX, db=self._tables.meta)
+        return 0 if value is None else layout.key_index(value)
+
+    def log_entry_count(self) -> int:
+        return self._bounds.last_index - self._bounds.base_index
+
+    def log_size_bytes(self) -> int:
+        """Bytes of LMDB pages the log occupies (approximate: pages, not payload)."""
+        with self.env.begin() as txn:
+            stat = txn.stat(self._tables.log)
+        return (stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]) * stat["psize"]
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def write_batch(self) -> Iterator[WriteBatch]:
+        """One write transaction: committed and fsynced when the block exits normally, aborted
+        on any exception. A full map becomes StoreFull and leaves the store as it was."""
+        assert not self._batch_open, "write batches do not nest"
+        self._batch_open = True
+        txn = self.env.begin(write=True)
+        try:
+            batch = WriteBatch(txn, self._tables, self._bounds)
+            yield batch
+            txn.commit()
+        except lmdb.MapFullError:
+            txn.abort()
+            raise StoreFull(
+                f"the node's store {self.path} is full (map size {self.map_size_bytes} bytes); "
+                "the write was refused and nothing changed: raise lmdb_map_size_bytes or compact the log"
+            ) from None
+        except BaseException:
+            txn.abort()
+            raise
+        finally:
+            self._batch_open = False
+        self._bounds = batch.bounds
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[lmdb.Transaction]:
+        """A read-only snapshot of everything committed so far (for queries and status)."""
+        with self.env.begin() as txn:
+            yield txn

@@ -1,0 +1,257 @@
+"""The node-to-node wire format: one msgpack array per ZeroMQ frame.
+
+Every frame starts with [WIRE_VERSION, frame kind, ...]. A Raft frame then carries the
+Message fields positionally (no keys: this is the hot path, and a list is smaller and faster
+than a map); a forward frame carries one map (a client request a follower hands to the leader,
+or any other non-Raft payload).
+
+Decoding is strict: a frame is either turned into a fully valid value or rejected with
+CodecError. A peer may be buggy, old or hostile; garbage must never crash the driver loop or
+reach the Raft core half-valid.
+"""
+
+from __future__ import annotations
+
+import msgpack
+
+from node.errors import BadRequest
+from node.raft.types import ConfState, Entry, EntryKind, Message, MessageKind, SnapshotMeta
+
+WIRE_VERSION = 1
+FRAME_RAFT = 1
+FRAME_FORWARD = 2
+
+MAX_NODE_ID_BYTES = 64
+MAX_UINT64 = (1 << 64) - 1
+MAX_FORWARD_DEPTH = 32  # nesting of maps/lists inside a forwarded payload
+
+RAFT_FRAME_FIELDS = 18  # version, frame kind, then the 16 Message fields
+ENTRY_FIELDS = 4
+SNAPSHOT_META_FIELDS = 4
+CONF_STATE_FIELDS = 3
+
+_MESSAGE_KINDS = {int(kind): kind for kind in MessageKind}
+_ENTRY_KINDS = {int(kind): kind for kind in EntryKind}
+
+
+class CodecError(BadRequest):
+    """A peer frame is oversized, undecodable, of an unknown version or kind, or has a field of
+    the wrong type, count or range. The frame is dropped; the sender is not trusted."""
+
+
+def is_valid_node_id(value: object) -> bool:
+    """The rule node/config.py applies to [[nodes]].id: 1-64 letters, digits, - or _."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= MAX_NODE_ID_BYTES
+        and value.replace("-", "").replace("_", "").isalnum()
+        and value.isascii()
+    )
+
+
+# --- encoding ---------------------------------------------------------------------------
+
+
+def _pack_snapshot_meta(meta: SnapshotMeta | None) -> list | None:
+    if meta is None:
+        return None
+    conf = meta.conf_state
+    conf_fields = [sorted(conf.voters), sorted(conf.voters_outgoing), sorted(conf.learners)]
+    return [meta.index, meta.term, conf_fields, meta.size_bytes]
+
+
+def encode_message(message: Message) -> bytes:
+    """One Raft message as a frame. The message is our own: a bad field is a bug (asserted)."""
+    assert isinstance(message, Message), type(message)
+    entries = [[entry.term, entry.index, int(entry.kind), entry.data] for entry in message.entries]
+    frame = msgpack.packb(
+        [
+            WIRE_VERSION, FRAME_RAFT,
+            int(message.kind), message.source, message.target, message.term,
+            message.log_term, message.index, entries, message.commit, message.reject,
+            message.reject_hint_index, message.reject_hint_term, message.context,
+            _pack_snapshot_meta(message.snapshot_meta),
+            message.snapshot_offset, message.snapshot_data, message.snapshot_done,
+        ],
+        use_bin_type=True,
+    )
+    return frame
+
+
+def encode_forward(payload: dict) -> bytes:
+    """A non-Raft payload for another node (e.g. a forwarded client request)."""
+    assert isinstance(payload, dict), type(payload)
+    return msgpack.packb([WIRE_VERSION, FRAME_FORWARD, payload], use_bin_type=True)
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+
+def _unpack(frame: bytes, max_frame_bytes: int) -> list:
+    assert max_frame_bytes > 0
+    if len(frame) > max_frame_bytes:
+        raise CodecError(f"frame of {len(frame)} bytes exceeds the {max_frame_bytes}-byte limit")
+    try:
+        value = msgpack.unpackb(
+            frame, raw=False, use_list=True, strict_map_key=True,
+            max_buffer_size=max_frame_bytes, ext_hook=_reject_ext, timestamp=0,
+        )
+    except CodecError:
+        raise
+    except Exception as error:  # msgpack raises many unrelated types for garbage
+        raise CodecError(f"undecodable frame: {type(error).__name__}") from None
+    if type(value) is not list or len(value) < 2:
+        raise CodecError("a frame must be an array [version, kind, ...]")
+    if value[0] != WIRE_VERSION or type(value[0]) is not int:
+        raise CodecError(f"unsupported wire version {value[0]!r} (this node speaks {WIRE_VERSION})")
+    return value
+
+
+def _reject_ext(code: int, data: bytes) -> object:
+    raise CodecError(f"msgpack extension type {code} is not allowed")
+
+
+def _uint(value: object, name: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_UINT64:
+        raise CodecError(f"{name} must be an unsigned integer, got {type(value).__name__}")
+    return value
+
+
+def _bool(value: object, name: str) -> bool:
+    if type(value) is not bool:
+        raise CodecError(f"{name} must be a boolean, got {type(value).__name__}")
+    return value
+
+
+def _bytes(value: object, name: str) -> bytes:
+    if type(value) is not bytes:
+        raise CodecError(f"{name} must be bytes, got {type(value).__name__}")
+    return value
+
+
+def _node_id(value: object, name: str) -> str:
+    if not is_valid_node_id(value):
+        raise CodecError(f"{name} is not a valid node id")
+    return value
+
+
+def _node_set(value: object, name: str) -> frozenset[str]:
+    if type(value) is not list:
+        raise CodecError(f"{name} must be an array")
+    nodes = frozenset(_node_id(node, name) for node in value)
+    if len(nodes) != len(value):
+        raise CodecError(f"{name} lists a node twice")
+    return nodes
+
+
+def _entries(value: object) -> tuple[Entry, ...]:
+    if type(value) is not list:
+        raise CodecError("entries must be an array")
+    entries = []
+    for fields in value:
+        if type(fields) is not list or len(fields) != ENTRY_FIELDS:
+            raise CodecError(f"an entry must be an array of {ENTRY_FIELDS} fields")
+        term, index, kind, data = fields
+        kind_value = _ENTRY_KINDS.get(kind) if type(kind) is int else None
+        if kind_value is None:
+            raise CodecError(f"unknown entry kind {kind!r}")
+        entry = Entry(_uint(term, "entry term"), _uint(index, "entry index"), kind_value, _bytes(data, "entry data"))
+        if entries and entry.index != entries[-1].index + 1:
+            raise CodecError("entries must have consecutive indexes")
+        entries.append(entry)
+    return tuple(entries)
+
+
+def _snapshot_meta(value: object) -> SnapshotMeta | None:
+    if value is None:
+        return None
+    if type(value) is not list or len(value) != SNAPSHOT_META_FIELDS:
+        raise CodecError(f"snapshot meta must be nil or an array of {SNAPSHOT_META_FIELDS} fields")
+    index, term, conf, size_bytes = value
+    if type(conf) is not list or len(conf) != CONF_STATE_FIELDS:
+        raise CodecError(f"conf state must be an array of {CONF_STATE_FIELDS} fields")
+    voters, voters_outgoing, learners = conf
+    conf_state = ConfState(
+        voters=_node_set(voters, "voters"),
+        voters_outgoing=_node_set(voters_outgoing, "voters_outgoing"),
+        learners=_node_set(learners, "learners"),
+    )
+    return SnapshotMeta(
+        index=_uint(index, "snapshot index"),
+        term=_uint(term, "snapshot term"),
+        conf_state=conf_state,
+        size_bytes=_uint(size_bytes, "snapshot size_bytes"),
+    )
+
+
+def _message(value: list) -> Message:
+    if len(value) != RAFT_FRAME_FIELDS:
+        raise CodecError(f"a raft frame must have {RAFT_FRAME_FIELDS} fields, got {len(value)}")
+    (_, _, kind, source, target, term, log_term, index, entries, commit, reject,
+     reject_hint_index, reject_hint_term, context, snapshot_meta,
+     snapshot_offset, snapshot_data, snapshot_done) = value
+    kind_value = _MESSAGE_KINDS.get(kind) if type(kind) is int else None
+    if kind_value is None:
+        raise CodecError(f"unknown message kind {kind!r}")
+    return Message(
+        kind=kind_value,
+        source=_node_id(source, "source"),
+        target=_node_id(target, "target"),
+        term=_uint(term, "term"),
+        log_term=_uint(log_term, "log_term"),
+        index=_uint(index, "index"),
+        entries=_entries(entries),
+        commit=_uint(commit, "commit"),
+        reject=_bool(reject, "reject"),
+        reject_hint_index=_uint(reject_hint_index, "reject_hint_index"),
+        reject_hint_term=_uint(reject_hint_term, "reject_hint_term"),
+        context=_bytes(context, "context"),
+        snapshot_meta=_snapshot_meta(snapshot_meta),
+        snapshot_offset=_uint(snapshot_offset, "snapshot_offset"),
+        snapshot_data=_bytes(snapshot_data, "snapshot_data"),
+        snapshot_done=_bool(snapshot_done, "snapshot_done"),
+    )
+
+
+def _check_plain(value: object, depth: int) -> None:
+    """Forwarded payloads hold only plain msgpack values, nested at most MAX_FORWARD_DEPTH."""
+    if depth > MAX_FORWARD_DEPTH:
+        raise CodecError(f"forwarded payload nested deeper than {MAX_FORWARD_DEPTH}")
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise CodecError("forwarded payload map keys must be strings")
+            _check_plain(item, depth + 1)
+    elif kind is list:
+        for item in value:
+            _check_plain(item, depth + 1)
+    elif value is not None and kind not in (bool, int, float, str, bytes):
+        raise CodecError(f"forwarded payload holds a {kind.__name__}")
+
+
+def _forward(value: list) -> dict:
+    if len(value) != 3 or type(value[2]) is not dict:
+        raise CodecError("a forward frame must be [version, kind, map]")
+    payload = value[2]
+    _check_plain(payload, 0)
+    return payload
+
+
+def decode_message(frame: bytes, max_frame_bytes: int) -> Message:
+    """A Raft frame -> Message, or CodecError (a forward frame is an error here too)."""
+    value = _unpack(frame, max_frame_bytes)
+    if value[1] != FRAME_RAFT or type(value[1]) is not int:
+        raise CodecError(f"expected a raft frame, got frame kind {value[1]!r}")
+    return _message(value)
+
+
+def decode_peer_frame(frame: bytes, max_frame_bytes: int) -> tuple[str, Message | dict]:
+    """Any peer frame -> ("raft", Message) or ("forward", dict), or CodecError."""
+    value = _unpack(frame, max_frame_bytes)
+    frame_kind = value[1]
+    if type(frame_kind) is int and frame_kind == FRAME_RAFT:
+        return "raft", _message(value)
+    if type(frame_kind) is int and frame_kind == FRAME_FORWARD:
+        return "forward", _forward(value)
+    raise CodecError(f"unknown frame kind {frame_kind!r}")
