@@ -50,3 +50,9 @@ class AlreadyRunning(SandStoreError):
     """The supervisor was asked to start a node whose recorded process is still alive."""
 
     code = "ALREADY_RUNNING"
+
+
+class NodeExited(SandStoreError):
+    """A node process the supervisor started exited on its own (bad config, port in use...)."""
+
+    code = "NODE_EXITED"

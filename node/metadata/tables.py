@@ -1,0 +1,139 @@
+"""Where the namespace lives in LMDB: its tables, keys and the record of a file or directory.
+
+Every file and directory is an inode with a number that is never reused. A directory's entries
+are keys "parent inode + name", so ls is one prefix range scan and mv of a whole tree moves one
+key. Persisted formats are pinned: changing them breaks existing data directories.
+
+  ns.inodes          8-byte inode -> Record (msgpack)
+  ns.children        8-byte parent inode + UTF-8 name -> 8-byte child inode
+  ns.chunk_refs      32-byte chunk id -> 8-byte count of references from files
+  ns.sessions        UTF-8 client id -> msgpack [last seq, stored result, last active clock ns]
+  ns.session_expiry  8-byte last active clock ns + UTF-8 client id -> b"" (expiry in time order)
+  ns.meta            b"next_inode", b"clock_ns", b"applied_index" -> 8-byte integers
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import lmdb
+import msgpack
+
+ROOT_INODE = 1
+NO_INODE = 0  # the root's parent
+
+KEY_NEXT_INODE = b"next_inode"
+KEY_CLOCK_NS = b"clock_ns"
+KEY_APPLIED_INDEX = b"applied_index"
+
+_UINT64 = struct.Struct(">Q")
+
+# Record kinds (pinned: persisted).
+KIND_DIRECTORY = 0
+KIND_INLINE_FILE = 1
+KIND_CHUNKED_FILE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceTables:
+    inodes: object  # lmdb._Database handles; lmdb exposes no public type for them
+    children: object
+    chunk_refs: object
+    sessions: object
+    session_expiry: object
+    meta: object
+
+    @staticmethod
+    def open(env: lmdb.Environment) -> "NamespaceTables":
+        return NamespaceTables(**{name: env.open_db(table_name) for name, table_name in TABLE_NAMES.items()})
+
+    def in_order(self) -> list[tuple[bytes, object]]:
+        """(table name, handle) in a fixed order: snapshots and digests depend on it."""
+        return [(table_name, getattr(self, name)) for name, table_name in TABLE_NAMES.items()]
+
+
+TABLE_NAMES: dict[str, bytes] = {
+    "inodes": b"ns.inodes",
+    "children": b"ns.children",
+    "chunk_refs": b"ns.chunk_refs",
+    "sessions": b"ns.sessions",
+    "session_expiry": b"ns.session_expiry",
+    "meta": b"ns.meta",
+}
+
+
+def pack_uint64(value: int) -> bytes:
+    return _UINT64.pack(value)
+
+
+def unpack_uint64(value: bytes) -> int:
+    return _UINT64.unpack(value)[0]
+
+
+def child_key(parent: int, name: str) -> bytes:
+    return _UINT64.pack(parent) + name.encode("utf-8")
+
+
+def child_name(key: bytes) -> str:
+    return key[_UINT64.size :].decode("utf-8")
+
+
+def children_prefix(parent: int) -> bytes:
+    return _UINT64.pack(parent)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A directory or a file. A file's content is inline `data` or a list of `chunks`
+    ([chunk id, size, [replica node ids]]), never both."""
+
+    is_directory: bool
+    mode: int
+    mtime_ns: int
+    size: int = 0
+    data: bytes | None = None
+    chunks: list | None = None
+
+    def __post_init__(self) -> None:
+        if self.is_directory:
+            assert self.size == 0 and self.data is None and self.chunks is None, self
+        else:
+            assert (self.data is None) != (self.chunks is None), "a file is inline or chunked"
+
+    def encode(self) -> bytes:
+        if self.is_directory:
+            return msgpack.packb([KIND_DIRECTORY, self.mode, self.mtime_ns])
+        if self.data is not None:
+            return msgpack.packb([KIND_INLINE_FILE, self.mode, self.mtime_ns, self.size, self.data], use_bin_type=True)
+        return msgpack.packb([KIND_CHUNKED_FILE, self.mode, self.mtime_ns, self.size, self.chunks], use_bin_type=True)
+
+    @staticmethod
+    def decode(value: bytes) -> "Record":
+        kind, mode, mtime_ns, *content = msgpack.unpackb(value, raw=False)
+        if kind == KIND_DIRECTORY:
+            return Record(True, mode, mtime_ns)
+        size, payload = content
+        if kind == KIND_INLINE_FILE:
+            return Record(False, mode, mtime_ns, size, data=payload)
+        assert kind == KIND_CHUNKED_FILE, kind
+        return Record(False, mode, mtime_ns, size, chunks=payload)
+
+    def with_mtime(self, mtime_ns: int) -> "Record":
+        return Record(self.is_directory, self.mode, mtime_ns, self.size, self.data, self.chunks)
+
+    def chunk_list(self) -> list:
+        return self.chunks or []
+
+    def stat(self, path: str) -> dict:
+        result = {
+            "path": path,
+            "type": "dir" if self.is_directory else "file",
+            "size": self.size,
+            "mode": self.mode,
+            "mtime_ns": self.mtime_ns,
+            "inline": self.data is not None,
+        }
+        if self.chunks is not None:
+            result["chunks"] = self.chunks
+        return result

@@ -1,0 +1,88 @@
+"""Walking the inode tree: path resolution, directory listing, subtree traversal.
+
+Read-only helpers shared by apply and the queries; they take the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import lmdb
+
+from node.errors import NotADirectory, NotFound
+from node.metadata import paths
+from node.metadata.tables import NO_INODE, ROOT_INODE, NamespaceTables, Record, child_key, child_name, children_prefix, pack_uint64, unpack_uint64
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The deepest existing node along a path: `depth` names of it resolved (all of them when
+    the path exists). When depth is short of the path, `record` is a directory."""
+
+    depth: int
+    inode: int
+    parent: int  # NO_INODE for the root
+    record: Record
+
+
+def load(txn: lmdb.Transaction, tables: NamespaceTables, inode: int) -> Record:
+    value = txn.get(pack_uint64(inode), db=tables.inodes)
+    assert value is not None, f"inode {inode} is referenced but missing"
+    return Record.decode(value)
+
+
+def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str) -> Resolved:
+    """Follow `path` as far as it exists. Raises NotADirectory when a file sits where the path
+    needs a directory."""
+    names = paths.components(path)
+    inode, parent, record = ROOT_INODE, NO_INODE, load(txn, tables, ROOT_INODE)
+    for depth, name in enumerate(names):
+        if not record.is_directory:
+            prefix = paths.ROOT + "/".join(names[:depth])
+            raise NotADirectory(f"{prefix} is a file, not a directory (in {path})")
+        value = txn.get(child_key(inode, name), db=tables.children)
+        if value is None:
+            return Resolved(depth, inode, parent, record)
+        inode, parent = unpack_uint64(value), inode
+        record = load(txn, tables, inode)
+    return Resolved(len(names), inode, parent, record)
+
+
+def lookup(txn: lmdb.Transaction, tables: NamespaceTables, path: str) -> Resolved:
+    """`path` must exist: NotFound otherwise."""
+    found = resolve(txn, tables, path)
+    if found.depth < len(paths.components(path)):
+        raise NotFound(f"{path} does not exist")
+    return found
+
+
+def children(txn: lmdb.Transaction, tables: NamespaceTables, directory: int) -> Iterator[tuple[str, int]]:
+    """(name, inode) of a directory's entries, in name order (UTF-8 byte order)."""
+    prefix = children_prefix(directory)
+    cursor = txn.cursor(db=tables.children)
+    if not cursor.set_range(prefix):
+        return
+    for key, value in cursor:
+        if not key.startswith(prefix):
+            return
+        yield child_name(key), unpack_uint64(value)
+
+
+def has_children(txn: lmdb.Transaction, tables: NamespaceTables, directory: int) -> bool:
+    return next(children(txn, tables, directory), None) is not None
+
+
+def walk(txn: lmdb.Transaction, tables: NamespaceTables, path: str, inode: int, record: Record) -> Iterator[tuple[str, int, Record]]:
+    """(path, inode, record) of a node and everything under it, depth first, each
+    directory's entries in name order. Iterative: deep trees cannot exhaust the stack."""
+    stack = [(path, inode, record)]
+    while stack:
+        node_path, node_inode, node_record = stack.pop()
+        yield node_path, node_inode, node_record
+        if node_record.is_directory:
+            entries = [
+                (paths.join(node_path, name), child, load(txn, tables, child))
+                for name, child in children(txn, tables, node_inode)
+            ]
+            stack.extend(reversed(entries))

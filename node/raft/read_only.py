@@ -1,0 +1,54 @@
+"""ReadIndex bookkeeping on the leader: pending read requests waiting for a quorum of
+heartbeat acknowledgements that confirm the leader was still the leader at their index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from node.raft.types import NodeId
+
+
+@dataclass
+class ReadRequest:
+    index: int  # the leader's commit index when the request arrived
+    context: bytes
+    requester: NodeId  # the leader itself, or a follower that forwarded the request
+    acks: set[NodeId] = field(default_factory=set)
+
+
+class ReadOnly:
+    def __init__(self) -> None:
+        self._pending: dict[bytes, ReadRequest] = {}
+        self._queue: list[bytes] = []  # contexts in arrival order
+
+    def add_request(self, index: int, context: bytes, requester: NodeId, own_id: NodeId) -> None:
+        """A duplicate context (while the first is pending) joins the first request."""
+        if context in self._pending:
+            return
+        self._pending[context] = ReadRequest(index, context, requester, {own_id})
+        self._queue.append(context)
+
+    def receive_ack(self, node: NodeId, context: bytes) -> set[NodeId] | None:
+        """Record a heartbeat ack; the acks so far, or None for an unknown context."""
+        request = self._pending.get(context)
+        if request is None:
+            return None
+        request.acks.add(node)
+        return request.acks
+
+    def advance(self, context: bytes) -> list[ReadRequest]:
+        """Requests up to and including `context`: a quorum ack for a later heartbeat round
+        also confirms every earlier request."""
+        assert context in self._pending
+        position = self._queue.index(context)
+        done_contexts = self._queue[: position + 1]
+        del self._queue[: position + 1]
+        done = [self._pending.pop(done_context) for done_context in done_contexts]
+        assert all(later.index >= earlier.index for earlier, later in zip(done, done[1:]))
+        return done
+
+    def last_pending_context(self) -> bytes:
+        return self._queue[-1] if self._queue else b""
+
+    def pending_count(self) -> int:
+        return len(self._queue)
