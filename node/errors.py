@@ -67,6 +67,13 @@ class BadRequest(SandStoreError):
     code = "BAD_REQUEST"
 
 
+class Stale(SandStoreError):
+    """A write whose seq is older than the last one its client had applied: a newer request
+    of this client was already applied, so this one never will be."""
+
+    code = "STALE"
+
+
 class Refused(SandStoreError):
     """A valid request the cluster will not do now, nothing changed (e.g. a membership change
     while another is pending, transfer to a learner)."""
@@ -121,7 +128,7 @@ ERRORS_BY_CODE: dict[str, type[SandStoreError]] = {
     cls.code: cls
     for cls in (
         SandStoreError, ConfigError, InvalidPath, NotFound, AlreadyExists, NotADirectory,
-        IsADirectory, NotEmpty, TooLarge, BadRequest, Refused, NotLeader, NoLeader,
+        IsADirectory, NotEmpty, TooLarge, BadRequest, Stale, Refused, NotLeader, NoLeader,
         Unavailable, TimedOut, StoreFull, ChecksumMismatch,
     )
 }

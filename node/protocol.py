@@ -59,6 +59,16 @@ ADMIN_OPS: dict[str, dict[str, str]] = {
 
 OPS: dict[str, dict[str, str]] = {**READ_OPS, **WRITE_OPS, **ADMIN_OPS}
 
+# Served on the separate chunk port (node/chunks/service.py), validated with ops=CHUNK_OPS.
+# Chunk ids are 32-byte BLAKE2b-256 digests of the content.
+CHUNK_OPS: dict[str, dict[str, str]] = {
+    "chunk_put": {"id": "bytes", "data": "bytes"},  # -> {"stored": bool} (False: already had it)
+    "chunk_get": {"id": "bytes"},  # -> bytes, verified against the id
+    "chunk_has": {"ids": "list"},  # -> [bool, ...] in the same order
+    "chunk_stats": {},  # -> {"chunks": int, "bytes": int, "counters": {...}}
+    "chunk_gc": {"dry_run": "bool?", "grace_seconds": "float?"},  # -> {"unreferenced", "deleted", "deleted_bytes"}
+}
+
 _TYPES = {
     "str": str,
     "int": int,
@@ -80,8 +90,9 @@ def _check_type(name: str, value: object, type_name: str) -> None:
         raise BadRequest(f"argument {name!r} must be {type_name}, got {type(value).__name__}")
 
 
-def validate_request(request: object) -> tuple[int, str, dict]:
-    """Check a decoded request against the schema. Returns (id, op, args) or raises BadRequest."""
+def validate_request(request: object, ops: dict[str, dict[str, str]] = OPS) -> tuple[int, str, dict]:
+    """Check a decoded request against the schema `ops` (the client port's OPS unless given).
+    Returns (id, op, args) or raises BadRequest."""
     if not isinstance(request, dict):
         raise BadRequest("a request must be a map")
     if request.get("v") != PROTOCOL_VERSION:
@@ -93,12 +104,12 @@ def validate_request(request: object) -> tuple[int, str, dict]:
     if extra:
         raise BadRequest(f"unknown request field {sorted(map(str, extra))[0]!r}")
     op = request.get("op")
-    if not isinstance(op, str) or op not in OPS:
+    if not isinstance(op, str) or op not in ops:
         raise BadRequest(f"unknown op {op!r}")
     args = request.get("args", {})
     if not isinstance(args, dict):
         raise BadRequest("args must be a map")
-    schema = OPS[op]
+    schema = ops[op]
     for name in args:
         if name not in schema:
             raise BadRequest(f"unknown argument {name!r} for {op}")
@@ -129,7 +140,8 @@ def decode(frame: bytes, max_frame_bytes: int) -> object:
     if len(frame) > max_frame_bytes:
         raise BadRequest(f"frame of {len(frame)} bytes exceeds the {max_frame_bytes}-byte limit")
     try:
-        return msgpack.unpackb(frame, raw=False, strict_map_key=True, max_buffer_size=max_frame_bytes)
+        # unpackb takes no max_buffer_size (only Unpacker does); it caps lengths at len(frame).
+        return msgpack.unpackb(frame, raw=False, strict_map_key=True)
     except Exception as error:  # msgpack raises several unrelated types for garbage
         raise BadRequest(f"undecodable frame: {type(error).__name__}") from None
 

@@ -41,11 +41,10 @@ class Sessions:
         txn.put(KEY_CLOCK_NS, pack_uint64(clock_ns), db=self._tables.meta)
         return clock_ns
 
-    def expire(self, txn: lmdb.Transaction, clock_ns: int) -> int:
-        """Forget sessions idle for longer than the TTL; returns how many. Walks the expiry
-        index in time order, so the cost is the number expired, not the number of sessions."""
+    def expire(self, txn: lmdb.Transaction, clock_ns: int) -> None:
+        """Forget sessions idle for longer than the TTL. Walks the expiry index in time
+        order, so the cost is the number expired, not the number of sessions."""
         cutoff_ns = clock_ns - self._ttl_ns
-        expired = 0
         cursor = txn.cursor(db=self._tables.session_expiry)
         cursor.first()
         while cursor.key() and unpack_uint64(cursor.key()[:_CLOCK_BYTES]) < cutoff_ns:
@@ -53,8 +52,6 @@ class Sessions:
             deleted = txn.delete(client, db=self._tables.sessions)
             assert deleted, f"expiry index names a missing session {client!r}"
             cursor.delete()
-            expired += 1
-        return expired
 
     def get(self, txn: lmdb.Transaction, client: str) -> Session | None:
         value = txn.get(client.encode("utf-8"), db=self._tables.sessions)

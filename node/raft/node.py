@@ -1,47 +1,815 @@
-"""RaftNode: the consensus state machine (skeleton; bodies being filled in)."""
+"""RaftNode: the consensus state machine. Input is a tick, a message or a request; output is
+a Ready batch (see types.Ready for what the driver must do with it, and in which order).
+
+Structure after etcd-io/raft: terms are handled once at the top of step(); each role has its
+own step function and tick function, swapped in by become_follower / become_pre_candidate /
+become_candidate / become_leader.
+
+Durability promises: a message that reveals state which must survive a crash goes into
+Ready.messages_after_persist (vote requests and answers, append answers, the answer to a
+completed snapshot). A leader counts its own log towards a quorum only for entries the driver
+confirmed with advance(), so nothing is committed on the strength of an unwritten disk.
+"""
 
 from __future__ import annotations
 
+import enum
 import random
-from typing import Iterable
+from typing import Callable, Iterable
 
+from node.raft import membership
+from node.raft.errors import (
+    Compacted,
+    ConfChangeInProgress,
+    InvalidConfChange,
+    NotLeader,
+    ProposalDropped,
+    TransferRefused,
+)
+from node.raft.log import RaftLog
+from node.raft.progress import Progress, ProgressState
+from node.raft.quorum import VoteResult, vote_result
+from node.raft.read_only import ReadOnly, ReadRequest
+from node.raft.snapshot_receiver import SnapshotReceiver
 from node.raft.storage import Storage
-from node.raft.types import ConfChange, Config, Message, NodeId, Ready, Status
+from node.raft.tracker import ProgressTracker
+from node.raft.types import (
+    NO_INDEX,
+    NO_NODE,
+    ConfChange,
+    ConfChangeKind,
+    ConfChangeStep,
+    ConfState,
+    Config,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MessageKind,
+    NodeId,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+    SoftState,
+    Status,
+)
+
+# Context of the VOTE a TIMEOUT_NOW triggers: it bypasses leader stickiness.
+TRANSFER_CONTEXT = b"transfer"
+
+# Resend an unanswered snapshot chunk after this many heartbeat rounds.
+SNAPSHOT_CHUNK_RESEND_HEARTBEATS = 2
+
+_AFTER_PERSIST_KINDS = frozenset(
+    {MessageKind.VOTE, MessageKind.VOTE_RESPONSE, MessageKind.PRE_VOTE_RESPONSE, MessageKind.APPEND_RESPONSE}
+)
+_LEADER_KINDS = frozenset({MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.INSTALL_SNAPSHOT})
+
+
+class _Campaign(enum.Enum):
+    PRE_ELECTION = 1
+    ELECTION = 2
 
 
 class RaftNode:
     def __init__(self, config: Config, storage: Storage, rng: random.Random, peers: Iterable[NodeId] = ()) -> None:
-        raise NotImplementedError
+        self.config = config
+        self.id = config.node_id
+        self._rng = rng
+        self.log = RaftLog(storage, config.applied)
+        hard_state, conf_state = storage.initial_state()
+        peers = frozenset(peers)
+        brand_new = (
+            hard_state == HardState()
+            and not conf_state.all_nodes()
+            and storage.last_index() == NO_INDEX
+            and storage.snapshot().meta.index == NO_INDEX
+        )
+        # Bootstrap as the initial configuration (not as log entries), reported in the first
+        # Ready so that the driver persists it.
+        self._conf_state_to_report: ConfState | None = None
+        if peers and brand_new:
+            conf_state = ConfState(voters=peers)
+            self._conf_state_to_report = conf_state
+        self.term = hard_state.term
+        self.vote = hard_state.vote
+        self.log.commit_to(hard_state.commit)
+        assert self.log.applied <= self.log.committed, "applied beyond the persisted commit index"
+        self.tracker = ProgressTracker(config.max_inflight_messages)
+        self.tracker.set_conf_state(conf_state, self.log.last_index() + 1)
+
+        self.role = Role.FOLLOWER
+        self.lead: NodeId = NO_NODE
+        self.lead_transferee: NodeId = NO_NODE
+        self.election_elapsed_ticks = 0
+        self.heartbeat_elapsed_ticks = 0
+        self.randomized_election_ticks = config.election_ticks_min
+        self.pending_conf_index = NO_INDEX  # the last CONF_CHANGE a leader appended
+        self.uncommitted_bytes = 0
+        self.read_only = ReadOnly()
+        self.pending_read_requests: list[tuple[bytes, NodeId]] = []  # until the term's no-op commits
+        self.snapshot_receiver: SnapshotReceiver | None = None
+
+        self._messages: list[Message] = []
+        self._messages_after_persist: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._broadcast_due = False  # send appends when the next Ready is built (batching)
+        self._previous_soft_state = SoftState()
+        self._previous_hard_state = hard_state
+        self._ready_in_flight: Ready | None = None
+
+        self._step_role: Callable[[Message], None] = self._step_follower
+        self._tick_role: Callable[[], None] = self._tick_election
+        self.become_follower(self.term, NO_NODE)
+
+    # == public API ===========================================================================
 
     def tick(self) -> None:
-        raise NotImplementedError
+        self._tick_role()
 
     def step(self, message: Message) -> None:
-        raise NotImplementedError
+        if message.target != self.id or message.source in (self.id, NO_NODE):
+            return
+        if message.term > self.term:
+            if message.kind in (MessageKind.VOTE, MessageKind.PRE_VOTE) and self._in_lease(message):
+                return  # leader stickiness: we heard from a live leader very recently
+            if message.kind == MessageKind.PRE_VOTE:
+                pass  # a pre-vote never changes our term
+            elif message.kind == MessageKind.PRE_VOTE_RESPONSE and not message.reject:
+                pass  # granted pre-votes carry the proposed term; ours bumps when we win
+            elif message.kind in _LEADER_KINDS:
+                self.become_follower(message.term, message.source)
+            else:
+                self.become_follower(message.term, NO_NODE)
+        elif message.term < self.term:
+            self._answer_stale(message)
+            return
+
+        if message.kind in (MessageKind.VOTE, MessageKind.PRE_VOTE):
+            self._handle_vote_request(message)
+        else:
+            self._step_role(message)
 
     def propose(self, data: bytes) -> tuple[int, int]:
-        raise NotImplementedError
+        self._check_can_propose()
+        if self.uncommitted_bytes > 0 and self.uncommitted_bytes + len(data) > self.config.max_uncommitted_bytes:
+            raise ProposalDropped(f"{self.uncommitted_bytes} bytes are uncommitted already")
+        return self._append_entry(EntryKind.NORMAL, data)
 
     def propose_membership_change(self, change: ConfChange) -> tuple[int, int]:
-        raise NotImplementedError
+        self._check_can_propose()
+        if self.pending_conf_index > self.log.applying:
+            raise ConfChangeInProgress(f"the change at index {self.pending_conf_index} is not applied yet")
+        if self.tracker.conf_state.joint:
+            raise ConfChangeInProgress("the configuration is joint; it is being left")
+        membership.apply_change(self.tracker.conf_state, change)  # validation only
+        term, index = self._append_entry(EntryKind.CONF_CHANGE, change.encode())
+        self.pending_conf_index = index
+        return term, index
 
     def read_index(self, context: bytes) -> None:
-        raise NotImplementedError
+        assert context, "a read needs a non-empty, unique context"
+        if self.role == Role.LEADER:
+            self._handle_read_request(context, self.id)
+        elif self.lead == NO_NODE:
+            raise NotLeader(NO_NODE)
+        else:
+            self._send(MessageKind.READ_INDEX, self.lead, context=context)
 
     def transfer_leadership(self, target: NodeId) -> None:
-        raise NotImplementedError
+        if self.role != Role.LEADER:
+            raise NotLeader(self.lead)
+        if target == self.id:
+            raise TransferRefused(f"{target} already leads")
+        if target not in self.tracker.conf_state.voters:
+            raise TransferRefused(f"{target} is not a voter of the configuration")
+        if self.lead_transferee == target:
+            return
+        self.lead_transferee = target
+        self.election_elapsed_ticks = 0  # the transfer is aborted after one election timeout
+        if self.tracker.progress[target].match == self.log.last_index():
+            self._send(MessageKind.TIMEOUT_NOW, target)
+        else:
+            self._maybe_send_append(target, send_if_empty=True)
 
     def has_ready(self) -> bool:
-        raise NotImplementedError
+        return bool(
+            self._soft_state() != self._previous_soft_state
+            or self._hard_state() != self._previous_hard_state
+            or self.log.has_next_unstable()
+            or self.log.has_next_committed()
+            or self._messages
+            or self._messages_after_persist
+            or self._read_states
+            or self._conf_state_to_report is not None
+            or self._broadcast_due
+        )
 
     def ready(self) -> Ready:
-        raise NotImplementedError
+        assert self._ready_in_flight is None, "advance() the previous Ready first"
+        entries = tuple(self.log.unstable.next_entries())
+        snapshot = self.log.unstable.next_snapshot()
+        self.log.unstable.accept_in_progress()
+        conf_state = self._conf_state_to_report
+        self._conf_state_to_report = None
+        if snapshot is not None:
+            conf_state = snapshot.meta.conf_state
+        committed_entries = tuple(self.log.next_committed(self.config.max_message_bytes))
+        if committed_entries:
+            self.log.accept_applying(committed_entries[-1].index)
+        for entry in committed_entries:
+            if entry.kind == EntryKind.CONF_CHANGE:
+                conf_state = self._apply_conf_change(ConfChange.decode(entry.data))
+        if self.role == Role.LEADER:
+            released_bytes = sum(len(entry.data) for entry in committed_entries)
+            self.uncommitted_bytes = max(0, self.uncommitted_bytes - released_bytes)
+        if self._broadcast_due:
+            self._broadcast_due = False
+            if self.role == Role.LEADER:
+                self._broadcast_append()
+
+        soft_state = self._soft_state()
+        hard_state = self._hard_state()
+        ready = Ready(
+            soft_state=soft_state if soft_state != self._previous_soft_state else None,
+            hard_state=hard_state if hard_state != self._previous_hard_state else None,
+            entries=entries,
+            snapshot=snapshot,
+            committed_entries=committed_entries,
+            conf_state=conf_state,
+            messages=tuple(self._messages),
+            messages_after_persist=tuple(self._messages_after_persist),
+            read_states=tuple(self._read_states),
+        )
+        self._previous_soft_state = soft_state
+        self._previous_hard_state = hard_state
+        self._messages.clear()
+        self._messages_after_persist.clear()
+        self._read_states.clear()
+        self._ready_in_flight = ready
+        return ready
 
     def advance(self, ready: Ready) -> None:
-        raise NotImplementedError
+        assert ready is self._ready_in_flight, "advance() takes the Ready that ready() returned"
+        self._ready_in_flight = None
+        if ready.snapshot is not None:
+            self.log.snapshot_applied(ready.snapshot.meta.index)
+        if ready.entries:
+            self.log.unstable.stable_to(ready.entries[-1].index, ready.entries[-1].term)
+        if ready.committed_entries:
+            self.log.applied_to(ready.committed_entries[-1].index)
+        if self.role != Role.LEADER:
+            return
+        own_progress = self.tracker.progress[self.id]
+        if own_progress.maybe_update(self.log.persisted_last_index()):
+            self._maybe_commit()
+        if self.tracker.conf_state.joint and self.log.applied >= self.pending_conf_index:
+            # The joint configuration is in force: leave it automatically.
+            leave = ConfChange(steps=(ConfChangeStep(ConfChangeKind.LEAVE_JOINT),))
+            _, self.pending_conf_index = self._append_entry(EntryKind.CONF_CHANGE, leave.encode())
 
     def compacted(self, index: int) -> None:
-        raise NotImplementedError
+        # The log reads compacted entries from storage only, and storage now starts after
+        # `index`: there is no in-memory copy to drop. Followers that fall behind get a snapshot.
+        assert index <= self.log.applied, "compacted beyond what was applied"
+        assert self.log.storage.first_index() > index, "storage was not compacted"
 
     def status(self) -> Status:
-        raise NotImplementedError
+        progress = {}
+        if self.role == Role.LEADER:
+            progress = {node: each.describe() for node, each in sorted(self.tracker.progress.items())}
+        return Status(
+            node_id=self.id,
+            role=self.role,
+            leader=self.lead,
+            term=self.term,
+            vote=self.vote,
+            commit=self.log.committed,
+            applied=self.log.applied,
+            first_index=self.log.first_index(),
+            last_index=self.log.last_index(),
+            conf_state=self.tracker.conf_state,
+            progress=progress,
+            lead_transferee=self.lead_transferee,
+        )
+
+    # == roles ================================================================================
+
+    def become_follower(self, term: int, lead: NodeId) -> None:
+        self._reset(term)
+        self.lead = lead
+        self.role = Role.FOLLOWER
+        self._step_role = self._step_follower
+        self._tick_role = self._tick_election
+
+    def become_pre_candidate(self) -> None:
+        assert self.role != Role.LEADER, "a leader does not campaign"
+        # Neither term nor vote change: a pre-election only asks whether we could win.
+        self.tracker.reset_votes()
+        self.lead = NO_NODE
+        self.role = Role.PRE_CANDIDATE
+        self._step_role = self._step_candidate
+        self._tick_role = self._tick_election
+
+    def become_candidate(self) -> None:
+        assert self.role != Role.LEADER, "a leader does not campaign"
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+        self._step_role = self._step_candidate
+        self._tick_role = self._tick_election
+
+    def become_leader(self) -> None:
+        assert self.role == Role.CANDIDATE, "only a candidate wins an election"
+        self._reset(self.term)
+        self.lead = self.id
+        self.role = Role.LEADER
+        self._step_role = self._step_leader
+        self._tick_role = self._tick_heartbeat
+        own_progress = self.tracker.progress[self.id]
+        own_progress.become_replicate()
+        own_progress.maybe_update(self.log.persisted_last_index())
+        # No membership change until everything already in the log is applied: one of those
+        # entries may be a change this leader does not know about yet.
+        self.pending_conf_index = self.log.last_index()
+        self._append_entry(EntryKind.NOOP, b"")
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = NO_NODE
+        self.lead = NO_NODE
+        self.election_elapsed_ticks = 0
+        self.heartbeat_elapsed_ticks = 0
+        self.randomized_election_ticks = self._rng.randrange(
+            self.config.election_ticks_min, self.config.election_ticks_max
+        )
+        self.lead_transferee = NO_NODE
+        self.tracker.reset_votes()
+        self.tracker.reset_progress(self.log.last_index() + 1)
+        self.pending_conf_index = NO_INDEX
+        self.uncommitted_bytes = 0
+        self.read_only = ReadOnly()
+        self.pending_read_requests = []
+        self._broadcast_due = False
+
+    def _promotable(self) -> bool:
+        return self.tracker.is_voter(self.id) and self.log.unstable.snapshot is None
+
+    def _in_lease(self, message: Message) -> bool:
+        if message.context == TRANSFER_CONTEXT:
+            return False
+        return (
+            self.config.check_quorum
+            and self.lead != NO_NODE
+            and self.election_elapsed_ticks < self.config.election_ticks_min
+        )
+
+    # == ticks ================================================================================
+
+    def _tick_election(self) -> None:
+        self.election_elapsed_ticks += 1
+        if self._promotable() and self.election_elapsed_ticks >= self.randomized_election_ticks:
+            self.election_elapsed_ticks = 0
+            self._campaign(_Campaign.PRE_ELECTION if self.config.pre_vote else _Campaign.ELECTION)
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed_ticks += 1
+        self.election_elapsed_ticks += 1
+        if self.election_elapsed_ticks >= self.config.election_ticks_min:
+            self.election_elapsed_ticks = 0
+            if self.config.check_quorum:
+                if not self.tracker.quorum_active(self.id):
+                    self.become_follower(self.term, NO_NODE)  # lost touch with a quorum
+                    return
+                for node, progress in self.tracker.progress.items():
+                    progress.recent_active = node == self.id
+            self.lead_transferee = NO_NODE  # a transfer not done within a timeout is abandoned
+        if self.heartbeat_elapsed_ticks >= self.config.heartbeat_ticks:
+            self.heartbeat_elapsed_ticks = 0
+            self._broadcast_heartbeat()
+
+    # == elections ============================================================================
+
+    def _campaign(self, campaign: _Campaign, transfer: bool = False) -> None:
+        if campaign == _Campaign.PRE_ELECTION:
+            self.become_pre_candidate()
+            request_kind, request_term = MessageKind.PRE_VOTE, self.term + 1
+        else:
+            self.become_candidate()
+            request_kind, request_term = MessageKind.VOTE, self.term
+        self.tracker.record_vote(self.id, True)
+        if self.tracker.tally_votes() == VoteResult.WON:  # a single voter
+            if campaign == _Campaign.PRE_ELECTION:
+                self._campaign(_Campaign.ELECTION, transfer)
+            else:
+                self.become_leader()
+            return
+        context = TRANSFER_CONTEXT if transfer else b""
+        for voter in sorted(self.tracker.voters() - {self.id}):
+            self._send(
+                request_kind,
+                voter,
+                term=request_term,
+                index=self.log.last_index(),
+                log_term=self.log.last_term(),
+                context=context,
+            )
+
+    def _handle_vote_request(self, message: Message) -> None:
+        response_kind = (
+            MessageKind.VOTE_RESPONSE if message.kind == MessageKind.VOTE else MessageKind.PRE_VOTE_RESPONSE
+        )
+        can_vote = (
+            self.vote == message.source
+            or (self.vote == NO_NODE and self.lead == NO_NODE)
+            or (message.kind == MessageKind.PRE_VOTE and message.term > self.term)
+        )
+        if can_vote and self.log.is_up_to_date(message.index, message.log_term):
+            # A granted pre-vote carries the proposed term so the pre-candidate counts it.
+            self._send(response_kind, message.source, term=message.term)
+            if message.kind == MessageKind.VOTE:
+                self.election_elapsed_ticks = 0
+                self.vote = message.source
+        else:
+            self._send(response_kind, message.source, reject=True)
+
+    def _answer_stale(self, message: Message) -> None:
+        """A message from an older term: tell a stale leader or pre-candidate our term."""
+        if message.kind in _LEADER_KINDS and (self.config.check_quorum or self.config.pre_vote):
+            # Without this a leader cut off by a partition would never learn it was deposed
+            # (pre-vote keeps our term from reaching it through a vote request).
+            self._send(MessageKind.APPEND_RESPONSE, message.source)
+        elif message.kind == MessageKind.PRE_VOTE:
+            self._send(MessageKind.PRE_VOTE_RESPONSE, message.source, reject=True)
+
+    # == step functions =======================================================================
+
+    def _step_follower(self, message: Message) -> None:
+        if message.kind in _LEADER_KINDS:
+            self.election_elapsed_ticks = 0
+            self.lead = message.source
+            if message.kind == MessageKind.APPEND:
+                self._handle_append(message)
+            elif message.kind == MessageKind.HEARTBEAT:
+                self._handle_heartbeat(message)
+            else:
+                self._handle_snapshot_chunk(message)
+        elif message.kind == MessageKind.TIMEOUT_NOW:
+            if self._promotable():
+                self._campaign(_Campaign.ELECTION, transfer=True)
+        elif message.kind == MessageKind.READ_INDEX_RESPONSE:
+            if not message.reject:
+                self._read_states.append(ReadState(index=message.index, context=message.context))
+        # READ_INDEX sent to a non-leader is dropped: its sender times out and retries.
+
+    def _step_candidate(self, message: Message) -> None:
+        expected_response = (
+            MessageKind.PRE_VOTE_RESPONSE if self.role == Role.PRE_CANDIDATE else MessageKind.VOTE_RESPONSE
+        )
+        if message.kind in _LEADER_KINDS:
+            self.become_follower(message.term, message.source)  # someone won this term
+            self._step_follower(message)
+        elif message.kind == expected_response:
+            self.tracker.record_vote(message.source, not message.reject)
+            result = self.tracker.tally_votes()
+            if result == VoteResult.WON:
+                if self.role == Role.PRE_CANDIDATE:
+                    self._campaign(_Campaign.ELECTION)
+                else:
+                    self.become_leader()
+            elif result == VoteResult.LOST:
+                self.become_follower(self.term, NO_NODE)
+
+    def _step_leader(self, message: Message) -> None:
+        assert message.kind not in _LEADER_KINDS, f"two leaders in term {self.term}: {message.source}"
+        if message.kind == MessageKind.READ_INDEX:
+            self._handle_read_request(message.context, message.source)
+            return
+        progress = self.tracker.progress.get(message.source)
+        if progress is None:
+            return  # not (or no longer) a member
+        progress.recent_active = True
+        if message.kind == MessageKind.APPEND_RESPONSE:
+            self._handle_append_response(message, progress)
+        elif message.kind == MessageKind.HEARTBEAT_RESPONSE:
+            self._handle_heartbeat_response(message, progress)
+        elif message.kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE:
+            self._handle_snapshot_response(message, progress)
+
+    # == follower side of replication ===========================================================
+
+    def _handle_append(self, message: Message) -> None:
+        if message.index < self.log.committed:
+            self._send(MessageKind.APPEND_RESPONSE, message.source, index=self.log.committed)
+            return
+        last_new_index = self.log.maybe_append(message.index, message.log_term, message.commit, message.entries)
+        if last_new_index is not None:
+            self._send(MessageKind.APPEND_RESPONSE, message.source, index=last_new_index)
+            return
+        # Hint: our last entry at or below the probed index whose term is at most the probed
+        # term; the leader can skip every entry in between in one round trip.
+        hint_index, hint_term = self.log.find_conflict_by_term(
+            min(message.index, self.log.last_index()), message.log_term
+        )
+        self._send(
+            MessageKind.APPEND_RESPONSE,
+            message.source,
+            index=message.index,
+            reject=True,
+            reject_hint_index=hint_index,
+            reject_hint_term=hint_term,
+        )
+
+    def _handle_heartbeat(self, message: Message) -> None:
+        self.log.commit_to(message.commit)
+        self._send(MessageKind.HEARTBEAT_RESPONSE, message.source, context=message.context)
+
+    def _handle_snapshot_chunk(self, message: Message) -> None:
+        meta = message.snapshot_meta
+        assert meta is not None, "INSTALL_SNAPSHOT without snapshot_meta"
+        if meta.index <= self.log.committed:
+            self.snapshot_receiver = None  # we have all of it already
+            self._send(MessageKind.APPEND_RESPONSE, message.source, index=self.log.committed)
+            return
+        receiver = self.snapshot_receiver
+        if receiver is None or not receiver.is_for(meta, message.source, message.term):
+            if message.snapshot_offset != 0:
+                # A new snapshot (or leader) must start from its first byte.
+                self._send(MessageKind.INSTALL_SNAPSHOT_RESPONSE, message.source, index=meta.index, reject=True)
+                return
+            receiver = SnapshotReceiver(meta, message.source, message.term)
+            self.snapshot_receiver = receiver
+        if message.snapshot_offset != receiver.received_bytes:
+            # Duplicate or out of order: say which offset we need.
+            self._send(
+                MessageKind.INSTALL_SNAPSHOT_RESPONSE,
+                message.source,
+                index=meta.index,
+                snapshot_offset=receiver.received_bytes,
+            )
+            return
+        receiver.add_chunk(message.snapshot_offset, message.snapshot_data)
+        if not message.snapshot_done:
+            self._send(
+                MessageKind.INSTALL_SNAPSHOT_RESPONSE,
+                message.source,
+                index=meta.index,
+                snapshot_offset=receiver.received_bytes,
+            )
+            return
+        self.snapshot_receiver = None
+        snapshot = receiver.snapshot()
+        if self._restore(snapshot):
+            # Sent after the snapshot is persisted (see _send): the leader probes after it.
+            self._send(
+                MessageKind.INSTALL_SNAPSHOT_RESPONSE,
+                message.source,
+                index=meta.index,
+                snapshot_offset=receiver.received_bytes,
+                snapshot_done=True,
+            )
+        else:
+            self._send(MessageKind.APPEND_RESPONSE, message.source, index=self.log.committed)
+
+    def _restore(self, snapshot: Snapshot) -> bool:
+        """Reset the log to the snapshot; False if the log already holds its last entry (then
+        only the commit index moves)."""
+        meta = snapshot.meta
+        if meta.index <= self.log.committed:
+            return False
+        if self.log.match_term(meta.index, meta.term):
+            self.log.commit_to(meta.index)
+            return False
+        self.log.restore(snapshot)
+        self.tracker.set_conf_state(meta.conf_state, self.log.last_index() + 1)
+        return True
+
+    # == leader side of replication =============================================================
+
+    def _check_can_propose(self) -> None:
+        if self.role != Role.LEADER:
+            raise NotLeader(self.lead)
+        if self.lead_transferee != NO_NODE:
+            raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
+
+    def _append_entry(self, kind: EntryKind, data: bytes) -> tuple[int, int]:
+        assert self.role == Role.LEADER
+        entry = Entry(term=self.term, index=self.log.last_index() + 1, kind=kind, data=data)
+        self.log.append([entry])
+        self.uncommitted_bytes += len(data)
+        self._broadcast_due = True
+        return entry.term, entry.index
+
+    def _maybe_commit(self) -> bool:
+        """Commit what a quorum holds, if it is of this term (Raft paper, figure 8)."""
+        if not self.log.maybe_commit(self.tracker.committed_index(), self.term):
+            return False
+        self._broadcast_due = True  # followers learn the new commit index
+        self._release_pending_reads()
+        return True
+
+    def _broadcast_append(self) -> None:
+        for node in sorted(self.tracker.progress):
+            if node != self.id:
+                self._maybe_send_append(node, send_if_empty=True)
+
+    def _maybe_send_append(self, node: NodeId, send_if_empty: bool) -> bool:
+        """Send the follower what it lacks (or a snapshot chunk); False when nothing was sent."""
+        progress = self.tracker.progress[node]
+        if progress.is_paused():
+            return False
+        previous_index = progress.next - 1
+        try:
+            previous_term = self.log.term(previous_index)
+            entries = self.log.entries_from(progress.next, self.config.max_message_bytes)
+        except Compacted:
+            return self._start_snapshot(node, progress)
+        if not entries and not send_if_empty:
+            return False
+        self._send(
+            MessageKind.APPEND,
+            node,
+            index=previous_index,
+            log_term=previous_term,
+            entries=tuple(entries),
+            commit=self.log.committed,
+        )
+        progress.sent_entries(len(entries), entries[-1].index if entries else previous_index)
+        return True
+
+    def _handle_append_response(self, message: Message, progress: Progress) -> None:
+        if message.reject:
+            next_probe_index = message.reject_hint_index
+            if message.reject_hint_term != 0:
+                next_probe_index, _ = self.log.find_conflict_by_term(
+                    min(message.reject_hint_index, self.log.last_index()), message.reject_hint_term
+                )
+            if progress.maybe_decrease_to(message.index, next_probe_index):
+                if progress.state == ProgressState.REPLICATE:
+                    progress.become_probe()
+                self._maybe_send_append(message.source, send_if_empty=True)
+            return
+        was_paused = progress.is_paused()
+        updated = progress.maybe_update(message.index)
+        if not updated and not (progress.match == message.index and progress.state == ProgressState.PROBE):
+            return  # a stale or duplicate answer
+        if progress.state == ProgressState.PROBE:
+            progress.become_replicate()
+        elif progress.state == ProgressState.SNAPSHOT:
+            if progress.match + 1 >= self.log.first_index():
+                progress.become_probe()
+                progress.become_replicate()
+        else:
+            progress.inflights.free_le(message.index)
+        if not self._maybe_commit() and was_paused:
+            self._maybe_send_append(message.source, send_if_empty=True)
+        while self._maybe_send_append(message.source, send_if_empty=False):
+            pass  # pipeline: fill the in-flight window
+        if message.source == self.lead_transferee and progress.match == self.log.last_index():
+            self._send(MessageKind.TIMEOUT_NOW, message.source)
+
+    def _broadcast_heartbeat(self) -> None:
+        context = self.read_only.last_pending_context()
+        for node in sorted(self.tracker.progress):
+            if node == self.id:
+                continue
+            progress = self.tracker.progress[node]
+            commit = min(progress.match, self.log.committed)
+            self._send(MessageKind.HEARTBEAT, node, commit=commit, context=context)
+            if progress.state == ProgressState.SNAPSHOT and progress.snapshot_chunk_sent:
+                progress.snapshot_chunk_heartbeats += 1
+
+    def _handle_heartbeat_response(self, message: Message, progress: Progress) -> None:
+        progress.probe_sent = False
+        if progress.state == ProgressState.REPLICATE and progress.inflights.full():
+            progress.inflights.free_first_one()
+        if progress.state == ProgressState.SNAPSHOT:
+            if progress.snapshot_chunk_heartbeats >= SNAPSHOT_CHUNK_RESEND_HEARTBEATS:
+                self._send_snapshot_chunk(message.source, progress)  # the chunk or its answer was lost
+        elif progress.match < self.log.last_index() or progress.state == ProgressState.PROBE:
+            self._maybe_send_append(message.source, send_if_empty=True)
+        if message.context:
+            self._handle_read_ack(message.source, message.context)
+
+    # == snapshots (leader side) ==================================================================
+
+    def _start_snapshot(self, node: NodeId, progress: Progress) -> bool:
+        if not progress.recent_active:
+            return False  # do not push a snapshot at a node that may be down
+        snapshot = self.log.snapshot()
+        assert snapshot.meta.index > NO_INDEX, "entries are compacted but storage has no snapshot"
+        progress.become_snapshot(snapshot.meta.index)
+        self._send_snapshot_chunk(node, progress)
+        return True
+
+    def _send_snapshot_chunk(self, node: NodeId, progress: Progress) -> None:
+        snapshot = self.log.snapshot()
+        if snapshot.meta.index != progress.pending_snapshot:
+            progress.become_snapshot(snapshot.meta.index)  # a newer snapshot: start over
+        offset = progress.snapshot_offset
+        assert 0 <= offset <= len(snapshot.data)
+        chunk = snapshot.data[offset : offset + self.config.snapshot_chunk_bytes]
+        self._send(
+            MessageKind.INSTALL_SNAPSHOT,
+            node,
+            snapshot_meta=snapshot.meta,
+            snapshot_offset=offset,
+            snapshot_data=chunk,
+            snapshot_done=offset + len(chunk) >= len(snapshot.data),
+        )
+        progress.snapshot_chunk_sent = True
+        progress.snapshot_chunk_heartbeats = 0
+
+    def _handle_snapshot_response(self, message: Message, progress: Progress) -> None:
+        if progress.state != ProgressState.SNAPSHOT or message.index != progress.pending_snapshot:
+            return  # stale: about an earlier transfer
+        if message.snapshot_done and not message.reject:
+            progress.maybe_update(message.index)
+            progress.become_probe()
+            self._maybe_send_append(message.source, send_if_empty=True)
+            return
+        if message.reject:
+            progress.snapshot_offset = message.snapshot_offset  # the follower starts over
+        elif message.snapshot_offset > progress.snapshot_offset:
+            progress.snapshot_offset = message.snapshot_offset
+        else:
+            return  # a duplicate answer
+        self._send_snapshot_chunk(message.source, progress)
+
+    # == ReadIndex ==================================================================================
+
+    def _handle_read_request(self, context: bytes, requester: NodeId) -> None:
+        if self.log.term_or_zero(self.log.committed) != self.term:
+            # Until this term's no-op commits, our commit index may lag the true one.
+            self.pending_read_requests.append((context, requester))
+            return
+        if self.tracker.is_single_voter(self.id):
+            self._answer_read(ReadRequest(self.log.committed, context, requester))
+            return
+        self.read_only.add_request(self.log.committed, context, requester, self.id)
+        self._broadcast_heartbeat()
+
+    def _release_pending_reads(self) -> None:
+        pending, self.pending_read_requests = self.pending_read_requests, []
+        for context, requester in pending:
+            self._handle_read_request(context, requester)
+
+    def _handle_read_ack(self, node: NodeId, context: bytes) -> None:
+        acks = self.read_only.receive_ack(node, context)
+        if acks is None:
+            return
+        votes = {ack: True for ack in acks}
+        conf_state = self.tracker.conf_state
+        if vote_result(conf_state.voters, votes, conf_state.voters_outgoing) != VoteResult.WON:
+            return
+        for request in self.read_only.advance(context):
+            self._answer_read(request)
+
+    def _answer_read(self, request: ReadRequest) -> None:
+        if request.requester == self.id:
+            self._read_states.append(ReadState(index=request.index, context=request.context))
+        else:
+            self._send(MessageKind.READ_INDEX_RESPONSE, request.requester, index=request.index, context=request.context)
+
+    # == membership =================================================================================
+
+    def _apply_conf_change(self, change: ConfChange) -> ConfState:
+        """Apply a committed CONF_CHANGE (when it is handed out in committed_entries)."""
+        try:
+            conf_state = membership.apply_change(self.tracker.conf_state, change)
+        except (InvalidConfChange, ConfChangeInProgress) as error:
+            # Changes are validated when proposed against the configuration they apply to.
+            raise AssertionError(f"committed membership change is invalid: {error}") from error
+        self.tracker.set_conf_state(conf_state, self.log.last_index() + 1)
+        if self.role == Role.LEADER:
+            if self.id not in self.tracker.voters():
+                # Removed or demoted, and the configuration without us is in force: step down
+                # (no more heartbeats) so that the remaining voters elect a leader.
+                self.become_follower(self.term, NO_NODE)
+            else:
+                if self.lead_transferee not in conf_state.voters:
+                    self.lead_transferee = NO_NODE
+                self._maybe_commit()
+                self._broadcast_due = True  # new members need their first APPEND
+        return conf_state
+
+    # == plumbing ===================================================================================
+
+    def _send(self, kind: MessageKind, target: NodeId, term: int | None = None, **fields) -> None:
+        assert target != self.id, "never send to self"
+        message = Message(kind=kind, source=self.id, target=target, term=self.term if term is None else term, **fields)
+        promises_persisted_state = kind in _AFTER_PERSIST_KINDS or (
+            kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done
+        )
+        if promises_persisted_state:
+            self._messages_after_persist.append(message)
+        else:
+            self._messages.append(message)
+
+    def _soft_state(self) -> SoftState:
+        return SoftState(leader=self.lead, role=self.role)
+
+    def _hard_state(self) -> HardState:
+        return HardState(term=self.term, vote=self.vote, commit=self.log.committed)

@@ -67,8 +67,8 @@ class Progress:
         self.pending_snapshot = NO_INDEX
         self.snapshot_offset = 0
         self.snapshot_chunk_sent = False
-        # A chunk has been out for at least a whole heartbeat interval: resend it.
-        self.snapshot_chunk_stale = False
+        # Heartbeat rounds since the chunk out was sent: it is resent when they pile up.
+        self.snapshot_chunk_heartbeats = 0
 
     def _reset_state(self, state: ProgressState) -> None:
         self.state = state
@@ -76,7 +76,7 @@ class Progress:
         self.pending_snapshot = NO_INDEX
         self.snapshot_offset = 0
         self.snapshot_chunk_sent = False
-        self.snapshot_chunk_stale = False
+        self.snapshot_chunk_heartbeats = 0
         self.inflights.reset()
 
     def become_probe(self) -> None:

@@ -19,7 +19,7 @@ import lmdb
 
 from node.errors import StoreFull
 from node.raft.errors import Compacted, Unavailable
-from node.raft.types import ConfState, Entry, HardState, Snapshot
+from node.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from node.storage import layout
 from node.storage.layout import RaftTables
 from node.storage.write_batch import WriteBatch
@@ -106,6 +106,11 @@ class NodeStore:
         return Snapshot(meta=meta, data=data)
 
     # -- other durable state ------------------------------------------------------------------
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        """The latest snapshot's meta alone, without loading its data (for status)."""
+        with self.env.begin() as txn:
+            return layout.decode_snapshot_meta(txn.get(layout.KEY_SNAPSHOT_META, db=self._tables.meta))
 
     def hard_state(self) -> HardState:
         with self.env.begin() as txn:

@@ -66,7 +66,7 @@ class WriteBatch:
     def set_applied_index(self, index: int) -> None:
         previous = self._applied_index()
         assert index >= previous, f"applied index going back from {previous} to {index}"
-        assert index <= self.bounds.last_index, (index, self.bounds.last_index)
+        # Not bounded by last_index: the "none" replicator applies commands without a log.
         self._put_applied_index(index)
 
     # -- snapshots ----------------------------------------------------------------------------
@@ -95,9 +95,10 @@ class WriteBatch:
             self.set_hard_state(HardState(hard_state.term, hard_state.vote, meta.index))
 
     def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        """Record a snapshot this node took of its own state machine at meta.index (applied)."""
+        """Record a snapshot this node took of its own state machine at meta.index (applied).
+        Taking one again at the same index (a forced snapshot, nothing applied since) replaces it."""
         previous = self._snapshot_meta().index
-        assert meta.index > previous, f"snapshot {meta.index} is not newer than {previous}"
+        assert meta.index >= previous, f"snapshot {meta.index} is older than {previous}"
         assert meta.index <= self._applied_index(), "a snapshot of entries not applied yet"
         assert self._term(meta.index) == meta.term, (meta, self._term(meta.index))
         self._write_snapshot(meta, data)

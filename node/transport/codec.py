@@ -92,9 +92,9 @@ def _unpack(frame: bytes, max_frame_bytes: int) -> list:
     if len(frame) > max_frame_bytes:
         raise CodecError(f"frame of {len(frame)} bytes exceeds the {max_frame_bytes}-byte limit")
     try:
+        # unpackb caps every length field at len(frame): a header cannot claim more than is there.
         value = msgpack.unpackb(
-            frame, raw=False, use_list=True, strict_map_key=True,
-            max_buffer_size=max_frame_bytes, ext_hook=_reject_ext, timestamp=0,
+            frame, raw=False, use_list=True, strict_map_key=True, ext_hook=_reject_ext, timestamp=0,
         )
     except CodecError:
         raise

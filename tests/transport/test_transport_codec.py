@@ -82,7 +82,7 @@ BAD_FIELD_VALUES = {
     2: [0, 99, -1, "1", True, None],  # kind
     3: ["", "a b", "x" * 65, b"n1", 1, None, "\x00n"],  # source
     4: ["", 7],  # target
-    5: [-1, 1 << 64 - 1 + 1, 1.0, True, "1", None],  # term
+    5: [-1, -(2**63), 1.0, True, "1", None],  # term
     8: ["x", [[1, 1, 1]], [[1, 1, 9, b""]], [[1, 1, 1, "s"]], [[1, 5, 1, b""], [1, 7, 1, b""]], None],
     10: [1, 0, None, "true"],  # reject
     13: ["ctx", None, 1],  # context
@@ -101,7 +101,7 @@ def test_each_bad_field_is_refused(position, bad):
 
 
 @pytest.mark.parametrize("frame_value", [
-    [], [1], [2, 1], [1, 3], [1, 1, 5], [1, 2], [1, 2, [1]], [1, 2, {"k": {"deep": set and None}}, 1],
+    [], [1], [2, 1], [1, 3], [1, 1, 5], [1, 2], [1, 2, [1]], [1, 2, {"k": 1}, 1],
     [True, 1], {"v": 1}, 7, b"raw", [1, 2, {1: 2}],
 ])
 def test_bad_envelopes_are_refused(frame_value):

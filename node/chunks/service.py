@@ -1,0 +1,270 @@
+"""The chunk service: a ROUTER on the node's chunk address serving CHUNK_OPS, off the Raft thread.
+
+Threads:
+  - the I/O thread owns the ROUTER (ZeroMQ sockets are not thread-safe). It hands each request
+    to a bounded queue and sends the replies workers pass back over an inproc PULL socket;
+  - `worker_threads` workers hash, read and write LMDB. hashlib and LMDB release the GIL, so
+    several 4 MiB puts really run in parallel, and an idle worker always takes the next request
+    (a small request never waits behind a big one while a worker is free).
+When the queue is full the I/O thread stops reading the ROUTER: ZeroMQ's high-water marks then
+push back on clients instead of this process buffering without bound.
+
+Every request is validated; garbage, unknown ops and bad arguments get a BAD_REQUEST reply and
+the service keeps serving. Periodic garbage collection runs as a job on a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from typing import Callable
+
+import zmq
+
+from node import protocol
+from node.chunks.store import CHUNK_ID_BYTES, ChunkStore
+from node.errors import BadRequest, SandStoreError
+from node.transport.address import tcp_endpoint
+
+log = logging.getLogger(__name__)
+
+MAX_IDS_PER_HAS = 65536
+QUEUED_REQUESTS_PER_WORKER = 2
+# Requests ZeroMQ may hold per client connection before TCP pushes back (each up to a frame).
+RECEIVE_HIGH_WATER_MESSAGES = 64
+_GC_JOB = object()  # a queue item meaning "run the periodic garbage collection"
+_STOP_JOB = None
+_WAKE = b""  # a frame on the reply socket that carries no reply: stop() wakes the I/O thread
+
+
+class ChunkService:
+    def __init__(
+        self,
+        context: zmq.Context,
+        bind_address: str,
+        store: ChunkStore,
+        *,
+        referenced_chunk_ids: Callable[[], set[bytes]],
+        gc_grace_seconds: float,
+        gc_interval_seconds: float = 30,
+        max_frame_bytes: int,
+        worker_threads: int = 4,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`referenced_chunk_ids` is called from a worker thread: it must be thread-safe.
+        `clock` gives the wall-clock seconds garbage collection records (see ChunkStore)."""
+        assert gc_grace_seconds >= 0
+        assert gc_interval_seconds > 0
+        assert max_frame_bytes > 0
+        assert worker_threads >= 1
+        self._context = context
+        self._store = store
+        self._referenced_chunk_ids = referenced_chunk_ids
+        self._gc_grace_seconds = gc_grace_seconds
+        self._gc_interval_seconds = gc_interval_seconds
+        self._max_frame_bytes = max_frame_bytes
+        self._clock = clock
+        self._jobs: queue.Queue = queue.Queue(maxsize=worker_threads * QUEUED_REQUESTS_PER_WORKER)
+        self._reply_endpoint = f"inproc://chunk-replies-{id(self)}"
+        self._stopping = threading.Event()
+        self._gc_pending = threading.Event()  # at most one periodic GC queued or running
+        self._counters_lock = threading.Lock()
+        self._counters = {"requests": 0, "bad_requests": 0, "errors": 0, "internal_errors": 0}
+
+        self._router = context.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 0)
+        # Frames a little over the limit still get a BAD_REQUEST reply from decode(); ZeroMQ cuts
+        # the connection of anything far larger before buffering it.
+        self._router.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes + (1 << 16))
+        self._router.setsockopt(zmq.RCVHWM, RECEIVE_HIGH_WATER_MESSAGES)
+        self._replies = context.socket(zmq.PULL)
+        self._replies.setsockopt(zmq.LINGER, 0)
+        try:
+            self._router.bind(tcp_endpoint(bind_address))
+            self._replies.bind(self._reply_endpoint)
+        except zmq.ZMQError:
+            self._router.close(linger=0)
+            self._replies.close(linger=0)
+            raise
+        self._io_thread = threading.Thread(target=self._serve, name="chunk-io", daemon=True)
+        self._workers = [
+            threading.Thread(target=self._work, name=f"chunk-worker-{number}", daemon=True)
+            for number in range(worker_threads)
+        ]
+        self._started = False
+
+    @property
+    def bound_address(self) -> str:
+        """The "host:port" actually bound (useful when bind_address asked for port "*")."""
+        return self._router.getsockopt_string(zmq.LAST_ENDPOINT).removeprefix("tcp://")
+
+    def start(self) -> None:
+        assert not self._started, "start() once"
+        self._started = True
+        for worker in self._workers:
+            worker.start()
+        self._io_thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and join every thread; requests not yet answered get no reply."""
+        if not self._started:
+            self._router.close(linger=0)
+            self._replies.close(linger=0)
+            return
+        self._stopping.set()
+        waker = self._context.socket(zmq.PUSH)
+        waker.setsockopt(zmq.LINGER, 0)
+        waker.connect(self._reply_endpoint)
+        waker.send(_WAKE)
+        self._io_thread.join()
+        waker.close(linger=0)
+        for worker in self._workers:
+            worker.join()
+
+    def counters(self) -> dict:
+        with self._counters_lock:
+            return dict(self._counters)
+
+    def _count(self, name: str) -> None:
+        with self._counters_lock:
+            self._counters[name] += 1
+
+    # --- the I/O thread -------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._replies, zmq.POLLIN)
+        reading_router = False
+        next_gc_seconds = time.monotonic() + self._gc_interval_seconds
+        try:
+            while not self._stopping.is_set():
+                # Read requests only while a worker can take them: backpressure, not buffering.
+                if reading_router != (not self._jobs.full()):
+                    reading_router = not reading_router
+                    if reading_router:
+                        poller.register(self._router, zmq.POLLIN)
+                    else:
+                        poller.unregister(self._router)
+                timeout_ms = max(0.0, next_gc_seconds - time.monotonic()) * 1000
+                events = dict(poller.poll(timeout=timeout_ms if reading_router else min(timeout_ms, 10)))
+                if self._replies in events:
+                    self._send_replies()
+                if self._router in events:
+                    self._queue_requests()
+                if time.monotonic() >= next_gc_seconds:
+                    next_gc_seconds = time.monotonic() + self._gc_interval_seconds
+                    if not self._gc_pending.is_set() and not self._jobs.full():
+                        self._gc_pending.set()
+                        self._jobs.put_nowait(_GC_JOB)
+        finally:
+            for _ in self._workers:
+                self._jobs.put(_STOP_JOB)  # workers drain the queue, so this never blocks for long
+            for worker in self._workers:
+                worker.join()
+            self._router.close(linger=0)
+            self._replies.close(linger=0)
+
+    def _send_replies(self) -> None:
+        while True:
+            try:
+                parts = self._replies.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(parts) == 2:
+                try:
+                    self._router.send_multipart(parts, zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    pass  # the client's pipe is full or gone: it times out and retries
+
+    def _queue_requests(self) -> None:
+        while not self._jobs.full():
+            try:
+                parts = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._jobs.put_nowait(parts)
+
+    # --- workers --------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        replies = self._context.socket(zmq.PUSH)
+        replies.setsockopt(zmq.LINGER, 0)
+        replies.connect(self._reply_endpoint)
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is _STOP_JOB:
+                    return
+                if job is _GC_JOB:
+                    self._periodic_gc()
+                    continue
+                identity, reply = self._handle(job)
+                replies.send_multipart([identity, reply], copy=False)
+        finally:
+            replies.close(linger=0)
+
+    def _periodic_gc(self) -> None:
+        try:
+            result = self._collect_garbage(dry_run=False, grace_seconds=self._gc_grace_seconds)
+            if result["deleted"]:
+                log.info("chunk gc deleted %d chunks (%d bytes)", result["deleted"], result["deleted_bytes"])
+        except Exception:  # a failing GC must not take the worker down; it runs again later
+            log.exception("periodic chunk garbage collection failed")
+        finally:
+            self._gc_pending.clear()
+
+    def _handle(self, parts: list) -> tuple[bytes, bytes]:
+        """One request -> (client identity, reply frame). Never raises."""
+        identity = parts[0].bytes
+        request_id = 0
+        self._count("requests")
+        try:
+            if len(parts) != 2:
+                raise BadRequest(f"a request is one frame, got {len(parts) - 1}")
+            request = protocol.decode(parts[1].buffer, self._max_frame_bytes)
+            if isinstance(request, dict) and type(request.get("id")) is int:
+                request_id = request["id"]  # answer even an invalid request under its own id
+            request_id, op, args = protocol.validate_request(request, protocol.CHUNK_OPS)
+            return identity, protocol.reply_ok(request_id, self._dispatch(op, args))
+        except BadRequest as error:
+            self._count("bad_requests")
+            return identity, protocol.reply_error(request_id, error)
+        except SandStoreError as error:
+            self._count("errors")
+            return identity, protocol.reply_error(request_id, error)
+        except Exception:
+            self._count("internal_errors")
+            log.exception("chunk request %d failed", request_id)
+            return identity, protocol.reply_error(request_id, SandStoreError("internal error in the chunk service"))
+
+    def _dispatch(self, op: str, args: dict) -> object:
+        if op == "chunk_put":
+            return {"stored": self._store.put(_chunk_id(args["id"]), args["data"])}
+        if op == "chunk_get":
+            return self._store.get(_chunk_id(args["id"]))
+        if op == "chunk_has":
+            ids = args["ids"]
+            if len(ids) > MAX_IDS_PER_HAS:
+                raise BadRequest(f"chunk_has takes at most {MAX_IDS_PER_HAS} ids")
+            return [self._store.has(_chunk_id(chunk_id)) for chunk_id in ids]
+        if op == "chunk_stats":
+            return {"chunks": self._store.count(), "bytes": self._store.total_bytes(),
+                    "counters": {**self._store.counters(), **self.counters()}}
+        assert op == "chunk_gc", op
+        grace_seconds = args.get("grace_seconds", self._gc_grace_seconds)
+        if not (math.isfinite(grace_seconds) and grace_seconds >= 0):
+            raise BadRequest("grace_seconds must be a finite number >= 0")
+        return self._collect_garbage(dry_run=args.get("dry_run", False), grace_seconds=float(grace_seconds))
+
+    def _collect_garbage(self, *, dry_run: bool, grace_seconds: float) -> dict:
+        referenced = self._referenced_chunk_ids()
+        return self._store.collect_garbage(referenced, self._clock(), grace_seconds, dry_run)
+
+
+def _chunk_id(value: object) -> bytes:
+    if type(value) is not bytes or len(value) != CHUNK_ID_BYTES:
+        raise BadRequest(f"a chunk id is {CHUNK_ID_BYTES} bytes")
+    return value

@@ -1,0 +1,213 @@
+"""Content-addressed chunk storage in its own LMDB environment, <directory>/chunks.lmdb.
+
+A chunk's id is the BLAKE2b-256 digest of its content, so identical chunks are stored once and
+every read can prove its bytes are the ones written. Every write transaction syncs on commit:
+a put that returned is durable.
+
+Garbage collection needs no coordination with writers: a chunk that nobody references is
+remembered with the time it was first seen unreferenced, and deleted only once that is older
+than a grace period. A freshly written chunk starts unreferenced at its write time, so the
+chunks of an interrupted put disappear after the grace period, while a put that commits its
+file record within the grace period keeps them.
+
+Safe to use from several threads: LMDB serialises writers and readers never block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+import threading
+import time
+from typing import Callable
+
+import lmdb
+
+from node.errors import ChecksumMismatch, NotFound, StoreFull
+
+log = logging.getLogger(__name__)
+
+CHUNK_ID_BYTES = 32
+_CHUNKS_DB = b"chunks"  # chunk id -> content
+_UNREFERENCED_DB = b"unreferenced"  # chunk id -> first seen unreferenced (float seconds, big-endian)
+_TIME = struct.Struct(">d")
+
+COUNTER_NAMES = (
+    "puts",  # chunks newly written
+    "put_bytes",
+    "dedup_puts",  # puts of a chunk already stored
+    "gets",
+    "get_bytes",
+    "get_misses",
+    "checksum_mismatches",  # corrupt chunks found on read (and removed)
+    "deletes",
+    "gc_runs",
+    "gc_deleted",
+    "gc_deleted_bytes",
+)
+
+
+def chunk_id_of(data: bytes) -> bytes:
+    """The id of a chunk: BLAKE2b with a 32-byte digest."""
+    return hashlib.blake2b(data, digest_size=CHUNK_ID_BYTES).digest()
+
+
+class ChunkStore:
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        map_size_bytes: int,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`clock` gives wall-clock seconds: write times must survive a restart, so not monotonic."""
+        assert map_size_bytes > 0
+        path = os.path.join(os.fspath(directory), "chunks.lmdb")
+        os.makedirs(path, exist_ok=True)
+        self._env = lmdb.open(path, map_size=map_size_bytes, max_dbs=2, sync=True, metasync=True,
+                              readahead=False)
+        self._chunks = self._env.open_db(_CHUNKS_DB)
+        self._unreferenced = self._env.open_db(_UNREFERENCED_DB)
+        self._clock = clock
+        self._counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self._counters_lock = threading.Lock()
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._counters_lock:
+            self._counters[name] += amount
+
+    def put(self, chunk_id: bytes, data: bytes) -> bool:
+        """Store a chunk, durably. True if written, False if it was already stored (then its
+        grace period restarts if it was unreferenced: a new put is about to reference it)."""
+        _check_chunk_id(chunk_id)
+        if chunk_id_of(data) != chunk_id:
+            raise ChecksumMismatch(f"chunk {chunk_id.hex()}: content does not hash to its id")
+        now_bytes = _TIME.pack(self._clock())
+        try:
+            with self._env.begin(write=True) as txn:
+                if txn.get(chunk_id, db=self._chunks, default=None) is not None:
+                    if txn.get(chunk_id, db=self._unreferenced, default=None) is not None:
+                        txn.put(chunk_id, now_bytes, db=self._unreferenced)
+                    stored = False
+                else:
+                    txn.put(chunk_id, data, db=self._chunks)
+                    txn.put(chunk_id, now_bytes, db=self._unreferenced)
+                    stored = True
+        except lmdb.MapFullError:
+            raise StoreFull(f"chunk store is full: no room for {len(data)} more bytes") from None
+        if stored:
+            self._count("puts")
+            self._count("put_bytes", len(data))
+        else:
+            self._count("dedup_puts")
+        return stored
+
+    def get(self, chunk_id: bytes) -> bytes:
+        """The chunk's content, verified. NotFound if absent; ChecksumMismatch if corrupt (the
+        corrupt copy is removed so a replica can be written here again)."""
+        _check_chunk_id(chunk_id)
+        with self._env.begin() as txn:
+            data = txn.get(chunk_id, db=self._chunks, default=None)
+        if data is None:
+            self._count("get_misses")
+            raise NotFound(f"chunk {chunk_id.hex()} is not stored here")
+        if chunk_id_of(data) != chunk_id:
+            self._count("checksum_mismatches")
+            log.warning("chunk %s is corrupt (content does not hash to its id); removing it", chunk_id.hex())
+            self._delete_if_content(chunk_id, data)
+            raise ChecksumMismatch(f"chunk {chunk_id.hex()} is corrupt on this node")
+        self._count("gets")
+        self._count("get_bytes", len(data))
+        return data
+
+    def _delete_if_content(self, chunk_id: bytes, content: bytes) -> None:
+        # Another thread may have replaced the corrupt copy meanwhile: delete only what we read.
+        with self._env.begin(write=True) as txn:
+            if txn.get(chunk_id, db=self._chunks, default=None) == content:
+                txn.delete(chunk_id, db=self._chunks)
+                txn.delete(chunk_id, db=self._unreferenced)
+
+    def has(self, chunk_id: bytes) -> bool:
+        _check_chunk_id(chunk_id)
+        with self._env.begin(buffers=True) as txn:
+            return txn.get(chunk_id, db=self._chunks, default=None) is not None
+
+    def delete(self, chunk_id: bytes) -> bool:
+        """Remove a chunk now, ignoring references. True if it was stored."""
+        _check_chunk_id(chunk_id)
+        with self._env.begin(write=True) as txn:
+            deleted = txn.delete(chunk_id, db=self._chunks)
+            txn.delete(chunk_id, db=self._unreferenced)
+        if deleted:
+            self._count("deletes")
+        return deleted
+
+    def count(self) -> int:
+        with self._env.begin() as txn:
+            return txn.stat(self._chunks)["entries"]
+
+    def total_bytes(self) -> int:
+        """Sum of the stored chunk sizes (walks the keys; values are not copied)."""
+        with self._env.begin(buffers=True) as txn:
+            return sum(len(value) for value in txn.cursor(db=self._chunks).iternext(keys=False, values=True))
+
+    def counters(self) -> dict:
+        with self._counters_lock:
+            return dict(self._counters)
+
+    def collect_garbage(
+        self,
+        referenced: set[bytes],
+        now_seconds: float,
+        grace_seconds: float,
+        dry_run: bool,
+    ) -> dict:
+        """Delete chunks unreferenced for longer than grace_seconds. One write transaction, so
+        a concurrent put either lands before (and restarts its chunk's grace) or after.
+
+        Returns {"unreferenced": chunks not in `referenced`, "deleted", "deleted_bytes"}; with
+        dry_run nothing changes and "deleted*" say what would have been deleted."""
+        assert grace_seconds >= 0, grace_seconds
+        now_bytes = _TIME.pack(now_seconds)
+        unreferenced = deleted = deleted_bytes = 0
+        try:
+            with self._env.begin(write=not dry_run, buffers=True) as txn:
+                cursor = txn.cursor(db=self._chunks)
+                for chunk_id, content in cursor.iternext(keys=True, values=True):
+                    chunk_id = bytes(chunk_id)
+                    first_seen_bytes = txn.get(chunk_id, db=self._unreferenced, default=None)
+                    if chunk_id in referenced:
+                        if first_seen_bytes is not None and not dry_run:
+                            txn.delete(chunk_id, db=self._unreferenced)
+                        continue
+                    unreferenced += 1
+                    if first_seen_bytes is None:
+                        if not dry_run:
+                            txn.put(chunk_id, now_bytes, db=self._unreferenced)
+                        continue
+                    (first_seen_seconds,) = _TIME.unpack(first_seen_bytes)
+                    if now_seconds - first_seen_seconds > grace_seconds:
+                        deleted += 1
+                        deleted_bytes += len(content)
+                        if not dry_run:
+                            # Deleting at the cursor moves it to the next item, which
+                            # iternext would then skip: delete through the transaction.
+                            txn.delete(chunk_id, db=self._unreferenced)
+                            txn.delete(chunk_id, db=self._chunks)
+        except lmdb.MapFullError:
+            raise StoreFull("chunk store is full: cannot record garbage collection state") from None
+        assert deleted <= unreferenced
+        if not dry_run:
+            self._count("gc_runs")
+            self._count("gc_deleted", deleted)
+            self._count("gc_deleted_bytes", deleted_bytes)
+        return {"unreferenced": unreferenced, "deleted": deleted, "deleted_bytes": deleted_bytes}
+
+    def close(self) -> None:
+        self._env.close()
+
+
+def _check_chunk_id(chunk_id: bytes) -> None:
+    assert type(chunk_id) is bytes and len(chunk_id) == CHUNK_ID_BYTES, "callers validate chunk ids"

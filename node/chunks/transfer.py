@@ -1,0 +1,357 @@
+"""Client side of chunk transfer: stream a file into replicated chunks, and back out.
+
+Used by sandctl for files above inline_max_bytes. Everything runs in the calling thread: one
+DEALER per chunk node and a poller keep up to `max_chunks_in_flight` chunks moving at once, so
+memory stays bounded by that many chunks whatever the file size. A replica that fails (error
+reply, no reply within attempt_timeout_seconds) is replaced by another node, and a node that
+failed once is tried last for the rest of the transfer so a dead node costs one timeout, not
+one per chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable
+
+import zmq
+
+from node import protocol
+from node.chunks.store import CHUNK_ID_BYTES, chunk_id_of
+from node.errors import (
+    ChecksumMismatch,
+    NotFound,
+    SandStoreError,
+    StoreFull,
+    Unavailable,
+    error_from_code,
+)
+from node.transport.address import tcp_endpoint
+
+DEFAULT_MAX_FRAME_BYTES = 64 << 20
+DEFAULT_ATTEMPT_TIMEOUT_SECONDS = 5.0
+
+Progress = Callable[[int], None]  # called with the byte count of each chunk completed
+
+
+class _Connections:
+    """One DEALER per chunk node, opened on first use; replies are matched by request id."""
+
+    def __init__(self, context: zmq.Context, chunk_addresses: dict[str, str], *,
+                 send_high_water_messages: int, max_frame_bytes: int) -> None:
+        self._context = context
+        self._addresses = chunk_addresses
+        self._send_high_water_messages = send_high_water_messages
+        self._max_frame_bytes = max_frame_bytes
+        self._dealers: dict[str, zmq.Socket] = {}
+        self._poller = zmq.Poller()
+        self._next_request_id = 1
+
+    def send(self, node: str, op: str, args: dict) -> int | None:
+        """The request id, or None when the node's queue is full (treat as a failed attempt)."""
+        dealer = self._dealers.get(node)
+        if dealer is None:
+            dealer = self._context.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            # Requests to a dead node queue until SNDHWM, then fail at once: memory stays bounded.
+            dealer.setsockopt(zmq.SNDHWM, self._send_high_water_messages)
+            dealer.connect(tcp_endpoint(self._addresses[node]))
+            self._dealers[node] = dealer
+            self._poller.register(dealer, zmq.POLLIN)
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        try:
+            dealer.send(protocol.request(request_id, op, args), zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        return request_id
+
+    def poll(self, timeout_seconds: float) -> list[tuple[int, object]]:
+        """Replies that arrived within the timeout: (request id, result or SandStoreError).
+        Frames that are not a well-formed reply are ignored: their attempt times out."""
+        replies = []
+        for dealer, _ in self._poller.poll(timeout=max(0.0, timeout_seconds) * 1000):
+            while True:
+                try:
+                    frame = dealer.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                reply = self._parse(frame)
+                if reply is not None:
+                    replies.append(reply)
+        return replies
+
+    def _parse(self, frame: bytes) -> tuple[int, object] | None:
+        try:
+            reply = protocol.decode(frame, self._max_frame_bytes)
+        except SandStoreError:
+            return None
+        if not isinstance(reply, dict) or type(reply.get("id")) is not int:
+            return None
+        if reply.get("ok") is True and "result" in reply:
+            return reply["id"], reply["result"]
+        error = reply.get("error")
+        if reply.get("ok") is False and isinstance(error, dict):
+            code, message = error.get("code"), error.get("message")
+            if isinstance(code, str) and isinstance(message, str):
+                return reply["id"], error_from_code(code, message)
+        return None
+
+    def close(self) -> None:
+        for dealer in self._dealers.values():
+            dealer.close(linger=0)
+        self._dealers.clear()
+
+
+@dataclass
+class _Attempt:
+    position: int
+    node: str
+    expires_seconds: float
+
+
+@dataclass
+class _Chunk:
+    """A chunk being stored or fetched, and what its replicas said so far."""
+
+    chunk_id: bytes
+    size: int
+    candidates: list[str]  # preferred order, rotated per chunk to spread load
+    data: bytes = b""
+    tried: set[str] = field(default_factory=set)
+    outstanding: int = 0
+    done_nodes: list[str] = field(default_factory=list)
+    failures: dict[str, SandStoreError] = field(default_factory=dict)
+
+    def next_candidate(self, suspects: set[str]) -> str | None:
+        """The next untried node, nodes that failed earlier in this transfer last."""
+        untried = [node for node in self.candidates if node not in self.tried]
+        healthy = [node for node in untried if node not in suspects]
+        return (healthy or untried or [None])[0]
+
+    def describe_failures(self) -> str:
+        return ", ".join(f"{node}: {error}" for node, error in self.failures.items()) or "no node to try"
+
+
+def _rotated(nodes: list[str], position: int) -> list[str]:
+    start = position % len(nodes) if nodes else 0
+    return nodes[start:] + nodes[:start]
+
+
+def _read_chunk(reader: BinaryIO, chunk_size_bytes: int) -> bytes:
+    """Up to chunk_size_bytes; short only at the end (raw files and pipes return short reads)."""
+    parts = []
+    remaining = chunk_size_bytes
+    while remaining:
+        part = reader.read(remaining)
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
+
+
+class _Transfer:
+    """The shared machinery: attempts, timeouts, suspects and the overall deadline."""
+
+    def __init__(self, connections: _Connections, deadline_seconds: float, attempt_timeout_seconds: float) -> None:
+        self.connections = connections
+        self.deadline = time.monotonic() + deadline_seconds
+        self.attempt_timeout_seconds = attempt_timeout_seconds
+        self.attempts: dict[int, _Attempt] = {}
+        self.suspects: set[str] = set()
+
+    def send(self, position: int, chunk: _Chunk, node: str, op: str, args: dict) -> bool:
+        chunk.tried.add(node)
+        request_id = self.connections.send(node, op, args)
+        if request_id is None:
+            self.suspects.add(node)
+            chunk.failures[node] = Unavailable("its request queue is full")
+            return False
+        expires = min(time.monotonic() + self.attempt_timeout_seconds, self.deadline)
+        self.attempts[request_id] = _Attempt(position, node, expires)
+        chunk.outstanding += 1
+        return True
+
+    def wait(self, what: str) -> list[tuple[_Attempt, object]]:
+        """Replies and timed-out attempts, as (attempt, result or SandStoreError)."""
+        now = time.monotonic()
+        if now >= self.deadline:
+            raise Unavailable(f"{what} did not finish before the deadline")
+        next_expiry = min((attempt.expires_seconds for attempt in self.attempts.values()), default=self.deadline)
+        outcomes = []
+        for request_id, result in self.connections.poll(next_expiry - now):
+            attempt = self.attempts.pop(request_id, None)
+            if attempt is not None:  # a late reply to an expired attempt is ignored
+                outcomes.append((attempt, result))
+        now = time.monotonic()
+        for request_id, attempt in list(self.attempts.items()):
+            if attempt.expires_seconds <= now:
+                del self.attempts[request_id]
+                outcomes.append((attempt, Unavailable(f"no reply within {self.attempt_timeout_seconds:g}s")))
+        for attempt, result in outcomes:
+            if isinstance(result, (Unavailable, StoreFull)):
+                self.suspects.add(attempt.node)
+        return outcomes
+
+
+def put_stream(
+    chunk_addresses: dict[str, str],
+    reader: BinaryIO,
+    *,
+    chunk_size_bytes: int,
+    replication: int,
+    deadline_seconds: float,
+    max_chunks_in_flight: int = 4,
+    progress: Progress | None = None,
+    context: zmq.Context | None = None,
+    attempt_timeout_seconds: float = DEFAULT_ATTEMPT_TIMEOUT_SECONDS,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+) -> tuple[list[list], int]:
+    """Store everything `reader` yields as chunks on `replication` distinct nodes each (capped
+    by the node count). Returns ([[chunk id, size, [replica node ids]], ...], total size) in
+    file order, once every chunk is durable on all its replicas. Unavailable if a chunk cannot
+    get enough replicas before the deadline (chunks already stored are left to GC)."""
+    assert chunk_addresses, "no chunk nodes to write to"
+    assert chunk_size_bytes > 0 and replication >= 1 and max_chunks_in_flight >= 1
+    nodes = sorted(chunk_addresses)
+    copies = min(replication, len(nodes))
+    results: list[list | None] = []
+    pending: dict[int, _Chunk] = {}
+    total_bytes = 0
+    end_of_input = False
+    connections = _Connections(context or zmq.Context.instance(), chunk_addresses,
+                               send_high_water_messages=max_chunks_in_flight, max_frame_bytes=max_frame_bytes)
+    transfer = _Transfer(connections, deadline_seconds, attempt_timeout_seconds)
+
+    def fill(position: int, chunk: _Chunk) -> None:
+        while len(chunk.done_nodes) + chunk.outstanding < copies:
+            node = chunk.next_candidate(transfer.suspects)
+            if node is None:
+                raise Unavailable(
+                    f"chunk {position} ({chunk.chunk_id.hex()[:16]}) got {len(chunk.done_nodes)} of {copies} "
+                    f"replicas: {chunk.describe_failures()}")
+            transfer.send(position, chunk, node, "chunk_put", {"id": chunk.chunk_id, "data": chunk.data})
+
+    try:
+        while True:
+            while not end_of_input and len(pending) < max_chunks_in_flight:
+                data = _read_chunk(reader, chunk_size_bytes)
+                if not data:
+                    end_of_input = True
+                    break
+                position = len(results)
+                results.append(None)
+                total_bytes += len(data)
+                chunk = _Chunk(chunk_id_of(data), len(data), _rotated(nodes, position), data=data)
+                pending[position] = chunk
+                fill(position, chunk)
+            if not pending:
+                break
+            assert len(pending) <= max_chunks_in_flight
+            for attempt, result in transfer.wait(f"storing chunk {min(pending)}"):
+                chunk = pending[attempt.position]
+                chunk.outstanding -= 1
+                if isinstance(result, SandStoreError):
+                    chunk.failures[attempt.node] = result
+                elif attempt.node not in chunk.done_nodes:
+                    chunk.done_nodes.append(attempt.node)
+                if len(chunk.done_nodes) == copies:
+                    results[attempt.position] = [chunk.chunk_id, chunk.size, chunk.done_nodes]
+                    del pending[attempt.position]
+                    if progress is not None:
+                        progress(chunk.size)
+                else:
+                    fill(attempt.position, chunk)
+    finally:
+        connections.close()
+    assert all(result is not None for result in results)
+    return results, total_bytes
+
+
+def get_stream(
+    chunk_addresses: dict[str, str],
+    chunks: list[list],
+    writer: BinaryIO,
+    *,
+    deadline_seconds: float,
+    max_chunks_in_flight: int = 4,
+    progress: Progress | None = None,
+    context: zmq.Context | None = None,
+    attempt_timeout_seconds: float = DEFAULT_ATTEMPT_TIMEOUT_SECONDS,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+) -> int:
+    """Fetch `chunks` ([[chunk id, size, [replica node ids]], ...]) in parallel and write them
+    to `writer` in order, each verified against its id; returns the bytes written. A failing
+    replica (down, missing, corrupt) is replaced by the next one. When every replica of a chunk
+    failed: ChecksumMismatch if any copy was corrupt, NotFound if every replica lacks it,
+    otherwise Unavailable; the message names the chunk."""
+    assert max_chunks_in_flight >= 1
+    for chunk_id, size, replicas in chunks:
+        assert type(chunk_id) is bytes and len(chunk_id) == CHUNK_ID_BYTES, "a chunk id is 32 bytes"
+        assert type(size) is int and size >= 0 and isinstance(replicas, (list, tuple))
+    fetched: dict[int, bytes] = {}
+    active: dict[int, _Chunk] = {}
+    next_to_fetch = next_to_write = written_bytes = 0
+    connections = _Connections(context or zmq.Context.instance(), chunk_addresses,
+                               send_high_water_messages=max_chunks_in_flight, max_frame_bytes=max_frame_bytes)
+    transfer = _Transfer(connections, deadline_seconds, attempt_timeout_seconds)
+
+    def try_next(position: int, chunk: _Chunk) -> None:
+        while chunk.outstanding == 0:
+            node = chunk.next_candidate(transfer.suspects)
+            if node is None:
+                raise _give_up(position, chunk)
+            transfer.send(position, chunk, node, "chunk_get", {"id": chunk.chunk_id})
+
+    try:
+        while next_to_write < len(chunks):
+            while next_to_fetch < len(chunks) and next_to_fetch - next_to_write < max_chunks_in_flight:
+                chunk_id, size, replicas = chunks[next_to_fetch]
+                known = [node for node in replicas if node in chunk_addresses]
+                chunk = _Chunk(chunk_id, size, _rotated(known, next_to_fetch))
+                active[next_to_fetch] = chunk
+                try_next(next_to_fetch, chunk)
+                next_to_fetch += 1
+            assert len(active) + len(fetched) <= max_chunks_in_flight
+            for attempt, result in transfer.wait(f"fetching chunk {next_to_write}"):
+                chunk = active[attempt.position]
+                chunk.outstanding -= 1
+                error = result if isinstance(result, SandStoreError) else _verify(chunk, result)
+                if error is None:
+                    fetched[attempt.position] = result
+                    del active[attempt.position]
+                else:
+                    chunk.failures[attempt.node] = error
+                    try_next(attempt.position, chunk)
+            while next_to_write in fetched:
+                data = fetched.pop(next_to_write)
+                writer.write(data)
+                written_bytes += len(data)
+                next_to_write += 1
+                if progress is not None:
+                    progress(len(data))
+    finally:
+        connections.close()
+    return written_bytes
+
+
+def _verify(chunk: _Chunk, result: object) -> SandStoreError | None:
+    if type(result) is not bytes:
+        return SandStoreError("malformed chunk_get reply")
+    if len(result) != chunk.size or chunk_id_of(result) != chunk.chunk_id:
+        return ChecksumMismatch("content does not hash to the chunk id")
+    return None
+
+
+def _give_up(position: int, chunk: _Chunk) -> SandStoreError:
+    name = f"chunk {position} ({chunk.chunk_id.hex()})"
+    if not chunk.candidates:
+        return NotFound(f"{name}: none of its replicas is a known node")
+    failures = chunk.describe_failures()
+    errors = list(chunk.failures.values())
+    if any(isinstance(error, ChecksumMismatch) for error in errors):
+        return ChecksumMismatch(f"{name}: no replica has an intact copy ({failures})")
+    if all(isinstance(error, NotFound) for error in errors):
+        return NotFound(f"{name}: no replica has it ({failures})")
+    return Unavailable(f"{name}: no replica could serve it ({failures})")

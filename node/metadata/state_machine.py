@@ -1,0 +1,295 @@
+"""Namespace: the replicated file-system state machine over LMDB tables (tables.py).
+
+apply() is deterministic: it reads no clock and no random source (time stamps come in the
+command) and depends only on the tables and the command, so every node that applies the same
+log holds the same namespace (digest() checks it). It runs in the caller's write transaction,
+the one that also persists the log and the applied index.
+
+Operating errors (NOT_FOUND, EXISTS, ...) are results, not exceptions: each handler checks
+every precondition before its first write, so a refused command changes nothing but the
+session that remembers its answer. Anything else raised (an AssertionError, an lmdb error
+such as a full map) aborts the caller's whole transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lmdb
+
+from node.errors import AlreadyExists, InvalidPath, IsADirectory, NotADirectory, NotEmpty, NotFound, SandStoreError, Stale
+from node.metadata import chunk_refs, image, paths, tree
+from node.metadata.commands import DEFAULT_DIRECTORY_MODE, Command, decode_command
+from node.metadata.sessions import Sessions
+from node.metadata.tables import (
+    KEY_APPLIED_INDEX,
+    KEY_NEXT_INODE,
+    ROOT_INODE,
+    NamespaceTables,
+    Record,
+    child_key,
+    pack_uint64,
+    unpack_uint64,
+)
+from node.metadata.tree import Resolved
+
+DEFAULT_SESSION_TTL_NS = 3600 * 10**9
+
+
+class Namespace:
+    def __init__(self, env: lmdb.Environment, session_ttl_ns: int = DEFAULT_SESSION_TTL_NS) -> None:
+        """Open (and on first use create) the tables in `env`, e.g. NodeStore(...).env.
+        Construct it before any write batch is open: creating the root takes a write txn."""
+        self._tables = NamespaceTables.open(env)
+        self._sessions = Sessions(self._tables, session_ttl_ns)
+        self._handlers: dict[str, Callable[[lmdb.Transaction, Command], dict]] = {
+            "mkdir": self._mkdir,
+            "write_file": self._write_file,
+            "rm": self._rm,
+            "mv": self._mv,
+        }
+        with env.begin(write=True) as txn:
+            if txn.get(pack_uint64(ROOT_INODE), db=self._tables.inodes) is None:
+                # Every node creates the same root (time 0), so fresh namespaces are equal.
+                txn.put(pack_uint64(ROOT_INODE), Record(True, DEFAULT_DIRECTORY_MODE, 0).encode(), db=self._tables.inodes)
+                txn.put(KEY_NEXT_INODE, pack_uint64(ROOT_INODE + 1), db=self._tables.meta)
+
+    # -- apply --------------------------------------------------------------------------------
+
+    def apply(self, txn: lmdb.Transaction, index: int, command: bytes) -> dict:
+        """Apply the command of log entry `index`; returns the reply for the client:
+        {"ok": True, "result": ...} or {"ok": False, "error": {"code": ..., "message": ...}}."""
+        last_index = self._applied_index(txn)
+        assert index > last_index, f"entry {index} applied after entry {last_index}"
+        txn.put(KEY_APPLIED_INDEX, pack_uint64(index), db=self._tables.meta)
+        try:
+            decoded = decode_command(command)
+        except SandStoreError as error:
+            return _error_result(error)
+        clock_ns = self._sessions.advance_clock(txn, decoded.now_ns)
+        self._sessions.expire(txn, clock_ns)
+        session = self._sessions.get(txn, decoded.client)
+        if session is not None and decoded.seq == session.last_seq:
+            return session.result
+        if session is not None and decoded.seq < session.last_seq:
+            return _error_result(Stale(
+                f"a newer request of this client was already applied (seq {decoded.seq}, last {session.last_seq})"
+            ))
+        try:
+            result = {"ok": True, "result": self._handlers[decoded.op](txn, decoded)}
+        except SandStoreError as error:
+            result = _error_result(error)
+        self._sessions.record(txn, decoded.client, decoded.seq, result, clock_ns)
+        return result
+
+    def _mkdir(self, txn: lmdb.Transaction, command: Command) -> dict:
+        path, parents = command.args["path"], command.args["parents"]
+        names = paths.components(path)
+        found = tree.resolve(txn, self._tables, path)
+        if found.depth == len(names):
+            if parents and found.record.is_directory:
+                return found.record.stat(path)
+            raise AlreadyExists(f"{path} already exists")
+        self._check_parent_exists(found, path, parents)
+        record = Record(True, command.args["mode"], command.now_ns)
+        self._create(txn, found, names, record, command.now_ns)
+        return record.stat(path)
+
+    def _write_file(self, txn: lmdb.Transaction, command: Command) -> dict:
+        args = command.args
+        path = args["path"]
+        names = paths.components(path)
+        found = tree.resolve(txn, self._tables, path)
+        record = Record(False, args["mode"], command.now_ns, args["size"], data=args.get("data"), chunks=args.get("chunks"))
+        if found.depth == len(names):
+            if found.record.is_directory:
+                raise IsADirectory(f"{path} is a directory")
+            # Overwrite in place: the same inode gets the new content in this transaction.
+            chunk_refs.add(txn, self._tables, record.chunk_list())
+            chunk_refs.remove(txn, self._tables, found.record.chunk_list())
+            self._put(txn, found.inode, record)
+            return record.stat(path)
+        self._check_parent_exists(found, path, args["parents"])
+        self._create(txn, found, names, record, command.now_ns)
+        chunk_refs.add(txn, self._tables, record.chunk_list())
+        return record.stat(path)
+
+    def _rm(self, txn: lmdb.Transaction, command: Command) -> dict:
+        path = command.args["path"]
+        if path == paths.ROOT:
+            raise InvalidPath("refusing to remove the root directory '/'")
+        found = tree.lookup(txn, self._tables, path)
+        if found.record.is_directory and not command.args["recursive"]:
+            if tree.has_children(txn, self._tables, found.inode):
+                raise NotEmpty(f"{path} is a directory that is not empty (use recursive)")
+        removed = list(tree.walk(txn, self._tables, path, found.inode, found.record))
+        deleted = txn.delete(child_key(found.parent, paths.base_name(path)), db=self._tables.children)
+        assert deleted, path
+        for _, inode, record in removed:
+            self._delete_inode(txn, inode, record)
+        self._touch(txn, found.parent, command.now_ns)
+        directories = sum(1 for _, _, record in removed if record.is_directory)
+        return {"path": path, "files": len(removed) - directories, "dirs": directories}
+
+    def _mv(self, txn: lmdb.Transaction, command: Command) -> dict:
+        source, destination = command.args["src"], command.args["dst"]
+        if source == paths.ROOT:
+            raise InvalidPath("cannot move the root directory '/'")
+        moved = tree.lookup(txn, self._tables, source)
+        target_found = tree.resolve(txn, self._tables, destination)
+        target = destination
+        if target_found.depth == len(paths.components(destination)) and target_found.record.is_directory:
+            target = paths.join(destination, paths.base_name(source))
+            target_found = tree.resolve(txn, self._tables, target)
+        if target == source:
+            return moved.record.stat(source)  # renaming onto itself changes nothing
+        if moved.record.is_directory and paths.is_within(target, source):
+            raise InvalidPath(f"cannot move directory {source} into itself ({target})")
+        if target_found.depth == len(paths.components(target)):
+            self._check_replaceable(moved.record, target_found.record, source, target)
+            target_parent = target_found.parent
+            self._delete_inode(txn, target_found.inode, target_found.record)
+        else:
+            self._check_parent_exists(target_found, target, parents=False)
+            target_parent = target_found.inode
+        deleted = txn.delete(child_key(moved.parent, paths.base_name(source)), db=self._tables.children)
+        assert deleted, source
+        txn.put(child_key(target_parent, paths.base_name(target)), pack_uint64(moved.inode), db=self._tables.children)
+        self._touch(txn, moved.parent, command.now_ns)
+        self._touch(txn, target_parent, command.now_ns)
+        return moved.record.stat(target)
+
+    @staticmethod
+    def _check_parent_exists(found: Resolved, path: str, parents: bool) -> None:
+        """`found` stops short of `path`: refuse unless only the last name is missing, or
+        parents are to be created."""
+        assert found.record.is_directory, "tree.resolve stops short only at a directory"
+        if found.depth < len(paths.components(path)) - 1 and not parents:
+            raise NotFound(f"parent directory {paths.parent_of(path)} does not exist (use parents to create it)")
+
+    @staticmethod
+    def _check_replaceable(moved: Record, existing: Record, source: str, target: str) -> None:
+        if existing.is_directory and moved.is_directory:
+            raise AlreadyExists(f"cannot move {source} onto the existing directory {target}")
+        if existing.is_directory:
+            raise IsADirectory(f"cannot replace the directory {target} with the file {source}")
+        if moved.is_directory:
+            raise NotADirectory(f"cannot replace the file {target} with the directory {source}")
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _create(self, txn: lmdb.Transaction, found: Resolved, names: list[str], record: Record, now_ns: int) -> None:
+        """Create names[found.depth:] under found: directories, then `record` for the last."""
+        parent = found.inode
+        self._touch(txn, parent, now_ns)
+        for name in names[found.depth : -1]:
+            parent = self._link(txn, parent, name, Record(True, DEFAULT_DIRECTORY_MODE, now_ns))
+        self._link(txn, parent, names[-1], record)
+
+    def _link(self, txn: lmdb.Transaction, parent: int, name: str, record: Record) -> int:
+        next_inode = unpack_uint64(txn.get(KEY_NEXT_INODE, db=self._tables.meta))
+        txn.put(KEY_NEXT_INODE, pack_uint64(next_inode + 1), db=self._tables.meta)
+        inserted = txn.put(child_key(parent, name), pack_uint64(next_inode), db=self._tables.children, overwrite=False)
+        assert inserted, f"{name!r} already exists in inode {parent}"
+        self._put(txn, next_inode, record)
+        return next_inode
+
+    def _put(self, txn: lmdb.Transaction, inode: int, record: Record) -> None:
+        txn.put(pack_uint64(inode), record.encode(), db=self._tables.inodes)
+
+    def _touch(self, txn: lmdb.Transaction, directory: int, now_ns: int) -> None:
+        """A directory's mtime is the time its entries last changed."""
+        self._put(txn, directory, tree.load(txn, self._tables, directory).with_mtime(now_ns))
+
+    def _delete_inode(self, txn: lmdb.Transaction, inode: int, record: Record) -> None:
+        """Delete one inode (not its directory entry) and the directory entries it holds."""
+        assert inode != ROOT_INODE, "the root is never deleted"
+        if record.is_directory:
+            for name, _ in list(tree.children(txn, self._tables, inode)):
+                txn.delete(child_key(inode, name), db=self._tables.children)
+        chunk_refs.remove(txn, self._tables, record.chunk_list())
+        deleted = txn.delete(pack_uint64(inode), db=self._tables.inodes)
+        assert deleted, inode
+
+    def _applied_index(self, txn: lmdb.Transaction) -> int:
+        value = txn.get(KEY_APPLIED_INDEX, db=self._tables.meta)
+        return 0 if value is None else unpack_uint64(value)
+
+    # -- queries (in the caller's read transaction) -------------------------------------------
+
+    def stat(self, txn: lmdb.Transaction, path: str) -> dict:
+        path = paths.normalize_path(path)
+        return tree.lookup(txn, self._tables, path).record.stat(path)
+
+    def ls(self, txn: lmdb.Transaction, path: str, recursive: bool = False) -> list[dict]:
+        """Stat dicts of a directory's entries in name order; recursive: every node below it,
+        depth first, each directory's entries in name order."""
+        path = paths.normalize_path(path)
+        found = tree.lookup(txn, self._tables, path)
+        if not found.record.is_directory:
+            raise NotADirectory(f"{path} is a file, not a directory")
+        if recursive:
+            nodes = tree.walk(txn, self._tables, path, found.inode, found.record)
+            next(nodes)  # the directory itself
+            return [record.stat(node_path) for node_path, _, record in nodes]
+        return [
+            tree.load(txn, self._tables, inode).stat(paths.join(path, name))
+            for name, inode in tree.children(txn, self._tables, found.inode)
+        ]
+
+    def read(self, txn: lmdb.Transaction, path: str) -> dict:
+        """Stat of a file plus "data" for an inline one (a chunked one's stat has its chunks)."""
+        path = paths.normalize_path(path)
+        record = tree.lookup(txn, self._tables, path).record
+        if record.is_directory:
+            raise IsADirectory(f"{path} is a directory")
+        result = record.stat(path)
+        if record.data is not None:
+            result["data"] = record.data
+        return result
+
+    def du(self, txn: lmdb.Transaction, path: str) -> dict:
+        """Totals under path (itself included): logical_bytes adds file sizes; stored_chunk_bytes
+        adds each distinct chunk once (deduplicated, before replication)."""
+        path = paths.normalize_path(path)
+        found = tree.lookup(txn, self._tables, path)
+        files = directories = logical_bytes = 0
+        chunk_sizes: dict[bytes, int] = {}
+        for _, _, record in tree.walk(txn, self._tables, path, found.inode, found.record):
+            if record.is_directory:
+                directories += 1
+                continue
+            files += 1
+            logical_bytes += record.size
+            chunk_sizes.update((chunk_id, size) for chunk_id, size, _ in record.chunk_list())
+        return {"files": files, "dirs": directories, "logical_bytes": logical_bytes,
+                "stored_chunk_bytes": sum(chunk_sizes.values())}
+
+    def referenced_chunk_ids(self, txn: lmdb.Transaction) -> set[bytes]:
+        return chunk_refs.referenced(txn, self._tables)
+
+    def session_result(self, txn: lmdb.Transaction, client: str, seq: int) -> dict | None:
+        """The stored result of (client, seq) if it was the client's last applied write."""
+        session = self._sessions.get(txn, client)
+        if session is None or session.last_seq != seq:
+            return None
+        return session.result
+
+    def entry_count(self, txn: lmdb.Transaction) -> int:
+        """Files and directories, the root not counted."""
+        return txn.stat(self._tables.inodes)["entries"] - 1
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def snapshot_data(self, txn: lmdb.Transaction) -> bytes:
+        return image.snapshot_data(txn, self._tables)
+
+    def restore(self, txn: lmdb.Transaction, data: bytes) -> None:
+        image.restore(txn, self._tables, data)
+
+    def digest(self, txn: lmdb.Transaction) -> str:
+        return image.digest(txn, self._tables)
+
+
+def _error_result(error: SandStoreError) -> dict:
+    return {"ok": False, "error": {"code": error.code, "message": str(error)}}

@@ -1,0 +1,89 @@
+"""Turn benchmark rows into ratios against the machine, a tabulate table, and a JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from tabulate import tabulate
+
+from sandctl.bench_stats import ratio
+
+TABLE_HEADERS = ("workload", "mode", "outstanding", "rate", "p50 ms", "p99 ms", "p99.9 ms", "errors",
+                 "client CPU %", "vs machine")
+
+
+def add_machine_ratios(rows: list[dict], machine: dict) -> None:
+    """Writes per fsync for request workloads, fraction of the replication ceiling for put/get."""
+    commits_per_second = machine.get("lmdb_synced_commits_per_second")
+    ceiling = machine.get("replication_ceiling_mb_per_second")
+    for row in rows:
+        if row.get("workload") in ("write", "failover") or (row.get("workload") == "small" and "put" in row["mode"]):
+            rate = row.get("ops_per_second", row.get("files_per_second"))
+            row["writes_per_fsync"] = ratio(rate, commits_per_second)
+        if row.get("workload") in ("put", "get") and "throughput_mb_per_second" in row:
+            row["fraction_of_replication_ceiling"] = ratio(row["throughput_mb_per_second"], ceiling)
+
+
+def _rate(row: dict) -> str:
+    if "unavailable" in row:
+        return "unavailable: " + row["unavailable"]
+    if "error" in row:
+        return "failed: " + row["error"]
+    if row["workload"] == "failover":
+        kills = ", ".join(f"{ms:g}" for ms in row.get("kill_to_ack_ms", []))
+        return f"kill->ack ms: {kills}; lost {row.get('writes_lost')} of {row.get('writes_acknowledged')}"
+    if "throughput_mb_per_second" in row:
+        return f"{row['throughput_mb_per_second']:g} MB/s, peak {row['client_peak_memory_mib']:g} MiB"
+    if "files_per_second" in row:
+        return f"{row['files_per_second']:g} files/s"
+    return f"{row.get('ops_per_second', 0):g} ops/s"
+
+
+def _versus_machine(row: dict) -> str:
+    if row.get("writes_per_fsync") is not None:
+        return f"{row['writes_per_fsync']:g} writes/fsync"
+    if row.get("fraction_of_replication_ceiling") is not None:
+        return f"{row['fraction_of_replication_ceiling']:g} of ceiling"
+    return ""
+
+
+def _cell(value: object) -> object:
+    return "" if value is None else value
+
+
+def render_table(report: dict) -> str:
+    machine = report.get("machine", {})
+    machine_rows = [
+        ("LMDB synced commits/s", machine.get("lmdb_synced_commits_per_second"), machine.get("directory", "")),
+        (f"replication ceiling MB/s ({machine.get('replication')} fsynced copies)",
+         machine.get("replication_ceiling_mb_per_second"),
+         f"{machine.get('file_size_bytes', 0) / (1 << 20):g} MiB file"),
+    ]
+    rows = [
+        (row["workload"], row.get("mode", ""), row.get("outstanding", ""), _rate(row),
+         _cell(row.get("latency_ms_p50")), _cell(row.get("latency_ms_p99")), _cell(row.get("latency_ms_p999")),
+         _cell(row.get("errors")), _cell(row.get("client_cpu_percent")), _versus_machine(row))
+        for row in report.get("results", [])
+    ]
+    parts = [
+        tabulate(machine_rows, headers=("machine", "limit", "measured on")),
+        "",
+        tabulate(rows, headers=TABLE_HEADERS),
+    ]
+    if report.get("results_file"):
+        parts += ["", f"results: {report['results_file']}"]
+    return "\n".join(parts)
+
+
+def save_report(report: dict, directory: Path, timestamp: str) -> Path:
+    """Write <directory>/<timestamp>.json atomically (temp file + rename); returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{timestamp}.json"
+    with tempfile.NamedTemporaryFile("w", dir=directory, prefix=".bench.", suffix=".tmp", delete=False) as file:
+        json.dump(report, file, indent=2, sort_keys=True)
+        file.write("\n")
+    os.replace(file.name, path)
+    return path

@@ -1,0 +1,761 @@
+"""sandctl: the command line of SandStore. Each verb parses its options, calls one client or
+supervisor function, and formats the result (a table, or JSON with --json).
+
+Errors become one line `Error: ...` on stderr and a documented exit status, in one place:
+`_exit_for` (called by the shared `global_options` decorator).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import posixpath
+import stat as stat_module
+import sys
+import tempfile
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+from tabulate import tabulate
+
+from node.config import ClusterConfig, NodeAddress, load_config
+from node.errors import IsADirectory, NotFound, SandStoreError
+
+from sandctl import cluster as supervisor
+from sandctl import state
+from sandctl.client import Client
+from sandctl.errors import (
+    EXIT_NOT_FOUND,
+    EXIT_REFUSED,
+    LocalFileError,
+    LocalFileNotFound,
+    exit_status,
+)
+
+MAIN_HELP = """SandStore's command line: files, cluster status, local cluster supervision.
+
+\b
+The cluster comes from --config, else $SANDSTORE_CONFIG, else the config remembered by
+`sandctl cluster start` (~/.sandstore/cluster.json), else configs/local-3.toml.
+
+\b
+Exit status:
+  0  success
+  1  refused, nothing changed (exists, not a directory, not empty, invalid path,
+     too large, invalid config, local file error, ...)
+  2  usage error
+  3  cluster unavailable or no leader, nothing changed
+  4  timed out, outcome unknown (the write may or may not have been applied)
+  5  not found (remote path or local file)
+
+Example: sandctl cluster start && sandctl put notes.txt /notes.txt && sandctl ls -l /
+"""
+
+
+@dataclass
+class Settings:
+    """The global options of one invocation, and what they resolve to (lazily)."""
+
+    config_option: str | None
+    data_dir_option: str | None
+    node: str | None
+    timeout_seconds: float | None
+    json_output: bool
+    show_traceback: bool
+    _config: ClusterConfig | None = field(default=None, repr=False)
+    _client: Client | None = field(default=None, repr=False)
+
+    def config(self) -> ClusterConfig:
+        if self._config is None:
+            self._config = load_config(state.resolve_config_path(self.config_option))
+        return self._config
+
+    def data_dir(self) -> Path:
+        return state.resolve_data_dir(self.data_dir_option, Path(self.config().path))
+
+    def deadline_seconds(self) -> float:
+        return self.timeout_seconds if self.timeout_seconds is not None else self.config().request_timeout_seconds
+
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.config(), node=self.node, timeout_seconds=self.timeout_seconds)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+_GLOBAL_OPTIONS = (
+    click.option("--config", "config_option", metavar="FILE", default=None,
+                 help="Cluster config (default: $SANDSTORE_CONFIG, the remembered one, configs/local-3.toml)."),
+    click.option("--data-dir", "data_dir_option", metavar="DIR", default=None,
+                 help="Local cluster data directory (default: remembered, else ~/.sandstore/data/<config name>)."),
+    click.option("--node", "node", metavar="ID", default=None,
+                 help="Talk to this node only, no failover (debugging)."),
+    click.option("--timeout", "timeout_seconds", metavar="SECONDS", type=click.FloatRange(min=0, min_open=True),
+                 default=None, help="Deadline of each request (default: the config's request_timeout_seconds)."),
+    click.option("--json", "json_output", is_flag=True, help="Print JSON instead of tables."),
+    click.option("--traceback", "show_traceback", is_flag=True, help="Show the stack trace of an error."),
+)
+
+
+def global_options(function):
+    """The options every verb takes; passes a Settings as the first argument and turns every
+    operating error into `Error: ...` plus its exit status."""
+
+    @functools.wraps(function)
+    def wrapper(**kwargs):
+        settings = Settings(**{name: kwargs.pop(name) for name in (
+            "config_option", "data_dir_option", "node", "timeout_seconds", "json_output", "show_traceback")})
+        try:
+            return function(settings, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as error:  # noqa: BLE001 - the one place that maps errors to exit codes
+            _exit_for(error, settings.show_traceback)
+        finally:
+            settings.close()
+
+    for option in reversed(_GLOBAL_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _exit_for(error: Exception, show_traceback: bool) -> None:
+    if show_traceback:
+        traceback.print_exception(error, file=sys.stderr)
+    if isinstance(error, SandStoreError):
+        status, message = exit_status(error), str(error) or error.code
+    elif isinstance(error, FileNotFoundError):
+        status, message = EXIT_NOT_FOUND, _os_error_message(error)
+    elif isinstance(error, OSError):
+        status, message = EXIT_REFUSED, _os_error_message(error)
+    else:
+        # A bug, not an operating error: still one line unless --traceback asks for more.
+        status = EXIT_REFUSED
+        message = f"unexpected {type(error).__name__}: {error} (run again with --traceback for details)"
+    click.echo(f"Error: {message}", err=True)
+    raise click.exceptions.Exit(status)
+
+
+def _os_error_message(error: OSError) -> str:
+    return f"{error.filename}: {error.strerror}" if error.filename else str(error)
+
+
+# ---------------------------------------------------------------------- output helpers
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _print_json(value: object) -> None:
+    click.echo(json.dumps(value, default=_json_default, indent=2, sort_keys=True))
+
+
+def _print_table(rows: list[list], headers: list[str]) -> None:
+    click.echo(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+
+
+def _human_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _mode_text(entry: dict) -> str:
+    kind = stat_module.S_IFDIR if entry.get("type") == "dir" else stat_module.S_IFREG
+    return stat_module.filemode(kind | (entry.get("mode", 0) & 0o7777))
+
+
+def _time_text(mtime_ns: int | None) -> str:
+    if mtime_ns is None:
+        return ""
+    moment = datetime.datetime.fromtimestamp(mtime_ns / 1e9)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _blank(value: object) -> object:
+    return "" if value is None else value
+
+
+# ---------------------------------------------------------------------- the group
+
+
+class _OneLineErrorsGroup(click.Group):
+    """A click group whose usage errors are one line, like every other sandctl error:
+    `Error: <what is wrong> (usage: sandctl put [OPTIONS] LOCAL REMOTE)`, exit status 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # bare `sandctl`: the help is the answer
+                click.echo(error.format_message(), err=True)
+                sys.exit(error.exit_code)
+            usage = error.ctx.get_usage().replace("Usage: ", "", 1) if error.ctx is not None else ""
+            click.echo(f"Error: {error.format_message()}" + (f" (usage: {usage})" if usage else ""), err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_REFUSED)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+@click.group(cls=_OneLineErrorsGroup, help=MAIN_HELP)
+@click.version_option(package_name="sandstore")
+def main() -> None:
+    pass
+
+
+# ---------------------------------------------------------------------- files
+
+
+@main.command()
+@click.argument("local")
+@click.argument("remote")
+@global_options
+def put(settings: Settings, local: str, remote: str) -> None:
+    """Store a local file (or stdin with -) at REMOTE. A REMOTE ending in / or naming a
+    directory receives the file under its local name.
+
+    Example: sandctl put report.pdf /docs/
+    """
+    if local == "-":
+        data, mode = sys.stdin.buffer.read(), 0o644
+        if remote.endswith("/"):
+            raise LocalFileError("put - needs a remote file name, not a directory")
+    else:
+        data, mode = _read_local(local)
+        if remote.endswith("/"):
+            remote = remote + os.path.basename(local)
+    client = settings.client()
+    try:
+        result = client.write_file(remote, data, mode=mode)
+    except IsADirectory:
+        if local == "-":
+            raise
+        result = client.write_file(posixpath.join(remote, os.path.basename(local)), data, mode=mode)
+    if settings.json_output:
+        _print_json(result)
+
+
+def _read_local(local: str) -> tuple[bytes, int]:
+    path = Path(local)
+    try:
+        info = path.stat()
+        if stat_module.S_ISDIR(info.st_mode):
+            raise LocalFileError(f"{local} is a directory")
+        return path.read_bytes(), info.st_mode & 0o777
+    except FileNotFoundError:
+        raise LocalFileNotFound(f"{local}: no such local file") from None
+    except PermissionError:
+        raise LocalFileError(f"{local}: permission denied") from None
+
+
+@main.command()
+@click.argument("remote")
+@click.argument("local")
+@global_options
+def get(settings: Settings, remote: str, local: str) -> None:
+    """Copy REMOTE to a local file (or stdout with -). The local file is replaced atomically;
+    its directory must exist.
+
+    Example: sandctl get /docs/report.pdf ./report.pdf
+    """
+    if local == "-":
+        _stat, data = settings.client().read(remote)
+        click.echo(data, nl=False)
+        return
+    target = Path(local)
+    if target.is_dir():
+        target = target / posixpath.basename(remote.rstrip("/"))
+    directory = target.parent
+    if not directory.is_dir():
+        raise LocalFileNotFound(f"local directory {directory} does not exist")
+    info, data = settings.client().read(remote)
+    _write_local_atomically(target, data, info.get("mode", 0o644) & 0o777)
+    if settings.json_output:
+        _print_json({**info, "local": str(target)})
+
+
+def _write_local_atomically(target: Path, data: bytes, mode: int) -> None:
+    # A temp file in the same directory, then rename: a reader never sees half a file.
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False) as file:
+        temporary = Path(file.name)
+        try:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    try:
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+@main.command()
+@click.argument("remote")
+@global_options
+def cat(settings: Settings, remote: str) -> None:
+    """Print a file's content.
+
+    Example: sandctl cat /notes.txt
+    """
+    _stat, data = settings.client().read(remote)
+    click.echo(data, nl=False)
+
+
+@main.command(name="ls")
+@click.argument("path", default="/")
+@click.option("-l", "long_format", is_flag=True, help="Type, mode, size and modification time.")
+@click.option("-R", "recursive", is_flag=True, help="Everything below PATH.")
+@global_options
+def ls_command(settings: Settings, path: str, long_format: bool, recursive: bool) -> None:
+    """List a directory.
+
+    Example: sandctl ls -l /docs
+    """
+    entries = settings.client().ls(path, recursive=recursive)
+    if settings.json_output:
+        _print_json(entries)
+        return
+
+    def name(entry: dict) -> str:
+        text = entry["path"] if recursive else posixpath.basename(entry["path"]) or entry["path"]
+        return text + ("/" if entry.get("type") == "dir" else "")
+
+    if not long_format:
+        for entry in entries:
+            click.echo(name(entry))
+        return
+    rows = [[_mode_text(e), e.get("size", 0), _time_text(e.get("mtime_ns")), name(e)] for e in entries]
+    _print_table(rows, ["mode", "size", "modified", "name"])
+
+
+@main.command(name="stat")
+@click.argument("path")
+@global_options
+def stat_command(settings: Settings, path: str) -> None:
+    """Show a file's or directory's metadata.
+
+    Example: sandctl stat /notes.txt
+    """
+    info = settings.client().stat(path)
+    if settings.json_output:
+        _print_json(info)
+        return
+    rows = [
+        ["path", info.get("path")], ["type", info.get("type")], ["size", info.get("size")],
+        ["mode", _mode_text(info)], ["modified", _time_text(info.get("mtime_ns"))],
+        ["inline", info.get("inline")],
+    ]
+    if info.get("chunks") is not None:
+        rows.append(["chunks", len(info["chunks"])])
+    click.echo(tabulate(rows, tablefmt="plain", disable_numparse=True))
+
+
+@main.command()
+@click.argument("path")
+@click.option("-p", "parents", is_flag=True, help="Create missing parents; no error if it exists.")
+@global_options
+def mkdir(settings: Settings, path: str, parents: bool) -> None:
+    """Create a directory.
+
+    Example: sandctl mkdir -p /docs/2024
+    """
+    result = settings.client().mkdir(path, parents=parents)
+    if settings.json_output:
+        _print_json(result)
+
+
+@main.command()
+@click.argument("src")
+@click.argument("dst")
+@global_options
+def mv(settings: Settings, src: str, dst: str) -> None:
+    """Rename a file or directory atomically.
+
+    Example: sandctl mv /notes.txt /docs/notes.txt
+    """
+    result = settings.client().mv(src, dst)
+    if settings.json_output:
+        _print_json(result)
+
+
+@main.command()
+@click.argument("path")
+@click.option("-r", "recursive", is_flag=True, help="Remove a directory and everything in it.")
+@click.option("-f", "force", is_flag=True, help="No error if PATH does not exist.")
+@global_options
+def rm(settings: Settings, path: str, recursive: bool, force: bool) -> None:
+    """Remove a file or (with -r) a directory tree.
+
+    Example: sandctl rm -r /docs/old
+    """
+    try:
+        result = settings.client().rm(path, recursive=recursive)
+    except NotFound:
+        if not force:
+            raise
+        result = {}
+    if settings.json_output:
+        _print_json(result)
+
+
+@main.command()
+@click.argument("path", default="/")
+@click.option("-s", "summary", is_flag=True, help="Only the total for PATH.")
+@click.option("-h", "human", is_flag=True, help="Sizes as 1.5K, 3.2M, ...")
+@global_options
+def du(settings: Settings, path: str, summary: bool, human: bool) -> None:
+    """Space used below PATH: logical bytes and bytes of stored chunks, per subdirectory.
+
+    Example: sandctl du -s -h /
+    """
+    client = settings.client()
+    usages: list[dict] = []
+    if not summary:
+        for entry in client.ls(path):
+            if entry.get("type") == "dir":
+                usages.append({"path": entry["path"], **client.du(entry["path"])})
+    usages.append({"path": path, **client.du(path)})
+    if settings.json_output:
+        _print_json(usages[-1] if summary else usages)
+        return
+    size = _human_bytes if human else str
+    rows = [[size(u.get("logical_bytes", 0)), size(u.get("stored_chunk_bytes", 0)), u.get("files", 0),
+             u.get("dirs", 0), u["path"]] for u in usages]
+    _print_table(rows, ["logical", "stored chunks", "files", "dirs", "path"])
+
+
+# ---------------------------------------------------------------------- cluster state
+
+
+_STATUS_HEADERS = ["node", "role", "term", "leader", "commit", "applied", "last index", "commit p99 ms", "pid"]
+
+
+def _status_row(node_id: str, status: dict | None) -> list:
+    if status is None:
+        return [node_id, "down", "", "", "", "", "", "", ""]
+    latency = (status.get("commit_latency_ms") or {}).get("p99")
+    return [
+        node_id, status.get("role"), status.get("term"), _blank(status.get("leader")), status.get("commit"),
+        status.get("applied"), status.get("last_index"), "" if latency is None else f"{latency:.1f}",
+        _blank(status.get("pid")),
+    ]
+
+
+@main.command()
+@global_options
+def status(settings: Settings) -> None:
+    """Every node's role, term, log and commit state (one node with --node).
+
+    Example: sandctl status
+    """
+    client = settings.client()
+    if settings.node is not None:
+        statuses: dict[str, dict | None] = {settings.node: client.status(settings.node)}
+    else:
+        statuses = client.status_all()
+    if settings.json_output:
+        _print_json(statuses[settings.node] if settings.node is not None else statuses)
+        return
+    _print_table([_status_row(node_id, answer) for node_id, answer in statuses.items()], _STATUS_HEADERS)
+
+
+@main.group()
+def cluster() -> None:
+    """Run a whole cluster on this machine: start, stop, status.
+
+    Example: sandctl cluster start --config configs/local-5.toml
+    """
+
+
+@cluster.command(name="start")
+@global_options
+def cluster_start(settings: Settings) -> None:
+    """Start every node of the config as a background process, wait for a leader, and remember
+    the config and data dir for later commands.
+
+    Example: sandctl cluster start
+    """
+    config, data_dir = settings.config(), settings.data_dir()
+    pids, leader = supervisor.start_cluster(config, data_dir, settings.deadline_seconds())
+    state.remember(config.path, data_dir)
+    members = [
+        {"node": address.id, "pid": pids[address.id], "leader": address.id == leader, "client": address.client,
+         "log": str(supervisor.log_file(data_dir, address.id))}
+        for address in config.nodes
+    ]
+    if settings.json_output:
+        _print_json({"config": config.path, "data_dir": str(data_dir), "leader": leader, "members": members})
+        return
+    click.echo(f"cluster of {len(members)} started from {config.path}, data in {data_dir}, leader {leader}")
+    _print_table([[m["node"], m["pid"], "leader" if m["leader"] else "", m["client"], m["log"]] for m in members],
+                 ["node", "pid", "role", "client", "log"])
+
+
+@cluster.command(name="stop")
+@click.option("--grace", "grace_seconds", type=float, default=supervisor.STOP_GRACE_SECONDS, show_default=True,
+              help="Seconds to wait after SIGTERM before SIGKILL.")
+@global_options
+def cluster_stop(settings: Settings, grace_seconds: float) -> None:
+    """Stop every node this data dir records (SIGTERM, SIGKILL after the grace period).
+
+    Example: sandctl cluster stop
+    """
+    outcomes = supervisor.stop_cluster(settings.config(), settings.data_dir(), grace_seconds)
+    if settings.json_output:
+        _print_json(outcomes)
+        return
+    _print_table([[node_id, outcome] for node_id, outcome in outcomes.items()], ["node", "outcome"])
+
+
+@cluster.command(name="status")
+@global_options
+def cluster_status(settings: Settings) -> None:
+    """Every node's recorded pid, whether it runs, and its role.
+
+    Example: sandctl cluster status
+    """
+    config, data_dir = settings.config(), settings.data_dir()
+    processes = supervisor.node_processes(config, data_dir)
+    statuses = settings.client().status_all() if any(p.alive for p in processes) else {}
+    rows = []
+    for process in processes:
+        answer = statuses.get(process.node_id)
+        role = answer.get("role") if answer else ("unreachable" if process.alive else "")
+        rows.append({"node": process.node_id, "pid": process.pid, "alive": process.alive, "role": role,
+                     "log": str(process.log_file)})
+    if settings.json_output:
+        _print_json(rows)
+        return
+    _print_table([[r["node"], _blank(r["pid"]), "yes" if r["alive"] else "no", r["role"], r["log"]] for r in rows],
+                 ["node", "pid", "alive", "role", "log"])
+
+
+@main.command(name="kill-leader")
+@click.option("--restart", is_flag=True, help="Start the killed node again afterwards.")
+@global_options
+def kill_leader(settings: Settings, restart: bool) -> None:
+    """SIGKILL the leader's process, wait for a new leader, report how long there was none.
+
+    Example: sandctl kill-leader --restart
+    """
+    result = supervisor.kill_leader(settings.config(), settings.data_dir(), restart=restart,
+                                    deadline_seconds=settings.deadline_seconds())
+    if settings.json_output:
+        _print_json(asdict(result))
+        return
+    click.echo(f"killed leader {result.old_leader} (pid {result.killed_pid}); new leader {result.new_leader} "
+               f"after {result.leaderless_ms:.0f} ms without a leader")
+    if result.restarted_pid is not None:
+        click.echo(f"restarted {result.old_leader} (pid {result.restarted_pid})")
+
+
+@main.group(name="node")
+def node_group() -> None:
+    """Start, stop or kill one node of the local cluster.
+
+    Example: sandctl node kill n2
+    """
+
+
+@node_group.command(name="start")
+@click.argument("node_id", metavar="ID")
+@global_options
+def node_start(settings: Settings, node_id: str) -> None:
+    """Start one node in the background.
+
+    Example: sandctl node start n2
+    """
+    pid = supervisor.spawn_node(settings.config(), settings.data_dir(), node_id)
+    _report({"node": node_id, "pid": pid, "outcome": "started"}, settings)
+
+
+@node_group.command(name="stop")
+@click.argument("node_id", metavar="ID")
+@global_options
+def node_stop(settings: Settings, node_id: str) -> None:
+    """Stop one node gracefully (SIGTERM, SIGKILL after a grace period).
+
+    Example: sandctl node stop n2
+    """
+    settings.config().node(node_id)
+    outcome = supervisor.stop_node(settings.data_dir(), node_id)
+    _report({"node": node_id, "outcome": outcome}, settings)
+
+
+@node_group.command(name="kill")
+@click.argument("node_id", metavar="ID")
+@global_options
+def node_kill(settings: Settings, node_id: str) -> None:
+    """SIGKILL one node, as a crash would.
+
+    Example: sandctl node kill n2
+    """
+    settings.config().node(node_id)
+    pid = supervisor.kill_node(settings.data_dir(), node_id)
+    _report({"node": node_id, "pid": pid, "outcome": "killed"}, settings)
+
+
+def _report(result: dict, settings: Settings) -> None:
+    if settings.json_output:
+        _print_json(result)
+    else:
+        click.echo(" ".join(f"{key}={value}" for key, value in result.items()))
+
+
+# ---------------------------------------------------------------------- membership and admin
+
+
+@main.command(name="add-voter")
+@click.argument("node_id", metavar="ID")
+@click.option("--raft", "raft_address", required=True, metavar="HOST:PORT", help="The new node's Raft address.")
+@click.option("--client", "client_address", required=True, metavar="HOST:PORT", help="Its client address.")
+@click.option("--chunk", "chunk_address", required=True, metavar="HOST:PORT", help="Its chunk address.")
+@click.option("--spawn", is_flag=True, help="Also start it here, from a cluster-local copy of the config.")
+@global_options
+def add_voter(settings: Settings, node_id: str, raft_address: str, client_address: str, chunk_address: str,
+              spawn: bool) -> None:
+    """Add a node: as a learner first, then a voter once it has caught up.
+
+    Example: sandctl add-voter n4 --raft 127.0.0.1:7004 --client 127.0.0.1:8004 --chunk 127.0.0.1:9004 --spawn
+    """
+    address = NodeAddress(id=node_id, raft=raft_address, client=client_address, chunk=chunk_address)
+    result = supervisor.add_voter(settings.config(), settings.data_dir(), address, spawn=spawn,
+                                  deadline_seconds=settings.deadline_seconds())
+    _report(result, settings)
+
+
+@main.command(name="remove-voter")
+@click.argument("node_id", metavar="ID")
+@global_options
+def remove_voter(settings: Settings, node_id: str) -> None:
+    """Remove a node from the cluster's membership (its process keeps running).
+
+    Example: sandctl remove-voter n4
+    """
+    result = settings.client().remove_node(node_id)
+    _report({"node": node_id, **(result or {})}, settings)
+
+
+@main.command(name="transfer-leader")
+@click.argument("node_id", metavar="[ID]", required=False)
+@global_options
+def transfer_leader(settings: Settings, node_id: str | None) -> None:
+    """Hand leadership to ID (or to the most up-to-date follower), then show the new leader.
+
+    Example: sandctl transfer-leader n2
+    """
+    client = settings.client()
+    old_leader = client.wait_for_leader(settings.deadline_seconds())
+    result = client.transfer_leader(node_id)
+    new_leader = client.wait_for_leader(settings.deadline_seconds(), exclude=(old_leader,))
+    _report({"old_leader": old_leader, "new_leader": new_leader, **(result or {})}, settings)
+
+
+@main.group()
+def inspect() -> None:
+    """Look inside a node: its Raft log and term history.
+
+    Example: sandctl inspect log --node n1 --from 1 --limit 20
+    """
+
+
+@inspect.command(name="log")
+@click.option("--from", "from_index", type=click.IntRange(min=0), default=None, help="First index to show.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many entries.")
+@global_options
+def inspect_log(settings: Settings, from_index: int | None, limit: int | None) -> None:
+    """Raw log entries of one node (--node ID, else the leader).
+
+    Example: sandctl inspect log --node n2 --from 100 --limit 10
+    """
+    result = settings.client().inspect_log(settings.node, from_index, limit)
+    if settings.json_output:
+        _print_json(result)
+        return
+    click.echo(f"log {result.get('first_index')}..{result.get('last_index')}")
+    rows = [[e.get("index"), e.get("term"), e.get("kind"), _command_text(e.get("command"))]
+            for e in result.get("entries", [])]
+    _print_table(rows, ["index", "term", "kind", "command"])
+
+
+def _command_text(command: object) -> str:
+    text = json.dumps(command, default=_json_default, sort_keys=True)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+@inspect.command(name="term")
+@global_options
+def inspect_term(settings: Settings) -> None:
+    """Current term, vote and leader of one node (--node ID, else the leader), and the
+    leader changes it has seen.
+
+    Example: sandctl inspect term --node n3
+    """
+    result = settings.client().inspect_term(settings.node)
+    if settings.json_output:
+        _print_json(result)
+        return
+    click.echo(f"term {result.get('term')}, voted for {result.get('vote') or '-'}, leader {result.get('leader') or '-'}")
+    rows = [[c.get("term"), c.get("leader") or "-", c.get("at_ms")] for c in result.get("leader_changes", [])]
+    _print_table(rows, ["term", "leader", "at ms"])
+
+
+@main.command()
+@global_options
+def snapshot(settings: Settings) -> None:
+    """Take a snapshot and compact the log now (on --node ID, else the leader).
+
+    Example: sandctl snapshot --node n2
+    """
+    result = settings.client().snapshot(settings.node)
+    _report(result or {}, settings)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only report what would be deleted.")
+@global_options
+def gc(settings: Settings, dry_run: bool) -> None:
+    """Delete chunks no file references (older than the grace period) on every node
+    (or on --node ID).
+
+    Example: sandctl gc --dry-run
+    """
+    client = settings.client()
+    node_ids = [settings.node] if settings.node is not None else list(client.addresses)
+    results = {node_id: client.gc(node_id, dry_run=dry_run) for node_id in node_ids}
+    if settings.json_output:
+        _print_json(results)
+        return
+    for node_id, result in results.items():
+        click.echo(f"{node_id}: " + " ".join(f"{key}={value}" for key, value in (result or {}).items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Fixtures: ZeroMQ contexts and in-process chunk services on free loopback ports."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import zmq
+
+from node import protocol
+from node.chunks.service import ChunkService
+from node.chunks.store import ChunkStore
+
+MAX_FRAME_BYTES = 8 << 20
+MAP_SIZE_BYTES = 256 << 20
+DEADLINE_SECONDS = 5.0
+
+
+@pytest.fixture
+def context():
+    context = zmq.Context()
+    yield context
+    context.term()  # hangs if a test leaks a socket
+
+
+@pytest.fixture
+def start_service(context, tmp_path):
+    """start_service(name, **options) -> (service, store); everything is stopped afterwards."""
+    started: list[tuple[ChunkService, ChunkStore]] = []
+
+    def start(name: str = "n1", **options) -> tuple[ChunkService, ChunkStore]:
+        store = ChunkStore(tmp_path / name, MAP_SIZE_BYTES)
+        options.setdefault("referenced_chunk_ids", set)
+        options.setdefault("gc_grace_seconds", 600.0)
+        options.setdefault("max_frame_bytes", MAX_FRAME_BYTES)
+        service = ChunkService(context, "127.0.0.1:*", store, **options)
+        service.start()
+        started.append((service, store))
+        return service, store
+
+    yield start
+    for service, store in started:
+        service.stop()
+        store.close()
+
+
+class Client:
+    """A bare DEALER speaking the client envelope, for tests."""
+
+    def __init__(self, context: zmq.Context, address: str) -> None:
+        self.socket = context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect("tcp://" + address)
+        self.next_id = 1
+
+    def send(self, op: str, args: dict) -> int:
+        request_id = self.next_id
+        self.next_id += 1
+        self.socket.send(protocol.request(request_id, op, args))
+        return request_id
+
+    def receive(self) -> dict:
+        assert self.socket.poll(DEADLINE_SECONDS * 1000), "no reply in time"
+        return protocol.decode(self.socket.recv(), MAX_FRAME_BYTES * 2)
+
+    def call(self, op: str, args: dict) -> dict:
+        request_id = self.send(op, args)
+        reply = self.receive()
+        assert reply["id"] == request_id
+        return reply
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+@pytest.fixture
+def make_client(context):
+    clients: list[Client] = []
+
+    def make(address: str) -> Client:
+        client = Client(context, address)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def wait_until():
+    """wait_until(condition, what): poll a condition until a deadline."""
+
+    def wait(condition, what: str) -> None:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.005)  # a polling interval, not a synchronisation point
+
+    return wait
+
+
+@pytest.fixture
+def max_frame_bytes():
+    return MAX_FRAME_BYTES

@@ -1,0 +1,151 @@
+"""ChunkService over real loopback sockets: ops, validation, garbage, concurrency, periodic GC."""
+
+from __future__ import annotations
+
+import threading
+
+import msgpack
+import pytest
+
+from node.chunks.service import ChunkService
+from node.chunks.store import ChunkStore, chunk_id_of
+
+
+def test_put_get_has_stats(start_service, make_client):
+    service, store = start_service()
+    client = make_client(service.bound_address)
+    data = b"chunk body" * 1000
+    chunk_id = chunk_id_of(data)
+    assert client.call("chunk_put", {"id": chunk_id, "data": data})["result"] == {"stored": True}
+    assert client.call("chunk_put", {"id": chunk_id, "data": data})["result"] == {"stored": False}
+    assert client.call("chunk_get", {"id": chunk_id})["result"] == data
+    missing = chunk_id_of(b"missing")
+    assert client.call("chunk_has", {"ids": [chunk_id, missing]})["result"] == [True, False]
+    stats = client.call("chunk_stats", {})["result"]
+    assert (stats["chunks"], stats["bytes"]) == (1, len(data))
+    assert stats["counters"]["puts"] == 1 and stats["counters"]["dedup_puts"] == 1
+    reply = client.call("chunk_get", {"id": missing})
+    assert (reply["ok"], reply["error"]["code"]) == (False, "NOT_FOUND")
+
+
+def test_put_with_a_wrong_hash_is_refused(start_service, make_client):
+    service, store = start_service()
+    client = make_client(service.bound_address)
+    reply = client.call("chunk_put", {"id": chunk_id_of(b"a"), "data": b"b"})
+    assert reply["error"]["code"] == "CHECKSUM"
+    assert store.count() == 0
+
+
+@pytest.mark.parametrize("op,args", [
+    ("chunk_nope", {}),
+    ("write_file", {"path": "/a", "size": 1, "client": "c", "seq": 1}),  # a client-port op
+    ("chunk_get", {}),
+    ("chunk_get", {"id": b"short"}),
+    ("chunk_get", {"id": "x" * 32}),
+    ("chunk_get", {"id": b"x" * 32, "extra": 1}),
+    ("chunk_put", {"id": b"x" * 32, "data": "text"}),
+    ("chunk_has", {"ids": [b"x" * 32, 7]}),
+    ("chunk_has", {"ids": b"x" * 32}),
+    ("chunk_gc", {"grace_seconds": -1.0}),
+    ("chunk_gc", {"grace_seconds": float("nan")}),
+    ("chunk_gc", {"dry_run": 1}),
+])
+def test_invalid_requests_get_bad_request(start_service, make_client, op, args):
+    service, _ = start_service()
+    client = make_client(service.bound_address)
+    reply = client.call(op, args)
+    assert (reply["ok"], reply["error"]["code"]) == (False, "BAD_REQUEST")
+    assert client.call("chunk_stats", {})["ok"]
+
+
+def test_garbage_frames_get_bad_request_and_service_keeps_serving(start_service, make_client, max_frame_bytes):
+    service, _ = start_service()
+    client = make_client(service.bound_address)
+    frames = [
+        [b"\xc1\xff garbage"],
+        [b""],
+        [msgpack.packb([1, 2, 3])],
+        [msgpack.packb({"v": 2, "id": 5, "op": "chunk_stats", "args": {}})],
+        [msgpack.packb({"v": 1, "id": 6, "op": "chunk_stats", "args": {}, "more": 1})],
+        [b"two", b"frames"],
+        [b"\x00" * (max_frame_bytes + 1)],  # just over the limit: still answered
+    ]
+    for parts in frames:
+        client.socket.send_multipart(parts)
+        reply = client.receive()
+        assert (reply["ok"], reply["error"]["code"]) == (False, "BAD_REQUEST")
+    assert client.call("chunk_stats", {})["ok"]
+    assert service.counters()["bad_requests"] == len(frames)
+
+
+def test_concurrent_clients(start_service, make_client):
+    service, store = start_service(worker_threads=4)
+    client_count, chunks_per_client = 6, 10
+    clients = [make_client(service.bound_address) for _ in range(client_count)]
+    failures: list[str] = []
+
+    def run(number: int) -> None:
+        client = clients[number]
+        try:
+            ids = []
+            for position in range(chunks_per_client):
+                data = (b"%d/%d " % (number, position)) * 20000
+                ids.append(chunk_id_of(data))
+                client.send("chunk_put", {"id": ids[-1], "data": data})  # pipelined
+            replies = [client.receive() for _ in ids]
+            assert all(reply["ok"] for reply in replies), replies
+            for chunk_id in ids:
+                assert chunk_id_of(client.call("chunk_get", {"id": chunk_id})["result"]) == chunk_id
+        except AssertionError as error:
+            failures.append(f"client {number}: {error}")
+
+    threads = [threading.Thread(target=run, args=(number,)) for number in range(client_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert store.count() == client_count * chunks_per_client
+
+
+def test_gc_op_uses_the_referenced_set(start_service, make_client, wait_until):
+    kept = b"kept"
+    service, store = start_service(referenced_chunk_ids=lambda: {chunk_id_of(kept)}, gc_grace_seconds=0.0)
+    client = make_client(service.bound_address)
+    for data in (kept, b"orphan"):
+        client.call("chunk_put", {"id": chunk_id_of(data), "data": data})
+    dry = client.call("chunk_gc", {"dry_run": True, "grace_seconds": 0.0})["result"]
+    assert dry["unreferenced"] == 1 and store.count() == 2
+    # Written a moment ago with no grace: deleted once the clock has moved on at all.
+    wait_until(lambda: client.call("chunk_gc", {})["result"]["deleted"] == 1, "the orphan to be collected")
+    assert store.count() == 1 and store.has(chunk_id_of(kept))
+
+
+def test_periodic_gc_runs(start_service, make_client, wait_until):
+    service, store = start_service(referenced_chunk_ids=set, gc_grace_seconds=0.0, gc_interval_seconds=0.02)
+    client = make_client(service.bound_address)
+    client.call("chunk_put", {"id": chunk_id_of(b"orphan"), "data": b"orphan"})
+    wait_until(lambda: store.count() == 0, "periodic gc to delete the orphan")
+    assert store.counters()["gc_deleted"] == 1
+
+
+def test_failing_reference_source_does_not_kill_the_service(start_service, make_client):
+    def broken() -> set[bytes]:
+        raise RuntimeError("metadata not ready")
+
+    service, store = start_service(referenced_chunk_ids=broken, gc_interval_seconds=0.01)
+    client = make_client(service.bound_address)
+    assert client.call("chunk_gc", {})["error"]["code"] == "INTERNAL"
+    assert client.call("chunk_put", {"id": chunk_id_of(b"x"), "data": b"x"})["ok"]
+
+
+def test_stop_without_start_releases_the_port(context, tmp_path):
+    store = ChunkStore(tmp_path, 1 << 20)
+    service = ChunkService(context, "127.0.0.1:*", store, referenced_chunk_ids=set, gc_grace_seconds=1.0,
+                           max_frame_bytes=1 << 20)
+    address = service.bound_address
+    service.stop()
+    again = ChunkService(context, address, store, referenced_chunk_ids=set, gc_grace_seconds=1.0,
+                         max_frame_bytes=1 << 20)
+    again.stop()
+    store.close()

@@ -1,0 +1,185 @@
+"""ChunkStore: content addressing, dedup, corruption detection, StoreFull and the GC grace logic."""
+
+from __future__ import annotations
+
+import logging
+
+import lmdb
+import pytest
+
+from node.chunks.store import ChunkStore, chunk_id_of
+from node.errors import ChecksumMismatch, NotFound, StoreFull
+
+MAP_SIZE_BYTES = 64 << 20
+
+
+class FakeClock:
+    def __init__(self, now_seconds: float = 1000.0) -> None:
+        self.now_seconds = now_seconds
+
+    def __call__(self) -> float:
+        return self.now_seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path, clock):
+    store = ChunkStore(tmp_path, MAP_SIZE_BYTES, clock=clock)
+    yield store
+    store.close()
+
+
+def corrupt(directory, chunk_id: bytes, content: bytes) -> None:
+    """Overwrite a stored value behind the store's back, as a failing disk would."""
+    env = lmdb.open(str(directory / "chunks.lmdb"), max_dbs=2)
+    try:
+        with env.begin(write=True) as txn:
+            txn.put(chunk_id, content, db=env.open_db(b"chunks", txn=txn))
+    finally:
+        env.close()
+
+
+def test_put_get_has_delete(store):
+    data = b"hello chunk" * 1000
+    chunk_id = chunk_id_of(data)
+    assert not store.has(chunk_id)
+    assert store.put(chunk_id, data) is True
+    assert store.has(chunk_id)
+    assert store.get(chunk_id) == data
+    assert (store.count(), store.total_bytes()) == (1, len(data))
+    assert store.delete(chunk_id) is True
+    assert store.delete(chunk_id) is False
+    with pytest.raises(NotFound):
+        store.get(chunk_id)
+    assert store.counters()["get_misses"] == 1
+
+
+def test_identical_chunks_are_stored_once(store):
+    data = b"x" * 5000
+    assert store.put(chunk_id_of(data), data) is True
+    assert store.put(chunk_id_of(data), data) is False
+    assert (store.count(), store.total_bytes()) == (1, 5000)
+    assert store.counters()["dedup_puts"] == 1
+
+
+def test_put_with_wrong_id_is_refused_before_writing(store):
+    with pytest.raises(ChecksumMismatch):
+        store.put(chunk_id_of(b"other"), b"data")
+    assert store.count() == 0
+
+
+def test_large_chunks_round_trip(store):
+    data = bytes(range(256)) * (5 << 12)  # 5 MiB
+    store.put(chunk_id_of(data), data)
+    assert store.get(chunk_id_of(data)) == data
+
+
+def test_data_survives_reopen(tmp_path, clock):
+    data = b"durable"
+    first = ChunkStore(tmp_path, MAP_SIZE_BYTES, clock=clock)
+    first.put(chunk_id_of(data), data)
+    first.close()
+    second = ChunkStore(tmp_path, MAP_SIZE_BYTES, clock=clock)
+    try:
+        assert second.get(chunk_id_of(data)) == data
+    finally:
+        second.close()
+
+
+def test_corruption_is_detected_logged_and_removed(tmp_path, clock, caplog):
+    data = b"precious" * 100
+    chunk_id = chunk_id_of(data)
+    writer = ChunkStore(tmp_path, MAP_SIZE_BYTES, clock=clock)
+    writer.put(chunk_id, data)
+    writer.close()  # LMDB allows one open environment per path in a process
+    corrupt(tmp_path, chunk_id, b"precioUs" + data[8:])
+    store = ChunkStore(tmp_path, MAP_SIZE_BYTES, clock=clock)
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(ChecksumMismatch, match=chunk_id.hex()):
+            store.get(chunk_id)
+        assert chunk_id.hex() in caplog.text
+        assert store.counters()["checksum_mismatches"] == 1
+        # The corrupt copy is gone, so a replica can be written here again.
+        assert not store.has(chunk_id)
+        assert store.put(chunk_id, data) is True
+        assert store.get(chunk_id) == data
+    finally:
+        store.close()
+
+
+def test_full_map_raises_store_full_and_keeps_the_store_intact(tmp_path, clock):
+    store = ChunkStore(tmp_path, 1 << 20, clock=clock)
+    try:
+        kept = b"k" * 1000
+        store.put(chunk_id_of(kept), kept)
+        big = b"b" * (2 << 20)
+        with pytest.raises(StoreFull):
+            store.put(chunk_id_of(big), big)
+        assert store.get(chunk_id_of(kept)) == kept
+        assert store.count() == 1
+        small = b"s" * 100
+        assert store.put(chunk_id_of(small), small)
+    finally:
+        store.close()
+
+
+def put(store: ChunkStore, text: bytes) -> bytes:
+    store.put(chunk_id_of(text), text)
+    return chunk_id_of(text)
+
+
+def test_new_chunks_expire_from_their_write_time_unless_referenced(store, clock):
+    clock.now_seconds = 1000.0
+    orphan = put(store, b"orphan")
+    committed = put(store, b"committed")
+    result = store.collect_garbage({committed}, now_seconds=1050.0, grace_seconds=60.0, dry_run=False)
+    assert result == {"unreferenced": 1, "deleted": 0, "deleted_bytes": 0}
+    result = store.collect_garbage({committed}, now_seconds=1061.0, grace_seconds=60.0, dry_run=False)
+    assert result == {"unreferenced": 1, "deleted": 1, "deleted_bytes": len(b"orphan")}
+    assert not store.has(orphan) and store.has(committed)
+
+
+def test_unreferenced_time_is_remembered_and_cleared_when_referenced_again(store, clock):
+    clock.now_seconds = 0.0
+    chunk = put(store, b"chunk")
+    store.collect_garbage({chunk}, now_seconds=10.0, grace_seconds=100.0, dry_run=False)  # referenced
+    store.collect_garbage(set(), now_seconds=200.0, grace_seconds=100.0, dry_run=False)  # first seen at 200
+    assert store.collect_garbage(set(), now_seconds=299.0, grace_seconds=100.0, dry_run=False)["deleted"] == 0
+    store.collect_garbage({chunk}, now_seconds=300.0, grace_seconds=100.0, dry_run=False)  # referenced again
+    store.collect_garbage(set(), now_seconds=350.0, grace_seconds=100.0, dry_run=False)  # first seen at 350
+    assert store.collect_garbage(set(), now_seconds=449.0, grace_seconds=100.0, dry_run=False)["deleted"] == 0
+    assert store.collect_garbage(set(), now_seconds=451.0, grace_seconds=100.0, dry_run=False)["deleted"] == 1
+
+
+def test_putting_an_unreferenced_chunk_again_restarts_its_grace(store, clock):
+    clock.now_seconds = 0.0
+    chunk = put(store, b"reused")
+    clock.now_seconds = 90.0
+    put(store, b"reused")  # a new upload of the same content, about to commit
+    assert store.collect_garbage(set(), now_seconds=150.0, grace_seconds=100.0, dry_run=False)["deleted"] == 0
+    assert store.has(chunk)
+
+
+def test_dry_run_changes_nothing(store, clock):
+    clock.now_seconds = 0.0
+    chunk = put(store, b"victim")
+    result = store.collect_garbage(set(), now_seconds=500.0, grace_seconds=100.0, dry_run=True)
+    assert result == {"unreferenced": 1, "deleted": 1, "deleted_bytes": 6}
+    assert store.has(chunk)
+    # A referenced chunk seen in a dry run is not cleared from the table either.
+    store.collect_garbage({chunk}, now_seconds=500.0, grace_seconds=100.0, dry_run=True)
+    assert store.collect_garbage(set(), now_seconds=500.0, grace_seconds=100.0, dry_run=False)["deleted"] == 1
+
+
+def test_gc_deletes_many_adjacent_chunks_in_one_pass(store, clock):
+    clock.now_seconds = 0.0
+    chunks = [put(store, b"chunk %d" % number) for number in range(300)]
+    keep = set(chunks[::7])
+    result = store.collect_garbage(keep, now_seconds=1000.0, grace_seconds=10.0, dry_run=False)
+    assert result["deleted"] == 300 - len(keep)
+    assert store.count() == len(keep)
+    assert all(store.has(chunk) for chunk in keep)

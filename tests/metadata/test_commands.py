@@ -1,0 +1,62 @@
+"""Write commands: validated when proposed and again when decoded from the log."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from node.errors import BadRequest, InvalidPath
+from node.metadata.commands import Command, decode_command, encode_command
+
+CHUNK = [b"c" * 32, 10, ["n1", "n2"]]
+
+
+def test_round_trip_normalises_paths_and_fills_defaults():
+    data = encode_command("mkdir", {"path": "//a/b/", "client": "c1", "seq": 7}, now_ns=123)
+    assert decode_command(data) == Command(
+        op="mkdir", args={"path": "/a/b", "parents": False, "mode": 0o755}, client="c1", seq=7, now_ns=123
+    )
+    data = encode_command("write_file", {"path": "/f", "chunks": [CHUNK, CHUNK], "size": 20, "client": "c1", "seq": 8}, 5)
+    assert decode_command(data).args == {"path": "/f", "chunks": [CHUNK, CHUNK], "size": 20, "parents": False, "mode": 0o644}
+
+
+@pytest.mark.parametrize(
+    "op, args, message",
+    [
+        ("ls", {"path": "/"}, "unknown write op"),
+        ("mkdir", {"path": "/a", "client": "c"}, "missing argument 'seq'"),
+        ("mkdir", {"path": "/a", "client": "c", "seq": 1, "extra": 1}, "unknown argument"),
+        ("mkdir", {"path": "/a", "client": "c", "seq": 1, "mode": 0o10000}, "permission mode"),
+        ("write_file", {"path": "/f", "size": 1, "client": "c", "seq": 1}, "exactly one"),
+        ("write_file", {"path": "/f", "size": 1, "data": b"x", "chunks": [], "client": "c", "seq": 1}, "exactly one"),
+        ("write_file", {"path": "/f", "size": 2, "data": b"x", "client": "c", "seq": 1}, "size says 2"),
+        ("write_file", {"path": "/f", "size": 11, "chunks": [CHUNK], "client": "c", "seq": 1}, "size says 11"),
+        ("write_file", {"path": "/f", "size": 10, "chunks": [[b"short", 10, ["n1"]]], "client": "c", "seq": 1}, "32 bytes"),
+        ("write_file", {"path": "/f", "size": 10, "chunks": [[b"c" * 32, 10, []]], "client": "c", "seq": 1}, "replica"),
+        ("write_file", {"path": "/f", "size": -1, "data": b"", "client": "c", "seq": 1}, "negative"),
+    ],
+)
+def test_invalid_commands_are_refused_when_encoded(op, args, message):
+    with pytest.raises(BadRequest, match=message):
+        encode_command(op, args, now_ns=1)
+
+
+def test_invalid_path_is_refused_when_encoded():
+    with pytest.raises(InvalidPath):
+        encode_command("rm", {"path": "/a/../b", "client": "c", "seq": 1}, now_ns=1)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xc1garbage",
+        msgpack.packb({"not": "a list"}),
+        msgpack.packb([2, "mkdir", {"path": "/a", "client": "c", "seq": 1}, 1]),
+        msgpack.packb([1, "mkdir", {"path": "/a", "client": "c", "seq": 1}, -5]),
+        msgpack.packb([1, "mkdir", ["not", "a", "map"], 1]),
+        msgpack.packb([1, "mkdir", {"path": "relative", "client": "c", "seq": 1}, 1]),
+    ],
+)
+def test_malformed_log_entries_raise_named_errors(data):
+    with pytest.raises((BadRequest, InvalidPath)):
+        decode_command(data)

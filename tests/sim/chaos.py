@@ -1,0 +1,405 @@
+"""One random run: a cluster shape, a fault schedule and a liveness check, all from one seed.
+
+A run has two phases. During the fault phase, clients propose and read while the schedule
+crashes nodes (also in the middle of a disk write), partitions the network (symmetric and
+one-way), makes links lossy, snapshots, transfers leadership and, in some runs, changes the
+membership. Then the faults stop, the network heals and every node restarts: within 10
+election timeouts there must be exactly one leader, and a new value must reach every voter.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from dataclasses import dataclass, field
+
+from node.raft.errors import RaftError
+from node.raft.types import ConfChange, ConfChangeKind, ConfChangeStep, NodeId, Role
+
+from tests.sim.cluster import Cluster
+from tests.sim.invariants import InvariantViolation, LivenessViolation
+from tests.sim.network import LinkFaults
+
+NODES_PER_RUN_MAX = 7  # bound on the nodes a churning run may add
+LIVENESS_ELECTION_TIMEOUTS = 10
+
+
+@dataclass(frozen=True)
+class Plan:
+    node_count: int
+    tick_periods_ms: dict
+    config: dict
+    fault_duration_ms: int
+    action_interval_ms_max: int
+    proposal_interval_ms_max: int
+    churn: bool
+
+    def describe(self) -> str:
+        return (
+            f"nodes={self.node_count} ticks_ms={sorted(self.tick_periods_ms.values())} config={self.config}"
+            f" faults_ms={self.fault_duration_ms} churn={self.churn}"
+        )
+
+
+def make_plan(rng: random.Random, fault_duration_ms: int | None = None, churn: bool | None = None) -> Plan:
+    """`fault_duration_ms` / `churn` override the drawn values (the draws still happen, so the
+    rest of the run stays what the seed says)."""
+    node_count = rng.choice([3, 3, 4, 5, 5])
+    node_ids = [f"n{number}" for number in range(1, node_count + 1)]
+    config = {}
+    if rng.random() < 0.3:
+        config["max_message_bytes"] = rng.choice([64, 200])
+    if rng.random() < 0.3:
+        config["max_inflight_messages"] = rng.choice([1, 2, 4])
+    if rng.random() < 0.3:
+        config["snapshot_chunk_bytes"] = rng.choice([50, 300])
+    if rng.random() < 0.15:
+        config["pre_vote"] = False
+    if rng.random() < 0.15:
+        config["check_quorum"] = False
+    return Plan(
+        node_count=node_count,
+        tick_periods_ms={node_id: rng.randint(8, 12) for node_id in node_ids},
+        config=config,
+        fault_duration_ms=rng.randint(1500, 3500) if fault_duration_ms is None else fault_duration_ms,
+        action_interval_ms_max=rng.choice([40, 80, 160]),
+        proposal_interval_ms_max=rng.choice([10, 30, 60]),
+        churn=(rng.random() < 0.35) if churn is None else churn,
+    )
+
+
+def random_faults(rng: random.Random) -> LinkFaults:
+    profile = rng.random()
+    if profile < 0.3:
+        return LinkFaults(delay_ms_min=1, delay_ms_max=rng.randint(1, 5))
+    return LinkFaults(
+        drop_probability=rng.choice([0.0, 0.05, 0.2, 0.4]),
+        duplicate_probability=rng.choice([0.0, 0.05, 0.2]),
+        delay_ms_min=1,
+        delay_ms_max=rng.randint(2, 30),
+        reorder_probability=rng.choice([0.0, 0.1, 0.3]),
+        reorder_delay_ms_max=rng.randint(10, 80),
+    )
+
+
+SETTLED_FAULTS = LinkFaults(delay_ms_min=1, delay_ms_max=3)
+
+
+@dataclass
+class RunResult:
+    seed: int
+    plan: str
+    trace_digest: str = ""
+    event_count: int = 0
+    end_ms: int = 0
+    proposals: int = 0
+    acked: int = 0
+    leaders: int = 0
+    violation: str | None = None
+    traceback: str = ""
+    counts: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        outcome = f"VIOLATION: {self.violation}" if self.violation else "ok"
+        return (
+            f"seed {self.seed}: {outcome} | {self.plan} | events={self.event_count} virtual_ms={self.end_ms}"
+            f" proposals={self.proposals} acked={self.acked} terms_with_leader={self.leaders} {self.counts}"
+        )
+
+
+class Chaos:
+    """The random fault schedule for one run."""
+
+    def __init__(self, cluster: Cluster, plan: Plan, rng: random.Random) -> None:
+        self.cluster = cluster
+        self.plan = plan
+        self.rng = rng
+        self.active = False
+        self.proposal_count = 0
+        self.read_count = 0
+        self.counts: dict[str, int] = {}
+        self._next_node_number = plan.node_count + 1
+
+    def start(self) -> None:
+        self.active = True
+        self._schedule(self._propose, self.plan.proposal_interval_ms_max)
+        self._schedule(self._act, self.plan.action_interval_ms_max)
+
+    def _schedule(self, action, interval_ms_max: int) -> None:
+        def fire() -> None:
+            if not self.active:
+                return
+            action()
+            self._schedule(action, interval_ms_max)
+
+        self.cluster.schedule(self.rng.randint(1, interval_ms_max), fire)
+
+    def _count(self, name: str) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def _propose(self) -> None:
+        cluster = self.cluster
+        live = cluster.live_nodes()
+        if not live:
+            return
+        self.proposal_count += 1
+        value = cluster.new_value()
+        claimed = cluster.claimed_leaders()
+        target = self.rng.choice(claimed) if claimed else self.rng.choice(live)
+        try:
+            cluster.propose(target, value)
+        except RaftError:
+            pass
+        live = cluster.live_nodes()  # the proposal may have crashed its node mid-write
+        if live and self.rng.random() < 0.2:
+            self.read_count += 1
+            try:
+                cluster.read_index(self.rng.choice(live), f"read{self.read_count}".encode())
+            except RaftError:
+                pass
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def _act(self) -> None:
+        actions = [
+            (self._crash, 3),
+            (self._restart, 4),
+            (self._crash_during_write, 2),
+            (self._partition, 2),
+            (self._one_way, 2),
+            (self._isolate, 2),
+            (self._heal, 3),
+            (self._faults, 2),
+            (self._snapshot, 3),
+            (self._transfer, 1),
+        ]
+        if self.plan.churn:
+            actions.append((self._churn, 3))
+        total = sum(weight for _, weight in actions)
+        pick = self.rng.uniform(0, total)
+        for action, weight in actions:
+            pick -= weight
+            if pick <= 0:
+                action()
+                return
+        actions[-1][0]()
+
+    def _live_node(self, prefer_leader: float) -> NodeId | None:
+        live = self.cluster.live_nodes()
+        if not live:
+            return None
+        leaders = self.cluster.claimed_leaders()
+        if leaders and self.rng.random() < prefer_leader:
+            return self.rng.choice(leaders)
+        return self.rng.choice(live)
+
+    def _crash(self) -> None:
+        node_id = self._live_node(prefer_leader=0.4)
+        if node_id is not None:
+            self._count("crash")
+            self.cluster.crash(node_id)
+
+    def _restart(self) -> None:
+        down = [node_id for node_id, node in self.cluster.nodes.items() if not node.alive]
+        if down:
+            self._count("restart")
+            self.cluster.restart(self.rng.choice(down))
+
+    def _crash_during_write(self) -> None:
+        node_id = self._live_node(prefer_leader=0.5)
+        if node_id is not None:
+            self._count("crash_during_write")
+            self.cluster.crash_during_next_write(node_id)
+
+    def _partition(self) -> None:
+        node_ids = list(self.cluster.nodes)
+        self.rng.shuffle(node_ids)
+        cut = self.rng.randint(1, len(node_ids) - 1)
+        self._count("partition")
+        self.cluster.partition(node_ids[:cut], node_ids[cut:])
+
+    def _one_way(self) -> None:
+        node_ids = list(self.cluster.nodes)
+        source = self._live_node(prefer_leader=0.5) or self.rng.choice(node_ids)
+        self._count("one_way")
+        for target in node_ids:
+            if target != source and self.rng.random() < 0.6:
+                self.cluster.block(source, target)
+
+    def _isolate(self) -> None:
+        node_id = self._live_node(prefer_leader=0.5)
+        if node_id is not None:
+            self._count("isolate")
+            self.cluster.isolate(node_id)
+
+    def _heal(self) -> None:
+        self._count("heal")
+        self.cluster.heal()
+
+    def _faults(self) -> None:
+        self._count("faults")
+        self.cluster.set_faults(random_faults(self.rng))
+
+    def _snapshot(self) -> None:
+        node_id = self._live_node(prefer_leader=0.5)
+        if node_id is not None:
+            self._count("snapshot")
+            self.cluster.take_snapshot(node_id, keep_entries=self.rng.choice([0, 0, 2, 10]))
+
+    def _transfer(self) -> None:
+        leaders = self.cluster.claimed_leaders()
+        if not leaders:
+            return
+        leader = self.rng.choice(leaders)
+        voters = sorted(self.cluster.nodes[leader].disk.conf_state.voters - {leader})
+        if not voters:
+            return
+        self._count("transfer")
+        try:
+            self.cluster.transfer_leadership(leader, self.rng.choice(voters))
+        except RaftError:
+            pass
+
+    def _churn(self) -> None:
+        leaders = self.cluster.claimed_leaders()
+        if not leaders:
+            return
+        leader = self.rng.choice(leaders)
+        conf = self.cluster.nodes[leader].disk.conf_state
+        options = []
+        if len(self.cluster.nodes) < NODES_PER_RUN_MAX:
+            options.append("add_learner")
+            if len(conf.voters) >= 3:
+                options.append("replace")
+        if conf.learners:
+            options.append("promote")
+        if len(conf.voters) >= 4:
+            options.append("remove")
+        if not options:
+            return
+        option = self.rng.choice(options)
+        if option == "add_learner":
+            steps = (ConfChangeStep(ConfChangeKind.ADD_LEARNER, self._new_node()),)
+        elif option == "replace":
+            old = self.rng.choice(sorted(conf.voters))
+            steps = (ConfChangeStep(ConfChangeKind.ADD_VOTER, self._new_node()), ConfChangeStep(ConfChangeKind.REMOVE_NODE, old))
+        elif option == "promote":
+            steps = (ConfChangeStep(ConfChangeKind.ADD_VOTER, self.rng.choice(sorted(conf.learners))),)
+        else:
+            steps = (ConfChangeStep(ConfChangeKind.REMOVE_NODE, self.rng.choice(sorted(conf.voters))),)
+        self._count(option)
+        try:
+            self.cluster.change_membership(leader, ConfChange(steps=steps))
+        except RaftError:
+            pass
+
+    def _new_node(self) -> NodeId:
+        node_id = f"n{self._next_node_number}"
+        self._next_node_number += 1
+        self.cluster.add_node(node_id, peers=(), tick_period_ms=self.rng.randint(8, 12))
+        return node_id
+
+    # -- the end of the run -----------------------------------------------------------------
+
+    def settle_and_check_liveness(self) -> None:
+        """Stop the faults, heal, restart everyone; then one leader and one new value
+        applied on every voter within the bound."""
+        cluster = self.cluster
+        self.active = False
+        cluster.heal()
+        cluster.set_faults(SETTLED_FAULTS)
+        for node_id, node in cluster.nodes.items():
+            node.crash_during_next_write = False
+            if not node.alive:
+                cluster.restart(node_id)
+        bound_ms = LIVENESS_ELECTION_TIMEOUTS * cluster.election_timeout_ms()
+        started_ms = cluster.now_ms
+        leader = cluster.wait_for_leader(timeout_ms=bound_ms)
+        if leader is None:
+            claims = {n: (cluster.nodes[n].role.name, cluster.nodes[n].term) for n in cluster.live_nodes()}
+            raise LivenessViolation(
+                f"at {cluster.now_ms}ms: no single leader {bound_ms}ms ({LIVENESS_ELECTION_TIMEOUTS} election"
+                f" timeouts) after the faults stopped; roles and terms: {claims}"
+            )
+        value = b"final-" + cluster.new_value()
+        attempts: list[bytes] = []
+        deadline_ms = started_ms + 2 * bound_ms
+
+        def done() -> bool:
+            for attempt in attempts:
+                index = cluster.checker.value_index.get(attempt)
+                if index is None:
+                    continue
+                leader_now = cluster.single_leader()
+                if leader_now is None:
+                    return False
+                conf = cluster.nodes[leader_now].disk.conf_state
+                if all(cluster.has_applied(voter, index) for voter in conf.voters | conf.voters_outgoing):
+                    return True
+            return False
+
+        while cluster.now_ms < deadline_ms and not done():
+            attempt = value + f"#{len(attempts)}".encode()
+            if cluster.propose_to_leader(attempt) is not None:
+                attempts.append(attempt)
+            cluster.run_until(done, min(cluster.election_timeout_ms(), deadline_ms - cluster.now_ms))
+        if not done():
+            states = {
+                n: (cluster.nodes[n].role.name, cluster.nodes[n].term, cluster.nodes[n].disk.applied_index)
+                for n in cluster.live_nodes()
+            }
+            raise LivenessViolation(
+                f"at {cluster.now_ms}ms: a new value was not applied on every voter within"
+                f" {2 * bound_ms}ms of healing; role, term, applied: {states}"
+            )
+
+    def check_acknowledged_writes(self) -> None:
+        """Every acknowledged value is at its index on every voter (durability after crashes)."""
+        cluster = self.cluster
+        leader = cluster.single_leader()
+        assert leader is not None
+        conf = cluster.nodes[leader].disk.conf_state
+        for voter in sorted(conf.voters):
+            applied = {a.index: a.data for a in cluster.nodes[voter].disk.applied}
+            for value, index in cluster.checker.acked.items():
+                if applied.get(index) != value:
+                    raise InvariantViolation(
+                        f"acknowledged write {value!r} at index {index} is missing on voter {voter}"
+                        f" (found {applied.get(index)!r})"
+                    )
+
+
+def run_seed(seed: int, verbose: bool = False, fault_duration_ms: int | None = None, churn: bool | None = None) -> RunResult:
+    rng = random.Random(seed)
+    plan = make_plan(rng, fault_duration_ms, churn)
+    result = RunResult(seed=seed, plan=plan.describe())
+    cluster = Cluster(
+        node_count=plan.node_count,
+        seed=seed,
+        config=plan.config,
+        tick_periods_ms=plan.tick_periods_ms,
+        verbose=verbose,
+        rng=rng,
+    )
+    chaos = Chaos(cluster, plan, rng)
+    try:
+        chaos.start()
+        cluster.run_for(plan.fault_duration_ms)
+        chaos.settle_and_check_liveness()
+        chaos.check_acknowledged_writes()
+    except Exception as violation:  # noqa: BLE001 -- a harness error is reported with its seed too
+        kind = type(violation).__name__
+        if not isinstance(violation, (InvariantViolation, LivenessViolation)):
+            kind = f"harness or core error {kind}"
+        result.violation = f"{kind}: {violation}"
+        result.traceback = traceback.format_exc()
+    result.trace_digest = cluster.trace.digest()
+    result.event_count = cluster.trace.event_count
+    result.end_ms = cluster.now_ms
+    result.proposals = chaos.proposal_count
+    result.acked = len(cluster.checker.acked)
+    result.leaders = len(cluster.checker.leader_of_term)
+    result.counts = chaos.counts
+    return result

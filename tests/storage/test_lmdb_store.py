@@ -1,0 +1,217 @@
+"""NodeStore: the Raft log, hard state, membership and snapshot in one LMDB environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.errors import StoreFull
+from node.raft.errors import Compacted, Unavailable
+from node.raft.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from node.storage.lmdb_store import NodeStore
+
+MAP_SIZE_BYTES = 64 << 20
+VOTERS = ConfState(voters=frozenset({"n1", "n2", "n3"}))
+
+
+def entries(first: int, last: int, term: int) -> list[Entry]:
+    return [Entry(term=term, index=index, data=f"{term}:{index}".encode()) for index in range(first, last + 1)]
+
+
+def store_with(tmp_path, *batches: list[Entry]) -> NodeStore:
+    store = NodeStore(tmp_path, MAP_SIZE_BYTES)
+    for batch_entries in batches:
+        with store.write_batch() as batch:
+            batch.append_entries(batch_entries)
+    return store
+
+
+def test_empty_store_has_nothing(tmp_path):
+    store = NodeStore(tmp_path, MAP_SIZE_BYTES)
+    assert store.initial_state() == (HardState(), ConfState())
+    assert (store.first_index(), store.last_index(), store.term(0)) == (1, 0, 0)
+    assert store.applied_index() == 0
+    assert store.snapshot() == Snapshot(meta=SnapshotMeta())
+    assert store.entries(1, 1) == []
+    assert store.log_entry_count() == 0
+    assert (tmp_path / "raft.lmdb" / "data.mdb").exists()
+
+
+def test_append_and_read_back(tmp_path):
+    store = store_with(tmp_path, entries(1, 3, term=1), entries(4, 5, term=2))
+    assert store.entries(1, 6) == entries(1, 3, 1) + entries(4, 5, 2)
+    assert [store.term(index) for index in range(0, 6)] == [0, 1, 1, 1, 2, 2]
+    assert store.log_entry_count() == 5
+    assert store.log_size_bytes() > 0
+    kinds = [Entry(term=3, index=6, kind=EntryKind.NOOP), Entry(term=3, index=7, kind=EntryKind.CONF_CHANGE, data=b"{}")]
+    with store.write_batch() as batch:
+        batch.append_entries(kinds)
+    assert store.entries(6, 8) == kinds
+
+
+def test_append_replaces_the_conflicting_suffix(tmp_path):
+    store = store_with(tmp_path, entries(1, 5, term=1))
+    with store.write_batch() as batch:
+        batch.append_entries(entries(3, 3, term=2))
+    assert store.last_index() == 3
+    assert store.entries(1, 4) == entries(1, 2, 1) + entries(3, 3, 2)
+    with pytest.raises(Unavailable):
+        store.entries(1, 5)
+
+
+def test_entries_respect_max_bytes_but_return_at_least_one(tmp_path):
+    big = [Entry(term=1, index=index, data=b"x" * 100) for index in range(1, 5)]
+    store = store_with(tmp_path, big)
+    assert store.entries(1, 5, max_bytes=10) == big[:1]
+    assert store.entries(1, 5, max_bytes=2 * big[0].size_bytes()) == big[:2]
+    assert store.entries(1, 5, max_bytes=None) == big
+
+
+def test_out_of_range_lookups_raise(tmp_path):
+    store = store_with(tmp_path, entries(1, 3, term=1))
+    with pytest.raises(Unavailable):
+        store.term(4)
+    with pytest.raises(Unavailable):
+        store.entries(2, 5)
+
+
+def test_compaction_keeps_the_term_of_the_compacted_index(tmp_path):
+    store = store_with(tmp_path, entries(1, 3, term=1), entries(4, 6, term=2))
+    with store.write_batch() as batch:
+        batch.set_applied_index(5)
+        batch.save_snapshot(SnapshotMeta(index=4, term=2, conf_state=VOTERS), b"image")
+        batch.compact(4)
+    assert (store.first_index(), store.last_index()) == (5, 6)
+    assert store.term(4) == 2
+    assert store.entries(5, 7) == entries(5, 6, 2)
+    assert store.log_entry_count() == 2
+    with pytest.raises(Compacted):
+        store.term(3)
+    with pytest.raises(Compacted):
+        store.entries(4, 6)
+    assert store.snapshot() == Snapshot(SnapshotMeta(index=4, term=2, conf_state=VOTERS, size_bytes=5), b"image")
+    with store.write_batch() as batch:
+        batch.compact(2)  # already compacted: nothing to do
+    assert store.first_index() == 5
+
+
+def test_snapshot_data_larger_than_a_chunk_round_trips(tmp_path):
+    store = store_with(tmp_path, entries(1, 2, term=1))
+    data = bytes(range(256)) * (5 * 4096 + 7)  # about 5 MiB, not a multiple of the chunk size
+    with store.write_batch() as batch:
+        batch.set_applied_index(2)
+        batch.save_snapshot(SnapshotMeta(index=2, term=1, conf_state=VOTERS), data)
+    assert store.snapshot().data == data
+    with store.write_batch() as batch:
+        batch.append_entries(entries(3, 3, term=1))
+        batch.set_applied_index(3)
+        batch.save_snapshot(SnapshotMeta(index=3, term=1, conf_state=VOTERS), b"small")
+    assert store.snapshot().data == b"small"
+
+
+def test_install_snapshot_beyond_the_log_drops_the_whole_log(tmp_path):
+    store = store_with(tmp_path, entries(1, 3, term=1))
+    meta = SnapshotMeta(index=10, term=3, conf_state=VOTERS)
+    with store.write_batch() as batch:
+        batch.install_snapshot(Snapshot(meta, b"state"))
+    assert (store.first_index(), store.last_index(), store.term(10)) == (11, 10, 3)
+    assert store.applied_index() == 10
+    assert store.conf_state() == VOTERS
+    assert store.hard_state().commit == 10
+    assert store.snapshot().data == b"state"
+    with store.write_batch() as batch:
+        batch.append_entries(entries(11, 12, term=3))
+    assert store.entries(11, 13) == entries(11, 12, 3)
+
+
+def test_install_snapshot_with_a_conflicting_term_drops_the_whole_log(tmp_path):
+    store = store_with(tmp_path, entries(1, 5, term=1))
+    with store.write_batch() as batch:
+        batch.install_snapshot(Snapshot(SnapshotMeta(index=3, term=2, conf_state=VOTERS), b"s"))
+    assert (store.first_index(), store.last_index(), store.term(3)) == (4, 3, 2)
+
+
+def test_install_snapshot_matching_the_log_keeps_the_suffix(tmp_path):
+    store = store_with(tmp_path, entries(1, 5, term=1))
+    with store.write_batch() as batch:
+        batch.install_snapshot(Snapshot(SnapshotMeta(index=3, term=1, conf_state=VOTERS), b"s"))
+    assert (store.first_index(), store.last_index(), store.term(3)) == (4, 5, 1)
+    assert store.entries(4, 6) == entries(4, 5, 1)
+    assert store.applied_index() == 3
+
+
+def test_state_survives_reopen(tmp_path):
+    store = store_with(tmp_path, entries(1, 4, term=2))
+    with store.write_batch() as batch:
+        batch.set_hard_state(HardState(term=2, vote="n2", commit=3))
+        batch.set_conf_state(VOTERS)
+        batch.set_applied_index(3)
+        batch.save_snapshot(SnapshotMeta(index=2, term=2, conf_state=VOTERS), b"img")
+        batch.compact(2)
+    store.close()
+    reopened = NodeStore(tmp_path, MAP_SIZE_BYTES)
+    assert reopened.initial_state() == (HardState(term=2, vote="n2", commit=3), VOTERS)
+    assert reopened.applied_index() == 3
+    assert (reopened.first_index(), reopened.last_index(), reopened.term(2), reopened.term(4)) == (3, 4, 2, 2)
+    assert reopened.entries(3, 5) == entries(3, 4, 2)
+    assert reopened.snapshot().data == b"img"
+
+
+def test_an_aborted_batch_leaves_nothing(tmp_path):
+    store = store_with(tmp_path, entries(1, 2, term=1))
+    with pytest.raises(RuntimeError):
+        with store.write_batch() as batch:
+            batch.append_entries(entries(2, 6, term=2))
+            batch.set_hard_state(HardState(term=2, vote="n1", commit=1))
+            batch.txn.put(b"stray", b"value")
+            raise RuntimeError("the driver failed half way")
+    assert (store.last_index(), store.term(2)) == (2, 1)
+    assert store.hard_state() == HardState()
+    with store.read_transaction() as txn:
+        assert txn.get(b"stray") is None
+    with store.write_batch() as batch:
+        batch.append_entries(entries(3, 3, term=1))
+    assert store.last_index() == 3
+
+
+def test_a_full_map_raises_store_full_and_the_store_stays_usable(tmp_path):
+    store = NodeStore(tmp_path, map_size_bytes=1 << 20)
+    index = 0
+    with pytest.raises(StoreFull, match="full"):
+        while index < 1000:  # bounded: 1 MiB fills long before 1000 entries of 64 KiB
+            with store.write_batch() as batch:
+                batch.append_entries([Entry(term=1, index=index + 1, data=b"x" * (64 << 10))])
+                batch.set_hard_state(HardState(term=1, commit=index + 1))
+            index += 1
+    assert index >= 1
+    assert store.last_index() == index
+    assert store.hard_state().commit == index
+    assert store.entries(index, index + 1)[0].data == b"x" * (64 << 10)
+    with store.write_batch() as batch:  # small writes still fit
+        batch.set_hard_state(HardState(term=2, vote="n1", commit=index))
+    assert store.hard_state().term == 2
+    store.close()
+    reopened = NodeStore(tmp_path, map_size_bytes=1 << 20)
+    assert reopened.last_index() == index
+
+
+def test_a_forced_snapshot_at_the_same_index_replaces_the_previous_one(tmp_path):
+    store = store_with(tmp_path, entries(1, 3, term=1))
+    with store.write_batch() as batch:
+        batch.set_applied_index(3)
+        batch.save_snapshot(SnapshotMeta(index=3, term=1, conf_state=VOTERS), b"first")
+        batch.compact(2)
+    with store.write_batch() as batch:
+        batch.save_snapshot(SnapshotMeta(index=3, term=1, conf_state=VOTERS), b"again")
+        batch.compact(2)
+    assert store.snapshot_meta() == SnapshotMeta(index=3, term=1, conf_state=VOTERS, size_bytes=5)
+    assert store.snapshot().data == b"again"
+    assert (store.first_index(), store.last_index()) == (3, 3)
+
+
+def test_applied_index_without_a_log(tmp_path):
+    """The "none" replicator applies commands with no Raft log behind them."""
+    store = NodeStore(tmp_path, MAP_SIZE_BYTES)
+    with store.write_batch() as batch:
+        batch.set_applied_index(7)
+    assert store.applied_index() == 7
+    assert store.last_index() == 0

@@ -1,0 +1,198 @@
+"""PeerTransport over real loopback sockets: delivery, non-blocking drops, hostile input."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import zmq
+
+from node.raft.types import Entry, Message, MessageKind
+from node.transport.codec import encode_forward, encode_message
+from node.transport.peer import PeerTransport
+
+MAX_FRAME_BYTES = 1 << 20
+DEADLINE_SECONDS = 5.0
+
+
+@pytest.fixture
+def context():
+    context = zmq.Context()
+    yield context
+    context.term()  # hangs if a test leaks a socket
+
+
+@pytest.fixture
+def make_transports(context):
+    transports: list[PeerTransport] = []
+
+    def make(node_ids: list[str], **options) -> dict[str, PeerTransport]:
+        made = {node_id: PeerTransport(context, node_id, "127.0.0.1:*", {}, max_frame_bytes=MAX_FRAME_BYTES, **options)
+                for node_id in node_ids}
+        addresses = {node_id: transport.bound_address for node_id, transport in made.items()}
+        for transport in made.values():
+            transport.set_peers(addresses)
+        transports.extend(made.values())
+        return made
+
+    yield make
+    for transport in transports:
+        transport.close()
+
+
+def heartbeat(source: str, target: str, term: int = 1) -> Message:
+    return Message(kind=MessageKind.HEARTBEAT, source=source, target=target, term=term)
+
+
+def deliver(sender: PeerTransport, receiver: PeerTransport, message: Message) -> list:
+    """Send until the receiver has the message: the first sends drop while TCP connects."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        sender.send(message)
+        if receiver.socket.poll(10):
+            items = receiver.receive()
+            if ("raft", message) in items:
+                return items
+    raise AssertionError(f"{message} was not delivered within {DEADLINE_SECONDS}s")
+
+
+def receive_until(receiver: PeerTransport, count: int) -> list:
+    items: list = []
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while len(items) < count and time.monotonic() < deadline:
+        if receiver.socket.poll(10):
+            items += receiver.receive()
+    return items
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_three_transports_deliver_to_each_other(make_transports):
+    transports = make_transports(["n1", "n2", "n3"])
+    for source, sender in transports.items():
+        for target, receiver in transports.items():
+            if source != target:
+                deliver(sender, receiver, heartbeat(source, target))
+    append = Message(kind=MessageKind.APPEND, source="n1", target="n3", term=2, index=4, log_term=1,
+                     entries=(Entry(2, 5, data=b"x" * 100_000), Entry(2, 6)), commit=4)
+    assert transports["n1"].send(append)
+    assert receive_until(transports["n3"], 1) == [("raft", append)]
+    counters = transports["n3"].counters()
+    assert counters["received"] >= 3 and counters["invalid_frames"] == 0 and counters["peers"] == 2
+
+
+def test_forward_carries_the_sender_identity(make_transports):
+    transports = make_transports(["n1", "n2"])
+    deliver(transports["n1"], transports["n2"], heartbeat("n1", "n2"))
+    payload = {"op": "mkdir", "args": {"path": "/a", "client": "c", "seq": 1}}
+    assert transports["n1"].send_forward("n2", payload)
+    assert receive_until(transports["n2"], 1) == [("forward", "n1", payload)]
+    assert not transports["n1"].send_forward("n7", payload)
+    assert transports["n1"].counters()["dropped_unknown_peer"] == 1
+
+
+def test_dead_peer_never_blocks_and_queues_nothing(context):
+    transport = PeerTransport(context, "n1", "127.0.0.1:*", {"n2": f"127.0.0.1:{unused_port()}"},
+                              max_frame_bytes=MAX_FRAME_BYTES, send_high_water_messages=10)
+    try:
+        started = time.monotonic()
+        results = [transport.send(heartbeat("n1", "n2")) for _ in range(2000)]
+        assert time.monotonic() - started < 1.0
+        assert not any(results)
+        assert transport.counters()["dropped_full"] == 2000
+    finally:
+        transport.close()
+
+
+def test_stalled_peer_bounds_the_queue_and_sends_start_failing(context):
+    # A peer that accepts the connection but never reads: only the high-water marks and the
+    # kernel's socket buffers may hold messages; after that every send drops at once.
+    stalled = context.socket(zmq.ROUTER)
+    stalled.setsockopt(zmq.RCVHWM, 10)
+    port = stalled.bind_to_random_port("tcp://127.0.0.1")
+    transport = PeerTransport(context, "n1", "127.0.0.1:*", {"n2": f"127.0.0.1:{port}"},
+                              max_frame_bytes=MAX_FRAME_BYTES, send_high_water_messages=10)
+    big = Message(kind=MessageKind.APPEND, source="n1", target="n2", term=1,
+                  entries=(Entry(1, 1, data=b"x" * (256 << 10)),))
+    try:
+        accepted = 0
+        failures_in_a_row = 0
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while failures_in_a_row < 1000 and time.monotonic() < deadline:
+            started = time.monotonic()
+            if transport.send(big):
+                accepted += 1
+                failures_in_a_row = 0
+            elif accepted:  # before the first success the connection is still being made
+                failures_in_a_row += 1
+            assert time.monotonic() - started < 0.1, "send blocked"
+        assert accepted > 0
+        print("accepted before the queue stayed full:", accepted)
+        assert accepted < 400, f"{accepted} messages of 256 KiB queued for a stalled peer"
+        assert failures_in_a_row == 1000
+        assert transport.counters()["dropped_full"] > 0
+    finally:
+        transport.close()
+        stalled.close(linger=0)
+
+
+def test_garbage_is_counted_and_delivery_continues(context, make_transports):
+    transports = make_transports(["n1", "n2"])
+    receiver = transports["n2"]
+    deliver(transports["n1"], receiver, heartbeat("n1", "n2"))
+    endpoint = "tcp://" + receiver.bound_address
+    anonymous = context.socket(zmq.DEALER)
+    impostor = context.socket(zmq.DEALER)
+    impostor.setsockopt(zmq.IDENTITY, b"n3")
+    try:
+        for raw in (anonymous, impostor):
+            raw.setsockopt(zmq.LINGER, 0)
+            raw.connect(endpoint)
+        anonymous.send(encode_message(heartbeat("n3", "n2")))  # not a node identity
+        impostor.send(b"\x00garbage\xff")
+        impostor.send(b"")
+        impostor.send_multipart([b"a", b"b"])
+        impostor.send(encode_forward({"x": 1})[:-1])
+        impostor.send(encode_message(heartbeat("n1", "n2")))  # spoofs n1
+        impostor.send(encode_message(heartbeat("n3", "n1")))  # addressed to someone else
+        impostor.send(b"x" * (MAX_FRAME_BYTES + 1))  # cut by ZeroMQ, reconnects afterwards
+        items = []
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            counters = receiver.counters()
+            if counters["invalid_frames"] >= 5 and counters["spoofed"] == 1 and counters["misdirected"] == 1:
+                break
+            if receiver.socket.poll(10):
+                items += receiver.receive()
+        assert items == []
+        counters = receiver.counters()
+        assert (counters["invalid_frames"], counters["spoofed"], counters["misdirected"]) == (5, 1, 1)
+        deliver(transports["n1"], receiver, heartbeat("n1", "n2", term=2))
+    finally:
+        anonymous.close(linger=0)
+        impostor.close(linger=0)
+
+
+def test_set_peers_closes_removed_and_connects_added(make_transports):
+    transports = make_transports(["n1", "n2", "n3"])
+    n1 = transports["n1"]
+    n1.set_peers({"n3": transports["n3"].bound_address})
+    assert not n1.send(heartbeat("n1", "n2"))
+    assert n1.counters()["peers"] == 1
+    deliver(n1, transports["n3"], heartbeat("n1", "n3"))
+    n1.set_peers({"n1": n1.bound_address, "n2": transports["n2"].bound_address})
+    assert n1.counters()["peers"] == 1
+    deliver(n1, transports["n2"], heartbeat("n1", "n2"))
+
+
+def test_oversized_outgoing_message_is_dropped_not_sent(make_transports):
+    transports = make_transports(["n1", "n2"])
+    huge = Message(kind=MessageKind.APPEND, source="n1", target="n2", term=1,
+                   entries=(Entry(1, 1, data=b"x" * MAX_FRAME_BYTES),))
+    assert not transports["n1"].send(huge)
+    assert transports["n1"].counters()["dropped_oversized"] == 1
