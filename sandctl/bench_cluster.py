@@ -8,16 +8,33 @@ signals the pids it started. It never touches the remembered cluster state (~/.s
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from node.config import ClusterConfig, NodeAddress, load_config, render_config
 
 from sandctl import cluster
+from sandctl.client import Client
 
 LOCAL_NODE_COUNT = 3
 START_DEADLINE_SECONDS = 30.0
 CONFIG_FILE_NAME = "bench-cluster.toml"
+EXEC_POLL_SECONDS = 0.001
+
+
+def _wait_command_line_visible(pid: int, deadline: float) -> None:
+    """Wait (bounded) until /proc/PID/cmdline is non-empty, i.e. execve has finished."""
+    path = f"/proc/{pid}/cmdline"
+    while time.monotonic() < deadline:
+        try:
+            if open(path, "rb").read():
+                return
+        except FileNotFoundError:
+            return  # exited: the liveness check that follows reports it with the log tail
+        except OSError:
+            return  # no /proc: nothing to wait for
+        time.sleep(EXEC_POLL_SECONDS)  # a few microseconds of execve; not test synchronisation
 
 
 def free_ports(count: int) -> list[int]:
@@ -66,16 +83,28 @@ class LocalCluster:
         config_path.write_text(render_config(local_config(node_count, template)))
         self.config = load_config(config_path)
         self.data_dir = self.directory / "data"
-        self.pids: dict[str, int] = {}
+        self.pids: dict[str, int] = {}  # the current process of each node
+        self.pids_started: list[int] = []  # every process ever started here, restarts included
         self.started = False
 
     def start(self, deadline_seconds: float = START_DEADLINE_SECONDS) -> str:
-        """Start every node; returns the first leader's id."""
+        """Start every node; returns the first leader's id.
+
+        Not cluster.start_cluster: right after a vfork-based spawn, /proc/PID/cmdline can read
+        empty for a moment (the kernel sets the new argument area late in execve), and its
+        liveness check then takes a starting node for an exited one. So: spawn, wait until
+        each node's command line is visible, then wait for a leader with the same check.
+        """
         assert not self.started
         self.started = True  # set first: a failed start still gets stopped
-        pids, leader = cluster.start_cluster(self.config, self.data_dir, deadline_seconds)
-        self.pids.update(pids)
-        return leader
+        for node_id in self.config.node_ids():
+            self.restart(node_id)
+        deadline = time.monotonic() + deadline_seconds
+        for pid in self.pids.values():
+            _wait_command_line_visible(pid, deadline)
+        with Client(self.config, timeout_seconds=deadline_seconds) as client:
+            return cluster.wait_for_leader_while_alive(client, self.data_dir, dict(self.pids),
+                                                       max(0.001, deadline - time.monotonic()))
 
     def kill(self, node_id: str) -> int:
         """SIGKILL one node we started; returns its pid."""
@@ -85,8 +114,11 @@ class LocalCluster:
         return pid
 
     def restart(self, node_id: str) -> int:
-        self.pids[node_id] = cluster.spawn_node(self.config, self.data_dir, node_id)
-        return self.pids[node_id]
+        pid = cluster.spawn_node(self.config, self.data_dir, node_id)
+        self.pids[node_id] = pid
+        self.pids_started.append(pid)
+        _wait_command_line_visible(pid, time.monotonic() + START_DEADLINE_SECONDS)
+        return pid
 
     def log_tail(self, node_id: str, lines: int = 5) -> str:
         """The end of a node's log, for error messages when a node does not come back."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from node import protocol
+from node.errors import BadRequest
 from sandctl.bench_stats import CpuMeter
 
 # An unanswered request frees its lane after this long and counts as an error, so one lost
@@ -176,7 +177,10 @@ class PipelinedLoad:
                     except zmq.Again:
                         break
                     received_at = time.monotonic()
-                    reply = protocol.decode(frame, self.max_frame_bytes)
+                    try:
+                        reply = protocol.decode(frame, self.max_frame_bytes)
+                    except BadRequest:
+                        continue  # a garbled reply is a lost one: its request times out
                     if not isinstance(reply, dict):
                         continue
                     item = in_flight.pop(reply.get("id"), None)

@@ -83,7 +83,8 @@ def put_get_workload(context: BenchContext, test_file: Path, workloads: set[str]
     with open(test_file, "rb") as reader:
         chunks, stored_bytes = transfer.put_stream(
             chunk_addresses, reader, chunk_size_bytes=config.chunk_size_bytes,
-            replication=min(config.replication, len(config.nodes)), deadline_seconds=deadline_seconds)
+            replication=min(config.replication, len(config.nodes)), deadline_seconds=deadline_seconds,
+            max_frame_bytes=config.max_frame_bytes)
     assert stored_bytes == size_bytes, f"put_stream stored {stored_bytes} of {size_bytes} bytes"
     context.client.call("write_file", {"path": path, "chunks": chunks, "size": size_bytes},
                         deadline_seconds=deadline_seconds)
@@ -101,7 +102,8 @@ def put_get_workload(context: BenchContext, test_file: Path, workloads: set[str]
     meter = CpuMeter().start()
     record = context.client.call("read", {"path": path, "stale": False})
     sink = _HashingSink()
-    transfer.get_stream(chunk_addresses, record["chunks"], sink, deadline_seconds=deadline_seconds)
+    transfer.get_stream(chunk_addresses, record["chunks"], sink, deadline_seconds=deadline_seconds,
+                        max_frame_bytes=config.max_frame_bytes)
     meter.stop()
     row = _row("get", size_bytes, meter, peak_memory_mib(), measured_peak)
     if sink.size_bytes != size_bytes or sink.digest.digest() != expected.digest():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from node.config import ClusterConfig
@@ -69,7 +70,7 @@ def result_row(workload: str, mode: str, outstanding: int, load: LoadResult, rat
     return row
 
 
-def _file_writer(directory: str, payload_of: callable, written: dict[str, bytes] | None):
+def _file_writer(directory: str, payload_of: Callable[[str], bytes], written: dict[str, bytes] | None):
     """make_request for unique-path writes; remembers each path's bytes if asked."""
     numbers = itertools.count()
 

@@ -503,8 +503,10 @@ def cluster_start(settings: Settings) -> None:
     Example: sandctl cluster start
     """
     config, data_dir = settings.config(), settings.data_dir()
-    pids, leader = supervisor.start_cluster(config, data_dir, settings.deadline_seconds())
+    # Remembered before waiting: should no leader emerge, `sandctl cluster stop` with no
+    # flags must still find the processes that were started.
     state.remember(config.path, data_dir)
+    pids, leader = supervisor.start_cluster(config, data_dir, settings.deadline_seconds())
     members = [
         {"node": address.id, "pid": pids[address.id], "leader": address.id == leader, "client": address.client,
          "log": str(supervisor.log_file(data_dir, address.id))}
@@ -673,6 +675,9 @@ def transfer_leader(settings: Settings, node_id: str | None) -> None:
     """
     client = settings.client()
     old_leader = client.wait_for_leader(settings.deadline_seconds())
+    if node_id == old_leader:
+        _report({"old_leader": old_leader, "new_leader": old_leader}, settings)
+        return
     result = client.transfer_leader(node_id)
     new_leader = client.wait_for_leader(settings.deadline_seconds(), exclude=(old_leader,))
     _report({"old_leader": old_leader, "new_leader": new_leader, **(result or {})}, settings)

@@ -153,6 +153,7 @@ class Client:
         last_problem = "no node answered"
         backoff_seconds = BACKOFF_SECONDS_MIN
         redirect: str | None = None
+        redirects_in_a_row = 0  # hints can chase each other during an election: bound that
         rotation = self._rotation(pinned)
         try:
             while True:
@@ -192,9 +193,11 @@ class Client:
                         raise NotLeader(f"{pinned} is not the leader" + (f" (the leader is {hint})" if hint else ""), hint)
                     if self.leader == target:
                         self.leader = None
-                    if hint and hint != target and hint in self.addresses:
+                    if hint and hint != target and hint in self.addresses and redirects_in_a_row < len(self.addresses):
+                        redirects_in_a_row += 1
                         redirect = hint
                         continue
+                redirects_in_a_row = 0
                 self._sleep_until(deadline, backoff_seconds)
                 backoff_seconds = min(backoff_seconds * 2, BACKOFF_SECONDS_MAX)
         finally:
@@ -487,11 +490,11 @@ class Client:
     # ------------------------------------------------------------------ inspection and admin
 
     def inspect_log(self, node: str | None = None, from_index: int | None = None, limit: int | None = None) -> dict:
-        """Raw log entries of one node (the leader when node is None)."""
-        return self.call("inspect_log", {"from_index": from_index, "limit": limit}, node=node)
+        """Raw log entries of one node (the leader's when node is None)."""
+        return self.call("inspect_log", {"from_index": from_index, "limit": limit}, node=self._node_or_leader(node))
 
     def inspect_term(self, node: str | None = None) -> dict:
-        return self.call("inspect_term", {}, node=node)
+        return self.call("inspect_term", {}, node=self._node_or_leader(node))
 
     def add_learner(self, node: str, raft: str, client: str, chunk: str) -> dict:
         result = self.call("add_learner", {"node": node, "raft": raft, "client": client, "chunk": chunk})
@@ -508,7 +511,16 @@ class Client:
         return self.call("transfer_leader", {"node": node})
 
     def snapshot(self, node: str | None = None) -> dict:
-        return self.call("snapshot", {}, node=node)
+        """Snapshot and compact one node's log (the leader's when node is None)."""
+        return self.call("snapshot", {}, node=self._node_or_leader(node))
 
     def gc(self, node: str | None = None, dry_run: bool = False, grace_seconds: float | None = None) -> dict:
-        return self.call("gc", {"dry_run": dry_run, "grace_seconds": grace_seconds}, node=node)
+        """Collect one node's unreferenced chunks (every node has its own chunk store)."""
+        return self.call("gc", {"dry_run": dry_run, "grace_seconds": grace_seconds}, node=self._node_or_leader(node))
+
+    def _node_or_leader(self, node: str | None) -> str:
+        # These ops are answered by whichever node receives them, so "the leader" must be
+        # looked up rather than found by redirects.
+        if node is not None:
+            return node
+        return self.node if self.node is not None else self.wait_for_leader()

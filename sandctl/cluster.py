@@ -29,6 +29,7 @@ CLUSTER_CONFIG_NAME = "cluster.toml"  # the cluster-local config written when th
 STOP_GRACE_SECONDS = 10.0  # SIGTERM first; SIGKILL whatever still runs after this
 EXIT_WAIT_SECONDS = 5.0  # how long a SIGKILLed process may take to disappear
 PROCESS_POLL_SECONDS = 0.02
+EXEC_WAIT_SECONDS = 1.0  # a just-spawned process shows its command line within this
 LEADER_ROUND_SECONDS = 0.5  # start checks its children for early death this often
 LOG_TAIL_LINES = 5
 
@@ -66,7 +67,7 @@ def is_node_process(pid: int, node_id: str) -> bool:
     except ChildProcessError:
         pass  # not our child (or already reaped): /proc decides
     try:
-        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        command_line = _command_line(pid)
     except FileNotFoundError:
         return False
     except OSError:  # no /proc on this system: fall back to "some process has this pid"
@@ -75,6 +76,9 @@ def is_node_process(pid: int, node_id: str) -> bool:
         except ProcessLookupError:
             return False
         return True
+    if command_line is None:
+        return False
+    arguments = command_line.split(b"\0")
     is_sandstore = any(argument == b"node.cli" or argument.endswith(b"sandstore") for argument in arguments)
     node_id_bytes = node_id.encode()
     has_id = any(
@@ -82,6 +86,22 @@ def is_node_process(pid: int, node_id: str) -> bool:
         for position in range(len(arguments) - 1)
     )
     return is_sandstore and has_id
+
+
+def _command_line(pid: int) -> bytes | None:
+    """/proc/<pid>/cmdline, or None for a zombie. The command line reads empty for a moment
+    while a process is inside exec() (even after Popen returned), and for good once it is a
+    zombie: wait out the first, report the second."""
+    deadline = time.monotonic() + EXEC_WAIT_SECONDS
+    while True:
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if command_line:
+            return command_line
+        stat_text = Path(f"/proc/{pid}/stat").read_text()
+        state_letter = stat_text.rsplit(")", 1)[1].split()[0]
+        if state_letter in ("Z", "X") or time.monotonic() >= deadline:
+            return None
+        time.sleep(PROCESS_POLL_SECONDS / 4)
 
 
 def node_process(data_dir: str | os.PathLike, node_id: str) -> NodeProcess:

@@ -89,17 +89,14 @@ class ChunkService:
             self._router.close(linger=0)
             self._replies.close(linger=0)
             raise
+        # The "host:port" actually bound (bind_address may ask for port "*").
+        self.bound_address = self._router.getsockopt_string(zmq.LAST_ENDPOINT).removeprefix("tcp://")
         self._io_thread = threading.Thread(target=self._serve, name="chunk-io", daemon=True)
         self._workers = [
             threading.Thread(target=self._work, name=f"chunk-worker-{number}", daemon=True)
             for number in range(worker_threads)
         ]
         self._started = False
-
-    @property
-    def bound_address(self) -> str:
-        """The "host:port" actually bound (useful when bind_address asked for port "*")."""
-        return self._router.getsockopt_string(zmq.LAST_ENDPOINT).removeprefix("tcp://")
 
     def start(self) -> None:
         assert not self._started, "start() once"
@@ -109,12 +106,15 @@ class ChunkService:
         self._io_thread.start()
 
     def stop(self) -> None:
-        """Stop serving and join every thread; requests not yet answered get no reply."""
+        """Stop serving and join every thread; requests not yet answered get no reply.
+        Idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
         if not self._started:
             self._router.close(linger=0)
             self._replies.close(linger=0)
             return
-        self._stopping.set()
         waker = self._context.socket(zmq.PUSH)
         waker.setsockopt(zmq.LINGER, 0)
         waker.connect(self._reply_endpoint)

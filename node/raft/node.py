@@ -51,12 +51,17 @@ from node.raft.types import (
     Ready,
     Role,
     Snapshot,
+    SnapshotMeta,
     SoftState,
     Status,
 )
 
 # Context of the VOTE a TIMEOUT_NOW triggers: it bypasses leader stickiness.
 TRANSFER_CONTEXT = b"transfer"
+
+# The snapshot every node of a brand-new cluster starts from (see __init__).
+BOOTSTRAP_INDEX = 1
+BOOTSTRAP_TERM = 1
 
 # Resend an unanswered snapshot chunk after this many heartbeat rounds.
 SNAPSHOT_CHUNK_RESEND_HEARTBEATS = 2
@@ -86,15 +91,18 @@ class RaftNode:
             and storage.last_index() == NO_INDEX
             and storage.snapshot().meta.index == NO_INDEX
         )
-        # Bootstrap as the initial configuration (not as log entries), reported in the first
-        # Ready so that the driver persists it.
-        self._conf_state_to_report: ConfState | None = None
-        if peers and brand_new:
-            conf_state = ConfState(voters=peers)
-            self._conf_state_to_report = conf_state
         self.term = hard_state.term
         self.vote = hard_state.vote
         self.log.commit_to(hard_state.commit)
+        if peers and brand_new:
+            # Bootstrap: every node of a new cluster starts from the same snapshot at index 1
+            # holding the initial configuration and the empty state machine (data b"").
+            # A node added later receives that snapshot (or a later one) from the leader, so it
+            # always knows the configuration its log's membership changes apply to.
+            conf_state = ConfState(voters=peers)
+            bootstrap = Snapshot(meta=SnapshotMeta(index=BOOTSTRAP_INDEX, term=BOOTSTRAP_TERM, conf_state=conf_state))
+            self.term = BOOTSTRAP_TERM
+            self.log.restore(bootstrap)
         assert self.log.applied <= self.log.committed, "applied beyond the persisted commit index"
         self.tracker = ProgressTracker(config.max_inflight_messages)
         self.tracker.set_conf_state(conf_state, self.log.last_index() + 1)
@@ -202,7 +210,6 @@ class RaftNode:
             or self._messages
             or self._messages_after_persist
             or self._read_states
-            or self._conf_state_to_report is not None
             or self._broadcast_due
         )
 
@@ -211,10 +218,7 @@ class RaftNode:
         entries = tuple(self.log.unstable.next_entries())
         snapshot = self.log.unstable.next_snapshot()
         self.log.unstable.accept_in_progress()
-        conf_state = self._conf_state_to_report
-        self._conf_state_to_report = None
-        if snapshot is not None:
-            conf_state = snapshot.meta.conf_state
+        conf_state = snapshot.meta.conf_state if snapshot is not None else None
         committed_entries = tuple(self.log.next_committed(self.config.max_message_bytes))
         if committed_entries:
             self.log.accept_applying(committed_entries[-1].index)
@@ -612,8 +616,9 @@ class RaftNode:
 
     def _broadcast_append(self) -> None:
         for node in sorted(self.tracker.progress):
-            if node != self.id:
-                self._maybe_send_append(node, send_if_empty=True)
+            if node != self.id and self._maybe_send_append(node, send_if_empty=True):
+                while self._maybe_send_append(node, send_if_empty=False):
+                    pass  # pipeline: fill the in-flight window
 
     def _maybe_send_append(self, node: NodeId, send_if_empty: bool) -> bool:
         """Send the follower what it lacks (or a snapshot chunk); False when nothing was sent."""

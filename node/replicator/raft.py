@@ -279,9 +279,12 @@ class RaftReplicator:
         with self._store.write_batch() as batch:
             if ready.snapshot is not None:
                 batch.install_snapshot(ready.snapshot)
-                namespace_data, addresses = decode_snapshot(ready.snapshot.data)
-                self._namespace.restore(batch.txn, namespace_data)
-                self._remember_addresses(batch.txn, addresses)
+                # The core bootstraps a new cluster from an empty snapshot at index 1 (its
+                # voters come from the config): there is no state-machine image to restore.
+                if ready.snapshot.data:
+                    namespace_data, addresses = decode_snapshot(ready.snapshot.data)
+                    self._namespace.restore(batch.txn, namespace_data)
+                    self._remember_addresses(batch.txn, addresses)
                 self._applied_index = ready.snapshot.meta.index
                 membership_changed = True
                 log.info("installed snapshot at index %d (%d bytes)", ready.snapshot.meta.index,

@@ -139,13 +139,9 @@ def test_failing_reference_source_does_not_kill_the_service(start_service, make_
     assert client.call("chunk_put", {"id": chunk_id_of(b"x"), "data": b"x"})["ok"]
 
 
-def test_stop_without_start_releases_the_port(context, tmp_path):
+def test_stop_without_start_closes_the_sockets(context, tmp_path):
     store = ChunkStore(tmp_path, 1 << 20)
     service = ChunkService(context, "127.0.0.1:*", store, referenced_chunk_ids=set, gc_grace_seconds=1.0,
                            max_frame_bytes=1 << 20)
-    address = service.bound_address
-    service.stop()
-    again = ChunkService(context, address, store, referenced_chunk_ids=set, gc_grace_seconds=1.0,
-                         max_frame_bytes=1 << 20)
-    again.stop()
+    service.stop()  # the context fixture's term() hangs if a socket stayed open
     store.close()

@@ -318,3 +318,28 @@ def test_cluster_status_without_processes(tmp_path, namespace_cluster):
     ]
     result = run("node", "stop", "n1", "--config", config, "--data-dir", str(tmp_path / "data"))
     assert result.exit_code == 1 and "not running" in result.stderr
+
+
+def test_add_voter_adds_a_learner_waits_for_it_then_promotes(fake_nodes, tmp_path):
+    def leader(op, args):
+        if op == "status":
+            return status_of("n1", "leader", "n1")
+        return {"index": 9}
+
+    def newcomer(op, args):
+        assert op == "status"
+        return {**status_of("n4", "learner", "n1"), "applied": 7}
+
+    n1 = fake_nodes("n1", leader)
+    n4 = fake_nodes("n4", newcomer)
+    path = tmp_path / "cluster.toml"
+    path.write_text(render_config(make_config({"n1": n1.address})))
+    result = run("add-voter", "n4", "--raft", f"127.0.0.1:{free_port()}", "--client", n4.address,
+                 "--chunk", f"127.0.0.1:{free_port()}", "--config", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"node": "n4", "pid": None, "caught_up_to": 7}
+    assert [op for op in n1.ops() if op != "status"] == ["add_learner", "promote"]
+    assert n1.requests_of("add_learner") == [{"node": "n4", "raft": n1.requests_of("add_learner")[0]["raft"],
+                                              "client": n4.address,
+                                              "chunk": n1.requests_of("add_learner")[0]["chunk"]}]
+    assert "status" in n4.ops()

@@ -175,3 +175,13 @@ def test_write_file_read_round_trip_and_local_size_check(fake_nodes):
         with pytest.raises(TooLarge):
             client.write_file("/big", b"x" * 1025)
     assert node.ops() == ["write_file", "read"]
+
+
+def test_hints_that_chase_each_other_back_off_and_end_unavailable(fake_nodes):
+    n1 = fake_nodes("n1", not_leader("n2"))
+    n2 = fake_nodes("n2", not_leader("n1"))
+    with Client(make_config({"n1": n1.address, "n2": n2.address}), timeout_seconds=0.5) as client:
+        with pytest.raises(Unavailable):
+            client.stat("/")
+    # Backoff between rounds keeps this to a few dozen requests, not a busy loop.
+    assert 2 <= len(n1.ops()) + len(n2.ops()) < 100

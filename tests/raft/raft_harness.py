@@ -29,6 +29,7 @@ class Cluster:
         self.read_states: dict[str, list[ReadState]] = {}
         for position, node_id in enumerate(node_ids):
             self.add_node(node_id, seed + position, peers=voters)
+        self.process_all()  # persist the bootstrap snapshot
 
     def add_node(self, node_id: str, seed: int, peers: Iterable[str] = ()) -> RaftNode:
         self.storages[node_id] = MemoryStorage()

@@ -60,6 +60,10 @@ class SimNode:
 
 
 class Cluster:
+    # Mutation switch for the harness's own tests: a broken driver that sends the promised
+    # messages before its disk write. The checker must catch it (test_checker.py).
+    broken_driver_sends_promises_early = False
+
     def __init__(
         self,
         node_count: int | Iterable[NodeId] = 3,
@@ -233,6 +237,9 @@ class Cluster:
         # 1. Messages without a promise may leave before the disk write.
         for message in ready.messages:
             self._send(node, message, promised=False)
+        if self.broken_driver_sends_promises_early:
+            for message in ready.messages_after_persist:
+                self._send(node, message, promised=False)
         if node.crash_during_next_write:
             self.crash(node.node_id, "during its disk write")
             return
@@ -252,7 +259,7 @@ class Cluster:
             disk.storage.set_conf_state(ready.conf_state)
         checker.after_persist(node.node_id, node.role, node.term, ready, disk)
         # 3. Messages that promise the persisted state, read answers, advance.
-        for message in ready.messages_after_persist:
+        for message in () if self.broken_driver_sends_promises_early else ready.messages_after_persist:
             self._send(node, message, promised=True)
         for read_state in ready.read_states:
             checker.on_read_state(node.node_id, read_state)
@@ -412,17 +419,26 @@ class Cluster:
     def has_applied(self, node_id: NodeId, index: int) -> bool:
         return self.nodes[node_id].disk.applied_index >= index
 
-    def single_leader(self, among: Iterable[NodeId] | None = None) -> NodeId | None:
-        """The one live node in `among` that claims to lead, None if there are zero or several."""
+    def single_leader(self, among: Iterable[NodeId] | None = None, min_term: int = 0) -> NodeId | None:
+        """The one live node in `among` that claims to lead (in a term >= min_term), None if
+        there are zero or several."""
         candidates = set(self.live_nodes() if among is None else among)
-        leaders = [node_id for node_id in self.claimed_leaders() if node_id in candidates]
+        leaders = [
+            node_id
+            for node_id in self.claimed_leaders()
+            if node_id in candidates and self.nodes[node_id].term >= min_term
+        ]
         return leaders[0] if len(leaders) == 1 else None
 
-    def wait_for_leader(self, among: Iterable[NodeId] | None = None, timeout_ms: int | None = None) -> NodeId | None:
+    def wait_for_leader(
+        self, among: Iterable[NodeId] | None = None, timeout_ms: int | None = None, min_term: int = 0
+    ) -> NodeId | None:
+        """Run until exactly one node of `among` (default: live nodes) leads; a deposed leader
+        that has not noticed yet can be skipped with min_term."""
         members = list(self.live_nodes() if among is None else among)
         timeout_ms = timeout_ms or 10 * self.election_timeout_ms()
-        self.run_until(lambda: self.single_leader(members) is not None, timeout_ms)
-        return self.single_leader(members)
+        self.run_until(lambda: self.single_leader(members, min_term) is not None, timeout_ms)
+        return self.single_leader(members, min_term)
 
     def commit_value(self, value: bytes | None = None, nodes: Iterable[NodeId] | None = None, timeout_ms: int | None = None) -> int | None:
         """Like 6.824's one(): propose to the leader until the value is applied on every node

@@ -152,8 +152,13 @@ class Checker:
         if ready.entries and ready.entries[0].index > meta.index + 1:
             self.fail(f"{node_id}'s Ready leaves a gap after snapshot {meta.index}")
         image = decode_state(ready.snapshot.data)
-        if not image or image[-1].index != meta.index or image[-1].term != meta.term:
-            last = (image[-1].index, image[-1].term) if image else None
+        if not image:
+            # An empty image (the core's bootstrap snapshot) is fine only if nothing up to its
+            # index was ever applied anywhere.
+            if any(index <= meta.index for index in self.applied_at):
+                self.fail(f"snapshot {meta.index}@{meta.term} for {node_id} is empty but entries up to it were applied")
+        elif image[-1].index != meta.index or image[-1].term != meta.term:
+            last = (image[-1].index, image[-1].term)
             self.fail(f"snapshot {meta.index}@{meta.term} for {node_id} holds a state ending at {last}")
         for applied in image:
             self._record_applied(node_id, applied, "restored from a snapshot")
