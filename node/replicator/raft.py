@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 
 import msgpack
@@ -24,7 +25,6 @@ from node.raft.types import (
     ConfChange,
     ConfChangeKind,
     ConfChangeStep,
-    ConfState,
     Config,
     EntryKind,
     Ready,
@@ -87,7 +87,8 @@ class RaftReplicator:
         self._last_leader = ""
         self._last_term = self._store.hard_state().term
         self._last_contact: dict[str, float] = {}
-        self._started_at = time.monotonic()
+        self._snapshot_thread: threading.Thread | None = None
+        self._snapshot_image: tuple[SnapshotMeta, bytes, float] | None = None
 
     # ----- membership addresses (learned from the config file and from conf-change entries)
 
@@ -360,33 +361,55 @@ class RaftReplicator:
     # ----- snapshots (log compaction)
 
     def maybe_snapshot(self, force: bool = False) -> dict | None:
-        """Snapshot the state machine and compact the log when it holds more than
-        snapshot_threshold_entries applied entries (or now, when forced)."""
-        first_index = self._store.first_index()
-        applied = self._applied_index
-        if applied < first_index:
+        """Compact the log once it holds more than snapshot_threshold_entries applied entries.
+
+        Automatic snapshots build the image on a background thread from one LMDB read
+        transaction (a consistent cut: applied index, membership and namespace tables), so the
+        loop keeps serving heartbeats; the driver thread then stores it and compacts. A forced
+        snapshot (`sandctl snapshot`) does both steps now and returns what it did."""
+        if self._snapshot_image is not None:
+            image, self._snapshot_image = self._snapshot_image, None
+            self._snapshot_thread = None
+            return self._store_snapshot(*image)
+        if self._snapshot_thread is not None:
             return None
-        if not force and applied - first_index + 1 <= self._config.snapshot_threshold_entries:
+        applied_in_log = self._applied_index - self._store.first_index() + 1
+        if force:
+            if self._applied_index <= self._store.snapshot_meta().index:
+                return None
+            return self._store_snapshot(*self._build_snapshot_image())
+        if applied_in_log <= self._config.snapshot_threshold_entries:
             return None
+        self._snapshot_thread = threading.Thread(target=self._build_in_background, name="snapshot", daemon=True)
+        self._snapshot_thread.start()
+        return None
+
+    def _build_in_background(self) -> None:
+        self._snapshot_image = self._build_snapshot_image()
+
+    def _build_snapshot_image(self) -> tuple[SnapshotMeta, bytes, float]:
         started = time.monotonic()
         with self._store.read_transaction() as txn:
+            applied, term, conf_state = self._store.applied_state(txn)
             namespace_data = self._namespace.snapshot_data(txn)
-        term = self._store.term(applied)
-        addresses = msgpack.packb({a.id: [a.raft, a.client, a.chunk] for a in self._addresses.values()})
+        addresses = msgpack.packb({a.id: [a.raft, a.client, a.chunk] for a in list(self._addresses.values())})
         data = encode_snapshot(namespace_data, addresses)
-        conf_state: ConfState = self._store.conf_state()
         meta = SnapshotMeta(index=applied, term=term, conf_state=conf_state, size_bytes=len(data))
-        compact_to = max(0, applied - self._config.snapshot_trailing_entries)
+        return meta, data, started
+
+    def _store_snapshot(self, meta: SnapshotMeta, data: bytes, started: float) -> dict | None:
+        if meta.index <= self._store.snapshot_meta().index:
+            return None  # a snapshot installed from the leader meanwhile is newer: keep it
+        compact_to = max(self._store.first_index() - 1, meta.index - self._config.snapshot_trailing_entries)
         with self._store.write_batch() as batch:
             batch.save_snapshot(meta, data)
-            if compact_to >= self._store.first_index():
-                batch.compact(compact_to)
+            batch.compact(compact_to)
         self.core.compacted(compact_to)
         elapsed_ms = (time.monotonic() - started) * 1000
-        log.info("snapshot at index %d: %d bytes in %.1f ms; log compacted to %d", applied, len(data),
-                 elapsed_ms, compact_to)
-        return {"index": applied, "size_bytes": len(data), "elapsed_ms": round(elapsed_ms, 1),
-                "compacted_to": compact_to}
+        log.info("snapshot at index %d: %d bytes in %.1f ms; log now starts at %d", meta.index, len(data),
+                 elapsed_ms, compact_to + 1)
+        return {"index": meta.index, "size_bytes": len(data), "elapsed_ms": round(elapsed_ms, 1),
+                "log_first_index": compact_to + 1}
 
     # ----- visibility
 

@@ -125,6 +125,20 @@ class NodeStore:
             value = txn.get(layout.KEY_APPLIED_INDEX, db=self._tables.meta)
         return 0 if value is None else layout.key_index(value)
 
+    def applied_state(self, txn: lmdb.Transaction) -> tuple[int, int, ConfState]:
+        """(applied index, its term, membership) as of `txn`: the consistent cut a snapshot is
+        taken at, read in the same transaction as the state machine's tables."""
+        value = txn.get(layout.KEY_APPLIED_INDEX, db=self._tables.meta)
+        applied = 0 if value is None else layout.key_index(value)
+        bounds = layout.read_log_bounds(txn, self._tables)
+        if applied == bounds.base_index:
+            term = bounds.base_term
+        else:
+            assert bounds.base_index < applied <= bounds.last_index, (applied, bounds)
+            term = layout.decode_entry_term(txn.get(layout.index_key(applied), db=self._tables.log))
+        conf_state = layout.decode_conf_state(txn.get(layout.KEY_CONF_STATE, db=self._tables.meta))
+        return applied, term, conf_state
+
     def log_entry_count(self) -> int:
         return self._bounds.last_index - self._bounds.base_index
 

@@ -1,0 +1,233 @@
+"""No acknowledged write is lost: SIGKILL of the leader, of a follower, of every node, under load.
+
+Each test runs a writer thread with its own Client that records exactly the writes the
+cluster acknowledged; after the faults every one of them must read back with its content.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from node import protocol
+from node.errors import SandStoreError, TimedOut
+from sandctl import cluster as supervisor
+from sandctl.client import Client
+
+pytestmark = pytest.mark.e2e
+
+WAIT_SECONDS = 30.0
+
+
+class Writer(threading.Thread):
+    """Writes /load/<n> = b"value-<n>" until stopped; remembers what was acknowledged."""
+
+    def __init__(self, config) -> None:
+        super().__init__(daemon=True)
+        self.client = Client(config, timeout_seconds=15)
+        self.acknowledged: list[int] = []
+        self.uncertain: list[int] = []
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.client.mkdir("/load", parents=True)
+            number = 0
+            while not self.stop_event.is_set():
+                number += 1
+                try:
+                    self.client.write_file(f"/load/{number}", f"value-{number}".encode())
+                except TimedOut:
+                    self.uncertain.append(number)  # outcome unknown: neither counted nor required
+                    continue
+                self.acknowledged.append(number)
+        except BaseException as error:  # surfaced by the test, not swallowed
+            self.error = error
+        finally:
+            self.client.close()
+
+    def wait_for_acknowledged(self, count: int) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while len(self.acknowledged) < count:
+            assert self.error is None, self.error
+            assert time.monotonic() < deadline, f"only {len(self.acknowledged)} writes acknowledged"
+            time.sleep(0.01)
+
+    def finish(self) -> list[int]:
+        self.stop_event.set()
+        self.join(WAIT_SECONDS)
+        assert not self.is_alive(), "writer did not stop"
+        assert self.error is None, self.error
+        return self.acknowledged
+
+
+def assert_all_readable(client: Client, numbers: list[int]) -> None:
+    for number in numbers:
+        _, data = client.read(f"/load/{number}")
+        assert data == f"value-{number}".encode(), number
+
+
+def leader_of(client: Client) -> str:
+    return client.wait_for_leader(WAIT_SECONDS)
+
+
+def test_sigkill_leader_under_writes_loses_nothing(cluster):
+    writer = Writer(cluster.config)
+    writer.start()
+    writer.wait_for_acknowledged(30)
+    old_leader = leader_of(cluster.client)
+    supervisor.kill_node(cluster.data_dir, old_leader)
+    before_kill = len(writer.acknowledged)
+    writer.wait_for_acknowledged(before_kill + 30)  # writes go on under the new leader
+    new_leader = leader_of(cluster.client)
+    assert new_leader != old_leader
+    acknowledged = writer.finish()
+    assert_all_readable(cluster.client, acknowledged)
+
+
+def test_sigkilled_follower_restarts_and_catches_up(cluster):
+    leader = leader_of(cluster.client)
+    follower = next(node_id for node_id in cluster.config.node_ids() if node_id != leader)
+    supervisor.kill_node(cluster.data_dir, follower)
+    writer = Writer(cluster.config)
+    writer.start()
+    writer.wait_for_acknowledged(50)
+    acknowledged = writer.finish()
+    supervisor.spawn_node(cluster.config, cluster.data_dir, follower)
+    cluster.ledger.collect()
+    # The restarted follower must hold every acknowledged write in its own state.
+    pinned = Client(cluster.config, node=follower, timeout_seconds=WAIT_SECONDS)
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            try:
+                status = pinned.status(follower)
+                leader_status = cluster.client.status(leader)
+                if status["applied"] >= leader_status["commit"]:
+                    break
+            except SandStoreError:
+                pass
+            assert time.monotonic() < deadline, "follower did not catch up"
+            time.sleep(0.02)
+        for number in acknowledged:
+            _, data = pinned.read(f"/load/{number}", stale=True)
+            assert data == f"value-{number}".encode()
+    finally:
+        pinned.close()
+
+
+def test_sigkill_every_node_under_writes_then_restart_loses_nothing(cluster):
+    writer = Writer(cluster.config)
+    writer.start()
+    writer.wait_for_acknowledged(40)
+    pids = {node_id: supervisor.read_pid(cluster.data_dir, node_id) for node_id in cluster.config.node_ids()}
+    for pid in pids.values():
+        os.kill(pid, signal.SIGKILL)  # all at once, mid-write
+    deadline = time.monotonic() + WAIT_SECONDS
+    for node_id, pid in pids.items():
+        while supervisor.is_node_process(pid, node_id):
+            assert time.monotonic() < deadline, f"{node_id} survived SIGKILL"
+            time.sleep(0.01)
+    acknowledged = list(writer.acknowledged)  # anything acknowledged before every node died
+    writer.stop_event.set()
+    for node_id in cluster.config.node_ids():
+        supervisor.spawn_node(cluster.config, cluster.data_dir, node_id)
+    cluster.ledger.collect()
+    leader_of(cluster.client)
+    finished = writer.finish()
+    assert set(acknowledged) <= set(finished)
+    assert_all_readable(cluster.client, finished)
+
+
+def raw_request(address: str, op: str, args: dict, request_id: int = 1) -> dict:
+    """One request on a fresh DEALER, exactly as given (no session added, no retry)."""
+    context = zmq.Context()
+    socket = _raw_dealer(context, address)
+    try:
+        socket.send(protocol.request(request_id, op, args))
+        assert socket.poll(WAIT_SECONDS * 1000), f"no reply to {op}"
+        return msgpack.unpackb(socket.recv())
+    finally:
+        socket.close()
+        context.term()
+
+
+def test_retried_write_with_same_session_applies_once(cluster):
+    cluster.client.mkdir("/once")
+    leader = cluster.config.node(leader_of(cluster.client)).client
+    args = {"path": "/once/a", "parents": False, "client": "retry-test", "seq": 1}
+    first = raw_request(leader, "mkdir", args)
+    second = raw_request(leader, "mkdir", args)  # a retry: same client and seq
+    assert first["ok"] and second["ok"], (first, second)
+    assert first["result"] == second["result"]  # answered from the session, not applied again
+    assert [entry["path"] for entry in cluster.client.ls("/once")] == ["/once/a"]
+    # A new seq of the same client is a new write: now the directory exists.
+    third = raw_request(leader, "mkdir", {**args, "seq": 2})
+    assert third["ok"] is False and third["error"]["code"] == "EXISTS"
+    # An older seq than the last applied one is refused as stale, never applied.
+    fourth = raw_request(leader, "mkdir", {**args, "path": "/once/b", "seq": 1})
+    assert fourth["ok"] is True and fourth["result"] == first["result"] or fourth["error"]["code"] == "STALE"
+    assert [entry["path"] for entry in cluster.client.ls("/once")] == ["/once/a"]
+
+
+def _raw_dealer(context: zmq.Context, address: str) -> zmq.Socket:
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect("tcp://" + address)
+    return socket
+
+
+def test_garbage_on_client_and_peer_ports_leaves_every_node_serving(cluster):
+    rng = random.Random(20261122)
+    print("seed 20261122")
+    context = zmq.Context()
+    try:
+        for address in cluster.config.nodes:
+            client_socket = _raw_dealer(context, address.client)
+            peer_socket = _raw_dealer(context, address.raft)
+            garbage = [
+                bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 200))),
+                msgpack.packb({"v": 1, "id": "x", "op": 5}),
+                msgpack.packb([1, 2, 3]),
+                msgpack.packb({"v": 1, "id": 7, "op": "stat", "args": {"path": 12}}),
+                msgpack.packb({"v": 99, "id": 8, "op": "ping", "args": {}}),
+                msgpack.packb({"v": 1, "id": 9, "op": "no_such_op", "args": {}}),
+            ]
+            for frame in garbage:
+                client_socket.send(frame)
+                peer_socket.send(frame)
+            # Every request on the client port gets an error reply, not silence.
+            replies = []
+            deadline = time.monotonic() + WAIT_SECONDS
+            while len(replies) < len(garbage) and time.monotonic() < deadline:
+                if client_socket.poll(100):
+                    replies.append(msgpack.unpackb(client_socket.recv()))
+            assert len(replies) == len(garbage), replies
+            assert all(reply["ok"] is False for reply in replies)
+            assert {reply["error"]["code"] for reply in replies} == {"BAD_REQUEST"}
+            # A 100 MB frame is over max_frame_bytes: ZeroMQ drops the sender, the node goes on.
+            huge = b"\x00" * (100 * 1024 * 1024)
+            for address_socket in (_raw_dealer(context, address.client), _raw_dealer(context, address.raft)):
+                address_socket.send(huge)
+                address_socket.close()
+            client_socket.close()
+            peer_socket.close()
+    finally:
+        context.term()
+    # The cluster still elects, writes and reads on every node.
+    cluster.client.mkdir("/after-garbage")
+    for node_id in cluster.config.node_ids():
+        pinned = Client(cluster.config, node=node_id, timeout_seconds=WAIT_SECONDS)
+        try:
+            assert pinned.status(node_id)["id"] == node_id
+            assert pinned.stat("/after-garbage")["type"] == "dir"
+        finally:
+            pinned.close()
