@@ -118,7 +118,10 @@ class ChunkService:
         waker = self._context.socket(zmq.PUSH)
         waker.setsockopt(zmq.LINGER, 0)
         waker.connect(self._reply_endpoint)
-        waker.send(_WAKE)
+        try:
+            waker.send(_WAKE, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # no reply socket to connect to: the I/O thread saw the event and is exiting
         self._io_thread.join()
         waker.close(linger=0)
         for worker in self._workers:

@@ -53,7 +53,9 @@ class _Connections:
         if dealer is None:
             dealer = self._context.socket(zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, 0)
-            # Requests to a dead node queue until SNDHWM, then fail at once: memory stays bounded.
+            # A safety net only: a node has at most one request per chunk in flight, and one that
+            # timed out is tried last afterwards, so even a dead node's queue stays short. ZeroMQ
+            # acknowledges reads in batches, hence the slack over the true in-flight count.
             dealer.setsockopt(zmq.SNDHWM, self._send_high_water_messages)
             dealer.connect(tcp_endpoint(self._addresses[node]))
             self._dealers[node] = dealer
@@ -103,6 +105,10 @@ class _Connections:
         self._dealers.clear()
 
 
+class _NoReplyInTime(Unavailable):
+    """An attempt got no reply within attempt_timeout_seconds: the node may only be slow."""
+
+
 @dataclass
 class _Attempt:
     position: int
@@ -117,20 +123,28 @@ class _Chunk:
     chunk_id: bytes
     size: int
     candidates: list[str]  # preferred order, rotated per chunk to spread load
-    data: bytes = b""
-    tried: set[str] = field(default_factory=set)
-    outstanding: int = 0
+    data: bytes = b""  # put only: the content, held until every replica has it
+    outstanding_nodes: set[str] = field(default_factory=set)
     done_nodes: list[str] = field(default_factory=list)
-    failures: dict[str, SandStoreError] = field(default_factory=dict)
+    failures: dict[str, SandStoreError] = field(default_factory=dict)  # the latest failure per node
 
     def next_candidate(self, suspects: set[str]) -> str | None:
-        """The next untried node, nodes that failed earlier in this transfer last."""
-        untried = [node for node in self.candidates if node not in self.tried]
+        """The next untried node, nodes that failed earlier in this transfer last; once every
+        node was tried, one that merely did not answer in time gets another chance (the
+        overall deadline bounds the retries)."""
+        idle = [node for node in self.candidates
+                if node not in self.outstanding_nodes and node not in self.done_nodes]
+        untried = [node for node in idle if node not in self.failures]
         healthy = [node for node in untried if node not in suspects]
-        return (healthy or untried or [None])[0]
+        slow = [node for node in idle if isinstance(self.failures.get(node), _NoReplyInTime)]
+        return (healthy or untried or slow or [None])[0]
 
     def describe_failures(self) -> str:
-        return ", ".join(f"{node}: {error}" for node, error in self.failures.items()) or "no node to try"
+        return ", ".join(f"{node}: {error}" for node, error in self.failures.items()) or "no failures yet"
+
+
+def _send_high_water_messages(max_chunks_in_flight: int) -> int:
+    return 4 * max_chunks_in_flight + 16
 
 
 def _rotated(nodes: list[str], position: int) -> list[str]:
@@ -161,23 +175,23 @@ class _Transfer:
         self.attempts: dict[int, _Attempt] = {}
         self.suspects: set[str] = set()
 
-    def send(self, position: int, chunk: _Chunk, node: str, op: str, args: dict) -> bool:
-        chunk.tried.add(node)
+    def send(self, position: int, chunk: _Chunk, node: str, op: str, args: dict) -> None:
+        assert node not in chunk.outstanding_nodes
         request_id = self.connections.send(node, op, args)
         if request_id is None:
             self.suspects.add(node)
             chunk.failures[node] = Unavailable("its request queue is full")
-            return False
+            return
         expires = min(time.monotonic() + self.attempt_timeout_seconds, self.deadline)
         self.attempts[request_id] = _Attempt(position, node, expires)
-        chunk.outstanding += 1
-        return True
+        chunk.outstanding_nodes.add(node)
 
-    def wait(self, what: str) -> list[tuple[_Attempt, object]]:
-        """Replies and timed-out attempts, as (attempt, result or SandStoreError)."""
+    def wait(self, oldest: str) -> list[tuple[_Attempt, object]]:
+        """Replies and timed-out attempts, as (attempt, result or SandStoreError). At the
+        deadline, Unavailable naming `oldest`, the unfinished chunk the caller waits on most."""
         now = time.monotonic()
         if now >= self.deadline:
-            raise Unavailable(f"{what} did not finish before the deadline")
+            raise Unavailable(f"the deadline passed with {oldest}")
         next_expiry = min((attempt.expires_seconds for attempt in self.attempts.values()), default=self.deadline)
         outcomes = []
         for request_id, result in self.connections.poll(next_expiry - now):
@@ -188,7 +202,7 @@ class _Transfer:
         for request_id, attempt in list(self.attempts.items()):
             if attempt.expires_seconds <= now:
                 del self.attempts[request_id]
-                outcomes.append((attempt, Unavailable(f"no reply within {self.attempt_timeout_seconds:g}s")))
+                outcomes.append((attempt, _NoReplyInTime(f"no reply within {self.attempt_timeout_seconds:g}s")))
         for attempt, result in outcomes:
             if isinstance(result, (Unavailable, StoreFull)):
                 self.suspects.add(attempt.node)
@@ -221,16 +235,17 @@ def put_stream(
     total_bytes = 0
     end_of_input = False
     connections = _Connections(context or zmq.Context.instance(), chunk_addresses,
-                               send_high_water_messages=max_chunks_in_flight, max_frame_bytes=max_frame_bytes)
+                               send_high_water_messages=_send_high_water_messages(max_chunks_in_flight),
+                               max_frame_bytes=max_frame_bytes)
     transfer = _Transfer(connections, deadline_seconds, attempt_timeout_seconds)
 
     def fill(position: int, chunk: _Chunk) -> None:
-        while len(chunk.done_nodes) + chunk.outstanding < copies:
+        while len(chunk.done_nodes) + len(chunk.outstanding_nodes) < copies:
             node = chunk.next_candidate(transfer.suspects)
             if node is None:
                 raise Unavailable(
-                    f"chunk {position} ({chunk.chunk_id.hex()[:16]}) got {len(chunk.done_nodes)} of {copies} "
-                    f"replicas: {chunk.describe_failures()}")
+                    f"chunk {position} ({chunk.chunk_id.hex()[:16]}) on {len(chunk.done_nodes)} of {copies} "
+                    f"replicas ({chunk.describe_failures()})")
             transfer.send(position, chunk, node, "chunk_put", {"id": chunk.chunk_id, "data": chunk.data})
 
     try:
@@ -249,15 +264,19 @@ def put_stream(
             if not pending:
                 break
             assert len(pending) <= max_chunks_in_flight
-            for attempt, result in transfer.wait(f"storing chunk {min(pending)}"):
+            oldest = pending[min(pending)]
+            oldest_state = (f"chunk {min(pending)} ({oldest.chunk_id.hex()[:16]}) on {len(oldest.done_nodes)} of "
+                            f"{copies} replicas ({oldest.describe_failures()})")
+            for attempt, result in transfer.wait(oldest_state):
                 chunk = pending[attempt.position]
-                chunk.outstanding -= 1
+                chunk.outstanding_nodes.remove(attempt.node)
                 if isinstance(result, SandStoreError):
                     chunk.failures[attempt.node] = result
                 elif attempt.node not in chunk.done_nodes:
                     chunk.done_nodes.append(attempt.node)
                 if len(chunk.done_nodes) == copies:
-                    results[attempt.position] = [chunk.chunk_id, chunk.size, chunk.done_nodes]
+                    replicas = [node for node in chunk.candidates if node in chunk.done_nodes]
+                    results[attempt.position] = [chunk.chunk_id, chunk.size, replicas]
                     del pending[attempt.position]
                     if progress is not None:
                         progress(chunk.size)
@@ -294,11 +313,12 @@ def get_stream(
     active: dict[int, _Chunk] = {}
     next_to_fetch = next_to_write = written_bytes = 0
     connections = _Connections(context or zmq.Context.instance(), chunk_addresses,
-                               send_high_water_messages=max_chunks_in_flight, max_frame_bytes=max_frame_bytes)
+                               send_high_water_messages=_send_high_water_messages(max_chunks_in_flight),
+                               max_frame_bytes=max_frame_bytes)
     transfer = _Transfer(connections, deadline_seconds, attempt_timeout_seconds)
 
     def try_next(position: int, chunk: _Chunk) -> None:
-        while chunk.outstanding == 0:
+        while not chunk.outstanding_nodes:
             node = chunk.next_candidate(transfer.suspects)
             if node is None:
                 raise _give_up(position, chunk)
@@ -308,15 +328,16 @@ def get_stream(
         while next_to_write < len(chunks):
             while next_to_fetch < len(chunks) and next_to_fetch - next_to_write < max_chunks_in_flight:
                 chunk_id, size, replicas = chunks[next_to_fetch]
-                known = [node for node in replicas if node in chunk_addresses]
+                known = sorted(node for node in replicas if node in chunk_addresses)
                 chunk = _Chunk(chunk_id, size, _rotated(known, next_to_fetch))
                 active[next_to_fetch] = chunk
                 try_next(next_to_fetch, chunk)
                 next_to_fetch += 1
             assert len(active) + len(fetched) <= max_chunks_in_flight
-            for attempt, result in transfer.wait(f"fetching chunk {next_to_write}"):
+            oldest = active[next_to_write]  # everything before it is written, so it is being fetched
+            for attempt, result in transfer.wait(f"chunk {next_to_write} not fetched ({oldest.describe_failures()})"):
                 chunk = active[attempt.position]
-                chunk.outstanding -= 1
+                chunk.outstanding_nodes.remove(attempt.node)
                 error = result if isinstance(result, SandStoreError) else _verify(chunk, result)
                 if error is None:
                     fetched[attempt.position] = result

@@ -28,8 +28,8 @@ def start_service(context, tmp_path):
     """start_service(name, **options) -> (service, store); everything is stopped afterwards."""
     started: list[tuple[ChunkService, ChunkStore]] = []
 
-    def start(name: str = "n1", **options) -> tuple[ChunkService, ChunkStore]:
-        store = ChunkStore(tmp_path / name, MAP_SIZE_BYTES)
+    def start(name: str = "n1", map_size_bytes: int = MAP_SIZE_BYTES, **options) -> tuple[ChunkService, ChunkStore]:
+        store = ChunkStore(tmp_path / name, map_size_bytes)
         options.setdefault("referenced_chunk_ids", set)
         options.setdefault("gc_grace_seconds", 600.0)
         options.setdefault("max_frame_bytes", MAX_FRAME_BYTES)

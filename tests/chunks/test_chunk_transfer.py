@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import time
 
 import lmdb
 import pytest
@@ -111,10 +112,19 @@ def test_put_replaces_a_dead_node(cluster, context):
     assert get(cluster, chunks, context, attempt_timeout_seconds=FAST_ATTEMPT_TIMEOUT_SECONDS) == data
 
 
-def test_put_without_enough_live_nodes_is_unavailable(cluster, context):
+def test_put_without_enough_live_nodes_is_unavailable_at_the_deadline(cluster, context):
     cluster["n3"][0].stop()
-    with pytest.raises(Unavailable, match="chunk 0 .* 2 of 3 replicas"):
-        put(cluster, payload(100), context, replication=3, attempt_timeout_seconds=FAST_ATTEMPT_TIMEOUT_SECONDS)
+    with pytest.raises(Unavailable, match="chunk 0 .* on 2 of 3 replicas .*n3: no reply within"):
+        put(cluster, payload(100), context, replication=3, deadline_seconds=1.0,
+            attempt_timeout_seconds=FAST_ATTEMPT_TIMEOUT_SECONDS)
+
+
+def test_put_refused_by_every_node_fails_before_the_deadline(start_service, context):
+    cluster = {"n1": start_service("n1", map_size_bytes=1 << 20)}
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="chunk .* on 0 of 1 replicas .*n1: chunk store is full"):
+        put(cluster, payload(40 * CHUNK_SIZE_BYTES), context, replication=1)
+    assert time.monotonic() - started < DEADLINE_SECONDS / 2
 
 
 def test_put_gives_up_at_the_deadline(cluster, context):
@@ -176,3 +186,25 @@ def test_get_of_a_chunk_on_no_known_node_is_not_found(cluster, context):
     chunks, _ = put(cluster, payload(10), context, replication=1)
     with pytest.raises(NotFound, match="known node"):
         get(cluster, [[chunks[0][0], 10, ["n9"]]], context)
+
+
+def test_get_keeps_at_most_max_chunks_in_flight(cluster, context):
+    data = payload(20 * CHUNK_SIZE_BYTES)
+    chunks, _ = put(cluster, data, context, replication=1)
+    stores = [store for _, store in cluster.values()]
+
+    class CheckingWriter(io.BytesIO):
+        written_chunks = 0
+        max_ahead_chunks = 0
+
+        def write(self, data: bytes) -> int:
+            served_chunks = sum(store.counters()["gets"] for store in stores)
+            self.max_ahead_chunks = max(self.max_ahead_chunks, served_chunks - self.written_chunks)
+            self.written_chunks += 1
+            return super().write(data)
+
+    writer = CheckingWriter()
+    get_stream(addresses(cluster), chunks, writer, deadline_seconds=DEADLINE_SECONDS, max_chunks_in_flight=3,
+               context=context)
+    assert writer.getvalue() == data
+    assert 1 <= writer.max_ahead_chunks <= 3

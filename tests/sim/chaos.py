@@ -361,6 +361,12 @@ class Chaos:
         leader = cluster.single_leader()
         assert leader is not None
         conf = cluster.nodes[leader].disk.conf_state
+        # A retried final value may have been acknowledged after the first one settled: let
+        # every voter catch up with the newest acknowledged index first.
+        newest = cluster.checker.acked_index_max
+        bound_ms = LIVENESS_ELECTION_TIMEOUTS * cluster.election_timeout_ms()
+        if not cluster.run_until(lambda: all(cluster.has_applied(v, newest) for v in conf.voters), bound_ms):
+            raise LivenessViolation(f"at {cluster.now_ms}ms: voters did not apply up to acknowledged index {newest}")
         for voter in sorted(conf.voters):
             applied = {a.index: a.data for a in cluster.nodes[voter].disk.applied}
             for value, index in cluster.checker.acked.items():
