@@ -37,6 +37,7 @@ READ_OPS: dict[str, dict[str, str]] = {
     "inspect_log": {"from_index": "int?", "limit": "int?"},
     "inspect_term": {},
     "chunk_refs": {},  # every chunk id the namespace references (for GC)
+    "digest": {},  # this node's namespace digest and applied index (compare nodes in tests)
 }
 
 WRITE_OPS: dict[str, dict[str, str]] = {

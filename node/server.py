@@ -330,6 +330,12 @@ class NodeServer:
         return {"first_index": first_index, "last_index": last_index,
                 "entries": [describe_entry(entry) for entry in entries]}
 
+    def _op_digest(self, args: dict) -> dict:
+        with self.store.read_transaction() as txn:
+            applied, _, _ = self.store.applied_state(txn)
+            return {"digest": self.namespace.digest(txn), "applied": applied,
+                    "entries": self.namespace.entry_count(txn)}
+
     def _op_chunk_refs(self, args: dict) -> list:
         return sorted(self._referenced_chunk_ids())
 

@@ -19,10 +19,12 @@ import itertools
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from typing import BinaryIO
 
 import zmq
 
 from node import protocol
+from node.chunks import transfer
 from node.config import ClusterConfig
 from node.errors import (
     BadRequest,
@@ -57,8 +59,67 @@ _RETRY_NOTHING_CHANGED = frozenset({"NOT_LEADER", "NO_LEADER", "UNAVAILABLE"})
 # with the same seq is safe and finds out.
 _RETRY_OUTCOME_UNKNOWN = frozenset({"TIMEOUT"})
 
+# Large files. A transfer's deadline is the call's deadline plus the time its bytes take at
+# this floor rate, so --timeout bounds how long a stuck transfer hangs, not how big a file may be.
+TRANSFER_BYTES_PER_SECOND_MIN = 1 << 20
+CHUNKS_IN_FLIGHT = 4  # per transfer: memory stays within a few chunks whatever the file size
+# Input of unknown length (stdin) is stored in segments of this many chunks, each with its own
+# deadline, so a long pipe is not cut off by a deadline fixed when it started.
+SEGMENT_CHUNKS_UNKNOWN_SIZE = 64
+CHUNK_PROBE_ROUND_SECONDS = 0.5  # a chunk node that does not answer a probe within this is down
+
 assert BACKOFF_SECONDS_MIN < BACKOFF_SECONDS_MAX
 assert CONNECT_WAIT_SECONDS <= ATTEMPT_TIMEOUT_SECONDS
+assert CHUNKS_IN_FLIGHT <= SEGMENT_CHUNKS_UNKNOWN_SIZE
+
+Progress = Callable[[int], None]  # called with the byte count of each piece stored or written
+
+
+class _PrefixedReader:
+    """`head` (already read to decide inline or chunked) and then the rest of `reader`."""
+
+    def __init__(self, head: bytes, reader: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._reader = reader
+
+    def read(self, size: int) -> bytes:
+        assert size > 0
+        if self._head:
+            part, self._head = bytes(self._head[:size]), self._head[size:]
+            return part
+        return self._reader.read(size)
+
+
+class _LimitedReader:
+    """At most `limit` bytes of `reader`; `exhausted` once the underlying reader ended."""
+
+    def __init__(self, reader, limit: int) -> None:
+        assert limit > 0
+        self._reader = reader
+        self.remaining = limit
+        self.exhausted = False
+
+    def read(self, size: int) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        part = self._reader.read(min(size, self.remaining))
+        if not part:
+            self.exhausted = True
+        self.remaining -= len(part)
+        return part
+
+
+def read_up_to(reader, size: int) -> bytes:
+    """Up to `size` bytes; short only at the end of the input (pipes return short reads)."""
+    parts = []
+    remaining = size
+    while remaining > 0:
+        part = reader.read(remaining)
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
 
 
 class Client:
@@ -90,6 +151,8 @@ class Client:
         self.leader: str | None = None  # last node that served a leader-only request
         # Client addresses by node id: the config's, plus members learned from status replies.
         self.addresses: dict[str, str] = {address.id: address.client for address in config.nodes}
+        # Chunk addresses by node id, learned the same way.
+        self.chunk_addresses: dict[str, str] = {address.id: address.chunk for address in config.nodes}
         self._context = zmq.Context()
         self._sockets: dict[str, zmq.Socket] = {}
         self._request_ids = itertools.count(1)
@@ -446,8 +509,12 @@ class Client:
         if not isinstance(addresses, dict):
             return
         for node_id, address in addresses.items():
-            if node_id not in self.addresses and isinstance(address, dict) and isinstance(address.get("client"), str):
+            if not isinstance(address, dict):
+                continue
+            if node_id not in self.addresses and isinstance(address.get("client"), str):
                 self.addresses[node_id] = address["client"]
+            if node_id not in self.chunk_addresses and isinstance(address.get("chunk"), str):
+                self.chunk_addresses[node_id] = address["chunk"]
 
     # ------------------------------------------------------------------ namespace
 

@@ -27,6 +27,7 @@ from node.raft.types import (
     ConfChangeStep,
     Config,
     EntryKind,
+    MessageKind,
     Ready,
     Role,
     SnapshotMeta,
@@ -87,6 +88,12 @@ class RaftReplicator:
         self._last_leader = ""
         self._last_term = self._store.hard_state().term
         self._last_contact: dict[str, float] = {}
+        self.log_entries_at_start = store.last_index() - store.first_index() + 1
+        self.applied_at_start = self._applied_index
+        self.snapshots_installed = 0
+        self.snapshots_sent = 0
+        self._snapshot_sends: dict[tuple[str, int], float] = {}  # (peer, index) -> started
+        self._snapshot_receive_started: float | None = None
         self._snapshot_thread: threading.Thread | None = None
         self._snapshot_image: tuple[SnapshotMeta, bytes, float] | None = None
 
@@ -131,6 +138,10 @@ class RaftReplicator:
             if item[0] == "raft":
                 message = item[1]
                 self._last_contact[message.source] = now
+                if message.kind == MessageKind.INSTALL_SNAPSHOT and self._snapshot_receive_started is None:
+                    self._snapshot_receive_started = now
+                elif message.kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done:
+                    self._note_snapshot_sent(message.source, message.index, now)
                 self.core.step(message)
             else:
                 _, source, payload = item
@@ -270,9 +281,24 @@ class RaftReplicator:
             tokens, _ = self._read_contexts.pop(context)
             self._callbacks.reads_failed(tokens, NoLeader("the read could not be confirmed by a leader; retry"))
 
-    def _handle_ready(self, ready: Ready) -> None:
-        for message in ready.messages:
+    def _note_snapshot_sent(self, peer: str, index: int, now: float) -> None:
+        started = self._snapshot_sends.pop((peer, index), None)
+        if started is not None:
+            self.snapshots_sent += 1
+            log.info("sent snapshot at index %d to %s in %.1f ms", index, peer, (now - started) * 1000)
+
+    def _send(self, messages) -> None:
+        for message in messages:
+            if message.kind == MessageKind.INSTALL_SNAPSHOT and message.snapshot_offset == 0:
+                key = (message.target, message.snapshot_meta.index)
+                if key not in self._snapshot_sends:
+                    self._snapshot_sends[key] = time.monotonic()
+                    log.info("sending snapshot at index %d (%d bytes) to %s", message.snapshot_meta.index,
+                             message.snapshot_meta.size_bytes, message.target)
             self.transport.send(message)
+
+    def _handle_ready(self, ready: Ready) -> None:
+        self._send(ready.messages)
         applied_results: list[tuple[int, bytes, dict]] = []
         applied_conf: list[tuple[int, int]] = []
         membership_changed = False
@@ -288,8 +314,14 @@ class RaftReplicator:
                     self._remember_addresses(batch.txn, addresses)
                 self._applied_index = ready.snapshot.meta.index
                 membership_changed = True
-                log.info("installed snapshot at index %d (%d bytes)", ready.snapshot.meta.index,
-                         len(ready.snapshot.data))
+                received_in_ms = 0.0
+                if self._snapshot_receive_started is not None:
+                    received_in_ms = (time.monotonic() - self._snapshot_receive_started) * 1000
+                    self._snapshot_receive_started = None
+                if ready.snapshot.data:
+                    self.snapshots_installed += 1
+                log.info("installed snapshot at index %d (%d bytes), received and restored in %.1f ms",
+                         ready.snapshot.meta.index, len(ready.snapshot.data), received_in_ms)
             if ready.entries:
                 batch.append_entries(ready.entries)
             if ready.hard_state is not None:
@@ -311,8 +343,7 @@ class RaftReplicator:
         finished = time.monotonic()
         if ready.entries or ready.hard_state or ready.committed_entries or ready.snapshot:
             self.fsync_latency.add_seconds(finished - started)
-        for message in ready.messages_after_persist:
-            self.transport.send(message)
+        self._send(ready.messages_after_persist)
         if membership_changed:
             self.transport.set_peers(self._peer_endpoints())
         for index, command, result in applied_results:
@@ -445,6 +476,10 @@ class RaftReplicator:
             "snapshot_index": snapshot_meta.index,
             "snapshot_bytes": snapshot_meta.size_bytes,
             "log_entries": self._store.log_entry_count(),
+            "log_entries_at_start": self.log_entries_at_start,
+            "applied_at_start": self.applied_at_start,
+            "snapshots_installed": self.snapshots_installed,
+            "snapshots_sent": self.snapshots_sent,
             "log_bytes": self._store.log_size_bytes(),
             "transport": self.transport.counters(),
         }
