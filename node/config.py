@@ -95,7 +95,7 @@ _INT_KEYS = {
 _FLOAT_KEYS = {"gc_grace_seconds": 0.0, "session_ttl_seconds": 1.0, "request_timeout_seconds": 0.01}
 
 
-def _check_address(key: str, value: object) -> str:
+def check_address(key: str, value: object) -> str:
     if not isinstance(value, str) or value.count(":") != 1:
         raise ConfigError(f"{key} must be \"host:port\", got {value!r}")
     host, port_text = value.split(":")
@@ -163,7 +163,7 @@ def parse_config(document: dict, path: str = "") -> ClusterConfig:
         for which in ("raft", "client", "chunk"):
             if which not in raw:
                 raise ConfigError(f"{where}.{which} is missing")
-            address = _check_address(f"{where}.{which}", raw[which])
+            address = check_address(f"{where}.{which}", raw[which])
             if address in seen_addresses:
                 raise ConfigError(f"{where}.{which} {address} is used twice")
             seen_addresses.add(address)

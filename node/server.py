@@ -21,8 +21,8 @@ import zmq
 from node import protocol
 from node.chunks.service import ChunkService
 from node.chunks.store import ChunkStore
-from node.config import ClusterConfig, NodeAddress, node_data_dir
-from node.errors import BadRequest, NotLeader, Refused, SandStoreError, TooLarge
+from node.config import ClusterConfig, NodeAddress, check_address, node_data_dir
+from node.errors import BadRequest, Refused, SandStoreError, StoreFull, TooLarge
 from node.metadata.commands import decode_command, encode_command
 from node.metadata.paths import normalize_path
 from node.metadata.state_machine import Namespace
@@ -34,6 +34,9 @@ log = logging.getLogger("sandstore.server")
 MAX_CLIENT_FRAMES_PER_ITERATION = 2000
 CHUNK_ID_BYTES = 32
 INSPECT_LOG_LIMIT_MAX = 1000
+# New writes are refused (STORE_FULL) beyond this share of the LMDB map: the remaining room is
+# for entries already in flight, heartbeats' hard state and the snapshot that compacts the log.
+STORE_USED_FRACTION_MAX = 0.9
 
 
 @dataclass
@@ -102,20 +105,28 @@ class NodeServer:
         for socket in replicator_sockets:
             poller.register(socket, zmq.POLLIN)
         try:
-            while not self._stopping:
-                timeout_ms = self.replicator.seconds_until_tick(time.monotonic()) * 1000
-                events = dict(poller.poll(timeout=max(0.0, timeout_ms)))
-                for socket in replicator_sockets:
-                    if socket in events:
-                        self.replicator.on_readable(socket)
-                if self.client_socket in events:
-                    self._drain_client_socket()
-                now = time.monotonic()
-                self.replicator.run(now)
-                self.replicator.maybe_snapshot()
-                self._expire_waiters(now)
+            self._loop(poller, replicator_sockets)
+        except StoreFull as error:
+            # A Ready that cannot be persisted cannot be advanced: stop cleanly (the store is
+            # intact, the transaction was aborted) rather than serve from an unpersisted state.
+            log.error("stopping: %s", error)
+            raise SystemExit(1) from None
         finally:
             self.close()
+
+    def _loop(self, poller: zmq.Poller, replicator_sockets: list) -> None:
+        while not self._stopping:
+            timeout_ms = self.replicator.seconds_until_tick(time.monotonic()) * 1000
+            events = dict(poller.poll(timeout=max(0.0, timeout_ms)))
+            for socket in replicator_sockets:
+                if socket in events:
+                    self.replicator.on_readable(socket)
+            if self.client_socket in events:
+                self._drain_client_socket()
+            now = time.monotonic()
+            self.replicator.run(now)
+            self.replicator.maybe_snapshot()
+            self._expire_waiters(now)
 
     def close(self) -> None:
         log.info("node %s stopping", self.node_id)
@@ -186,6 +197,9 @@ class NodeServer:
                 args[key] = normalize_path(args[key])
         if op == "write_file":
             self._check_file_content(args)
+        if self.store.used_fraction() > STORE_USED_FRACTION_MAX:
+            raise StoreFull(f"node {self.node_id}'s store is over {STORE_USED_FRACTION_MAX:.0%} full; "
+                            "the write was refused (raise lmdb_map_size_bytes)")
         with self.store.read_transaction() as txn:
             previous = self.namespace.session_result(txn, args["client"], args["seq"])
         if previous is not None:
@@ -240,11 +254,9 @@ class NodeServer:
     def _start_membership_change(self, waiter: Waiter, op: str, args: dict) -> None:
         if op == "add_learner":
             address = NodeAddress(args["node"], args["raft"], args["client"], args["chunk"])
-            from node.config import _check_address
-
             for which in ("raft", "client", "chunk"):
                 try:
-                    _check_address(which, getattr(address, which))
+                    check_address(which, getattr(address, which))
                 except SandStoreError as error:
                     raise BadRequest(str(error)) from None
             term, index = self.replicator.add_learner(address)

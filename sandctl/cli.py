@@ -7,6 +7,7 @@ Errors become one line `Error: ...` on stderr and a documented exit status, in o
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import json
@@ -234,41 +235,59 @@ def main() -> None:
 @click.argument("remote")
 @global_options
 def put(settings: Settings, local: str, remote: str) -> None:
-    """Store a local file (or stdin with -) at REMOTE. A REMOTE ending in / or naming a
-    directory receives the file under its local name.
+    """Store a local file (or stdin with -) at REMOTE, streamed in chunks: memory stays small
+    whatever the size. A REMOTE ending in / or naming a directory receives the file under its
+    local name. The file appears only once all of it is stored (replaced atomically).
 
     Example: sandctl put report.pdf /docs/
     """
-    if local == "-":
-        data, mode = sys.stdin.buffer.read(), 0o644
-        if remote.endswith("/"):
-            raise LocalFileError("put - needs a remote file name, not a directory")
-    else:
-        data, mode = _read_local(local)
-        if remote.endswith("/"):
-            remote = remote + os.path.basename(local)
     client = settings.client()
-    try:
-        result = client.write_file(remote, data, mode=mode)
-    except IsADirectory:
-        if local == "-":
-            raise
-        result = client.write_file(posixpath.join(remote, os.path.basename(local)), data, mode=mode)
+    if local == "-":
+        if remote.endswith("/") or _is_remote_directory(client, remote):
+            raise IsADirectory(f"{remote} is a directory: put - needs a remote file name")
+        result = client.put_file(remote, sys.stdin.buffer, size_hint=None, mode=0o644)
+    else:
+        with _open_local(local) as reader:
+            info = os.fstat(reader.fileno())
+            if remote.endswith("/") or _is_remote_directory(client, remote):
+                remote = posixpath.join(remote, os.path.basename(local))
+            with _progress_bar(settings, info.st_size, f"put {remote}") as progress:
+                result = client.put_file(remote, reader, size_hint=info.st_size, mode=info.st_mode & 0o777,
+                                         progress=progress)
     if settings.json_output:
         _print_json(result)
 
 
-def _read_local(local: str) -> tuple[bytes, int]:
-    path = Path(local)
+def _is_remote_directory(client: Client, remote: str) -> bool:
     try:
-        info = path.stat()
-        if stat_module.S_ISDIR(info.st_mode):
+        return client.stat(remote).get("type") == "dir"
+    except NotFound:
+        return False
+
+
+def _open_local(local: str):
+    """The local file opened for reading; LocalFileNotFound (exit 5) or LocalFileError (exit 1)."""
+    try:
+        if os.path.isdir(local):
             raise LocalFileError(f"{local} is a directory")
-        return path.read_bytes(), info.st_mode & 0o777
+        return open(local, "rb")
     except FileNotFoundError:
         raise LocalFileNotFound(f"{local}: no such local file") from None
     except PermissionError:
         raise LocalFileError(f"{local}: permission denied") from None
+    except OSError as error:
+        raise LocalFileError(f"{local}: {error.strerror}") from None
+
+
+@contextlib.contextmanager
+def _progress_bar(settings: Settings, length: int, label: str):
+    """A progress callback: a click.progressbar on stderr when stdout is a terminal (and the
+    output is not JSON), else nothing."""
+    if settings.json_output or not sys.stdout.isatty() or length <= 0:
+        yield None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr, show_eta=True) as bar:
+        yield bar.update
 
 
 @main.command()
@@ -276,14 +295,16 @@ def _read_local(local: str) -> tuple[bytes, int]:
 @click.argument("local")
 @global_options
 def get(settings: Settings, remote: str, local: str) -> None:
-    """Copy REMOTE to a local file (or stdout with -). The local file is replaced atomically;
-    its directory must exist.
+    """Copy REMOTE to a local file (or stdout with -). The content is written to a temporary
+    file next to the target and renamed into place, so a failed get leaves nothing behind.
+    LOCAL may name an existing directory; a LOCAL whose directory does not exist is an error
+    (exit 5, nothing read).
 
     Example: sandctl get /docs/report.pdf ./report.pdf
     """
+    client = settings.client()
     if local == "-":
-        _stat, data = settings.client().read(remote)
-        click.echo(data, nl=False)
+        client.get_file(remote, click.get_binary_stream("stdout"))
         return
     target = Path(local)
     if target.is_dir():
@@ -291,29 +312,35 @@ def get(settings: Settings, remote: str, local: str) -> None:
     directory = target.parent
     if not directory.is_dir():
         raise LocalFileNotFound(f"local directory {directory} does not exist")
-    info, data = settings.client().read(remote)
-    _write_local_atomically(target, data, info.get("mode", 0o644) & 0o777)
+    info = client.stat(remote)
+    if info.get("type") == "dir":
+        raise IsADirectory(f"{remote} is a directory")
+    with _progress_bar(settings, info.get("size", 0), f"get {remote}") as progress:
+        info = _get_local_atomically(client, remote, target, progress)
     if settings.json_output:
         _print_json({**info, "local": str(target)})
 
 
-def _write_local_atomically(target: Path, data: bytes, mode: int) -> None:
-    # A temp file in the same directory, then rename: a reader never sees half a file.
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False) as file:
-        temporary = Path(file.name)
-        try:
-            file.write(data)
+def _get_local_atomically(client: Client, remote: str, target: Path, progress) -> dict:
+    # A temp file in the same directory, then rename: a reader never sees half a file, and a
+    # failed get leaves no file at all.
+    try:
+        file = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part",
+                                           delete=False)
+    except PermissionError:
+        raise LocalFileError(f"{target.parent}: permission denied") from None
+    temporary = Path(file.name)
+    try:
+        with file:
+            info = client.get_file(remote, file, progress=progress)
             file.flush()
             os.fsync(file.fileno())
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-    try:
-        os.chmod(temporary, mode)
+        os.chmod(temporary, info.get("mode", 0o644) & 0o777)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    return info
 
 
 @main.command()
@@ -324,8 +351,7 @@ def cat(settings: Settings, remote: str) -> None:
 
     Example: sandctl cat /notes.txt
     """
-    _stat, data = settings.client().read(remote)
-    click.echo(data, nl=False)
+    settings.client().get_file(remote, click.get_binary_stream("stdout"))
 
 
 @main.command(name="ls")

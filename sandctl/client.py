@@ -522,11 +522,12 @@ class Client:
         return self.call("mkdir", {"path": path, "parents": parents})
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644, parents: bool = False) -> dict:
-        """Store data as the file at path (inline: up to the config's inline_max_bytes)."""
+        """Store data as the file at path, inline (up to the config's inline_max_bytes; use
+        put_file for content of any size)."""
         if len(data) > self.config.inline_max_bytes:
             raise TooLarge(
                 f"{path}: {len(data)} bytes exceed inline_max_bytes ({self.config.inline_max_bytes}); "
-                "chunked writes are not supported by this client yet"
+                "store larger content with put_file"
             )
         args = {"path": path, "data": bytes(data), "size": len(data), "mode": mode, "parents": parents}
         return self.call("write_file", args)
@@ -542,8 +543,165 @@ class Client:
         result = dict(self.call("read", {"path": path, "stale": stale}))
         data = result.pop("data", None)
         if data is None:
-            raise TooLarge(f"{path} is stored in chunks; chunked reads are not supported by this client yet")
+            raise TooLarge(f"{path} is stored in chunks; read it with get_file")
         return result, data
+
+    # ------------------------------------------------------------------ files of any size
+
+    def replication(self) -> int:
+        """How many nodes each chunk is stored on: the config's, capped by the known nodes."""
+        return min(self.config.replication, len(self.chunk_addresses))
+
+    def put_file(
+        self,
+        path: str,
+        reader: BinaryIO,
+        *,
+        size_hint: int | None = None,
+        mode: int = 0o644,
+        parents: bool = False,
+        progress: Progress | None = None,
+    ) -> dict:
+        """Store everything `reader` yields as the file at path; returns the file's stat.
+
+        Input of at most inline_max_bytes (by size_hint, or by reading one byte more than that)
+        is stored inline in the file record. Larger input is streamed in chunks of
+        chunk_size_bytes to replication() nodes each, CHUNKS_IN_FLIGHT at a time (memory stays
+        within a few chunks), and the file record is committed once every chunk is durable:
+        readers see the old content or the new, never a mix. While fewer than replication()
+        chunk nodes answer, the put waits, and at the deadline raises Unavailable with nothing
+        visible (chunks already stored are orphans that garbage collection removes).
+        """
+        assert size_hint is None or size_hint >= 0
+        inline_max_bytes = self.config.inline_max_bytes
+        head = b""
+        if size_hint is None or size_hint <= inline_max_bytes:
+            head = read_up_to(reader, inline_max_bytes + 1)
+            if len(head) <= inline_max_bytes:
+                result = self.call("write_file", {"path": path, "data": head, "size": len(head), "mode": mode,
+                                                  "parents": parents})
+                if progress is not None and head:
+                    progress(len(head))
+                return result
+        chunks, size_bytes = self._store_chunks(_PrefixedReader(head, reader) if head else reader, size_hint, progress)
+        assert sum(chunk[1] for chunk in chunks) == size_bytes
+        return self.call("write_file", {"path": path, "chunks": chunks, "size": size_bytes, "mode": mode,
+                                        "parents": parents})
+
+    def _store_chunks(self, reader, size_hint: int | None, progress: Progress | None) -> tuple[list[list], int]:
+        copies = self.replication()
+        if size_hint is not None:
+            return self._put_stream(reader, copies, size_hint, progress)
+        segment_bytes = self.config.chunk_size_bytes * SEGMENT_CHUNKS_UNKNOWN_SIZE
+        chunks: list[list] = []
+        size_bytes = 0
+        while True:
+            segment = _LimitedReader(reader, segment_bytes)
+            segment_chunks, segment_size_bytes = self._put_stream(segment, copies, segment_bytes, progress)
+            chunks.extend(segment_chunks)
+            size_bytes += segment_size_bytes
+            if segment.exhausted or segment.remaining > 0:
+                return chunks, size_bytes
+
+    def _put_stream(self, reader, copies: int, size_bytes_expected: int,
+                    progress: Progress | None) -> tuple[list[list], int]:
+        reachable = self.wait_for_chunk_nodes(copies)
+        return transfer.put_stream(
+            {node_id: self.chunk_addresses[node_id] for node_id in reachable}, reader,
+            chunk_size_bytes=self.config.chunk_size_bytes, replication=copies,
+            deadline_seconds=self._transfer_deadline_seconds(size_bytes_expected),
+            max_chunks_in_flight=CHUNKS_IN_FLIGHT, progress=progress, context=self._context,
+            attempt_timeout_seconds=min(transfer.DEFAULT_ATTEMPT_TIMEOUT_SECONDS, self.timeout_seconds),
+            max_frame_bytes=self.config.max_frame_bytes,
+        )
+
+    def get_file(self, path: str, writer: BinaryIO, *, progress: Progress | None = None) -> dict:
+        """Write the file's content to `writer`; returns its stat. The record comes from a
+        linearizable read; chunks are fetched in parallel, each verified against its id, and
+        any failing replica (down, missing, corrupt) is replaced by the next one. Raises
+        ChecksumMismatch / NotFound / Unavailable naming the chunk when no replica can serve it
+        (the writer may then hold part of the content: write to a temporary file)."""
+        record = dict(self.call("read", {"path": path, "stale": False}))
+        data = record.pop("data", None)
+        if data is not None:
+            writer.write(data)
+            if progress is not None and data:
+                progress(len(data))
+            return record
+        chunks = record.get("chunks") or []
+        replica_ids = {node_id for _chunk_id, _size, replicas in chunks for node_id in replicas}
+        if not replica_ids <= set(self.chunk_addresses):
+            self.status_all()  # a replica joined after the config was written: learn its address
+        addresses = self.chunk_addresses
+        if chunks:
+            # Skip replicas that do not answer now (a dead node would cost an attempt timeout),
+            # unless that would leave a chunk with none.
+            reachable = self._probe_chunk_nodes(replica_ids & set(addresses), CHUNK_PROBE_ROUND_SECONDS)
+            if all(reachable & set(replicas) for _chunk_id, _size, replicas in chunks):
+                addresses = {node_id: addresses[node_id] for node_id in reachable}
+        transfer.get_stream(
+            addresses, chunks, writer, deadline_seconds=self._transfer_deadline_seconds(record.get("size", 0)),
+            max_chunks_in_flight=CHUNKS_IN_FLIGHT, progress=progress, context=self._context,
+            attempt_timeout_seconds=min(transfer.DEFAULT_ATTEMPT_TIMEOUT_SECONDS, self.timeout_seconds),
+            max_frame_bytes=self.config.max_frame_bytes,
+        )
+        return record
+
+    def _transfer_deadline_seconds(self, size_bytes: int) -> float:
+        return self.timeout_seconds + size_bytes / TRANSFER_BYTES_PER_SECOND_MIN
+
+    def wait_for_chunk_nodes(self, count: int, deadline_seconds: float | None = None) -> list[str]:
+        """The ids of the chunk nodes that answer, once at least `count` do; Unavailable if
+        fewer answer until the deadline (the client's timeout unless given)."""
+        assert count >= 1
+        timeout_seconds = self.timeout_seconds if deadline_seconds is None else deadline_seconds
+        deadline = time.monotonic() + timeout_seconds
+        backoff_seconds = BACKOFF_SECONDS_MIN
+        while True:
+            remaining = deadline - time.monotonic()
+            reachable = self._probe_chunk_nodes(set(self.chunk_addresses),
+                                                max(0.01, min(CHUNK_PROBE_ROUND_SECONDS, remaining)))
+            if len(reachable) >= count:
+                return sorted(reachable)
+            if time.monotonic() + backoff_seconds >= deadline:
+                down = sorted(set(self.chunk_addresses) - reachable)
+                raise Unavailable(
+                    f"only {len(reachable)} of {len(self.chunk_addresses)} nodes accept chunks (no answer from "
+                    f"{', '.join(down)}) and each chunk needs {count} replicas; nothing was stored "
+                    f"(waited {timeout_seconds:g} s)")
+            self._sleep_until(deadline, backoff_seconds)
+            backoff_seconds = min(backoff_seconds * 2, BACKOFF_SECONDS_MAX)
+
+    def _probe_chunk_nodes(self, node_ids: set[str], round_seconds: float) -> set[str]:
+        """The nodes among node_ids whose chunk service answers a no-op within round_seconds."""
+        sockets: dict[zmq.Socket, str] = {}
+        poller = zmq.Poller()
+        answered: set[str] = set()
+        try:
+            for node_id in sorted(node_ids):
+                socket = self._context.socket(zmq.DEALER)
+                socket.setsockopt(zmq.LINGER, 0)
+                socket.connect("tcp://" + self.chunk_addresses[node_id])
+                socket.send(protocol.request(1, "chunk_has", {"ids": []}), zmq.NOBLOCK)
+                sockets[socket] = node_id
+                poller.register(socket, zmq.POLLIN)
+            deadline = time.monotonic() + round_seconds
+            while len(answered) < len(sockets):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                for socket, _ in poller.poll(max(1, int(remaining * 1000))):
+                    try:
+                        reply = protocol.decode(socket.recv(zmq.NOBLOCK), self.config.max_frame_bytes)
+                    except (zmq.Again, BadRequest):
+                        continue
+                    if isinstance(reply, dict) and reply.get("ok") is True:
+                        answered.add(sockets[socket])
+                    poller.unregister(socket)
+        finally:
+            for socket in sockets:
+                socket.close(linger=0)
+        return answered
 
     def rm(self, path: str, recursive: bool = False) -> dict:
         return self.call("rm", {"path": path, "recursive": recursive})

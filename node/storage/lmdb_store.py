@@ -139,6 +139,13 @@ class NodeStore:
         conf_state = layout.decode_conf_state(txn.get(layout.KEY_CONF_STATE, db=self._tables.meta))
         return applied, term, conf_state
 
+    def used_fraction(self) -> float:
+        """How much of the LMDB map is in use (0..1): writes are refused well before it is full,
+        because a Ready that cannot be persisted would stop the node."""
+        info = self.env.info()
+        page_size = self.env.stat()["psize"]
+        return (info["last_pgno"] + 1) * page_size / info["map_size"]
+
     def log_entry_count(self) -> int:
         return self._bounds.last_index - self._bounds.base_index
 

@@ -231,3 +231,16 @@ def test_garbage_on_client_and_peer_ports_leaves_every_node_serving(cluster):
             assert pinned.stat("/after-garbage")["type"] == "dir"
         finally:
             pinned.close()
+
+
+def test_a_follower_forwards_writes_and_serves_linearizable_reads(cluster):
+    leader = leader_of(cluster.client)
+    follower = next(node_id for node_id in cluster.config.node_ids() if node_id != leader)
+    with Client(cluster.config, node=follower, timeout_seconds=WAIT_SECONDS) as pinned:
+        created = pinned.mkdir("/via-follower")  # forwarded to the leader, answered by the follower
+        assert created["path"] == "/via-follower"
+        pinned.write_file("/via-follower/f", b"forwarded")
+        _, data = pinned.read("/via-follower/f")  # ReadIndex through the leader
+        assert data == b"forwarded"
+    _, data = cluster.client.read("/via-follower/f")
+    assert data == b"forwarded"
