@@ -81,14 +81,26 @@ _TYPES = {
 }
 
 
-def _check_type(name: str, value: object, type_name: str) -> None:
-    if type_name == "any":
-        return
-    expected = _TYPES[type_name]
-    if type_name in ("int", "float") and isinstance(value, bool):
-        raise BadRequest(f"argument {name!r} must be {type_name}, got bool")
-    if not isinstance(value, expected):
-        raise BadRequest(f"argument {name!r} must be {type_name}, got {type(value).__name__}")
+_REQUEST_FIELDS = frozenset({"v", "id", "op", "args"})
+
+# Schemas parsed once into rows of (name, type name, Python types or None for "any", whether a
+# bool is refused, optional): every request and every applied log entry is validated, and
+# re-parsing the "str?" notation each time was a measurable share of the write path.
+_SchemaRow = tuple[str, str, "type | tuple | None", bool, bool]
+_PARSED_SCHEMAS: dict[int, tuple[dict, tuple[_SchemaRow, ...]]] = {}
+
+
+def _parsed_schema(schema: dict[str, str]) -> tuple[_SchemaRow, ...]:
+    cached = _PARSED_SCHEMAS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        rows = []
+        for name, notation in schema.items():
+            type_name = notation.rstrip("?")
+            expected = None if type_name == "any" else _TYPES[type_name]
+            rows.append((name, type_name, expected, type_name in ("int", "float"), notation.endswith("?")))
+        cached = (schema, tuple(rows))  # holding the schema keeps its id from being reused
+        _PARSED_SCHEMAS[id(schema)] = cached
+    return cached[1]
 
 
 def validate_request(request: object, ops: dict[str, dict[str, str]] = OPS) -> tuple[int, str, dict]:
@@ -101,35 +113,40 @@ def validate_request(request: object, ops: dict[str, dict[str, str]] = OPS) -> t
     request_id = request.get("id")
     if isinstance(request_id, bool) or not isinstance(request_id, int):
         raise BadRequest("request id must be an integer")
-    extra = set(request) - {"v", "id", "op", "args"}
-    if extra:
+    if not _REQUEST_FIELDS.issuperset(request):
+        extra = set(request) - _REQUEST_FIELDS
         raise BadRequest(f"unknown request field {sorted(map(str, extra))[0]!r}")
     op = request.get("op")
     if not isinstance(op, str) or op not in ops:
         raise BadRequest(f"unknown op {op!r}")
-    args = request.get("args", {})
+    return request_id, op, validate_args(op, request.get("args", {}), ops[op])
+
+
+def validate_args(op: str, args: object, schema: dict[str, str]) -> dict:
+    """Check one op's arguments against its schema; returns the present ones (a new dict)."""
     if not isinstance(args, dict):
         raise BadRequest("args must be a map")
-    schema = ops[op]
     for name in args:
         if name not in schema:
             raise BadRequest(f"unknown argument {name!r} for {op}")
     checked: dict = {}
-    for name, type_name in schema.items():
-        optional = type_name.endswith("?")
-        type_name = type_name.rstrip("?")
+    for name, type_name, expected, refuses_bool, optional in _parsed_schema(schema):
         value = args.get(name)
         if value is None:
             if not optional:
                 raise BadRequest(f"missing argument {name!r} for {op}")
             continue
-        _check_type(name, value, type_name)
+        if expected is not None:
+            if refuses_bool and isinstance(value, bool):
+                raise BadRequest(f"argument {name!r} must be {type_name}, got bool")
+            if not isinstance(value, expected):
+                raise BadRequest(f"argument {name!r} must be {type_name}, got {type(value).__name__}")
         checked[name] = value
     if "client" in checked and not 0 < len(checked["client"].encode()) <= MAX_CLIENT_ID_BYTES:
         raise BadRequest("client id must be 1 to 64 bytes")
     if "seq" in checked and checked["seq"] < 1:
         raise BadRequest("seq must be positive")
-    return request_id, op, checked
+    return checked
 
 
 def encode(message: dict) -> bytes:

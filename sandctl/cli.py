@@ -24,10 +24,11 @@ import click
 from tabulate import tabulate
 
 from node.config import ClusterConfig, NodeAddress, load_config
-from node.errors import IsADirectory, NotFound, SandStoreError
+from node.errors import IsADirectory, NotFound, SandStoreError, Unavailable
 
 from sandctl import cluster as supervisor
 from sandctl import state
+from sandctl.bench import bench_command
 from sandctl.client import Client
 from sandctl.errors import (
     EXIT_NOT_FOUND,
@@ -304,7 +305,7 @@ def get(settings: Settings, remote: str, local: str) -> None:
     """
     client = settings.client()
     if local == "-":
-        client.get_file(remote, click.get_binary_stream("stdout"))
+        _get_to_stdout(client, remote)
         return
     target = Path(local)
     if target.is_dir():
@@ -351,7 +352,14 @@ def cat(settings: Settings, remote: str) -> None:
 
     Example: sandctl cat /notes.txt
     """
-    settings.client().get_file(remote, click.get_binary_stream("stdout"))
+    _get_to_stdout(settings.client(), remote)
+
+
+def _get_to_stdout(client: Client, remote: str) -> None:
+    sys.stdout.flush()
+    stdout = sys.stdout.buffer
+    client.get_file(remote, stdout)
+    stdout.flush()
 
 
 @main.command(name="ls")
@@ -383,14 +391,18 @@ def ls_command(settings: Settings, path: str, long_format: bool, recursive: bool
 
 @main.command(name="stat")
 @click.argument("path")
+@click.option("--chunks", "show_chunks", is_flag=True, help="Also list each chunk: id, size and replicas.")
 @global_options
-def stat_command(settings: Settings, path: str) -> None:
-    """Show a file's or directory's metadata.
+def stat_command(settings: Settings, path: str, show_chunks: bool) -> None:
+    """Show a file's or directory's metadata (with --chunks, the file's chunk list).
 
-    Example: sandctl stat /notes.txt
+    Example: sandctl stat --chunks /big.bin
     """
     info = settings.client().stat(path)
+    chunks = info.get("chunks")
     if settings.json_output:
+        if chunks is not None and not show_chunks:
+            info = {**info, "chunks": len(chunks)}
         _print_json(info)
         return
     rows = [
@@ -398,9 +410,14 @@ def stat_command(settings: Settings, path: str) -> None:
         ["mode", _mode_text(info)], ["modified", _time_text(info.get("mtime_ns"))],
         ["inline", info.get("inline")],
     ]
-    if info.get("chunks") is not None:
-        rows.append(["chunks", len(info["chunks"])])
+    if chunks is not None:
+        rows.append(["chunks", len(chunks)])
     click.echo(tabulate(rows, tablefmt="plain", disable_numparse=True))
+    if show_chunks and chunks:
+        click.echo()
+        _print_table([[position, bytes(chunk_id).hex(), size, ",".join(replicas)]
+                      for position, (chunk_id, size, replicas) in enumerate(chunks)],
+                     ["#", "chunk id (BLAKE2b-256)", "size", "replicas"])
 
 
 @main.command()
@@ -457,7 +474,9 @@ def rm(settings: Settings, path: str, recursive: bool, force: bool) -> None:
 @click.option("-h", "human", is_flag=True, help="Sizes as 1.5K, 3.2M, ...")
 @global_options
 def du(settings: Settings, path: str, summary: bool, human: bool) -> None:
-    """Space used below PATH: logical bytes and bytes of stored chunks, per subdirectory.
+    """Space used below PATH, per subdirectory: logical bytes (file sizes), chunk bytes
+    (each distinct chunk once) and bytes stored with replication (chunk bytes times their
+    replicas; inline files live in the replicated metadata and are not counted there).
 
     Example: sandctl du -s -h /
     """
@@ -466,30 +485,34 @@ def du(settings: Settings, path: str, summary: bool, human: bool) -> None:
     if not summary:
         for entry in client.ls(path):
             if entry.get("type") == "dir":
-                usages.append({"path": entry["path"], **client.du(entry["path"])})
-    usages.append({"path": path, **client.du(path)})
+                usages.append({"path": entry["path"], **client.usage(entry["path"])})
+    usages.append({"path": path, **client.usage(path)})
     if settings.json_output:
         _print_json(usages[-1] if summary else usages)
         return
     size = _human_bytes if human else str
-    rows = [[size(u.get("logical_bytes", 0)), size(u.get("stored_chunk_bytes", 0)), u.get("files", 0),
-             u.get("dirs", 0), u["path"]] for u in usages]
-    _print_table(rows, ["logical", "stored chunks", "files", "dirs", "path"])
+    rows = [[size(u.get("logical_bytes", 0)), size(u.get("stored_chunk_bytes", 0)),
+             size(u.get("replicated_chunk_bytes", 0)), u.get("files", 0), u.get("dirs", 0), u["path"]]
+            for u in usages]
+    _print_table(rows, ["logical", "chunks", "stored with replicas", "files", "dirs", "path"])
 
 
 # ---------------------------------------------------------------------- cluster state
 
 
-_STATUS_HEADERS = ["node", "role", "term", "leader", "commit", "applied", "last index", "commit p99 ms", "pid"]
+_STATUS_HEADERS = ["node", "role", "term", "leader", "commit", "applied", "last index", "commit p99 ms",
+                   "chunks", "chunk bytes", "pid"]
 
 
 def _status_row(node_id: str, status: dict | None) -> list:
     if status is None:
-        return [node_id, "down", "", "", "", "", "", "", ""]
+        return [node_id, "down"] + [""] * (len(_STATUS_HEADERS) - 2)
     latency = (status.get("commit_latency_ms") or {}).get("p99")
+    chunk_bytes = status.get("chunk_bytes")
     return [
         node_id, status.get("role"), status.get("term"), _blank(status.get("leader")), status.get("commit"),
         status.get("applied"), status.get("last_index"), "" if latency is None else f"{latency:.1f}",
+        _blank(status.get("chunks_stored")), "" if chunk_bytes is None else _human_bytes(chunk_bytes),
         _blank(status.get("pid")),
     ]
 
@@ -497,7 +520,8 @@ def _status_row(node_id: str, status: dict | None) -> list:
 @main.command()
 @global_options
 def status(settings: Settings) -> None:
-    """Every node's role, term, log and commit state (one node with --node).
+    """Every node's role, term, log and commit state, and the chunks it stores (one node
+    with --node).
 
     Example: sandctl status
     """
@@ -773,19 +797,44 @@ def snapshot(settings: Settings) -> None:
 @click.option("--dry-run", is_flag=True, help="Only report what would be deleted.")
 @global_options
 def gc(settings: Settings, dry_run: bool) -> None:
-    """Delete chunks no file references (older than the grace period) on every node
-    (or on --node ID).
+    """Delete the chunks no file references that have been unreferenced longer than the grace
+    period (the config's gc_grace_seconds), on every node (or on --node ID), and report per
+    node. Exits 3 if a node did not answer (the others still collected).
 
     Example: sandctl gc --dry-run
     """
     client = settings.client()
     node_ids = [settings.node] if settings.node is not None else list(client.addresses)
-    results = {node_id: client.gc(node_id, dry_run=dry_run) for node_id in node_ids}
+    answers = client.broadcast("gc", {"dry_run": dry_run}, node_ids)
+    results = {node_id: answer if isinstance(answer, dict) else {"error": str(answer or "no answer")}
+               for node_id, answer in answers.items()}
     if settings.json_output:
         _print_json(results)
-        return
-    for node_id, result in results.items():
-        click.echo(f"{node_id}: " + " ".join(f"{key}={value}" for key, value in (result or {}).items()))
+    else:
+        deleted = "would delete" if dry_run else "deleted"
+        rows = [[node_id, r.get("unreferenced", ""), r.get("deleted", ""),
+                 "" if "deleted_bytes" not in r else _human_bytes(r["deleted_bytes"]), r.get("error", "")]
+                for node_id, r in results.items()]
+        _print_table(rows, ["node", "unreferenced", deleted, f"{deleted} bytes", "error"])
+    failed = sorted(node_id for node_id, answer in answers.items() if not isinstance(answer, dict))
+    if failed:
+        raise Unavailable(f"gc did not run on {', '.join(failed)}")
+
+
+# `sandctl bench` keeps its own workload options (sandctl/bench.py) and takes the shared ones
+# here; --node and --timeout do not apply to it (it talks to every node, with its own deadlines).
+_BENCH_OWN_PARAMS = [param for param in bench_command.params
+                     if param.name not in ("config_option", "data_dir_option", "as_json")]
+
+
+def _bench(settings: Settings, **options) -> None:
+    assert bench_command.callback is not None
+    bench_command.callback(config_option=settings.config_option, data_dir_option=settings.data_dir_option,
+                           as_json=settings.json_output, **options)
+
+
+main.add_command(click.command("bench", params=list(_BENCH_OWN_PARAMS), help=bench_command.help,
+                                short_help=bench_command.short_help)(global_options(_bench)))
 
 
 if __name__ == "__main__":

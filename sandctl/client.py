@@ -62,7 +62,7 @@ _RETRY_OUTCOME_UNKNOWN = frozenset({"TIMEOUT"})
 # Large files. A transfer's deadline is the call's deadline plus the time its bytes take at
 # this floor rate, so --timeout bounds how long a stuck transfer hangs, not how big a file may be.
 TRANSFER_BYTES_PER_SECOND_MIN = 1 << 20
-CHUNKS_IN_FLIGHT = 4  # per transfer: memory stays within a few chunks whatever the file size
+CHUNKS_IN_FLIGHT = 3  # per transfer: memory stays within a few chunks whatever the file size
 # Input of unknown length (stdin) is stored in segments of this many chunks, each with its own
 # deadline, so a long pipe is not cut off by a deadline fixed when it started.
 SEGMENT_CHUNKS_UNKNOWN_SIZE = 64
@@ -711,6 +711,20 @@ class Client:
 
     def du(self, path: str) -> dict:
         return self.call("du", {"path": path})
+
+    def usage(self, path: str) -> dict:
+        """du plus "replicated_chunk_bytes": each distinct chunk's size times its replica count
+        (computed here from the file records when the node does not report it)."""
+        usage = dict(self.du(path))
+        if "replicated_chunk_bytes" not in usage:
+            info = self.stat(path)
+            entries = [info] if info.get("type") != "dir" else self.ls(path, recursive=True)
+            replicas: dict[bytes, tuple[int, set[str]]] = {}
+            for entry in entries:
+                for chunk_id, size, nodes in entry.get("chunks") or ():
+                    replicas.setdefault(bytes(chunk_id), (size, set()))[1].update(nodes)
+            usage["replicated_chunk_bytes"] = sum(size * len(nodes) for size, nodes in replicas.values())
+        return usage
 
     # ------------------------------------------------------------------ inspection and admin
 

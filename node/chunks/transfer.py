@@ -44,11 +44,20 @@ class _Connections:
         self._send_high_water_messages = send_high_water_messages
         self._max_frame_bytes = max_frame_bytes
         self._dealers: dict[str, zmq.Socket] = {}
+        self._node_of_dealer: dict[zmq.Socket, str] = {}
         self._poller = zmq.Poller()
         self._next_request_id = 1
 
-    def send(self, node: str, op: str, args: dict) -> int | None:
-        """The request id, or None when the node's queue is full (treat as a failed attempt)."""
+    def new_request(self, op: str, args: dict) -> tuple[int, bytes]:
+        """(request id, encoded frame). One frame may be sent to several nodes: a chunk_put is
+        encoded once and shared by its replicas, so a chunk in flight costs one frame of memory
+        (replies are matched by node and id)."""
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        return request_id, protocol.request(request_id, op, args)
+
+    def send(self, node: str, frame: bytes) -> bool:
+        """False when the node's queue is full (treat as a failed attempt)."""
         dealer = self._dealers.get(node)
         if dealer is None:
             dealer = self._context.socket(zmq.DEALER)
@@ -59,17 +68,16 @@ class _Connections:
             dealer.setsockopt(zmq.SNDHWM, self._send_high_water_messages)
             dealer.connect(tcp_endpoint(self._addresses[node]))
             self._dealers[node] = dealer
+            self._node_of_dealer[dealer] = node
             self._poller.register(dealer, zmq.POLLIN)
-        request_id = self._next_request_id
-        self._next_request_id += 1
         try:
-            dealer.send(protocol.request(request_id, op, args), zmq.NOBLOCK, copy=False)
+            dealer.send(frame, zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            return None
-        return request_id
+            return False
+        return True
 
-    def poll(self, timeout_seconds: float) -> list[tuple[int, object]]:
-        """Replies that arrived within the timeout: (request id, result or SandStoreError).
+    def poll(self, timeout_seconds: float) -> list[tuple[str, int, object]]:
+        """Replies that arrived within the timeout: (node, request id, result or SandStoreError).
         Frames that are not a well-formed reply are ignored: their attempt times out."""
         replies = []
         for dealer, _ in self._poller.poll(timeout=max(0.0, timeout_seconds) * 1000):
@@ -80,7 +88,7 @@ class _Connections:
                     break
                 reply = self._parse(frame)
                 if reply is not None:
-                    replies.append(reply)
+                    replies.append((self._node_of_dealer[dealer], *reply))
         return replies
 
     def _parse(self, frame: bytes) -> tuple[int, object] | None:
@@ -103,6 +111,7 @@ class _Connections:
         for dealer in self._dealers.values():
             dealer.close(linger=0)
         self._dealers.clear()
+        self._node_of_dealer.clear()
 
 
 class _NoReplyInTime(Unavailable):
@@ -123,7 +132,8 @@ class _Chunk:
     chunk_id: bytes
     size: int
     candidates: list[str]  # preferred order, rotated per chunk to spread load
-    data: bytes = b""  # put only: the content, held until every replica has it
+    request_id: int = 0  # put only: the chunk_put request every replica is sent
+    frame: bytes = b""  # put only: that request encoded (with the content), held until every replica has it
     outstanding_nodes: set[str] = field(default_factory=set)
     done_nodes: list[str] = field(default_factory=list)
     failures: dict[str, SandStoreError] = field(default_factory=dict)  # the latest failure per node
@@ -172,18 +182,17 @@ class _Transfer:
         self.connections = connections
         self.deadline = time.monotonic() + deadline_seconds
         self.attempt_timeout_seconds = attempt_timeout_seconds
-        self.attempts: dict[int, _Attempt] = {}
+        self.attempts: dict[tuple[str, int], _Attempt] = {}  # by (node, request id)
         self.suspects: set[str] = set()
 
-    def send(self, position: int, chunk: _Chunk, node: str, op: str, args: dict) -> None:
+    def send(self, position: int, chunk: _Chunk, node: str, request_id: int, frame: bytes) -> None:
         assert node not in chunk.outstanding_nodes
-        request_id = self.connections.send(node, op, args)
-        if request_id is None:
+        if not self.connections.send(node, frame):
             self.suspects.add(node)
             chunk.failures[node] = Unavailable("its request queue is full")
             return
         expires = min(time.monotonic() + self.attempt_timeout_seconds, self.deadline)
-        self.attempts[request_id] = _Attempt(position, node, expires)
+        self.attempts[(node, request_id)] = _Attempt(position, node, expires)
         chunk.outstanding_nodes.add(node)
 
     def wait(self, oldest: str) -> list[tuple[_Attempt, object]]:
@@ -194,14 +203,16 @@ class _Transfer:
             raise Unavailable(f"the deadline passed with {oldest}")
         next_expiry = min((attempt.expires_seconds for attempt in self.attempts.values()), default=self.deadline)
         outcomes = []
-        for request_id, result in self.connections.poll(next_expiry - now):
-            attempt = self.attempts.pop(request_id, None)
-            if attempt is not None:  # a late reply to an expired attempt is ignored
+        for node, request_id, result in self.connections.poll(next_expiry - now):
+            # A late reply to an expired attempt is ignored, unless the same request was sent
+            # to that node again: then it answers the new attempt just as well.
+            attempt = self.attempts.pop((node, request_id), None)
+            if attempt is not None:
                 outcomes.append((attempt, result))
         now = time.monotonic()
-        for request_id, attempt in list(self.attempts.items()):
+        for key, attempt in list(self.attempts.items()):
             if attempt.expires_seconds <= now:
-                del self.attempts[request_id]
+                del self.attempts[key]
                 outcomes.append((attempt, _NoReplyInTime(f"no reply within {self.attempt_timeout_seconds:g}s")))
         for attempt, result in outcomes:
             if isinstance(result, (Unavailable, StoreFull)):
@@ -246,7 +257,7 @@ def put_stream(
                 raise Unavailable(
                     f"chunk {position} ({chunk.chunk_id.hex()[:16]}) on {len(chunk.done_nodes)} of {copies} "
                     f"replicas ({chunk.describe_failures()})")
-            transfer.send(position, chunk, node, "chunk_put", {"id": chunk.chunk_id, "data": chunk.data})
+            transfer.send(position, chunk, node, chunk.request_id, chunk.frame)
 
     try:
         while True:
@@ -258,7 +269,10 @@ def put_stream(
                 position = len(results)
                 results.append(None)
                 total_bytes += len(data)
-                chunk = _Chunk(chunk_id_of(data), len(data), _rotated(nodes, position), data=data)
+                chunk_id, size = chunk_id_of(data), len(data)
+                request_id, frame = connections.new_request("chunk_put", {"id": chunk_id, "data": data})
+                del data  # only the frame is kept: one copy of the content per chunk in flight
+                chunk = _Chunk(chunk_id, size, _rotated(nodes, position), request_id=request_id, frame=frame)
                 pending[position] = chunk
                 fill(position, chunk)
             if not pending:
@@ -322,7 +336,8 @@ def get_stream(
             node = chunk.next_candidate(transfer.suspects)
             if node is None:
                 raise _give_up(position, chunk)
-            transfer.send(position, chunk, node, "chunk_get", {"id": chunk.chunk_id})
+            request_id, frame = connections.new_request("chunk_get", {"id": chunk.chunk_id})
+            transfer.send(position, chunk, node, request_id, frame)
 
     try:
         while next_to_write < len(chunks):

@@ -10,13 +10,14 @@ Encoding (pinned): msgpack [COMMAND_VERSION, op, args including client and seq, 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import msgpack
 
 from node.errors import BadRequest
 from node.metadata.paths import normalize_path
-from node.protocol import PROTOCOL_VERSION, WRITE_OPS, validate_request
+from node.protocol import WRITE_OPS, validate_args
 
 COMMAND_VERSION = 1
 CHUNK_ID_BYTES = 32
@@ -32,27 +33,60 @@ _DEFAULTS: dict[str, dict[str, object]] = {
 }
 _PATH_ARGUMENTS = ("path", "src", "dst")
 
+# Recently encoded or decoded commands by their exact bytes. One command is decoded up to three
+# times on the leader (encode, apply, answering the client) and twice on a follower (apply,
+# waiter lookup); validation is a pure function of the bytes, so the first result serves all.
+# Bounded: at most this many commands (a few in-flight Readys' worth) are kept.
+RECENT_COMMANDS_MAX = 4096
+_recent_commands: OrderedDict[bytes, "Command"] = OrderedDict()
+
 assert set(_DEFAULTS) == set(WRITE_OPS), "every write op needs its defaults listed"
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
     op: str
-    args: dict  # validated, paths normalised, defaults filled; without client and seq
+    args: dict  # validated, paths normalised, defaults filled; without client and seq. Read-only: shared
     client: str
     seq: int
     now_ns: int
+
+    def describe(self) -> dict:
+        """A readable summary for `sandctl inspect log` (inline data shown by its size only)."""
+        args = {name: value for name, value in self.args.items() if name != "data"}
+        if "data" in self.args:
+            args["data_bytes"] = len(self.args["data"])
+        if "chunks" in args:
+            args["chunks"] = [[chunk_id.hex(), size, replicas] for chunk_id, size, replicas in args["chunks"]]
+        return {"op": self.op, **args, "client": self.client, "seq": self.seq, "now_ns": self.now_ns}
+
+
+def _remember(data: bytes, command: "Command") -> None:
+    if len(_recent_commands) >= RECENT_COMMANDS_MAX:
+        _recent_commands.popitem(last=False)  # the oldest
+    _recent_commands[data] = command
 
 
 def encode_command(op: str, args: dict, now_ns: int) -> bytes:
     """Validate and encode a write; raises BadRequest / InvalidPath before anything is proposed."""
     command = _validated(op, args, now_ns)
     body = {**command.args, "client": command.client, "seq": command.seq}
-    return msgpack.packb([COMMAND_VERSION, command.op, body, command.now_ns], use_bin_type=True)
+    data = msgpack.packb([COMMAND_VERSION, command.op, body, command.now_ns], use_bin_type=True)
+    _remember(data, command)
+    return data
 
 
 def decode_command(data: bytes) -> Command:
     """Decode and validate a log entry's command; raises BadRequest / InvalidPath."""
+    command = _recent_commands.get(data)
+    if command is not None:
+        return command
+    command = _decoded(data)
+    _remember(data, command)
+    return command
+
+
+def _decoded(data: bytes) -> Command:
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as error:  # msgpack raises several unrelated types for garbage
@@ -70,13 +104,12 @@ def _validated(op: object, args: object, now_ns: object) -> Command:
         raise BadRequest(f"unknown write op {op!r}")
     if isinstance(now_ns, bool) or not isinstance(now_ns, int) or now_ns < 0:
         raise BadRequest("a command's time stamp must be a non-negative integer of nanoseconds")
-    _, _, checked = validate_request({"v": PROTOCOL_VERSION, "id": 0, "op": op, "args": args})
+    checked = {**_DEFAULTS[op], **validate_args(op, args, WRITE_OPS[op])}
     client = checked.pop("client")
     seq = checked.pop("seq")
     for name in _PATH_ARGUMENTS:
         if name in checked:
             checked[name] = normalize_path(checked[name])
-    checked = {**_DEFAULTS[op], **checked}
     if "mode" in checked and not 0 <= checked["mode"] <= MODE_MAX:
         raise BadRequest(f"mode {checked['mode']:o} is not a permission mode (0 to 7777 octal)")
     if op == "write_file":

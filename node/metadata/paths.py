@@ -21,8 +21,11 @@ def normalize_path(path: str) -> str:
         raise InvalidPath(f"a path must be a string, got {type(path).__name__}")
     if "\0" in path:
         raise InvalidPath("a path must not contain a NUL byte")
+    # Every request and every applied log entry passes here: for ASCII text (the usual case)
+    # the length in characters is the length in UTF-8 bytes, so nothing needs encoding.
+    ascii_only = path.isascii()
     try:
-        path_bytes = len(path.encode("utf-8"))
+        path_bytes = len(path) if ascii_only else len(path.encode("utf-8"))
     except UnicodeEncodeError:
         raise InvalidPath("a path must be valid UTF-8 text") from None
     if path_bytes > MAX_PATH_BYTES:
@@ -33,7 +36,7 @@ def normalize_path(path: str) -> str:
     for name in names:
         if name in (".", ".."):
             raise InvalidPath(f"path {path!r} must not contain '.' or '..' components")
-        name_bytes = len(name.encode("utf-8"))
+        name_bytes = len(name) if ascii_only else len(name.encode("utf-8"))
         if name_bytes > MAX_NAME_BYTES:
             raise InvalidPath(f"name {name[:32]!r}... is {name_bytes} bytes long, the limit is {MAX_NAME_BYTES}")
     return ROOT + "/".join(names)

@@ -8,7 +8,7 @@ node expires the same sessions at the same entry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import lmdb
 import msgpack
@@ -18,8 +18,9 @@ from node.metadata.tables import KEY_CLOCK_NS, NamespaceTables, pack_uint64, unp
 _CLOCK_BYTES = 8
 
 
-@dataclass(frozen=True, slots=True)
-class Session:
+class Session(NamedTuple):
+    """What a client's last applied write left (a NamedTuple: one is read per applied write)."""
+
     last_seq: int
     result: dict
     last_active_ns: int
@@ -60,9 +61,11 @@ class Sessions:
         last_seq, result, last_active_ns = msgpack.unpackb(value, raw=False)
         return Session(last_seq, result, last_active_ns)
 
-    def record(self, txn: lmdb.Transaction, client: str, seq: int, result: dict, clock_ns: int) -> None:
+    def record(self, txn: lmdb.Transaction, client: str, previous: Session | None, seq: int, result: dict,
+               clock_ns: int) -> None:
+        """Remember `result` as the client's last; `previous` is what get() returned for it in
+        this transaction (passed in: apply has just read it, and reading it twice was a cost)."""
         client_key = client.encode("utf-8")
-        previous = self.get(txn, client)
         if previous is not None:
             assert seq > previous.last_seq, (client, seq, previous.last_seq)
             deleted = txn.delete(pack_uint64(previous.last_active_ns) + client_key, db=self._tables.session_expiry)

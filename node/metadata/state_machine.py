@@ -79,7 +79,7 @@ class Namespace:
             result = {"ok": True, "result": self._handlers[decoded.op](txn, decoded)}
         except SandStoreError as error:
             result = _error_result(error)
-        self._sessions.record(txn, decoded.client, decoded.seq, result, clock_ns)
+        self._sessions.record(txn, decoded.client, session, decoded.seq, result, clock_ns)
         return result
 
     def _mkdir(self, txn: lmdb.Transaction, command: Command) -> dict:
@@ -181,7 +181,7 @@ class Namespace:
     def _create(self, txn: lmdb.Transaction, found: Resolved, names: list[str], record: Record, now_ns: int) -> None:
         """Create names[found.depth:] under found: directories, then `record` for the last."""
         parent = found.inode
-        self._touch(txn, parent, now_ns)
+        self._put(txn, parent, found.record.with_mtime(now_ns))  # touch: found.record is its record
         for name in names[found.depth : -1]:
             parent = self._link(txn, parent, name, Record(True, DEFAULT_DIRECTORY_MODE, now_ns))
         self._link(txn, parent, names[-1], record)

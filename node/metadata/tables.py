@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import lmdb
 import msgpack
@@ -83,10 +84,13 @@ def children_prefix(parent: int) -> bytes:
     return _UINT64.pack(parent)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """A directory or a file. A file's content is inline `data` or a list of `chunks`
-    ([chunk id, size, [replica node ids]]), never both."""
+    ([chunk id, size, [replica node ids]]), never both.
+
+    A NamedTuple rather than a frozen dataclass: immutable all the same, and several records are
+    built per applied write and per read (a frozen dataclass's __init__ costs several times
+    more). The invariants are asserted in encode(), before a record can be stored."""
 
     is_directory: bool
     mode: int
@@ -95,15 +99,11 @@ class Record:
     data: bytes | None = None
     chunks: list | None = None
 
-    def __post_init__(self) -> None:
-        if self.is_directory:
-            assert self.size == 0 and self.data is None and self.chunks is None, self
-        else:
-            assert (self.data is None) != (self.chunks is None), "a file is inline or chunked"
-
     def encode(self) -> bytes:
         if self.is_directory:
+            assert self.size == 0 and self.data is None and self.chunks is None, self
             return msgpack.packb([KIND_DIRECTORY, self.mode, self.mtime_ns])
+        assert (self.data is None) != (self.chunks is None), "a file is inline or chunked"
         if self.data is not None:
             return msgpack.packb([KIND_INLINE_FILE, self.mode, self.mtime_ns, self.size, self.data], use_bin_type=True)
         return msgpack.packb([KIND_CHUNKED_FILE, self.mode, self.mtime_ns, self.size, self.chunks], use_bin_type=True)
@@ -120,7 +120,7 @@ class Record:
         return Record(False, mode, mtime_ns, size, chunks=payload)
 
     def with_mtime(self, mtime_ns: int) -> "Record":
-        return Record(self.is_directory, self.mode, mtime_ns, self.size, self.data, self.chunks)
+        return self._replace(mtime_ns=mtime_ns)
 
     def chunk_list(self) -> list:
         return self.chunks or []

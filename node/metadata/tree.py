@@ -5,8 +5,7 @@ Read-only helpers shared by apply and the queries; they take the caller's transa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import lmdb
 
@@ -15,10 +14,10 @@ from node.metadata import paths
 from node.metadata.tables import NO_INODE, ROOT_INODE, NamespaceTables, Record, child_key, child_name, children_prefix, pack_uint64, unpack_uint64
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
     """The deepest existing node along a path: `depth` names of it resolved (all of them when
-    the path exists). When depth is short of the path, `record` is a directory."""
+    the path exists). When depth is short of the path, `record` is a directory.
+    (A NamedTuple: one is built per applied write and per read, and it is cheap to build.)"""
 
     depth: int
     inode: int

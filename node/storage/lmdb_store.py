@@ -42,6 +42,7 @@ class NodeStore:
             sync=True, metasync=True, readahead=False,
         )
         self._tables = RaftTables.open(self.env)
+        self._page_size_bytes = self.env.stat()["psize"]
         with self.env.begin() as txn:
             self._bounds = layout.read_log_bounds(txn, self._tables)
         self._batch_open = False
@@ -142,9 +143,8 @@ class NodeStore:
     def used_fraction(self) -> float:
         """How much of the LMDB map is in use (0..1): writes are refused well before it is full,
         because a Ready that cannot be persisted would stop the node."""
-        info = self.env.info()
-        page_size = self.env.stat()["psize"]
-        return (info["last_pgno"] + 1) * page_size / info["map_size"]
+        info = self.env.info()  # asked before every write: the page size is read once, at open
+        return (info["last_pgno"] + 1) * self._page_size_bytes / info["map_size"]
 
     def log_entry_count(self) -> int:
         return self._bounds.last_index - self._bounds.base_index

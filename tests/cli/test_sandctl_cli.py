@@ -283,7 +283,8 @@ def test_json_shapes(namespace_cluster):
     assert info["size"] == 5 and info["type"] == "file"
 
     usage = json.loads(run("du", "-s", "/", "--json", "--config", config).stdout)
-    assert usage == {"path": "/", "files": 1, "dirs": 2, "logical_bytes": 5, "stored_chunk_bytes": 0}
+    assert usage == {"path": "/", "files": 1, "dirs": 2, "logical_bytes": 5, "stored_chunk_bytes": 0,
+                     "replicated_chunk_bytes": 0}
     per_directory = json.loads(run("du", "/", "--json", "--config", config).stdout)
     assert [entry["path"] for entry in per_directory] == ["/d", "/"]
 
@@ -343,3 +344,33 @@ def test_add_voter_adds_a_learner_waits_for_it_then_promotes(fake_nodes, tmp_pat
                                               "client": n4.address,
                                               "chunk": n1.requests_of("add_learner")[0]["chunk"]}]
     assert "status" in n4.ops()
+
+
+def test_unreadable_local_file_exits_1_and_stores_nothing(namespace_cluster, tmp_path, monkeypatch):
+    config, namespace = namespace_cluster
+    local = tmp_path / "secret.txt"
+    local.write_bytes(b"x")
+
+    def refuse(path, mode="r", *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("sandctl.cli.open", refuse, raising=False)
+    result = run("put", str(local), "/secret.txt", "--config", config)
+    assert result.exit_code == 1
+    assert stderr_lines(result) == [f"Error: {local}: permission denied"]
+    assert "/secret.txt" not in namespace.entries
+
+
+def test_put_of_stdin_onto_a_directory_exits_1(namespace_cluster):
+    config, namespace = namespace_cluster
+    namespace.op_mkdir({"path": "/d"})
+    result = run("put", "-", "/d", "--config", config, input=b"data")
+    assert result.exit_code == 1 and len(stderr_lines(result)) == 1
+    assert set(namespace.entries) == {"/", "/d"}
+
+
+def test_a_failed_get_leaves_no_local_file(namespace_cluster, tmp_path):
+    config, _ = namespace_cluster
+    result = run("get", "/missing", str(tmp_path / "out"), "--config", config)
+    assert result.exit_code == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["home", "cluster.toml"])

@@ -42,15 +42,16 @@ def free_ports(count: int) -> list[int]:
             probe.close()
 
 
-def write_config(path: Path, node_count: int = 3, replicator: str = "raft") -> ClusterConfig:
-    """A config with free 127.0.0.1 ports; replicator "none" needs node_count 1."""
+def write_config(path: Path, node_count: int = 3, replicator: str = "raft", **settings) -> ClusterConfig:
+    """A config with free 127.0.0.1 ports; replicator "none" needs node_count 1. settings
+    override ClusterConfig fields (e.g. chunk_size_bytes=1 << 20)."""
     ports = free_ports(3 * node_count)
     nodes = tuple(
         NodeAddress(id=f"n{i + 1}", raft=f"127.0.0.1:{ports[3 * i]}", client=f"127.0.0.1:{ports[3 * i + 1]}",
                     chunk=f"127.0.0.1:{ports[3 * i + 2]}")
         for i in range(node_count)
     )
-    settings = {"replicator": replicator, "replication": min(3, node_count)}
+    settings = {"replicator": replicator, "replication": min(3, node_count), **settings}
     path.write_text(render_config(ClusterConfig(nodes=nodes, **settings)))
     return load_config(path)
 
@@ -142,7 +143,9 @@ def ledger(tmp_path) -> ProcessLedger:
     ledger.kill_all()
 
 
-CLUSTER_KINDS = {"raft-3": (3, "raft"), "none-1": (1, "none")}
+CLUSTER_KINDS = {"raft-3": (3, "raft"), "none-1": (1, "none"), "raft-3-chunks-1mib": (3, "raft")}
+# Config overrides of a kind (small chunks keep large-file tests quick).
+CLUSTER_SETTINGS = {"raft-3-chunks-1mib": {"chunk_size_bytes": 1 << 20}}
 
 
 @pytest.fixture
@@ -150,9 +153,10 @@ def cluster(request, tmp_path, e2e_home, ledger) -> ClusterHandle:
     """A running cluster started through sandctl.cluster and remembered in this test's HOME,
     so `sandctl VERB` subprocesses need no flags. Three Raft nodes by default; parametrize
     indirectly with a key of CLUSTER_KINDS for another shape."""
-    node_count, replicator = CLUSTER_KINDS[getattr(request, "param", "raft-3")]
+    kind = getattr(request, "param", "raft-3")
+    node_count, replicator = CLUSTER_KINDS[kind]
     config_path = tmp_path / "cluster.toml"
-    config = write_config(config_path, node_count, replicator)
+    config = write_config(config_path, node_count, replicator, **CLUSTER_SETTINGS.get(kind, {}))
     data_dir = ledger.data_dir
     pids, _leader = supervisor.start_cluster(config, data_dir, START_DEADLINE_SECONDS)
     ledger.pids.update({pid: node_id for node_id, pid in pids.items()})

@@ -130,9 +130,11 @@ def test_namespace_error_exit_codes(cluster, tmp_path):
         if status:
             assert stderr.startswith("Error: ") and stderr.count("\n") == 1, (args, stderr)
 
-    too_large = tmp_path / "big.bin"
-    too_large.write_bytes(b"z" * (cluster.config.inline_max_bytes + 1))
-    assert cluster.sandctl("put", str(too_large), "/big.bin").returncode == 1  # TOO_LARGE (inline only)
+    # Above inline_max_bytes the content is stored in chunks, no longer refused.
+    beyond_inline = tmp_path / "big.bin"
+    beyond_inline.write_bytes(b"z" * (cluster.config.inline_max_bytes + 1))
+    assert cluster.sandctl("put", str(beyond_inline), "/big.bin").returncode == 0
+    assert cluster.sandctl("cat", "/big.bin").stdout == beyond_inline.read_bytes()
 
 
 def test_nothing_running_is_exit_3_and_stop_is_idempotent(tmp_path, e2e_home, ledger, e2e_tools):

@@ -5,6 +5,15 @@ crashes nodes (also in the middle of a disk write), partitions the network (symm
 one-way), makes links lossy, snapshots, transfers leadership and, in some runs, changes the
 membership. Then the faults stop, the network heals and every node restarts: within 10
 election timeouts there must be exactly one leader, and a new value must reach every voter.
+
+A share of the runs (LEADER_HUNT_SHARE) hunts leaders, to reach the Raft paper's figure 8:
+every APPEND carries one entry (max_message_bytes=1), so a new leader ships entries of earlier
+terms one by one, ahead of its own no-op, and followers ack them alone; and a leader is often
+crashed a few milliseconds after its election (sometimes cut off first, so that its APPENDs in
+flight are lost too), then restarted soon. Over a few such elections, an entry of an earlier
+term reaches a majority without the new leader's no-op, the leader dies, and a node holding a
+different entry at that index wins: a core that committed the entry on those acks alone is
+caught by the leader completeness and state machine safety checks.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from node.raft.errors import RaftError
-from node.raft.types import ConfChange, ConfChangeKind, ConfChangeStep, NodeId, Role
+from node.raft.types import ConfChange, ConfChangeKind, ConfChangeStep, Message, MessageKind, NodeId, Role
 
 from tests.sim.cluster import Cluster
 from tests.sim.invariants import InvariantViolation, LivenessViolation
@@ -22,6 +31,14 @@ from tests.sim.network import LinkFaults
 
 NODES_PER_RUN_MAX = 7  # bound on the nodes a churning run may add
 LIVENESS_ELECTION_TIMEOUTS = 10
+
+# Leader-hunting runs (see the module doc).
+LEADER_HUNT_SHARE = 0.3
+HUNT_PROBABILITY = 0.6  # a new leader is hunted with this probability
+HUNT_DELAYS_MS = (0, 0, 0, 1, 2, 3, 5, 8, 13, 20)  # from its election to its crash
+HUNT_CUT_OFF_PROBABILITY = 0.8  # cut it off first: its messages in flight are lost
+HUNT_OLD_ACK_PROBABILITY = 0.5  # hunted when a follower acks an entry of an earlier term
+HUNT_RESTART_MS = (20, 400)  # the hunted node restarts (and reconnects) after this long
 
 
 @dataclass(frozen=True)
@@ -33,21 +50,25 @@ class Plan:
     action_interval_ms_max: int
     proposal_interval_ms_max: int
     churn: bool
+    leader_hunt: bool = False
 
     def describe(self) -> str:
         return (
             f"nodes={self.node_count} ticks_ms={sorted(self.tick_periods_ms.values())} config={self.config}"
-            f" faults_ms={self.fault_duration_ms} churn={self.churn}"
+            f" faults_ms={self.fault_duration_ms} churn={self.churn} leader_hunt={self.leader_hunt}"
         )
 
 
 def make_plan(rng: random.Random, fault_duration_ms: int | None = None, churn: bool | None = None) -> Plan:
     """`fault_duration_ms` / `churn` override the drawn values (the draws still happen, so the
     rest of the run stays what the seed says)."""
-    node_count = rng.choice([3, 3, 4, 5, 5])
+    leader_hunt = rng.random() < LEADER_HUNT_SHARE
+    node_count = rng.choice([3, 5]) if leader_hunt else rng.choice([3, 3, 4, 5, 5])
     node_ids = [f"n{number}" for number in range(1, node_count + 1)]
     config = {}
-    if rng.random() < 0.3:
+    if leader_hunt:
+        config["max_message_bytes"] = 1  # one entry per APPEND
+    elif rng.random() < 0.3:
         config["max_message_bytes"] = rng.choice([64, 200])
     if rng.random() < 0.3:
         config["max_inflight_messages"] = rng.choice([1, 2, 4])
@@ -65,6 +86,7 @@ def make_plan(rng: random.Random, fault_duration_ms: int | None = None, churn: b
         action_interval_ms_max=rng.choice([40, 80, 160]),
         proposal_interval_ms_max=rng.choice([10, 30, 60]),
         churn=(rng.random() < 0.35) if churn is None else churn,
+        leader_hunt=leader_hunt,
     )
 
 
@@ -122,6 +144,9 @@ class Chaos:
 
     def start(self) -> None:
         self.active = True
+        if self.plan.leader_hunt:
+            self.cluster.leader_listeners.append(self._on_new_leader)
+            self.cluster.delivery_listeners.append(self._on_delivery)
         self._schedule(self._propose, self.plan.proposal_interval_ms_max)
         self._schedule(self._act, self.plan.action_interval_ms_max)
 
@@ -261,6 +286,43 @@ class Chaos:
             self.cluster.transfer_leadership(leader, self.rng.choice(voters))
         except RaftError:
             pass
+
+    def _on_new_leader(self, leader: NodeId, term: int) -> None:
+        if not self.active or self.rng.random() >= HUNT_PROBABILITY:
+            return
+        delay_ms = self.rng.choice(HUNT_DELAYS_MS)
+        cut_off = self.rng.random() < HUNT_CUT_OFF_PROBABILITY
+        self.cluster.schedule(delay_ms, lambda: self._hunt(leader, term, cut_off))
+
+    def _on_delivery(self, message: Message) -> None:
+        """A leader that was just acked an entry of an earlier term (sent alone, ahead of its
+        no-op) is hunted at once: figure 8's moment."""
+        if not self.active or message.kind != MessageKind.APPEND_RESPONSE or message.reject:
+            return
+        entry_term = self.cluster._leader_term_at_index(message.target, message.term, message.index)
+        if entry_term is None or entry_term >= message.term:
+            return
+        if self.rng.random() < HUNT_OLD_ACK_PROBABILITY:
+            self._count("hunt_old_ack")
+            self.cluster.schedule(0, lambda: self._hunt(message.target, message.term, cut_off=True))
+
+    def _hunt(self, leader: NodeId, term: int, cut_off: bool) -> None:
+        node = self.cluster.nodes[leader]
+        if not self.active or not node.alive or node.role != Role.LEADER or node.term != term:
+            return
+        self._count("hunt")
+        if cut_off:
+            self.cluster.isolate(leader)
+        self.cluster.crash(leader, "right after its election")
+        self.cluster.schedule(self.rng.randint(*HUNT_RESTART_MS), lambda: self._revive(leader, cut_off))
+
+    def _revive(self, node_id: NodeId, cut_off: bool) -> None:
+        if not self.active:
+            return
+        if cut_off:
+            self.cluster.reconnect(node_id)
+        if not self.cluster.nodes[node_id].alive:
+            self.cluster.restart(node_id)
 
     def _churn(self) -> None:
         leaders = self.cluster.claimed_leaders()

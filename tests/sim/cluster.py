@@ -84,6 +84,11 @@ class Cluster:
         self.sent_counts: Counter = Counter()  # MessageKind -> messages handed to the network
         self.read_results: dict[bytes, tuple[NodeId, int]] = {}
         self.leader_history: list[tuple[int, int, NodeId]] = []  # (time ms, term, leader)
+        # Called as (leader, term) when a node's driver learns it became leader, in the middle
+        # of carrying out that Ready: a listener may only schedule() actions, not act at once.
+        self.leader_listeners: list[Callable[[NodeId, int], None]] = []
+        # Called with each message once its target has stepped it and carried out the Readys.
+        self.delivery_listeners: list[Callable[[Message], None]] = []
         self.value_counter = 0
         if isinstance(node_count, int):
             node_ids = [f"n{number}" for number in range(1, node_count + 1)]
@@ -213,6 +218,8 @@ class Cluster:
         self.trace.record(self.now_ms, f"deliver {describe_message(message)}")
         self._core(node, f"step({message.kind.name})", lambda: node.raft.step(message))
         self._drain(node)
+        for listener in self.delivery_listeners:
+            listener(message)
 
     def _drain(self, node: SimNode) -> None:
         for _ in range(READY_ROUNDS_PER_EVENT_MAX):
@@ -234,6 +241,8 @@ class Cluster:
             self.trace.record(self.now_ms, f"{node.node_id} is {node.role.name} term {node.term} leader {node.leader!r}")
             if became_leader:
                 self.leader_history.append((self.now_ms, node.term, node.node_id))
+                for listener in self.leader_listeners:
+                    listener(node.node_id, node.term)
         # 1. Messages without a promise may leave before the disk write.
         for message in ready.messages:
             self._send(node, message, promised=False)

@@ -15,6 +15,7 @@ from node.raft.errors import RaftError
 from node.raft.types import ConfChange, ConfChangeKind, ConfChangeStep, MessageKind, Role
 
 from tests.sim.cluster import Cluster
+from tests.sim.invariants import InvariantViolation
 from tests.sim.network import LinkFaults
 
 UNRELIABLE = LinkFaults(
@@ -321,6 +322,104 @@ def test_figure_8_unreliable():
     settle(cluster)
     assert_acked_everywhere(cluster)
     assert cluster.checker.acked, "nothing was ever acknowledged"
+
+
+def _last(cluster: Cluster, node_id: str) -> tuple[int, int]:
+    """(last index, its term) of `node_id`'s log on disk."""
+    storage = cluster.nodes[node_id].disk.storage
+    return storage.last_index(), storage.term(storage.last_index())
+
+
+def figure_8(cluster: Cluster) -> dict:
+    """The Raft paper's figure 8, step by step, on 5 nodes whose APPENDs carry one entry each
+    (max_message_bytes=1): a new leader then ships an older term's entry alone, before its
+    own no-op, so a follower can ack the old entry by itself. Roles are named after the paper
+    (S1 leads terms 2 and 4, S5 term 3; the terms here are whatever the elections reach).
+
+      (a) S1 leads, appends X at index i and gets it to S2 only; S1 crashes.
+      (b) S5 is elected by S3, S4 (their logs end before i) and appends its no-op at i; it
+          crashes before sending anything.
+      (c) S1 restarts and is elected by S2, S3 (S4 is cut off). Its no-op (i+1) reaches S2,
+          then X alone reaches S3: X is on a majority (S1, S2, S3), but not of S1's term.
+          S1 is cut off and crashes before S3 gets the no-op.
+      (d) S5 restarts and is elected by S3, S4 (S2, whose log ends in S1's newer term,
+          stays cut off) and overwrites index i everywhere it can.
+
+    A core that counts replicas for an entry of an earlier term commits X in (c): the
+    checker then sees a term-(d) leader without it (leader completeness) and, at the latest
+    when S5's entry at i is applied, two different entries applied at i (state machine
+    safety). The real core commits nothing at i before (d), so the overwrite is legal."""
+    assert cluster.config.get("max_message_bytes") == 1 and len(cluster.nodes) == 5
+    s1 = cluster.wait_for_leader()
+    assert cluster.commit_value(b"f8-base") is not None
+    s2, *rest = others(cluster, s1)
+    # (a)
+    cluster.partition([s1, s2], rest)
+    term_a, index = cluster.propose(s1, b"f8-X")
+    assert cluster.run_until(lambda: _last(cluster, s2) == (index, term_a), 100)
+    cluster.crash(s1)
+    # (b) whichever of the three wins is "S5"; cut off and crashed before its no-op leaves.
+    s5 = cluster.wait_for_leader(among=rest, min_term=term_a + 1)
+    assert s5 is not None
+    cluster.isolate(s5)
+    cluster.crash(s5)
+    term_b = cluster.nodes[s5].disk.hard_state.term
+    assert _last(cluster, s5) == (index, term_b), "S5's no-op must sit at X's index"
+    s3, s4 = [node_id for node_id in rest if node_id != s5]
+    assert _last(cluster, s3)[0] < index and _last(cluster, s4)[0] < index
+    # (c) S1 or S2 wins (only they hold X); call the winner S1 from here on.
+    cluster.heal()
+    cluster.isolate(s5)
+    cluster.isolate(s4)
+    cluster.restart(s1)
+    s1 = cluster.wait_for_leader(among=[s1, s2, s3], min_term=term_b + 1)
+    assert s1 is not None
+    s2 = others(cluster, s1, s3, s4, s5)[0]
+    term_c = cluster.nodes[s1].term
+    assert cluster.run_until(lambda: cluster.status(s1).progress[s3]["match"] >= index, 1000)
+    cluster.isolate(s1)  # the no-op APPEND to S3 already in flight is lost
+    commit_c = cluster.nodes[s1].disk.hard_state.commit
+    cluster.crash(s1)
+    assert _last(cluster, s3) == (index, term_a), "S3 holds X, not S1's no-op"
+    assert _last(cluster, s2) == (index + 1, term_c), "S2 holds S1's no-op too"
+    # (d)
+    cluster.isolate(s2)
+    cluster.reconnect(s4)
+    cluster.restart(s5)
+    cluster.reconnect(s5)
+    winner = cluster.wait_for_leader(among=[s3, s4, s5], min_term=term_c + 1)
+    assert winner == s5, "only S5 can win without S1 and S2"
+    assert cluster.run_until(lambda: cluster.nodes[s3].disk.storage.term(index) == term_b, 1000)
+    return dict(s1=s1, s2=s2, s3=s3, s4=s4, s5=s5, index=index, term_a=term_a, commit_c=commit_c)
+
+
+def test_figure_8_an_old_term_entry_on_a_majority_is_not_committed():
+    cluster = Cluster(5, seed=25, config={"max_message_bytes": 1})
+    roles = figure_8(cluster)
+    assert roles["commit_c"] < roles["index"], "S1 committed X, an entry of an earlier term, by counting replicas"
+    settle(cluster)
+    assert_acked_everywhere(cluster)
+    assert b"f8-X" not in cluster.checker.value_index, "X was overwritten yet applied"
+    for node_id in cluster.nodes:
+        applied = cluster.applied_at(node_id, roles["index"])
+        assert applied.term != roles["term_a"] and applied.data == b""  # S5's no-op
+
+
+def test_figure_8_catches_a_core_that_commits_old_term_entries_by_counting(monkeypatch):
+    """The scenario has teeth: with the figure-8 rule dropped from the core (a mutant made
+    here, node/ is untouched) the checker reports the overwritten committed entry."""
+    from node.raft.log import RaftLog
+
+    def maybe_commit_without_the_term_check(self, index: int, term: int) -> bool:
+        if index > self.committed:
+            self.commit_to(index)
+            return True
+        return False
+
+    monkeypatch.setattr(RaftLog, "maybe_commit", maybe_commit_without_the_term_check)
+    cluster = Cluster(5, seed=25, config={"max_message_bytes": 1})
+    with pytest.raises(InvariantViolation, match="leader completeness|state machine safety"):
+        figure_8(cluster)
 
 
 def test_unreliable_agreement():
