@@ -677,6 +677,8 @@ class RaftNode:
 
     def _broadcast_heartbeat(self) -> None:
         context = self.read_only.last_pending_context()
+        if context:
+            self.read_only.round_sent(context)
         for node in sorted(self.tracker.progress):
             if node == self.id:
                 continue
@@ -754,7 +756,10 @@ class RaftNode:
             self._answer_read(ReadRequest(self.log.committed, context, requester))
             return
         self.read_only.add_request(self.log.committed, context, requester, self.id)
-        self._broadcast_heartbeat()
+        if not self.read_only.round_in_flight():
+            self._broadcast_heartbeat()
+        # Else a round is out: when it is confirmed (or the next periodic heartbeat goes out),
+        # one new round confirms every request that arrived meanwhile, instead of one each.
 
     def _release_pending_reads(self) -> None:
         pending, self.pending_read_requests = self.pending_read_requests, []
@@ -771,6 +776,8 @@ class RaftNode:
             return
         for request in self.read_only.advance(context):
             self._answer_read(request)
+        if self.read_only.pending_count() and not self.read_only.round_in_flight():
+            self._broadcast_heartbeat()  # the requests that waited for this round
 
     def _answer_read(self, request: ReadRequest) -> None:
         if request.requester == self.id:

@@ -20,6 +20,7 @@ class ReadOnly:
     def __init__(self) -> None:
         self._pending: dict[bytes, ReadRequest] = {}
         self._queue: list[bytes] = []  # contexts in arrival order
+        self._round_context = b""  # the context the last heartbeat round carried
 
     def add_request(self, index: int, context: bytes, requester: NodeId, own_id: NodeId) -> None:
         """A duplicate context (while the first is pending) joins the first request."""
@@ -46,6 +47,16 @@ class ReadOnly:
         done = [self._pending.pop(done_context) for done_context in done_contexts]
         assert all(later.index >= earlier.index for earlier, later in zip(done, done[1:]))
         return done
+
+    def round_sent(self, context: bytes) -> None:
+        """A heartbeat round carrying `context` (the last pending one) went out."""
+        assert context in self._pending, "a round carries a pending context"
+        self._round_context = context
+
+    def round_in_flight(self) -> bool:
+        """Whether the last round is still unconfirmed. Requests arriving meanwhile wait for
+        the next round: one round then confirms all of them (batching under load)."""
+        return self._round_context in self._pending
 
     def last_pending_context(self) -> bytes:
         return self._queue[-1] if self._queue else b""

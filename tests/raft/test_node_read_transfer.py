@@ -4,7 +4,7 @@ import pytest
 
 from node.raft.errors import NotLeader, ProposalDropped, TransferRefused
 from node.raft.types import MessageKind, ReadState, Role
-from raft_harness import Cluster, kinds
+from raft_harness import Cluster, kinds, only
 
 
 def test_leader_read_index_is_answered_after_a_heartbeat_round():
@@ -19,6 +19,38 @@ def test_leader_read_index_is_answered_after_a_heartbeat_round():
     assert cluster.read_states["a"] == []
     cluster.deliver(answers[:1])  # one ack plus the leader: a quorum
     assert cluster.read_states["a"] == [ReadState(index=2, context=b"r1")]
+
+
+def test_reads_arriving_during_a_round_share_the_next_round():
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    a = cluster.nodes["a"]
+    a.read_index(b"r1")
+    first_round = cluster.process("a")
+    assert {m.context for m in first_round} == {b"r1"}
+    a.read_index(b"r2")
+    a.read_index(b"r3")
+    assert only(cluster.process("a"), MessageKind.HEARTBEAT) == []  # r1's round is still out
+    answers = cluster.deliver(first_round)
+    second_round = cluster.deliver(answers[:1])  # r1 confirmed: one round for r2 and r3
+    assert cluster.read_states["a"] == [ReadState(index=2, context=b"r1")]
+    assert kinds(second_round) == [("HEARTBEAT", "a", "b"), ("HEARTBEAT", "a", "c")]
+    assert {m.context for m in second_round} == {b"r3"}
+    cluster.deliver(cluster.deliver(second_round)[:1])
+    assert cluster.read_states["a"][1:] == [ReadState(index=2, context=b"r2"), ReadState(index=2, context=b"r3")]
+
+
+def test_a_lost_round_is_retried_by_the_periodic_heartbeat():
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    a = cluster.nodes["a"]
+    a.read_index(b"r1")
+    cluster.process("a")  # the round is lost
+    a.read_index(b"r2")
+    retry = only(cluster.tick("a", a.config.heartbeat_ticks), MessageKind.HEARTBEAT)
+    assert {m.context for m in retry} == {b"r2"}
+    cluster.deliver(cluster.deliver(retry)[:1])
+    assert cluster.read_states["a"] == [ReadState(index=2, context=b"r1"), ReadState(index=2, context=b"r2")]
 
 
 def test_read_index_waits_for_the_no_op_of_the_term():

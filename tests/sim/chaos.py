@@ -34,11 +34,16 @@ LIVENESS_ELECTION_TIMEOUTS = 10
 
 # Leader-hunting runs (see the module doc).
 LEADER_HUNT_SHARE = 0.3
-HUNT_PROBABILITY = 0.6  # a new leader is hunted with this probability
-HUNT_DELAYS_MS = (0, 0, 0, 1, 2, 3, 5, 8, 13, 20)  # from its election to its crash
-HUNT_CUT_OFF_PROBABILITY = 0.8  # cut it off first: its messages in flight are lost
-HUNT_OLD_ACK_PROBABILITY = 0.5  # hunted when a follower acks an entry of an earlier term
-HUNT_RESTART_MS = (20, 400)  # the hunted node restarts (and reconnects) after this long
+HUNT_PROBABILITY = 0.8  # a new leader is hunted with this probability
+HUNT_DELAYS_MS = (0, 0, 0, 0, 0, 1, 2, 4, 8)  # from its election to its crash
+HUNT_CUT_OFF_PROBABILITY = 0.9  # cut it off first: its messages in flight are lost
+HUNT_OLD_ACK_PROBABILITY = 0.7  # hunted when a follower acks an entry of an earlier term
+HUNT_RESTART_MS = (50, 800)  # the hunted node restarts (and reconnects) after this long
+HUNT_NODE_COUNTS = (3, 3, 5)
+# Quicker elections (60..120 ms at 10 ms ticks): more of them in a run for the same events.
+HUNT_TIMING = dict(heartbeat_ticks=2, election_ticks_min=6, election_ticks_max=12)
+HUNT_ACTION_INTERVALS_MS = (160, 320)  # the other faults, rarer: elections must complete
+HUNT_PROPOSAL_INTERVALS_MS = (30, 60)
 
 
 @dataclass(frozen=True)
@@ -63,11 +68,11 @@ def make_plan(rng: random.Random, fault_duration_ms: int | None = None, churn: b
     """`fault_duration_ms` / `churn` override the drawn values (the draws still happen, so the
     rest of the run stays what the seed says)."""
     leader_hunt = rng.random() < LEADER_HUNT_SHARE
-    node_count = rng.choice([3, 5]) if leader_hunt else rng.choice([3, 3, 4, 5, 5])
+    node_count = rng.choice(HUNT_NODE_COUNTS) if leader_hunt else rng.choice([3, 3, 4, 5, 5])
     node_ids = [f"n{number}" for number in range(1, node_count + 1)]
     config = {}
     if leader_hunt:
-        config["max_message_bytes"] = 1  # one entry per APPEND
+        config.update(HUNT_TIMING, max_message_bytes=1)  # one entry per APPEND
     elif rng.random() < 0.3:
         config["max_message_bytes"] = rng.choice([64, 200])
     if rng.random() < 0.3:
@@ -83,8 +88,8 @@ def make_plan(rng: random.Random, fault_duration_ms: int | None = None, churn: b
         tick_periods_ms={node_id: rng.randint(8, 12) for node_id in node_ids},
         config=config,
         fault_duration_ms=rng.randint(1500, 3500) if fault_duration_ms is None else fault_duration_ms,
-        action_interval_ms_max=rng.choice([40, 80, 160]),
-        proposal_interval_ms_max=rng.choice([10, 30, 60]),
+        action_interval_ms_max=rng.choice(HUNT_ACTION_INTERVALS_MS if leader_hunt else [40, 80, 160]),
+        proposal_interval_ms_max=rng.choice(HUNT_PROPOSAL_INTERVALS_MS if leader_hunt else [10, 30, 60]),
         churn=(rng.random() < 0.35) if churn is None else churn,
         leader_hunt=leader_hunt,
     )
