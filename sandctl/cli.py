@@ -778,8 +778,8 @@ def inspect_term(settings: Settings) -> None:
         _print_json(result)
         return
     click.echo(f"term {result.get('term')}, voted for {result.get('vote') or '-'}, leader {result.get('leader') or '-'}")
-    rows = [[c.get("term"), c.get("leader") or "-", c.get("at_ms")] for c in result.get("leader_changes", [])]
-    _print_table(rows, ["term", "leader", "at ms"])
+    rows = [[c.get("term"), c.get("leader") or "-", _wall_clock(c.get("at_ms"))] for c in result.get("leader_changes", [])]
+    _print_table(rows, ["term", "leader", "seen at (UTC)"])
 
 
 @main.command()
@@ -835,6 +835,13 @@ def _bench(settings: Settings, **options) -> None:
 
 main.add_command(click.command("bench", params=list(_BENCH_OWN_PARAMS), help=bench_command.help,
                                 short_help=bench_command.short_help)(global_options(_bench)))
+
+
+def _wall_clock(epoch_ms: int | None) -> str:
+    if epoch_ms is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(epoch_ms / 1000, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 if __name__ == "__main__":

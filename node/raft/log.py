@@ -162,7 +162,7 @@ class RaftLog:
     # -- handing out and confirming -------------------------------------------------------------
 
     def has_next_unstable(self) -> bool:
-        return bool(self.unstable.next_entries()) or self.unstable.next_snapshot() is not None
+        return self.unstable.has_next_entries() or self.unstable.next_snapshot() is not None
 
     def _applicable_high(self) -> int:
         """Committed entries may be applied once handed out for persisting (this Ready or an

@@ -41,6 +41,10 @@ class Unstable:
         assert 0 <= start <= len(self.entries)
         return self.entries[start:]
 
+    def has_next_entries(self) -> bool:
+        """Whether next_entries() is non-empty (without copying them)."""
+        return self.offset_in_progress < self.offset + len(self.entries)
+
     def next_snapshot(self) -> Snapshot | None:
         if self.snapshot is None or self.snapshot_in_progress:
             return None

@@ -202,15 +202,21 @@ class RaftNode:
             self._maybe_send_append(target, send_if_empty=True)
 
     def has_ready(self) -> bool:
+        # Asked on every turn of the driver loop (and when it picks its poll timeout): compare
+        # fields rather than build SoftState/HardState values, and test the cheap parts first.
+        soft, hard = self._previous_soft_state, self._previous_hard_state
         return bool(
-            self._soft_state() != self._previous_soft_state
-            or self._hard_state() != self._previous_hard_state
-            or self.log.has_next_unstable()
-            or self.log.has_next_committed()
-            or self._messages
+            self._messages
             or self._messages_after_persist
             or self._read_states
             or self._broadcast_due
+            or self.lead != soft.leader
+            or self.role != soft.role
+            or self.term != hard.term
+            or self.vote != hard.vote
+            or self.log.committed != hard.commit
+            or self.log.has_next_unstable()
+            or self.log.has_next_committed()
         )
 
     def ready(self) -> Ready:
