@@ -37,6 +37,7 @@ INSPECT_LOG_LIMIT_MAX = 1000
 # New writes are refused (STORE_FULL) beyond this share of the LMDB map: the remaining room is
 # for entries already in flight, heartbeats' hard state and the snapshot that compacts the log.
 STORE_USED_FRACTION_MAX = 0.9
+LAST_APPLIED_SEQ_CLIENTS_MAX = 100_000
 
 
 @dataclass
@@ -85,6 +86,7 @@ class NodeServer:
         self._conf_waiting: dict[int, tuple[int, Waiter]] = {}  # index -> (term, waiter)
         self._reads_waiting: dict[int, Waiter] = {}
         self._next_read_token = 1
+        self._last_applied_seq: dict[str, int] = {}  # client -> highest seq applied here
         self.counters = {"client_requests": 0, "client_bad_requests": 0}
 
     # ----- lifecycle
@@ -200,12 +202,15 @@ class NodeServer:
         if self.store.used_fraction() > STORE_USED_FRACTION_MAX:
             raise StoreFull(f"node {self.node_id}'s store is over {STORE_USED_FRACTION_MAX:.0%} full; "
                             "the write was refused (raise lmdb_map_size_bytes)")
-        with self.store.read_transaction() as txn:
-            previous = self.namespace.session_result(txn, args["client"], args["seq"])
-        if previous is not None:
+        if self._last_applied_seq.get(args["client"], 0) >= args["seq"]:
             # A retry of a write already applied here: answer from the session, apply nothing.
-            self._send_result(waiter, previous)
-            return
+            # (Only such retries pay for the read transaction; after a restart this map is empty
+            # and a retry is proposed again, which the state machine's session answers too.)
+            with self.store.read_transaction() as txn:
+                previous = self.namespace.session_result(txn, args["client"], args["seq"])
+            if previous is not None:
+                self._send_result(waiter, previous)
+                return
         command = encode_command(op, args, time.time_ns())
         self.replicator.replicate(command)
         self._writes_waiting.setdefault((args["client"], args["seq"]), []).append(waiter)
@@ -237,6 +242,11 @@ class NodeServer:
     def applied(self, index: int, command: bytes, result: dict) -> None:
         """Replicator callback: a command was applied on this node."""
         decoded = decode_command(command)
+        last_seq = self._last_applied_seq
+        if decoded.seq > last_seq.get(decoded.client, 0):
+            last_seq[decoded.client] = decoded.seq
+            if len(last_seq) > LAST_APPLIED_SEQ_CLIENTS_MAX:
+                del last_seq[next(iter(last_seq))]  # the oldest client: a retry then costs a proposal
         for waiter in self._writes_waiting.pop((decoded.client, decoded.seq), ()):
             self._send_result(waiter, result)
 

@@ -187,10 +187,10 @@ class RaftReplicator:
         self._read_tokens_waiting.append(token)
 
     def is_leader(self) -> bool:
-        return self.core.status().role == Role.LEADER
+        return self.core.role == Role.LEADER  # asked per client request: no Status snapshot
 
     def leader(self) -> str:
-        return self.core.status().leader
+        return self.core.lead
 
     # ----- membership and leadership administration (leader only)
 

@@ -37,6 +37,7 @@ LEADER_HUNT_SHARE = 0.3
 HUNT_PROBABILITY = 0.8  # a new leader is hunted with this probability
 HUNT_DELAYS_MS = (0, 0, 0, 0, 0, 1, 2, 4, 8)  # from its election to its crash
 HUNT_CUT_OFF_PROBABILITY = 0.9  # cut it off first: its messages in flight are lost
+HUNT_CONFLICTING_PROBABILITY = 0.9  # hunted at once when elected without others' entries
 HUNT_OLD_ACK_PROBABILITY = 0.7  # hunted when a follower acks an entry of an earlier term
 HUNT_RESTART_MS = (50, 800)  # the hunted node restarts (and reconnects) after this long
 HUNT_NODE_COUNTS = (3, 3, 5)
@@ -293,11 +294,44 @@ class Chaos:
             pass
 
     def _on_new_leader(self, leader: NodeId, term: int) -> None:
-        if not self.active or self.rng.random() >= HUNT_PROBABILITY:
+        if not self.active:
+            return
+        situation = self._figure_8_situation(leader)
+        if situation == "overwrites":
+            # Figure 8 (b): a leader elected without entries that others hold. Its no-op,
+            # kept to itself, conflicts with them: hunted at once, before it leaves.
+            if self.rng.random() < HUNT_CONFLICTING_PROBABILITY:
+                self._count("hunt_conflicting")
+                self.cluster.schedule(0, lambda: self._hunt(leader, term, cut_off=True))
+            return
+        if situation == "outdated":
+            return  # figure 8 (c): left to ship its old entries (see _on_delivery)
+        if self.rng.random() >= HUNT_PROBABILITY:
             return
         delay_ms = self.rng.choice(HUNT_DELAYS_MS)
         cut_off = self.rng.random() < HUNT_CUT_OFF_PROBABILITY
         self.cluster.schedule(delay_ms, lambda: self._hunt(leader, term, cut_off))
+
+    def _figure_8_situation(self, leader: NodeId) -> str | None:
+        """"overwrites": another node holds an entry at the new leader's no-op index.
+        "outdated": another node holds an entry of a newer term where the leader has an
+        uncommitted one. (The leader's disk is its log without the no-op, not yet written.)"""
+        own = self.cluster.nodes[leader].disk
+        own_storage = own.storage
+        noop_index = own_storage.last_index() + 1
+        low = max(own.hard_state.commit + 1, own_storage.first_index())
+        outdated = False
+        for node_id, node in self.cluster.nodes.items():
+            if node_id == leader:
+                continue
+            storage = node.disk.storage
+            if storage.last_index() >= noop_index:
+                return "overwrites"
+            for index in range(max(low, storage.first_index()), storage.last_index() + 1):
+                if storage.term(index) > own_storage.term(index):
+                    outdated = True
+                    break
+        return "outdated" if outdated else None
 
     def _on_delivery(self, message: Message) -> None:
         """A leader that was just acked an entry of an earlier term (sent alone, ahead of its
