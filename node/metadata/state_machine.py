@@ -250,20 +250,27 @@ class Namespace:
 
     def du(self, txn: lmdb.Transaction, path: str) -> dict:
         """Totals under path (itself included): logical_bytes adds file sizes; stored_chunk_bytes
-        adds each distinct chunk once (deduplicated, before replication)."""
+        adds each distinct chunk once (deduplicated, before replication); replicated_chunk_bytes
+        counts every stored copy."""
         path = paths.normalize_path(path)
         found = tree.lookup(txn, self._tables, path)
         files = directories = logical_bytes = 0
         chunk_sizes: dict[bytes, int] = {}
+        chunk_replicas: dict[bytes, set[str]] = {}
         for _, _, record in tree.walk(txn, self._tables, path, found.inode, found.record):
             if record.is_directory:
                 directories += 1
                 continue
             files += 1
             logical_bytes += record.size
-            chunk_sizes.update((chunk_id, size) for chunk_id, size, _ in record.chunk_list())
+            for chunk_id, size, replicas in record.chunk_list():
+                chunk_sizes[chunk_id] = size
+                # Two files sharing a chunk may have stored it on different nodes: count each copy.
+                chunk_replicas.setdefault(chunk_id, set()).update(replicas)
         return {"files": files, "dirs": directories, "logical_bytes": logical_bytes,
-                "stored_chunk_bytes": sum(chunk_sizes.values())}
+                "stored_chunk_bytes": sum(chunk_sizes.values()),
+                "replicated_chunk_bytes": sum(size * len(chunk_replicas[chunk_id])
+                                              for chunk_id, size in chunk_sizes.items())}
 
     def referenced_chunk_ids(self, txn: lmdb.Transaction) -> set[bytes]:
         return chunk_refs.referenced(txn, self._tables)

@@ -198,8 +198,13 @@ def test_queries(node):
     assert [entry["path"] for entry in node.query("ls", "/d")] == ["/d/a", "/d/b", "/d/sub"]
     assert [entry["path"] for entry in node.query("ls", "/", recursive=True)] == ["/d", "/d/a", "/d/b", "/d/sub", "/d/sub/c"]
     assert node.query("ls", "//d/sub/") == [node.query("stat", "/d/sub/c")]
-    assert node.query("du", "/d") == {"files": 3, "dirs": 2, "logical_bytes": 312, "stored_chunk_bytes": 110}
-    assert node.query("du", "/d/b") == {"files": 1, "dirs": 0, "logical_bytes": 2, "stored_chunk_bytes": 0}
+    assert node.query("du", "/d") == {"files": 3, "dirs": 2, "logical_bytes": 312, "stored_chunk_bytes": 110,
+                                      "replicated_chunk_bytes": 220}
+    assert node.query("du", "/d/b") == {"files": 1, "dirs": 0, "logical_bytes": 2, "stored_chunk_bytes": 0,
+                                        "replicated_chunk_bytes": 0}
+    # The same chunk stored by another put on another node is one more copy on disk.
+    node.ok("write_file", path="/e", chunks=[[chunk("x")[0], 100, ["n3"]]], size=100)
+    assert node.query("du", "/")["replicated_chunk_bytes"] == 220 + 100
     with pytest.raises(NotADirectory):
         node.query("ls", "/d/a")
     with pytest.raises(IsADirectory):
