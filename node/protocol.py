@@ -62,13 +62,30 @@ OPS: dict[str, dict[str, str]] = {**READ_OPS, **WRITE_OPS, **ADMIN_OPS}
 
 # Served on the separate chunk port (node/chunks/service.py), validated with ops=CHUNK_OPS.
 # Chunk ids are 32-byte BLAKE2b-256 digests of the content.
+#
+# Framing: chunk content never goes through msgpack (packing or unpacking 4 MiB into a map
+# copies it). A request is the request map above as one frame, and for the ops in
+# CHUNK_DATA_OPS exactly one more frame holding the chunk's raw content; any other frame count
+# gets a BAD_REQUEST reply. A reply is the reply map as one frame; a successful chunk_get
+# reply is followed by exactly one more frame holding the raw content (its "result" says the
+# size). Every frame is at most the node's max_frame_bytes.
 CHUNK_OPS: dict[str, dict[str, str]] = {
-    "chunk_put": {"id": "bytes", "data": "bytes"},  # -> {"stored": bool} (False: already had it)
-    "chunk_get": {"id": "bytes"},  # -> bytes, verified against the id
+    # + content frame -> {"stored": bool} (False: already had it). The content is checked
+    # against the id before it is written and is durable (fsynced) before the reply is sent.
+    "chunk_put": {"id": "bytes"},
+    # -> {"size": int} + content frame. verify (default true): the node checks the content
+    # against the id before sending it. A reader that checks it itself (node/chunks/transfer.py
+    # always does) passes false, so the content is hashed once per read, and reports a
+    # mismatch with chunk_verify.
+    "chunk_get": {"id": "bytes", "verify": "bool?"},
+    # -> {"size": int} if the stored copy is intact; CHECKSUM_MISMATCH if not (the node counts
+    # and logs it and removes the corrupt copy); NOT_FOUND if absent.
+    "chunk_verify": {"id": "bytes"},
     "chunk_has": {"ids": "list"},  # -> [bool, ...] in the same order
     "chunk_stats": {},  # -> {"chunks": int, "bytes": int, "counters": {...}}
     "chunk_gc": {"dry_run": "bool?", "grace_seconds": "float?"},  # -> {"unreferenced", "deleted", "deleted_bytes"}
 }
+CHUNK_DATA_OPS = frozenset({"chunk_put"})  # requests followed by one raw content frame
 
 _TYPES = {
     "str": str,

@@ -5,7 +5,11 @@ Threads:
     to a bounded queue and sends the replies workers pass back over an inproc PULL socket;
   - `worker_threads` workers hash, read and write LMDB. hashlib and LMDB release the GIL, so
     several 4 MiB puts really run in parallel, and an idle worker always takes the next request
-    (a small request never waits behind a big one while a worker is free).
+    (a small request never waits behind a big one while a worker is free). Concurrent puts
+    share one synced transaction (the store's group commit).
+Chunk content travels as its own frame (see CHUNK_OPS in node/protocol.py) and is never
+copied on the way: a put hashes and writes the received frame's buffer, a get sends the bytes
+read from LMDB as they are.
 When the queue is full the I/O thread stops reading the ROUTER: ZeroMQ's high-water marks then
 push back on clients instead of this process buffering without bound.
 
@@ -176,7 +180,7 @@ class ChunkService:
                 parts = self._replies.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if len(parts) == 2:
+            if len(parts) in (2, 3):  # identity, reply map, and a chunk_get's content
                 try:
                     self._router.send_multipart(parts, zmq.NOBLOCK, copy=False)
                 except zmq.Again:
@@ -204,8 +208,7 @@ class ChunkService:
                 if job is _GC_JOB:
                     self._periodic_gc()
                     continue
-                identity, reply = self._handle(job)
-                replies.send_multipart([identity, reply], copy=False)
+                replies.send_multipart(self._handle(job), copy=False)
         finally:
             replies.close(linger=0)
 
@@ -219,48 +222,64 @@ class ChunkService:
         finally:
             self._gc_pending.clear()
 
-    def _handle(self, parts: list) -> tuple[bytes, bytes]:
-        """One request -> (client identity, reply frame). Never raises."""
+    def _handle(self, parts: list) -> list:
+        """One request -> [client identity, reply map, content frame if any]. Never raises."""
         identity = parts[0].bytes
         request_id = 0
         self._count("requests")
         try:
-            if len(parts) != 2:
-                raise BadRequest(f"a request is one frame, got {len(parts) - 1}")
+            if len(parts) not in (2, 3):
+                raise BadRequest(f"a request is one frame, or two for {sorted(protocol.CHUNK_DATA_OPS)}; "
+                                 f"got {len(parts) - 1}")
             request = protocol.decode(parts[1].buffer, self._max_frame_bytes)
             if isinstance(request, dict) and type(request.get("id")) is int:
                 request_id = request["id"]  # answer even an invalid request under its own id
             request_id, op, args = protocol.validate_request(request, protocol.CHUNK_OPS)
-            return identity, protocol.reply_ok(request_id, self._dispatch(op, args))
+            content_frames = len(parts) - 2
+            if content_frames != (op in protocol.CHUNK_DATA_OPS):
+                raise BadRequest(f"{op} takes {int(op in protocol.CHUNK_DATA_OPS)} content frames, got {content_frames}")
+            content = parts[2].buffer if content_frames else None
+            if content is not None and len(content) > self._max_frame_bytes:
+                raise BadRequest(f"content of {len(content)} bytes exceeds the {self._max_frame_bytes}-byte limit")
+            result, content_out = self._dispatch(op, args, content)
+            reply = [identity, protocol.reply_ok(request_id, result)]
+            if content_out is not None:
+                reply.append(content_out)
+            return reply
         except BadRequest as error:
             self._count("bad_requests")
-            return identity, protocol.reply_error(request_id, error)
+            return [identity, protocol.reply_error(request_id, error)]
         except SandStoreError as error:
             self._count("errors")
-            return identity, protocol.reply_error(request_id, error)
+            return [identity, protocol.reply_error(request_id, error)]
         except Exception:
             self._count("internal_errors")
             log.exception("chunk request %d failed", request_id)
-            return identity, protocol.reply_error(request_id, SandStoreError("internal error in the chunk service"))
+            return [identity, protocol.reply_error(request_id, SandStoreError("internal error in the chunk service"))]
 
-    def _dispatch(self, op: str, args: dict) -> object:
+    def _dispatch(self, op: str, args: dict, content: memoryview | None) -> tuple[object, bytes | None]:
+        """(result, content frame to send after the reply map or None)."""
         if op == "chunk_put":
-            return {"stored": self._store.put(_chunk_id(args["id"]), args["data"])}
+            assert content is not None
+            return {"stored": self._store.put(_chunk_id(args["id"]), content)}, None
         if op == "chunk_get":
-            return self._store.get(_chunk_id(args["id"]))
+            data = self._store.get(_chunk_id(args["id"]), verify=args.get("verify", True))
+            return {"size": len(data)}, data
+        if op == "chunk_verify":
+            return {"size": len(self._store.get(_chunk_id(args["id"]), verify=True))}, None
         if op == "chunk_has":
             ids = args["ids"]
             if len(ids) > MAX_IDS_PER_HAS:
                 raise BadRequest(f"chunk_has takes at most {MAX_IDS_PER_HAS} ids")
-            return [self._store.has(_chunk_id(chunk_id)) for chunk_id in ids]
+            return [self._store.has(_chunk_id(chunk_id)) for chunk_id in ids], None
         if op == "chunk_stats":
             return {"chunks": self._store.count(), "bytes": self._store.total_bytes(),
-                    "counters": {**self._store.counters(), **self.counters()}}
+                    "counters": {**self._store.counters(), **self.counters()}}, None
         assert op == "chunk_gc", op
         grace_seconds = args.get("grace_seconds", self._gc_grace_seconds)
         if not (math.isfinite(grace_seconds) and grace_seconds >= 0):
             raise BadRequest("grace_seconds must be a finite number >= 0")
-        return self._collect_garbage(dry_run=args.get("dry_run", False), grace_seconds=float(grace_seconds))
+        return self._collect_garbage(dry_run=args.get("dry_run", False), grace_seconds=float(grace_seconds)), None
 
     def _collect_garbage(self, *, dry_run: bool, grace_seconds: float) -> dict:
         referenced = self._referenced_chunk_ids()

@@ -11,6 +11,10 @@ chunks of an interrupted put disappear after the grace period, while a put that 
 file record within the grace period keeps them.
 
 Safe to use from several threads: LMDB serialises writers and readers never block.
+Concurrent puts share write transactions (group commit): each thread hashes its own chunk in
+parallel, then whichever thread finds no commit running writes every chunk queued so far in
+one transaction and one fsync, and each put returns only once the transaction holding its
+chunk is committed. The batch is bounded by the number of threads calling put.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import struct
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import lmdb
@@ -49,9 +54,20 @@ COUNTER_NAMES = (
 )
 
 
-def chunk_id_of(data: bytes) -> bytes:
-    """The id of a chunk: BLAKE2b with a 32-byte digest."""
+def chunk_id_of(data: bytes | memoryview) -> bytes:
+    """The id of a chunk: BLAKE2b with a 32-byte digest (hashlib releases the GIL meanwhile)."""
     return hashlib.blake2b(data, digest_size=CHUNK_ID_BYTES).digest()
+
+
+@dataclass
+class _QueuedPut:
+    """A verified chunk waiting for the group commit that makes it durable."""
+
+    chunk_id: bytes
+    data: bytes | memoryview
+    done: bool = False
+    stored: bool = False
+    error: BaseException | None = None
 
 
 class ChunkStore:
@@ -73,47 +89,88 @@ class ChunkStore:
         self._clock = clock
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._counters_lock = threading.Lock()
+        # Group commit: puts waiting for a transaction, and whether one is being committed.
+        self._commit_condition = threading.Condition(threading.Lock())
+        self._commit_queue: list[_QueuedPut] = []
+        self._committing = False
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._counters_lock:
             self._counters[name] += amount
 
-    def put(self, chunk_id: bytes, data: bytes) -> bool:
+    def put(self, chunk_id: bytes, data: bytes | memoryview) -> bool:
         """Store a chunk, durably. True if written, False if it was already stored (then its
-        grace period restarts if it was unreferenced: a new put is about to reference it)."""
+        grace period restarts if it was unreferenced: a new put is about to reference it).
+        `data` may be any bytes-like object; it is not kept after put returns."""
         _check_chunk_id(chunk_id)
         if chunk_id_of(data) != chunk_id:
             raise ChecksumMismatch(f"chunk {chunk_id.hex()}: content does not hash to its id")
-        now_bytes = _TIME.pack(self._clock())
-        try:
-            with self._env.begin(write=True) as txn:
-                if txn.get(chunk_id, db=self._chunks, default=None) is not None:
-                    if txn.get(chunk_id, db=self._unreferenced, default=None) is not None:
-                        txn.put(chunk_id, now_bytes, db=self._unreferenced)
-                    stored = False
-                else:
-                    txn.put(chunk_id, data, db=self._chunks)
-                    txn.put(chunk_id, now_bytes, db=self._unreferenced)
-                    stored = True
-        except lmdb.MapFullError:
-            raise StoreFull(f"chunk store is full: no room for {len(data)} more bytes") from None
-        if stored:
+        queued = _QueuedPut(chunk_id, data)
+        with self._commit_condition:
+            self._commit_queue.append(queued)
+            while not queued.done:
+                if self._committing:
+                    self._commit_condition.wait()
+                    continue
+                # No commit running: this thread commits everything queued, its own put included.
+                batch, self._commit_queue = self._commit_queue, []
+                self._committing = True
+                self._commit_condition.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._commit_condition.acquire()
+                    self._committing = False
+                    self._commit_condition.notify_all()
+        assert queued.done
+        if queued.error is not None:
+            raise queued.error
+        if queued.stored:
             self._count("puts")
             self._count("put_bytes", len(data))
         else:
             self._count("dedup_puts")
-        return stored
+        return queued.stored
 
-    def get(self, chunk_id: bytes) -> bytes:
-        """The chunk's content, verified. NotFound if absent; ChecksumMismatch if corrupt (the
-        corrupt copy is removed so a replica can be written here again)."""
+    def _commit(self, batch: list[_QueuedPut]) -> None:
+        """Write `batch` in one synced transaction and mark every put in it done."""
+        assert batch
+        now_bytes = _TIME.pack(self._clock())
+        error: BaseException | None = None
+        try:
+            with self._env.begin(write=True) as txn:
+                for queued in batch:
+                    if txn.get(queued.chunk_id, db=self._chunks, default=None) is not None:
+                        if txn.get(queued.chunk_id, db=self._unreferenced, default=None) is not None:
+                            txn.put(queued.chunk_id, now_bytes, db=self._unreferenced)
+                        queued.stored = False
+                    else:
+                        txn.put(queued.chunk_id, queued.data, db=self._chunks)
+                        txn.put(queued.chunk_id, now_bytes, db=self._unreferenced)
+                        queued.stored = True
+        except lmdb.MapFullError:
+            size_bytes = sum(len(queued.data) for queued in batch)
+            error = StoreFull(f"chunk store is full: no room for {size_bytes} more bytes")
+        except BaseException as unexpected:  # every waiter must learn its put failed
+            error = unexpected
+        for queued in batch:
+            queued.error = error
+            queued.stored = queued.stored and error is None
+            queued.done = True
+            queued.data = b""  # the caller's buffer is not held past its put
+
+    def get(self, chunk_id: bytes, *, verify: bool = True) -> bytes:
+        """The chunk's content. NotFound if absent. With verify (the default) it is checked
+        against its id: ChecksumMismatch if corrupt (the corrupt copy is counted, logged and
+        removed so a replica can be written here again). verify=False is for a reader that
+        checks the content itself and reports a mismatch with verify()."""
         _check_chunk_id(chunk_id)
         with self._env.begin() as txn:
             data = txn.get(chunk_id, db=self._chunks, default=None)
         if data is None:
             self._count("get_misses")
             raise NotFound(f"chunk {chunk_id.hex()} is not stored here")
-        if chunk_id_of(data) != chunk_id:
+        if verify and chunk_id_of(data) != chunk_id:
             self._count("checksum_mismatches")
             log.warning("chunk %s is corrupt (content does not hash to its id); removing it", chunk_id.hex())
             self._delete_if_content(chunk_id, data)

@@ -6,10 +6,19 @@ memory stays bounded by that many chunks whatever the file size. A replica that 
 reply, no reply within attempt_timeout_seconds) is replaced by another node, and a node that
 failed once is tried last for the rest of the transfer so a dead node costs one timeout, not
 one per chunk.
+
+Content is never copied in this process after it is read: a put sends the chunk read from
+the input as its own frame to every replica (ZeroMQ references it, copy=False), and a get
+hashes and writes the received frame's buffer. A get asks nodes not to verify (each chunk is
+hashed once, here, end to end) and reports a copy that fails the check with chunk_verify, so
+the node counts, logs and removes it.
 """
 
 from __future__ import annotations
 
+import itertools
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
@@ -30,6 +39,9 @@ from node.transport.address import tcp_endpoint
 
 DEFAULT_MAX_FRAME_BYTES = 64 << 20
 DEFAULT_ATTEMPT_TIMEOUT_SECONDS = 5.0
+# Threads that hash fetched chunks, so verification uses every core instead of one (hashlib
+# releases the GIL for large buffers) while the calling thread keeps the sockets busy.
+VERIFY_THREADS = 2
 
 Progress = Callable[[int], None]  # called with the byte count of each chunk completed
 
@@ -46,17 +58,24 @@ class _Connections:
         self._dealers: dict[str, zmq.Socket] = {}
         self._node_of_dealer: dict[zmq.Socket, str] = {}
         self._poller = zmq.Poller()
+        self._wakeup: zmq.Socket | None = None
         self._next_request_id = 1
 
+    def add_wakeup(self, socket: zmq.Socket) -> None:
+        """Also return from poll() when `socket` has messages (they are read and dropped)."""
+        assert self._wakeup is None
+        self._wakeup = socket
+        self._poller.register(socket, zmq.POLLIN)
+
     def new_request(self, op: str, args: dict) -> tuple[int, bytes]:
-        """(request id, encoded frame). One frame may be sent to several nodes: a chunk_put is
-        encoded once and shared by its replicas, so a chunk in flight costs one frame of memory
-        (replies are matched by node and id)."""
+        """(request id, encoded request map). One request may be sent to several nodes: a
+        chunk_put's frames are shared by its replicas, so a chunk in flight costs one copy of
+        its content (replies are matched by node and id)."""
         request_id = self._next_request_id
         self._next_request_id += 1
         return request_id, protocol.request(request_id, op, args)
 
-    def send(self, node: str, frame: bytes) -> bool:
+    def send(self, node: str, frames: list) -> bool:
         """False when the node's queue is full (treat as a failed attempt)."""
         dealer = self._dealers.get(node)
         if dealer is None:
@@ -71,7 +90,9 @@ class _Connections:
             self._node_of_dealer[dealer] = node
             self._poller.register(dealer, zmq.POLLIN)
         try:
-            dealer.send(frame, zmq.NOBLOCK, copy=False)
+            # copy=False: ZeroMQ references the content instead of copying it (small frames are
+            # copied anyway). The high-water mark is checked on the first frame only.
+            dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return False
         return True
@@ -81,25 +102,38 @@ class _Connections:
         Frames that are not a well-formed reply are ignored: their attempt times out."""
         replies = []
         for dealer, _ in self._poller.poll(timeout=max(0.0, timeout_seconds) * 1000):
+            if dealer is self._wakeup:
+                _drain(dealer)
+                continue
             while True:
                 try:
-                    frame = dealer.recv(zmq.NOBLOCK)
+                    frames = dealer.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
-                reply = self._parse(frame)
+                reply = self._parse(frames)
                 if reply is not None:
                     replies.append((self._node_of_dealer[dealer], *reply))
         return replies
 
-    def _parse(self, frame: bytes) -> tuple[int, object] | None:
+    def _parse(self, frames: list) -> tuple[int, object] | None:
+        """A reply map, and for chunk_get the content frame after it: the result is then the
+        content as a memoryview of the received frame (no copy)."""
+        if len(frames) not in (1, 2):
+            return None
         try:
-            reply = protocol.decode(frame, self._max_frame_bytes)
+            reply = protocol.decode(frames[0].buffer, self._max_frame_bytes)
         except SandStoreError:
             return None
         if not isinstance(reply, dict) or type(reply.get("id")) is not int:
             return None
         if reply.get("ok") is True and "result" in reply:
-            return reply["id"], reply["result"]
+            if len(frames) == 1:
+                return reply["id"], reply["result"]
+            content = frames[1].buffer
+            result = reply["result"]
+            if not isinstance(result, dict) or result.get("size") != len(content):
+                return reply["id"], SandStoreError("malformed chunk_get reply: the content frame does not match its size")
+            return reply["id"], content
         error = reply.get("error")
         if reply.get("ok") is False and isinstance(error, dict):
             code, message = error.get("code"), error.get("message")
@@ -114,15 +148,86 @@ class _Connections:
         self._node_of_dealer.clear()
 
 
+def _drain(socket: zmq.Socket) -> None:
+    while True:
+        try:
+            socket.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+
+
+class _Verifier:
+    """Threads that check fetched chunks against their ids. submit() queues a check; the
+    outcomes come back from results(), and the socket given to _Connections.add_wakeup gets a
+    message after each one, so the caller's poll wakes up. Jobs are bounded by the caller
+    (at most one per chunk in flight)."""
+
+    _endpoints = itertools.count()
+
+    def __init__(self, context: zmq.Context, threads: int) -> None:
+        assert threads >= 1
+        self._context = context
+        self._endpoint = f"inproc://chunk-verifier-{id(self)}-{next(self._endpoints)}"
+        self.wakeup = context.socket(zmq.PULL)
+        self.wakeup.setsockopt(zmq.LINGER, 0)
+        self.wakeup.bind(self._endpoint)
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._results: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"chunk-verify-{number}", daemon=True)
+                         for number in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, position: int, node: str, chunk: "_Chunk", content: memoryview) -> None:
+        self._jobs.put((position, node, chunk, content))
+
+    def results(self) -> list[tuple[int, str, memoryview, "SandStoreError | None"]]:
+        """(position, node, content, error or None) of every check finished so far."""
+        finished = []
+        while True:
+            try:
+                finished.append(self._results.get_nowait())
+            except queue.Empty:
+                return finished
+
+    def _work(self) -> None:
+        wake = self._context.socket(zmq.PUSH)
+        wake.setsockopt(zmq.LINGER, 0)
+        wake.connect(self._endpoint)
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                position, node, chunk, content = job
+                self._results.put((position, node, content, _verify(chunk, content)))
+                try:
+                    wake.send(b"", zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # wake-ups already queued will do: results() returns every outcome
+        finally:
+            wake.close(linger=0)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+        self.wakeup.close(linger=0)
+
+
 class _NoReplyInTime(Unavailable):
     """An attempt got no reply within attempt_timeout_seconds: the node may only be slow."""
 
 
 @dataclass
 class _Attempt:
-    position: int
+    position: int  # the chunk's position in the file; REPORT for a chunk_verify report
     node: str
     expires_seconds: float
+
+
+REPORT = -1
 
 
 @dataclass
@@ -133,7 +238,7 @@ class _Chunk:
     size: int
     candidates: list[str]  # preferred order, rotated per chunk to spread load
     request_id: int = 0  # put only: the chunk_put request every replica is sent
-    frame: bytes = b""  # put only: that request encoded (with the content), held until every replica has it
+    frames: list = field(default_factory=list)  # put only: [request map, content], held until every replica has it
     outstanding_nodes: set[str] = field(default_factory=set)
     done_nodes: list[str] = field(default_factory=list)
     failures: dict[str, SandStoreError] = field(default_factory=dict)  # the latest failure per node
@@ -185,15 +290,26 @@ class _Transfer:
         self.attempts: dict[tuple[str, int], _Attempt] = {}  # by (node, request id)
         self.suspects: set[str] = set()
 
-    def send(self, position: int, chunk: _Chunk, node: str, request_id: int, frame: bytes) -> None:
+    def send(self, position: int, chunk: _Chunk, node: str, request_id: int, frames: list) -> None:
         assert node not in chunk.outstanding_nodes
-        if not self.connections.send(node, frame):
+        if not self.connections.send(node, frames):
             self.suspects.add(node)
             chunk.failures[node] = Unavailable("its request queue is full")
             return
         expires = min(time.monotonic() + self.attempt_timeout_seconds, self.deadline)
         self.attempts[(node, request_id)] = _Attempt(position, node, expires)
         chunk.outstanding_nodes.add(node)
+
+    def report_corrupt(self, node: str, chunk_id: bytes) -> None:
+        """Ask `node` to check its copy of a chunk that failed verification here: a corrupt
+        copy is then counted, logged and removed there. Best effort: its outcome is ignored."""
+        request_id, request = self.connections.new_request("chunk_verify", {"id": chunk_id})
+        if self.connections.send(node, [request]):
+            expires = min(time.monotonic() + self.attempt_timeout_seconds, self.deadline)
+            self.attempts[(node, request_id)] = _Attempt(REPORT, node, expires)
+
+    def reports_outstanding(self) -> bool:
+        return any(attempt.position == REPORT for attempt in self.attempts.values())
 
     def wait(self, oldest: str) -> list[tuple[_Attempt, object]]:
         """Replies and timed-out attempts, as (attempt, result or SandStoreError). At the
@@ -257,7 +373,7 @@ def put_stream(
                 raise Unavailable(
                     f"chunk {position} ({chunk.chunk_id.hex()[:16]}) on {len(chunk.done_nodes)} of {copies} "
                     f"replicas ({chunk.describe_failures()})")
-            transfer.send(position, chunk, node, chunk.request_id, chunk.frame)
+            transfer.send(position, chunk, node, chunk.request_id, chunk.frames)
 
     try:
         while True:
@@ -270,9 +386,10 @@ def put_stream(
                 results.append(None)
                 total_bytes += len(data)
                 chunk_id, size = chunk_id_of(data), len(data)
-                request_id, frame = connections.new_request("chunk_put", {"id": chunk_id, "data": data})
-                del data  # only the frame is kept: one copy of the content per chunk in flight
-                chunk = _Chunk(chunk_id, size, _rotated(nodes, position), request_id=request_id, frame=frame)
+                request_id, request = connections.new_request("chunk_put", {"id": chunk_id})
+                chunk = _Chunk(chunk_id, size, _rotated(nodes, position), request_id=request_id,
+                               frames=[request, data])
+                del data  # only the chunk holds it: one copy of the content per chunk in flight
                 pending[position] = chunk
                 fill(position, chunk)
             if not pending:
@@ -323,24 +440,33 @@ def get_stream(
     for chunk_id, size, replicas in chunks:
         assert type(chunk_id) is bytes and len(chunk_id) == CHUNK_ID_BYTES, "a chunk id is 32 bytes"
         assert type(size) is int and size >= 0 and isinstance(replicas, (list, tuple))
-    fetched: dict[int, bytes] = {}
+    fetched: dict[int, memoryview] = {}
     active: dict[int, _Chunk] = {}
     next_to_fetch = next_to_write = written_bytes = 0
-    connections = _Connections(context or zmq.Context.instance(), chunk_addresses,
+    context = context or zmq.Context.instance()
+    connections = _Connections(context, chunk_addresses,
                                send_high_water_messages=_send_high_water_messages(max_chunks_in_flight),
                                max_frame_bytes=max_frame_bytes)
     transfer = _Transfer(connections, deadline_seconds, attempt_timeout_seconds)
+    verifier = _Verifier(context, VERIFY_THREADS)
+    connections.add_wakeup(verifier.wakeup)
 
     def try_next(position: int, chunk: _Chunk) -> None:
         while not chunk.outstanding_nodes:
             node = chunk.next_candidate(transfer.suspects)
             if node is None:
                 raise _give_up(position, chunk)
-            request_id, frame = connections.new_request("chunk_get", {"id": chunk.chunk_id})
-            transfer.send(position, chunk, node, request_id, frame)
+            request_id, request = connections.new_request("chunk_get", {"id": chunk.chunk_id, "verify": False})
+            transfer.send(position, chunk, node, request_id, [request])
+
+    def failed(position: int, node: str, error: SandStoreError) -> None:
+        chunk = active[position]
+        chunk.outstanding_nodes.remove(node)
+        chunk.failures[node] = error
+        try_next(position, chunk)
 
     try:
-        while next_to_write < len(chunks):
+        while next_to_write < len(chunks) or transfer.reports_outstanding():
             while next_to_fetch < len(chunks) and next_to_fetch - next_to_write < max_chunks_in_flight:
                 chunk_id, size, replicas = chunks[next_to_fetch]
                 known = sorted(node for node in replicas if node in chunk_addresses)
@@ -349,17 +475,27 @@ def get_stream(
                 try_next(next_to_fetch, chunk)
                 next_to_fetch += 1
             assert len(active) + len(fetched) <= max_chunks_in_flight
-            oldest = active[next_to_write]  # everything before it is written, so it is being fetched
-            for attempt, result in transfer.wait(f"chunk {next_to_write} not fetched ({oldest.describe_failures()})"):
-                chunk = active[attempt.position]
-                chunk.outstanding_nodes.remove(attempt.node)
-                error = result if isinstance(result, SandStoreError) else _verify(chunk, result)
-                if error is None:
-                    fetched[attempt.position] = result
-                    del active[attempt.position]
+            if next_to_write < len(chunks):
+                oldest = active[next_to_write]  # everything before it is written, so it is being fetched
+                waiting_for = f"chunk {next_to_write} not fetched ({oldest.describe_failures()})"
+            else:
+                waiting_for = "reports of corrupt replicas unanswered"
+            for attempt, result in transfer.wait(waiting_for):
+                if attempt.position == REPORT:
+                    continue
+                if isinstance(result, SandStoreError):
+                    failed(attempt.position, attempt.node, result)
                 else:
-                    chunk.failures[attempt.node] = error
-                    try_next(attempt.position, chunk)
+                    # The node stays outstanding for this chunk until its content is checked.
+                    verifier.submit(attempt.position, attempt.node, active[attempt.position], result)
+            for position, node, content, error in verifier.results():
+                if error is None:
+                    del active[position]
+                    fetched[position] = content
+                else:
+                    if isinstance(error, ChecksumMismatch):
+                        transfer.report_corrupt(node, active[position].chunk_id)
+                    failed(position, node, error)
             while next_to_write in fetched:
                 data = fetched.pop(next_to_write)
                 writer.write(data)
@@ -368,12 +504,13 @@ def get_stream(
                 if progress is not None:
                     progress(len(data))
     finally:
+        verifier.close()
         connections.close()
     return written_bytes
 
 
 def _verify(chunk: _Chunk, result: object) -> SandStoreError | None:
-    if type(result) is not bytes:
+    if type(result) is not memoryview:
         return SandStoreError("malformed chunk_get reply")
     if len(result) != chunk.size or chunk_id_of(result) != chunk.chunk_id:
         return ChecksumMismatch("content does not hash to the chunk id")

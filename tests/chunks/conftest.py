@@ -45,7 +45,10 @@ def start_service(context, tmp_path):
 
 
 class Client:
-    """A bare DEALER speaking the client envelope, for tests."""
+    """A bare DEALER speaking the chunk framing (node/protocol.py CHUNK_OPS), for tests.
+
+    A chunk_put's content is passed as args["data"] and sent as the frame after the request
+    map; a reply's content frame comes back as reply["content"]."""
 
     def __init__(self, context: zmq.Context, address: str) -> None:
         self.socket = context.socket(zmq.DEALER)
@@ -56,12 +59,24 @@ class Client:
     def send(self, op: str, args: dict) -> int:
         request_id = self.next_id
         self.next_id += 1
-        self.socket.send(protocol.request(request_id, op, args))
+        args = dict(args)
+        frames = [protocol.request(request_id, op, {k: v for k, v in args.items() if k != "data"})]
+        if "data" in args:
+            frames.append(args["data"])
+        self.socket.send_multipart(frames)
         return request_id
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        self.socket.send_multipart(frames)
 
     def receive(self) -> dict:
         assert self.socket.poll(DEADLINE_SECONDS * 1000), "no reply in time"
-        return protocol.decode(self.socket.recv(), MAX_FRAME_BYTES * 2)
+        frames = self.socket.recv_multipart()
+        assert 1 <= len(frames) <= 2, frames
+        reply = protocol.decode(frames[0], MAX_FRAME_BYTES * 2)
+        if len(frames) == 2:
+            reply["content"] = frames[1]
+        return reply
 
     def call(self, op: str, args: dict) -> dict:
         request_id = self.send(op, args)

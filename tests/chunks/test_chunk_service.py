@@ -1,12 +1,15 @@
-"""ChunkService over real loopback sockets: ops, validation, garbage, concurrency, periodic GC."""
+"""ChunkService over real loopback sockets: ops, framing, validation, garbage, concurrency,
+reads left to the client to verify, periodic GC."""
 
 from __future__ import annotations
 
 import threading
 
+import lmdb
 import msgpack
 import pytest
 
+from node import protocol
 from node.chunks.service import ChunkService
 from node.chunks.store import ChunkStore, chunk_id_of
 
@@ -18,7 +21,9 @@ def test_put_get_has_stats(start_service, make_client):
     chunk_id = chunk_id_of(data)
     assert client.call("chunk_put", {"id": chunk_id, "data": data})["result"] == {"stored": True}
     assert client.call("chunk_put", {"id": chunk_id, "data": data})["result"] == {"stored": False}
-    assert client.call("chunk_get", {"id": chunk_id})["result"] == data
+    reply = client.call("chunk_get", {"id": chunk_id})
+    assert (reply["result"], reply["content"]) == ({"size": len(data)}, data)
+    assert client.call("chunk_verify", {"id": chunk_id})["result"] == {"size": len(data)}
     missing = chunk_id_of(b"missing")
     assert client.call("chunk_has", {"ids": [chunk_id, missing]})["result"] == [True, False]
     stats = client.call("chunk_stats", {})["result"]
@@ -43,7 +48,8 @@ def test_put_with_a_wrong_hash_is_refused(start_service, make_client):
     ("chunk_get", {"id": b"short"}),
     ("chunk_get", {"id": "x" * 32}),
     ("chunk_get", {"id": b"x" * 32, "extra": 1}),
-    ("chunk_put", {"id": b"x" * 32, "data": "text"}),
+    ("chunk_verify", {"id": b"short"}),
+    ("chunk_get", {"id": b"x" * 32, "verify": 1}),
     ("chunk_has", {"ids": [b"x" * 32, 7]}),
     ("chunk_has", {"ids": b"x" * 32}),
     ("chunk_gc", {"grace_seconds": -1.0}),
@@ -68,6 +74,7 @@ def test_garbage_frames_get_bad_request_and_service_keeps_serving(start_service,
         [msgpack.packb({"v": 2, "id": 5, "op": "chunk_stats", "args": {}})],
         [msgpack.packb({"v": 1, "id": 6, "op": "chunk_stats", "args": {}, "more": 1})],
         [b"two", b"frames"],
+        [b"three", b"frames", b"!"],
         [b"\x00" * (max_frame_bytes + 1)],  # just over the limit: still answered
     ]
     for parts in frames:
@@ -76,6 +83,82 @@ def test_garbage_frames_get_bad_request_and_service_keeps_serving(start_service,
         assert (reply["ok"], reply["error"]["code"]) == (False, "BAD_REQUEST")
     assert client.call("chunk_stats", {})["ok"]
     assert service.counters()["bad_requests"] == len(frames)
+
+
+def request_frame(request_id: int, op: str, args: dict) -> bytes:
+    return protocol.request(request_id, op, args)
+
+
+@pytest.mark.parametrize("frames", [
+    [request_frame(1, "chunk_put", {"id": chunk_id_of(b"a")})],  # no content frame
+    [request_frame(1, "chunk_put", {"id": chunk_id_of(b"a"), "data": b"a"})],  # content inside the map
+    [request_frame(1, "chunk_stats", {}), b"content"],  # content for an op that takes none
+    [request_frame(1, "chunk_get", {"id": chunk_id_of(b"a")}), b"a"],
+], ids=["put-without-content", "put-with-content-in-the-map", "stats-with-content", "get-with-content"])
+def test_content_frames_must_match_the_op(start_service, make_client, frames):
+    service, store = start_service()
+    client = make_client(service.bound_address)
+    client.send_frames(frames)
+    reply = client.receive()
+    assert (reply["id"], reply["ok"], reply["error"]["code"]) == (1, False, "BAD_REQUEST")
+    assert "content" not in reply
+    assert store.count() == 0
+    assert client.call("chunk_stats", {})["ok"]
+
+
+def test_content_over_the_frame_limit_is_refused(start_service, make_client, max_frame_bytes):
+    service, store = start_service()
+    client = make_client(service.bound_address)
+    data = b"\x01" * (max_frame_bytes + 1)
+    reply = client.call("chunk_put", {"id": chunk_id_of(data), "data": data})
+    assert (reply["ok"], reply["error"]["code"]) == (False, "BAD_REQUEST")
+    assert store.count() == 0
+
+
+def test_unverified_get_serves_a_corrupt_copy_and_chunk_verify_removes_it(start_service, make_client, tmp_path):
+    data = b"will rot" * 1000
+    chunk_id = chunk_id_of(data)
+    service, store = start_service("n1")
+    make_client(service.bound_address).call("chunk_put", {"id": chunk_id, "data": data})
+    service.stop()
+    store.close()
+    environment = lmdb.open(str(tmp_path / "n1" / "chunks.lmdb"), max_dbs=2)
+    try:
+        with environment.begin(write=True) as txn:
+            txn.put(chunk_id, b"X" + data[1:], db=environment.open_db(b"chunks", txn=txn))
+    finally:
+        environment.close()
+
+    service, store = start_service("n1")
+    client = make_client(service.bound_address)
+    unverified = client.call("chunk_get", {"id": chunk_id, "verify": False})
+    assert unverified["content"] == b"X" + data[1:]  # the reader's own check must catch this
+    assert store.counters()["checksum_mismatches"] == 0
+    reply = client.call("chunk_verify", {"id": chunk_id})
+    assert (reply["ok"], reply["error"]["code"]) == (False, "CHECKSUM")
+    assert store.counters()["checksum_mismatches"] == 1
+    assert not store.has(chunk_id)  # removed, so a good replica can be written here again
+    assert client.call("chunk_verify", {"id": chunk_id})["error"]["code"] == "NOT_FOUND"
+
+
+def test_verified_get_refuses_a_corrupt_copy(start_service, make_client, tmp_path):
+    data = b"will rot" * 1000
+    chunk_id = chunk_id_of(data)
+    service, store = start_service("n1")
+    make_client(service.bound_address).call("chunk_put", {"id": chunk_id, "data": data})
+    service.stop()
+    store.close()
+    environment = lmdb.open(str(tmp_path / "n1" / "chunks.lmdb"), max_dbs=2)
+    try:
+        with environment.begin(write=True) as txn:
+            txn.put(chunk_id, data[:-1] + b"X", db=environment.open_db(b"chunks", txn=txn))
+    finally:
+        environment.close()
+    service, store = start_service("n1")
+    reply = make_client(service.bound_address).call("chunk_get", {"id": chunk_id})  # verify defaults to true
+    assert (reply["ok"], reply["error"]["code"]) == (False, "CHECKSUM")
+    assert "content" not in reply
+    assert store.counters()["checksum_mismatches"] == 1
 
 
 def test_concurrent_clients(start_service, make_client):
@@ -95,7 +178,7 @@ def test_concurrent_clients(start_service, make_client):
             replies = [client.receive() for _ in ids]
             assert all(reply["ok"] for reply in replies), replies
             for chunk_id in ids:
-                assert chunk_id_of(client.call("chunk_get", {"id": chunk_id})["result"]) == chunk_id
+                assert chunk_id_of(client.call("chunk_get", {"id": chunk_id})["content"]) == chunk_id
         except AssertionError as error:
             failures.append(f"client {number}: {error}")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import lmdb
 import pytest
@@ -183,3 +185,57 @@ def test_gc_deletes_many_adjacent_chunks_in_one_pass(store, clock):
     assert result["deleted"] == 60 - len(keep)
     assert store.count() == len(keep)
     assert all(store.has(chunk) for chunk in keep)
+
+
+def test_concurrent_puts_share_one_synced_transaction(store):
+    """Group commit: puts that arrive while a transaction commits are written together in the
+    next one, and none returns before the transaction holding its chunk is committed."""
+    batches: list[list[bytes]] = []
+    first_commit_may_finish = threading.Event()
+    commit = store._commit
+
+    def observed_commit(batch):
+        batches.append([queued.chunk_id for queued in batch])
+        if len(batches) == 1:
+            first_commit_may_finish.wait()
+        commit(batch)
+
+    store._commit = observed_commit
+    contents = [b"chunk %d " % number * 1000 for number in range(5)]
+    returned: list[bytes] = []
+    threads = [threading.Thread(target=lambda data=data: returned.append(data) if store.put(chunk_id_of(data), data)
+                                else None) for data in contents]
+    threads[0].start()
+    wait_for(lambda: len(batches) == 1, "the first put to start committing")
+    for thread in threads[1:]:
+        thread.start()
+    wait_for(lambda: len(store._commit_queue) == 4, "the other puts to queue behind the first commit")
+    assert returned == []  # nothing is acknowledged before its commit
+    first_commit_may_finish.set()
+    for thread in threads:
+        thread.join()
+    assert batches[0] == [chunk_id_of(contents[0])]
+    assert sorted(batches[1]) == sorted(chunk_id_of(data) for data in contents[1:])  # one transaction
+    assert len(batches) == 2
+    assert sorted(returned) == sorted(contents)
+    assert [store.get(chunk_id_of(data)) for data in contents] == contents
+
+
+def test_a_failed_group_commit_fails_every_put_in_it(tmp_path, clock):
+    store = ChunkStore(tmp_path, 1 << 20, clock=clock)
+    try:
+        big = b"\x01" * (2 << 20)
+        with pytest.raises(StoreFull):
+            store.put(chunk_id_of(big), big)
+        small = b"fits"
+        assert store.put(chunk_id_of(small), small) is True  # the store still works afterwards
+        assert not store.has(chunk_id_of(big))
+    finally:
+        store.close()
+
+
+def wait_for(condition, what: str, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)  # a polling interval, not a synchronisation point

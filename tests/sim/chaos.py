@@ -6,14 +6,19 @@ one-way), makes links lossy, snapshots, transfers leadership and, in some runs, 
 membership. Then the faults stop, the network heals and every node restarts: within 10
 election timeouts there must be exactly one leader, and a new value must reach every voter.
 
-A share of the runs (LEADER_HUNT_SHARE) hunts leaders, to reach the Raft paper's figure 8:
-every APPEND carries one entry (max_message_bytes=1), so a new leader ships entries of earlier
-terms one by one, ahead of its own no-op, and followers ack them alone; and a leader is often
-crashed a few milliseconds after its election (sometimes cut off first, so that its APPENDs in
-flight are lost too), then restarted soon. Over a few such elections, an entry of an earlier
-term reaches a majority without the new leader's no-op, the leader dies, and a node holding a
-different entry at that index wins: a core that committed the entry on those acks alone is
-caught by the leader completeness and state machine safety checks.
+A share of the runs (LEADER_HUNT_SHARE) hunts leaders, to reach the Raft paper's figure 8.
+Every APPEND carries one entry (max_message_bytes=1), so a new leader ships entries of earlier
+terms one at a time ahead of its own no-op, and a follower acks such an entry alone. Elections
+are quicker, the other faults rarer, and leaders are crashed right after their election (most
+often cut off first, so that their APPENDs in flight are lost too), then restarted soon:
+  (b) a leader elected without entries that others hold is crashed at once: its no-op, kept
+      to itself, conflicts with them;
+  (c) a leader that holds uncommitted entries older than such a conflicting one is left to
+      ship them, and crashed as soon as a follower acks one of them, before its no-op follows;
+  (d) the holder of the conflicting entry can then win.
+A core that commits on those acks alone (without checking that the entry is of the leader's
+term) is caught by the leader completeness check, and by state machine safety once the entry
+was applied. Other leaders are crashed at random moments shortly after their election.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ HUNT_PROBABILITY = 0.8  # a new leader is hunted with this probability
 HUNT_DELAYS_MS = (0, 0, 0, 0, 0, 1, 2, 4, 8)  # from its election to its crash
 HUNT_CUT_OFF_PROBABILITY = 0.9  # cut it off first: its messages in flight are lost
 HUNT_CONFLICTING_PROBABILITY = 0.9  # hunted at once when elected without others' entries
-HUNT_OLD_ACK_PROBABILITY = 0.7  # hunted when a follower acks an entry of an earlier term
+HUNT_OLD_ACK_PROBABILITY = 0.9  # hunted when a follower acks an entry of an earlier term
 HUNT_RESTART_MS = (50, 800)  # the hunted node restarts (and reconnects) after this long
 HUNT_NODE_COUNTS = (3, 3, 5)
 # Quicker elections (60..120 ms at 10 ms ticks): more of them in a run for the same events.

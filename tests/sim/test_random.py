@@ -7,10 +7,13 @@ replayed with `bin/sim --seed S`, which prints every event.
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
+from tests.sim import chaos
 from tests.sim.chaos import run_seed
+from tests.sim.mutants import FIGURE_8_VIOLATION, drop_figure_8_rule
 
 SEED_COUNT = int(os.environ.get("SIM_SEEDS", "500"))
 SEED_START = int(os.environ.get("SIM_START", "0"))
@@ -42,6 +45,21 @@ def test_same_seed_same_trace(seed: int) -> None:
     assert first.event_count > 100
     assert first.trace_digest == second.trace_digest
     assert first.summary() == second.summary()
+
+
+def test_leader_hunting_runs_catch_a_core_without_the_figure_8_rule(monkeypatch) -> None:
+    """Random runs reach figure 8 on their own: with the rule dropped from the core (an
+    in-memory mutant), leader-hunting runs report it within a few seeds. About one such run in
+    seven does, so 60 seeds all passing by chance would take odds of about 1 in 10,000."""
+    drop_figure_8_rule(monkeypatch)
+    monkeypatch.setattr(chaos, "LEADER_HUNT_SHARE", 1.0)
+    for seed in range(60):
+        result = run_seed(seed)
+        if result.violation:
+            print(f"seed {seed}: {result.violation}")
+            assert re.search(FIGURE_8_VIOLATION, result.violation), result.violation
+            return
+    pytest.fail("60 leader-hunting runs missed a core that commits entries of earlier terms by counting")
 
 
 def test_different_seeds_differ() -> None:
