@@ -366,13 +366,15 @@ def _get_to_stdout(client: Client, remote: str) -> None:
 @click.argument("path", default="/")
 @click.option("-l", "long_format", is_flag=True, help="Type, mode, size and modification time.")
 @click.option("-R", "recursive", is_flag=True, help="Everything below PATH.")
+@click.option("--stale", is_flag=True, help="Serve from the contacted node's local state, skipping the leader's "
+              "confirmation: faster, may miss the latest writes.")
 @global_options
-def ls_command(settings: Settings, path: str, long_format: bool, recursive: bool) -> None:
-    """List a directory.
+def ls_command(settings: Settings, path: str, long_format: bool, recursive: bool, stale: bool) -> None:
+    """List a directory. Reads are linearizable unless --stale.
 
     Example: sandctl ls -l /docs
     """
-    entries = settings.client().ls(path, recursive=recursive)
+    entries = settings.client().ls(path, recursive=recursive, stale=stale)
     if settings.json_output:
         _print_json(entries)
         return
@@ -392,13 +394,16 @@ def ls_command(settings: Settings, path: str, long_format: bool, recursive: bool
 @main.command(name="stat")
 @click.argument("path")
 @click.option("--chunks", "show_chunks", is_flag=True, help="Also list each chunk: id, size and replicas.")
+@click.option("--stale", is_flag=True, help="Serve from the contacted node's local state, skipping the leader's "
+              "confirmation: faster, may miss the latest writes.")
 @global_options
-def stat_command(settings: Settings, path: str, show_chunks: bool) -> None:
+def stat_command(settings: Settings, path: str, show_chunks: bool, stale: bool) -> None:
     """Show a file's or directory's metadata (with --chunks, the file's chunk list).
+    Reads are linearizable unless --stale.
 
     Example: sandctl stat --chunks /big.bin
     """
-    info = settings.client().stat(path)
+    info = settings.client().stat(path, stale=stale)
     chunks = info.get("chunks")
     if settings.json_output:
         if chunks is not None and not show_chunks:
@@ -500,28 +505,57 @@ def du(settings: Settings, path: str, summary: bool, human: bool) -> None:
 # ---------------------------------------------------------------------- cluster state
 
 
-_STATUS_HEADERS = ["node", "role", "term", "leader", "commit", "applied", "last index", "commit p99 ms",
-                   "chunks", "chunk bytes", "pid"]
+_STATUS_HEADERS = ["node", "state", "role", "term", "leader", "commit", "applied", "log", "snapshot",
+                   "last contact", "client", "chunks", "chunk bytes", "pid"]
 
 
-def _status_row(node_id: str, status: dict | None) -> list:
+def _status_row(node_id: str, status: dict | None, leader_status: dict | None) -> list:
     if status is None:
         return [node_id, "down"] + [""] * (len(_STATUS_HEADERS) - 2)
-    latency = (status.get("commit_latency_ms") or {}).get("p99")
     chunk_bytes = status.get("chunk_bytes")
+    # Last contact as the leader sees it: how long ago this node last answered the leader.
+    contact = ""
+    if leader_status is not None and leader_status is not status:
+        contact_ms = (leader_status.get("last_contact_ms") or {}).get(node_id)
+        contact = "never" if contact_ms is None else f"{contact_ms} ms ago"
+    address = (status.get("addresses") or {}).get(node_id, {})
     return [
-        node_id, status.get("role"), status.get("term"), _blank(status.get("leader")), status.get("commit"),
-        status.get("applied"), status.get("last_index"), "" if latency is None else f"{latency:.1f}",
+        node_id, "up", status.get("role"), status.get("term"), _blank(status.get("leader")), status.get("commit"),
+        status.get("applied"), f"{status.get('first_index')}..{status.get('last_index')}",
+        _blank(status.get("snapshot_index")), contact, address.get("client", ""),
         _blank(status.get("chunks_stored")), "" if chunk_bytes is None else _human_bytes(chunk_bytes),
         _blank(status.get("pid")),
     ]
 
 
+def _latency(summary: dict | None) -> str:
+    summary = summary or {}
+    if summary.get("p50") is None:
+        return "-"
+    return f"p50 {summary['p50']:.2f} ms, p99 {summary['p99']:.2f} ms"
+
+
+def _cluster_summary(statuses: dict[str, dict | None]) -> list[str]:
+    """Cluster-wide lines under the table: the leader and its latencies, elections seen."""
+    leaders = sorted({s["leader"] for s in statuses.values() if s and s.get("leader")})
+    leader_id = next((node_id for node_id, s in statuses.items() if s and s.get("role") == "leader"), None)
+    leader_status = statuses.get(leader_id) if leader_id else None
+    elections = max((s.get("elections_seen", 0) for s in statuses.values() if s), default=0)
+    up = sum(1 for s in statuses.values() if s)
+    lines = [f"leader: {leader_id or 'none'}" + (f" (nodes name {', '.join(leaders)})" if len(leaders) > 1 else ""),
+             f"nodes up: {up} of {len(statuses)}; elections seen: {elections}"]
+    if leader_status:
+        lines.append(f"commit latency: {_latency(leader_status.get('commit_latency_ms'))}; "
+                     f"fsync latency: {_latency(leader_status.get('fsync_latency_ms'))}")
+    return lines
+
+
 @main.command()
 @global_options
 def status(settings: Settings) -> None:
-    """Every node's role, term, log and commit state, and the chunks it stores (one node
-    with --node).
+    """Every node's state (up/down), role, term, log range, snapshot, last contact with the
+    leader and stored chunks, then the cluster's leader, elections seen and commit/fsync
+    latencies (p50/p99). One node only with --node.
 
     Example: sandctl status
     """
@@ -533,7 +567,12 @@ def status(settings: Settings) -> None:
     if settings.json_output:
         _print_json(statuses[settings.node] if settings.node is not None else statuses)
         return
-    _print_table([_status_row(node_id, answer) for node_id, answer in statuses.items()], _STATUS_HEADERS)
+    leader_status = next((s for s in statuses.values() if s and s.get("role") == "leader"), None)
+    _print_table([_status_row(node_id, answer, leader_status) for node_id, answer in statuses.items()],
+                 _STATUS_HEADERS)
+    click.echo()
+    for line in _cluster_summary(statuses):
+        click.echo(line)
 
 
 @main.group()

@@ -1,0 +1,81 @@
+"""Membership and leadership changes of a live cluster under writes (issue 3)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from node.config import NodeAddress, load_config
+from sandctl import cluster as supervisor
+from sandctl.client import Client
+
+from e2e_workload import Writer, assert_all_readable
+
+pytestmark = pytest.mark.e2e
+
+WAIT_SECONDS = 60.0
+
+
+def wait_for(condition, what: str, deadline_seconds: float = WAIT_SECONDS):
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def leader_status(client: Client) -> dict | None:
+    """The leader's own status, or None if it stepped down between the two calls."""
+    leader = client.wait_for_leader(WAIT_SECONDS)
+    status = client.status(leader)
+    return status if status["role"] == "leader" else None
+
+
+def test_grow_three_to_five_under_writes_transfer_and_shrink_back(cluster, e2e_tools):
+    writer = Writer(cluster.config)
+    writer.start()
+    writer.wait_for_acknowledged(20)
+    config = cluster.config
+    for node_id in ("n4", "n5"):
+        ports = e2e_tools.free_ports(3)
+        address = NodeAddress(node_id, *(f"127.0.0.1:{port}" for port in ports))
+        supervisor.add_voter(config, cluster.data_dir, address, spawn=True, deadline_seconds=WAIT_SECONDS)
+        cluster.ledger.collect()
+        config = load_config(cluster.data_dir / "cluster.toml")
+        writer.wait_for_acknowledged(len(writer.acknowledged) + 20)  # writes go on meanwhile
+    with Client(config, timeout_seconds=WAIT_SECONDS) as client:
+        status = wait_for(lambda: leader_status(client), "a leader")
+        assert status["voters"] == ["n1", "n2", "n3", "n4", "n5"] and not status["learners"]
+
+        client.transfer_leader("n5")
+        wait_for(lambda: (s := leader_status(client)) and s["id"] == "n5", "n5 to lead")
+
+        # Remove the leader itself: it leads until the change commits, then steps down.
+        client.remove_node("n5")
+        status = wait_for(lambda: (s := leader_status(client)) and s["id"] != "n5" and "n5" not in s["voters"]
+                          and not s["voters_outgoing"] and s, "a leader without n5")
+        client.remove_node("n4")
+        status = wait_for(lambda: (s := leader_status(client)) and s["voters"] == ["n1", "n2", "n3"]
+                          and not s["voters_outgoing"] and s, "voters back to n1..n3")
+        assert status["id"] in ("n1", "n2", "n3")
+    writer.wait_for_acknowledged(len(writer.acknowledged) + 20)
+    acknowledged = writer.finish()
+    assert_all_readable(cluster.client, acknowledged)
+
+
+def test_stale_reads_are_served_without_a_quorum_linearizable_ones_are_not(cluster):
+    cluster.client.mkdir("/seen")
+    survivor = cluster.config.node_ids()[0]
+    with Client(cluster.config, node=survivor, timeout_seconds=WAIT_SECONDS) as pinned:
+        wait_for(lambda: pinned.stat("/seen", stale=True), "the survivor to apply /seen")
+    for node_id in cluster.config.node_ids()[1:]:
+        supervisor.kill_node(cluster.data_dir, node_id)
+    stale = cluster.sandctl("stat", "--stale", "/seen", "--json", "--node", survivor)
+    assert stale.returncode == 0, stale.stderr
+    assert b'"type": "dir"' in stale.stdout
+    linearizable = cluster.sandctl("stat", "/seen", "--node", survivor, "--timeout", "2")
+    assert linearizable.returncode == 3, (linearizable.returncode, linearizable.stderr)
+    assert linearizable.stderr.startswith(b"Error: ") and linearizable.stderr.count(b"\n") == 1
