@@ -1,24 +1,17 @@
 """The large-file workloads of `sandctl bench`: put and get of one file of random bytes.
 
-The file is streamed chunk by chunk through node/chunks/transfer.py, the same path `sandctl
-put/get` use, so the figure includes hashing, replication and the final metadata commit.
-If that module is not installed the rows say "unavailable" instead of inventing numbers.
+The file goes through Client.put_file / get_file, exactly what `sandctl put/get` run, so the
+figure includes chunking, hashing, replication and the final metadata commit.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import BinaryIO
 
 from sandctl.bench_machine import MB
 from sandctl.bench_stats import CpuMeter, peak_memory_mib, reset_peak_memory
 from sandctl.bench_workloads import BenchContext
-
-TRANSFER_MODULE = "node.chunks.transfer"
-TRANSFER_DEADLINE_SECONDS_MIN = 60.0
-# A slow disk still moves this many bytes per second; the deadline scales with the file.
-TRANSFER_BYTES_PER_SECOND_MIN = 1 << 20
 
 
 class _ComparingSink:
@@ -47,17 +40,6 @@ class _ComparingSink:
         return self.matches and self._original.read(1) == b""
 
 
-def _transfer_module():
-    try:
-        return importlib.import_module(TRANSFER_MODULE)
-    except ImportError:
-        return None
-
-
-def unavailable_rows(reason: str) -> list[dict]:
-    return [{"workload": name, "mode": "", "outstanding": 1, "unavailable": reason} for name in ("put", "get")]
-
-
 def _deadline_seconds(size_bytes: int) -> float:
     return max(TRANSFER_DEADLINE_SECONDS_MIN, size_bytes / TRANSFER_BYTES_PER_SECOND_MIN)
 
@@ -80,28 +62,18 @@ def _row(workload: str, size_bytes: int, meter: CpuMeter, peak_mib: float, measu
 
 
 def put_get_workload(context: BenchContext, test_file: Path, workloads: set[str]) -> list[dict]:
-    """Put test_file into the cluster, then get it back (hash-checked against the original)."""
-    transfer = _transfer_module()
-    if transfer is None:
-        return unavailable_rows(f"{TRANSFER_MODULE} is not installed")
-    config = context.config
+    """Put test_file into the cluster, then get it back (compared with the original), through
+    the same client calls `sandctl put` and `sandctl get` use."""
     size_bytes = test_file.stat().st_size
-    deadline_seconds = _deadline_seconds(size_bytes)
-    chunk_addresses = {address.id: address.chunk for address in config.nodes}
     path = f"{context.directory('large')}/file-{size_bytes}"
     rows = []
 
     measured_peak = reset_peak_memory()
     meter = CpuMeter().start()
     with open(test_file, "rb") as reader:
-        chunks, stored_bytes = transfer.put_stream(
-            chunk_addresses, reader, chunk_size_bytes=config.chunk_size_bytes,
-            replication=min(config.replication, len(config.nodes)), deadline_seconds=deadline_seconds,
-            max_frame_bytes=config.max_frame_bytes)
-    assert stored_bytes == size_bytes, f"put_stream stored {stored_bytes} of {size_bytes} bytes"
-    context.client.call("write_file", {"path": path, "chunks": chunks, "size": size_bytes},
-                        deadline_seconds=deadline_seconds)
+        stored = context.client.put_file(path, reader, size_hint=size_bytes)
     meter.stop()
+    assert stored["size"] == size_bytes, f"put stored {stored['size']} of {size_bytes} bytes"
     if "put" in workloads:
         rows.append(_row("put", size_bytes, meter, peak_memory_mib(), measured_peak))
     if "get" not in workloads:
@@ -110,10 +82,8 @@ def put_get_workload(context: BenchContext, test_file: Path, workloads: set[str]
     with open(test_file, "rb", buffering=0) as original:
         measured_peak = reset_peak_memory()
         meter = CpuMeter().start()
-        record = context.client.call("read", {"path": path, "stale": False})
         sink = _ComparingSink(original)
-        transfer.get_stream(chunk_addresses, record["chunks"], sink, deadline_seconds=deadline_seconds,
-                            max_frame_bytes=config.max_frame_bytes)
+        context.client.get_file(path, sink)
         meter.stop()
         matches = sink.finish()
     row = _row("get", size_bytes, meter, peak_memory_mib(), measured_peak)

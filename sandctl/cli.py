@@ -490,8 +490,8 @@ def du(settings: Settings, path: str, summary: bool, human: bool) -> None:
     if not summary:
         for entry in client.ls(path):
             if entry.get("type") == "dir":
-                usages.append({"path": entry["path"], **client.usage(entry["path"])})
-    usages.append({"path": path, **client.usage(path)})
+                usages.append({"path": entry["path"], **client.du(entry["path"])})
+    usages.append({"path": path, **client.du(path)})
     if settings.json_output:
         _print_json(usages[-1] if summary else usages)
         return

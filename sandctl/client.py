@@ -712,20 +712,6 @@ class Client:
     def du(self, path: str) -> dict:
         return self.call("du", {"path": path})
 
-    def usage(self, path: str) -> dict:
-        """du plus "replicated_chunk_bytes": each distinct chunk's size times its replica count
-        (computed here from the file records when the node does not report it)."""
-        usage = dict(self.du(path))
-        if "replicated_chunk_bytes" not in usage:
-            info = self.stat(path)
-            entries = [info] if info.get("type") != "dir" else self.ls(path, recursive=True)
-            replicas: dict[bytes, tuple[int, set[str]]] = {}
-            for entry in entries:
-                for chunk_id, size, nodes in entry.get("chunks") or ():
-                    replicas.setdefault(bytes(chunk_id), (size, set()))[1].update(nodes)
-            usage["replicated_chunk_bytes"] = sum(size * len(nodes) for size, nodes in replicas.values())
-        return usage
-
     # ------------------------------------------------------------------ inspection and admin
 
     def inspect_log(self, node: str | None = None, from_index: int | None = None, limit: int | None = None) -> dict:

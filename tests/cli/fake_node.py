@@ -224,4 +224,4 @@ class Namespace:
         self._get(path)
         below = [e for p, e in self.entries.items() if p == path or p.startswith(path.rstrip("/") + "/")]
         return {"files": sum(e["type"] == "file" for e in below), "dirs": sum(e["type"] == "dir" for e in below),
-                "logical_bytes": sum(e["size"] for e in below), "stored_chunk_bytes": 0}
+                "logical_bytes": sum(e["size"] for e in below), "stored_chunk_bytes": 0, "replicated_chunk_bytes": 0}
