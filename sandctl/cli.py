@@ -291,11 +291,18 @@ def _progress_bar(settings: Settings, length: int, label: str):
         yield bar.update
 
 
+stale_option = click.option(
+    "--stale", is_flag=True,
+    help="Serve from the contacted node's local state without the leader's confirmation: faster, "
+         "works without a quorum, may miss the latest writes. Reads are linearizable otherwise.")
+
+
 @main.command()
 @click.argument("remote")
 @click.argument("local")
+@stale_option
 @global_options
-def get(settings: Settings, remote: str, local: str) -> None:
+def get(settings: Settings, remote: str, local: str, stale: bool) -> None:
     """Copy REMOTE to a local file (or stdout with -). The content is written to a temporary
     file next to the target and renamed into place, so a failed get leaves nothing behind.
     LOCAL may name an existing directory; a LOCAL whose directory does not exist is an error
@@ -305,7 +312,7 @@ def get(settings: Settings, remote: str, local: str) -> None:
     """
     client = settings.client()
     if local == "-":
-        _get_to_stdout(client, remote)
+        _get_to_stdout(client, remote, stale)
         return
     target = Path(local)
     if target.is_dir():
@@ -313,16 +320,16 @@ def get(settings: Settings, remote: str, local: str) -> None:
     directory = target.parent
     if not directory.is_dir():
         raise LocalFileNotFound(f"local directory {directory} does not exist")
-    info = client.stat(remote)
+    info = client.stat(remote, stale=stale)
     if info.get("type") == "dir":
         raise IsADirectory(f"{remote} is a directory")
     with _progress_bar(settings, info.get("size", 0), f"get {remote}") as progress:
-        info = _get_local_atomically(client, remote, target, progress)
+        info = _get_local_atomically(client, remote, target, progress, stale)
     if settings.json_output:
         _print_json({**info, "local": str(target)})
 
 
-def _get_local_atomically(client: Client, remote: str, target: Path, progress) -> dict:
+def _get_local_atomically(client: Client, remote: str, target: Path, progress, stale: bool) -> dict:
     # A temp file in the same directory, then rename: a reader never sees half a file, and a
     # failed get leaves no file at all.
     try:
@@ -333,7 +340,7 @@ def _get_local_atomically(client: Client, remote: str, target: Path, progress) -
     temporary = Path(file.name)
     try:
         with file:
-            info = client.get_file(remote, file, progress=progress)
+            info = client.get_file(remote, file, progress=progress, stale=stale)
             file.flush()
             os.fsync(file.fileno())
         os.chmod(temporary, info.get("mode", 0o644) & 0o777)
@@ -346,19 +353,20 @@ def _get_local_atomically(client: Client, remote: str, target: Path, progress) -
 
 @main.command()
 @click.argument("remote")
+@stale_option
 @global_options
-def cat(settings: Settings, remote: str) -> None:
+def cat(settings: Settings, remote: str, stale: bool) -> None:
     """Print a file's content.
 
     Example: sandctl cat /notes.txt
     """
-    _get_to_stdout(settings.client(), remote)
+    _get_to_stdout(settings.client(), remote, stale)
 
 
-def _get_to_stdout(client: Client, remote: str) -> None:
+def _get_to_stdout(client: Client, remote: str, stale: bool) -> None:
     sys.stdout.flush()
     stdout = sys.stdout.buffer
-    client.get_file(remote, stdout)
+    client.get_file(remote, stdout, stale=stale)
     stdout.flush()
 
 
@@ -366,8 +374,7 @@ def _get_to_stdout(client: Client, remote: str) -> None:
 @click.argument("path", default="/")
 @click.option("-l", "long_format", is_flag=True, help="Type, mode, size and modification time.")
 @click.option("-R", "recursive", is_flag=True, help="Everything below PATH.")
-@click.option("--stale", is_flag=True, help="Serve from the contacted node's local state, skipping the leader's "
-              "confirmation: faster, may miss the latest writes.")
+@stale_option
 @global_options
 def ls_command(settings: Settings, path: str, long_format: bool, recursive: bool, stale: bool) -> None:
     """List a directory. Reads are linearizable unless --stale.
@@ -394,8 +401,7 @@ def ls_command(settings: Settings, path: str, long_format: bool, recursive: bool
 @main.command(name="stat")
 @click.argument("path")
 @click.option("--chunks", "show_chunks", is_flag=True, help="Also list each chunk: id, size and replicas.")
-@click.option("--stale", is_flag=True, help="Serve from the contacted node's local state, skipping the leader's "
-              "confirmation: faster, may miss the latest writes.")
+@stale_option
 @global_options
 def stat_command(settings: Settings, path: str, show_chunks: bool, stale: bool) -> None:
     """Show a file's or directory's metadata (with --chunks, the file's chunk list).

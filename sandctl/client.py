@@ -615,13 +615,14 @@ class Client:
             max_frame_bytes=self.config.max_frame_bytes,
         )
 
-    def get_file(self, path: str, writer: BinaryIO, *, progress: Progress | None = None) -> dict:
+    def get_file(self, path: str, writer: BinaryIO, *, progress: Progress | None = None, stale: bool = False) -> dict:
         """Write the file's content to `writer`; returns its stat. The record comes from a
         linearizable read; chunks are fetched in parallel, each verified against its id, and
         any failing replica (down, missing, corrupt) is replaced by the next one. Raises
         ChecksumMismatch / NotFound / Unavailable naming the chunk when no replica can serve it
-        (the writer may then hold part of the content: write to a temporary file)."""
-        record = dict(self.call("read", {"path": path, "stale": False}))
+        (the writer may then hold part of the content: write to a temporary file). stale=True
+        takes the record from the contacted node's local state instead."""
+        record = dict(self.call("read", {"path": path, "stale": stale}))
         data = record.pop("data", None)
         if data is not None:
             writer.write(data)

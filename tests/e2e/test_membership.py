@@ -68,9 +68,10 @@ def test_grow_three_to_five_under_writes_transfer_and_shrink_back(cluster, e2e_t
 
 def test_stale_reads_are_served_without_a_quorum_linearizable_ones_are_not(cluster):
     cluster.client.mkdir("/seen")
+    cluster.client.write_file("/seen/f", b"still here")
     survivor = cluster.config.node_ids()[0]
     with Client(cluster.config, node=survivor, timeout_seconds=WAIT_SECONDS) as pinned:
-        wait_for(lambda: pinned.stat("/seen", stale=True), "the survivor to apply /seen")
+        wait_for(lambda: pinned.stat("/seen/f", stale=True), "the survivor to apply /seen/f")
     for node_id in cluster.config.node_ids()[1:]:
         supervisor.kill_node(cluster.data_dir, node_id)
     stale = cluster.sandctl("stat", "--stale", "/seen", "--json", "--node", survivor)
@@ -79,3 +80,5 @@ def test_stale_reads_are_served_without_a_quorum_linearizable_ones_are_not(clust
     linearizable = cluster.sandctl("stat", "/seen", "--node", survivor, "--timeout", "2")
     assert linearizable.returncode == 3, (linearizable.returncode, linearizable.stderr)
     assert linearizable.stderr.startswith(b"Error: ") and linearizable.stderr.count(b"\n") == 1
+    content = cluster.sandctl("cat", "--stale", "/seen/f", "--node", survivor)
+    assert (content.returncode, content.stdout) == (0, b"still here"), content.stderr
