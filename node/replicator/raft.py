@@ -27,6 +27,7 @@ from node.raft.types import (
     ConfChangeStep,
     Config,
     EntryKind,
+    HardState,
     MessageKind,
     Ready,
     Role,
@@ -86,7 +87,8 @@ class RaftReplicator:
         self.leader_changes: list[dict] = []
         self.elections_seen = 0
         self._last_leader = ""
-        self._last_term = self._store.hard_state().term
+        stored_hard_state = self._store.hard_state()
+        self._durable_term_and_vote = (stored_hard_state.term, stored_hard_state.vote)
         self._last_contact: dict[str, float] = {}
         self.log_entries_at_start = store.last_index() - store.first_index() + 1
         self.applied_at_start = self._applied_index
@@ -303,7 +305,11 @@ class RaftReplicator:
         applied_conf: list[tuple[int, int]] = []
         membership_changed = False
         started = time.monotonic()
-        with self._store.write_batch() as batch:
+        # Entries, a new term or vote, and snapshots are promises to other nodes: durable before
+        # any message that depends on them. A Ready that only applies committed entries (and
+        # moves the commit index) can be redone from the log, so it skips the meta-page flush.
+        durable = bool(ready.entries or ready.snapshot is not None or self._term_or_vote_changed(ready.hard_state))
+        with self._store.write_batch(durable=durable) as batch:
             if ready.snapshot is not None:
                 batch.install_snapshot(ready.snapshot)
                 # The core bootstraps a new cluster from an empty snapshot at index 1 (its
@@ -361,6 +367,13 @@ class RaftReplicator:
                 self._reads_confirmed.append((read_state.index, entry[0]))
         self._serve_confirmed_reads()
         self.core.advance(ready)
+
+    def _term_or_vote_changed(self, hard_state: HardState | None) -> bool:
+        if hard_state is None:
+            return False
+        changed = (hard_state.term, hard_state.vote) != self._durable_term_and_vote
+        self._durable_term_and_vote = (hard_state.term, hard_state.vote)
+        return changed
 
     def _serve_confirmed_reads(self) -> None:
         if not self._reads_confirmed:

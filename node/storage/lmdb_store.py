@@ -35,11 +35,16 @@ class NodeStore:
         self.path = Path(directory) / ENVIRONMENT_NAME
         self.path.mkdir(parents=True, exist_ok=True)
         self.map_size_bytes = map_size_bytes
-        # sync/metasync: a commit returns only once it is on disk (acknowledged writes survive
-        # SIGKILL and power loss). subdir: LMDB keeps data.mdb and lock.mdb inside self.path.
+        # metasync=False: a commit flushes its data pages but not the meta page. LMDB keeps the
+        # database intact (ACI) and at worst undoes the LAST commit after a system crash, never
+        # after a process crash. A batch that must be durable (write_batch(durable=True): Raft
+        # entries, term, vote, snapshots) then flushes the meta page too with env.sync(), so it
+        # survives power loss; a batch that only applies committed entries skips that second
+        # flush, because a lost apply is redone from the durable log on restart (the applied
+        # index rolls back with the state it describes). subdir: data.mdb and lock.mdb inside.
         self.env = lmdb.open(
             str(self.path), map_size=map_size_bytes, max_dbs=MAX_TABLES, subdir=True,
-            sync=True, metasync=True, readahead=False,
+            sync=True, metasync=False, readahead=False,
         )
         self._tables = RaftTables.open(self.env)
         self._page_size_bytes = self.env.stat()["psize"]
@@ -158,9 +163,12 @@ class NodeStore:
     # -- transactions -------------------------------------------------------------------------
 
     @contextmanager
-    def write_batch(self) -> Iterator[WriteBatch]:
-        """One write transaction: committed and fsynced when the block exits normally, aborted
-        on any exception. A full map becomes StoreFull and leaves the store as it was."""
+    def write_batch(self, durable: bool = True) -> Iterator[WriteBatch]:
+        """One write transaction, committed when the block exits normally, aborted on any
+        exception. durable=True: on disk when the block exits, power loss included. durable=False
+        (only for batches whose loss the log can redo, such as applying committed entries): the
+        data is flushed and a process crash loses nothing, but a system crash may undo this one
+        batch. A full map becomes StoreFull and leaves the store as it was."""
         assert not self._batch_open, "write batches do not nest"
         self._batch_open = True
         txn = self.env.begin(write=True)
@@ -168,6 +176,8 @@ class NodeStore:
             batch = WriteBatch(txn, self._tables, self._bounds)
             yield batch
             txn.commit()
+            if durable:
+                self.env.sync(True)
         except lmdb.MapFullError:
             txn.abort()
             raise StoreFull(

@@ -1,6 +1,6 @@
 """WriteBatch: everything the driver persists for one Ready, inside ONE LMDB write transaction.
 
-NodeStore.write_batch() creates it and commits (one fsync) or aborts it. The batch tracks the
+NodeStore.write_batch() creates it and commits (durably, unless told it may be redone) or aborts it. The batch tracks the
 log bounds it produces; the store adopts them only once the transaction has committed, so the
 in-memory read path never shows a state that is not on disk.
 """
