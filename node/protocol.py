@@ -18,6 +18,7 @@ from __future__ import annotations
 import msgpack
 
 from node.errors import BadRequest, SandStoreError
+from node.packing import packb
 
 PROTOCOL_VERSION = 1
 MAX_PATH_BYTES = 4096
@@ -143,9 +144,10 @@ def validate_args(op: str, args: object, schema: dict[str, str]) -> dict:
     """Check one op's arguments against its schema; returns the present ones (a new dict)."""
     if not isinstance(args, dict):
         raise BadRequest("args must be a map")
-    for name in args:
-        if name not in schema:
-            raise BadRequest(f"unknown argument {name!r} for {op}")
+    if not schema.keys() >= args.keys():  # one C-level subset test; the loop names the culprit
+        for name in args:
+            if name not in schema:
+                raise BadRequest(f"unknown argument {name!r} for {op}")
     checked: dict = {}
     for name, type_name, expected, refuses_bool, optional in _parsed_schema(schema):
         value = args.get(name)
@@ -167,7 +169,7 @@ def validate_args(op: str, args: object, schema: dict[str, str]) -> dict:
 
 
 def encode(message: dict) -> bytes:
-    return msgpack.packb(message, use_bin_type=True)
+    return packb(message)
 
 
 def decode(frame: bytes, max_frame_bytes: int) -> object:

@@ -32,7 +32,6 @@ from node.storage.lmdb_store import NodeStore
 log = logging.getLogger("sandstore.server")
 
 MAX_CLIENT_FRAMES_PER_ITERATION = 2000
-CHUNK_ID_BYTES = 32
 INSPECT_LOG_LIMIT_MAX = 1000
 # New writes are refused (STORE_FULL) beyond this share of the LMDB map: the remaining room is
 # for entries already in flight, heartbeats' hard state and the snapshot that compacts the log.
@@ -194,11 +193,11 @@ class NodeServer:
     # ----- writes
 
     def _start_write(self, waiter: Waiter, op: str, args: dict) -> None:
-        for key in ("path", "src", "dst"):
-            if key in args:
-                args[key] = normalize_path(args[key])
-        if op == "write_file":
-            self._check_file_content(args)
+        # Paths, defaults and the content of write_file are checked by encode_command below
+        # (the same checks every node runs again on apply); only node-local limits are here.
+        if op == "write_file" and args.get("data") is not None and len(args["data"]) > self.config.inline_max_bytes:
+            raise TooLarge(f"{len(args['data'])} bytes is more than inline_max_bytes ({self.config.inline_max_bytes}); "
+                           "larger files are stored as chunks")
         if self.store.used_fraction() > STORE_USED_FRACTION_MAX:
             raise StoreFull(f"node {self.node_id}'s store is over {STORE_USED_FRACTION_MAX:.0%} full; "
                             "the write was refused (raise lmdb_map_size_bytes)")
@@ -211,33 +210,10 @@ class NodeServer:
             if previous is not None:
                 self._send_result(waiter, previous)
                 return
-        command = encode_command(op, args, time.time_ns())
+        # args passed protocol.validate_request against this op's schema: not checked twice.
+        command = encode_command(op, args, time.time_ns(), args_validated=True)
         self.replicator.replicate(command)
         self._writes_waiting.setdefault((args["client"], args["seq"]), []).append(waiter)
-
-    def _check_file_content(self, args: dict) -> None:
-        data, chunks, size = args.get("data"), args.get("chunks"), args["size"]
-        if (data is None) == (chunks is None):
-            raise BadRequest("write_file needs exactly one of data or chunks")
-        if size < 0:
-            raise BadRequest("size must not be negative")
-        if data is not None:
-            if len(data) != size:
-                raise BadRequest(f"size {size} does not match the {len(data)} bytes of data")
-            if size > self.config.inline_max_bytes:
-                raise TooLarge(f"{size} bytes is more than inline_max_bytes ({self.config.inline_max_bytes}); "
-                               "larger files are stored as chunks")
-            return
-        total = 0
-        for chunk in chunks:
-            if (not isinstance(chunk, (list, tuple)) or len(chunk) != 3 or not isinstance(chunk[0], bytes)
-                    or len(chunk[0]) != CHUNK_ID_BYTES or isinstance(chunk[1], bool)
-                    or not isinstance(chunk[1], int) or chunk[1] < 0 or not isinstance(chunk[2], (list, tuple))
-                    or not all(isinstance(node, str) for node in chunk[2])):
-                raise BadRequest("each chunk must be [32-byte id, size, [replica node ids]]")
-            total += chunk[1]
-        if total != size:
-            raise BadRequest(f"size {size} does not match the chunks' total of {total} bytes")
 
     def applied(self, index: int, command: bytes, result: dict) -> None:
         """Replicator callback: a command was applied on this node."""

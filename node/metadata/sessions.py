@@ -14,6 +14,7 @@ import lmdb
 import msgpack
 
 from node.metadata.tables import KEY_CLOCK_NS, NamespaceTables, pack_uint64, unpack_uint64
+from node.packing import packb
 
 _CLOCK_BYTES = 8
 
@@ -70,6 +71,6 @@ class Sessions:
             assert seq > previous.last_seq, (client, seq, previous.last_seq)
             deleted = txn.delete(pack_uint64(previous.last_active_ns) + client_key, db=self._tables.session_expiry)
             assert deleted, f"session {client!r} missing from the expiry index"
-        value = msgpack.packb([seq, result, clock_ns], use_bin_type=True)
+        value = packb([seq, result, clock_ns])
         txn.put(client_key, value, db=self._tables.sessions)
         txn.put(pack_uint64(clock_ns) + client_key, b"", db=self._tables.session_expiry)

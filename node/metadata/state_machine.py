@@ -84,24 +84,22 @@ class Namespace:
 
     def _mkdir(self, txn: lmdb.Transaction, command: Command) -> dict:
         path, parents = command.args["path"], command.args["parents"]
-        names = paths.components(path)
         found = tree.resolve(txn, self._tables, path)
-        if found.depth == len(names):
+        if found.exists:
             if parents and found.record.is_directory:
                 return found.record.stat(path)
             raise AlreadyExists(f"{path} already exists")
         self._check_parent_exists(found, path, parents)
         record = Record(True, command.args["mode"], command.now_ns)
-        self._create(txn, found, names, record, command.now_ns)
+        self._create(txn, found, record, command.now_ns)
         return record.stat(path)
 
     def _write_file(self, txn: lmdb.Transaction, command: Command) -> dict:
         args = command.args
         path = args["path"]
-        names = paths.components(path)
         found = tree.resolve(txn, self._tables, path)
         record = Record(False, args["mode"], command.now_ns, args["size"], data=args.get("data"), chunks=args.get("chunks"))
-        if found.depth == len(names):
+        if found.exists:
             if found.record.is_directory:
                 raise IsADirectory(f"{path} is a directory")
             # Overwrite in place: the same inode gets the new content in this transaction.
@@ -110,7 +108,7 @@ class Namespace:
             self._put(txn, found.inode, record)
             return record.stat(path)
         self._check_parent_exists(found, path, args["parents"])
-        self._create(txn, found, names, record, command.now_ns)
+        self._create(txn, found, record, command.now_ns)
         chunk_refs.add(txn, self._tables, record.chunk_list())
         return record.stat(path)
 
@@ -138,14 +136,14 @@ class Namespace:
         moved = tree.lookup(txn, self._tables, source)
         target_found = tree.resolve(txn, self._tables, destination)
         target = destination
-        if target_found.depth == len(paths.components(destination)) and target_found.record.is_directory:
+        if target_found.exists and target_found.record.is_directory:
             target = paths.join(destination, paths.base_name(source))
             target_found = tree.resolve(txn, self._tables, target)
         if target == source:
             return moved.record.stat(source)  # renaming onto itself changes nothing
         if moved.record.is_directory and paths.is_within(target, source):
             raise InvalidPath(f"cannot move directory {source} into itself ({target})")
-        if target_found.depth == len(paths.components(target)):
+        if target_found.exists:
             self._check_replaceable(moved.record, target_found.record, source, target)
             target_parent = target_found.parent
             self._delete_inode(txn, target_found.inode, target_found.record)
@@ -164,7 +162,7 @@ class Namespace:
         """`found` stops short of `path`: refuse unless only the last name is missing, or
         parents are to be created."""
         assert found.record.is_directory, "tree.resolve stops short only at a directory"
-        if found.depth < len(paths.components(path)) - 1 and not parents:
+        if found.depth < len(found.names) - 1 and not parents:
             raise NotFound(f"parent directory {paths.parent_of(path)} does not exist (use parents to create it)")
 
     @staticmethod
@@ -178,8 +176,9 @@ class Namespace:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def _create(self, txn: lmdb.Transaction, found: Resolved, names: list[str], record: Record, now_ns: int) -> None:
-        """Create names[found.depth:] under found: directories, then `record` for the last."""
+    def _create(self, txn: lmdb.Transaction, found: Resolved, record: Record, now_ns: int) -> None:
+        """Create found.names[found.depth:] under found: directories, then `record` for the last."""
+        names = found.names
         parent = found.inode
         self._put(txn, parent, found.record.with_mtime(now_ns))  # touch: found.record is its record
         for name in names[found.depth : -1]:

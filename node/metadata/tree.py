@@ -23,6 +23,11 @@ class Resolved(NamedTuple):
     inode: int
     parent: int  # NO_INODE for the root
     record: Record
+    names: list[str]  # paths.components of the path resolved (split once, used by every caller)
+
+    @property
+    def exists(self) -> bool:
+        return self.depth == len(self.names)
 
 
 def load(txn: lmdb.Transaction, tables: NamespaceTables, inode: int) -> Record:
@@ -42,16 +47,16 @@ def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str) -> Resolv
             raise NotADirectory(f"{prefix} is a file, not a directory (in {path})")
         value = txn.get(child_key(inode, name), db=tables.children)
         if value is None:
-            return Resolved(depth, inode, parent, record)
+            return Resolved(depth, inode, parent, record, names)
         inode, parent = unpack_uint64(value), inode
         record = load(txn, tables, inode)
-    return Resolved(len(names), inode, parent, record)
+    return Resolved(len(names), inode, parent, record, names)
 
 
 def lookup(txn: lmdb.Transaction, tables: NamespaceTables, path: str) -> Resolved:
     """`path` must exist: NotFound otherwise."""
     found = resolve(txn, tables, path)
-    if found.depth < len(paths.components(path)):
+    if not found.exists:
         raise NotFound(f"{path} does not exist")
     return found
 

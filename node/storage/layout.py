@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import lmdb
 import msgpack
 
+from node.packing import packb
 from node.raft.types import NO_INDEX, NO_TERM, ConfState, Entry, EntryKind, HardState, SnapshotMeta
 
 LOG_TABLE = b"raft.log"
@@ -80,12 +81,17 @@ def key_index(key: bytes) -> int:
 
 
 def encode_entry(entry: Entry) -> bytes:
-    return msgpack.packb([entry.term, int(entry.kind), entry.data], use_bin_type=True)
+    return packb([entry.term, int(entry.kind), entry.data])
+
+
+# A dict lookup instead of EntryKind(kind): calling an enum class is slow, and the leader
+# decodes every entry it sends to a follower. An unknown stored kind is a KeyError, as loud.
+_ENTRY_KINDS = {int(kind): kind for kind in EntryKind}
 
 
 def decode_entry(index: int, value: bytes) -> Entry:
     term, kind, data = msgpack.unpackb(value, raw=False)
-    return Entry(term=term, index=index, kind=EntryKind(kind), data=data)
+    return Entry(term=term, index=index, kind=_ENTRY_KINDS[kind], data=data)
 
 
 def decode_entry_term(value: bytes) -> int:
@@ -98,7 +104,7 @@ def decode_entry_term(value: bytes) -> int:
 
 
 def encode_hard_state(hard_state: HardState) -> bytes:
-    return msgpack.packb([hard_state.term, hard_state.vote, hard_state.commit])
+    return packb([hard_state.term, hard_state.vote, hard_state.commit])
 
 
 def decode_hard_state(value: bytes | None) -> HardState:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import msgpack
 
 from node.errors import BadRequest
+from node.packing import packb
 from node.raft.types import ConfState, Entry, EntryKind, Message, MessageKind, SnapshotMeta
 
 WIRE_VERSION = 1
@@ -64,7 +65,7 @@ def encode_message(message: Message) -> bytes:
     """One Raft message as a frame. Our own messages are trusted here; receivers validate."""
     assert isinstance(message, Message), type(message)
     entries = [[entry.term, entry.index, int(entry.kind), entry.data] for entry in message.entries]
-    return msgpack.packb(
+    return packb(
         [
             WIRE_VERSION, FRAME_RAFT,
             int(message.kind), message.source, message.target, message.term,
@@ -73,7 +74,6 @@ def encode_message(message: Message) -> bytes:
             _pack_snapshot_meta(message.snapshot_meta),
             message.snapshot_offset, message.snapshot_data, message.snapshot_done,
         ],
-        use_bin_type=True,
     )
 
 
