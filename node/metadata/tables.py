@@ -117,9 +117,9 @@ class Record(NamedTuple):
             return Record(True, mode, mtime_ns)
         size, payload = content
         if kind == KIND_INLINE_FILE:
-            return Record(False, mode, mtime_ns, size, data=payload)
+            return Record(False, mode, mtime_ns, size, payload, None)  # positional: data
         assert kind == KIND_CHUNKED_FILE, kind
-        return Record(False, mode, mtime_ns, size, chunks=payload)
+        return Record(False, mode, mtime_ns, size, None, payload)  # positional: chunks
 
     def with_mtime(self, mtime_ns: int) -> "Record":
         # Built directly: _replace goes through _make and a dict, several times slower, and
