@@ -109,19 +109,6 @@ class _LimitedReader:
         return part
 
 
-def read_up_to(reader, size: int) -> bytes:
-    """Up to `size` bytes; short only at the end of the input (pipes return short reads)."""
-    parts = []
-    remaining = size
-    while remaining > 0:
-        part = reader.read(remaining)
-        if not part:
-            break
-        parts.append(part)
-        remaining -= len(part)
-    return b"".join(parts)
-
-
 class Client:
     """A connection to one SandStore cluster. Not thread-safe: use one Client per thread.
 
@@ -576,7 +563,7 @@ class Client:
         inline_max_bytes = self.config.inline_max_bytes
         head = b""
         if size_hint is None or size_hint <= inline_max_bytes:
-            head = read_up_to(reader, inline_max_bytes + 1)
+            head = transfer.read_up_to(reader, inline_max_bytes + 1)
             if len(head) <= inline_max_bytes:
                 result = self.call("write_file", {"path": path, "data": head, "size": len(head), "mode": mode,
                                                   "parents": parents})

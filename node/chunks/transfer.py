@@ -267,11 +267,12 @@ def _rotated(nodes: list[str], position: int) -> list[str]:
     return nodes[start:] + nodes[:start]
 
 
-def _read_chunk(reader: BinaryIO, chunk_size_bytes: int) -> bytes:
-    """Up to chunk_size_bytes; short only at the end (raw files and pipes return short reads)."""
+def read_up_to(reader: BinaryIO, size_bytes: int) -> bytes:
+    """Up to size_bytes; short only at the end of the input (raw files and pipes return short
+    reads)."""
     parts = []
-    remaining = chunk_size_bytes
-    while remaining:
+    remaining = size_bytes
+    while remaining > 0:
         part = reader.read(remaining)
         if not part:
             break
@@ -378,7 +379,7 @@ def put_stream(
     try:
         while True:
             while not end_of_input and len(pending) < max_chunks_in_flight:
-                data = _read_chunk(reader, chunk_size_bytes)
+                data = read_up_to(reader, chunk_size_bytes)
                 if not data:
                     end_of_input = True
                     break
