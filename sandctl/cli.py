@@ -752,12 +752,15 @@ def add_voter(settings: Settings, node_id: str, raft_address: str, client_addres
 @click.argument("node_id", metavar="ID")
 @global_options
 def remove_voter(settings: Settings, node_id: str) -> None:
-    """Remove a node from the cluster's membership (its process keeps running).
+    """Remove a node from the cluster's membership (the leader too: it hands over once the
+    change is applied). A node this machine supervises is then stopped, and the remembered
+    cluster config no longer lists it.
 
     Example: sandctl remove-voter n4
     """
-    result = settings.client().remove_node(node_id)
-    _report({"node": node_id, **(result or {})}, settings)
+    result = supervisor.remove_voter(settings.config(), settings.data_dir(), node_id,
+                                     deadline_seconds=settings.deadline_seconds())
+    _report(result, settings)
 
 
 @main.command(name="transfer-leader")

@@ -8,6 +8,7 @@ while /proc says they are still a sandstore node with that id (pids get reused).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -295,6 +296,20 @@ def write_cluster_config(config: ClusterConfig, data_dir: str | os.PathLike) -> 
     os.replace(temporary, path)
     state.remember(path, data_dir)
     return load_config(path)
+
+
+def remove_voter(config: ClusterConfig, data_dir: str | os.PathLike, node_id: str, *, deadline_seconds: float) -> dict:
+    """Remove node_id from the membership (through joint consensus, by the leader). Once the
+    change is applied: stop its process if this machine supervises it, and drop it from the
+    remembered <data dir>/cluster.toml so later commands and restarts no longer expect it."""
+    with Client(config, timeout_seconds=deadline_seconds) as client:
+        result = client.remove_node(node_id)
+    process = node_process(data_dir, node_id)
+    outcome = stop_nodes(data_dir, [node_id])[node_id] if process.alive else "not running here"
+    remaining = tuple(address for address in config.nodes if address.id != node_id)
+    if remaining and len(remaining) < len(config.nodes):
+        config = write_cluster_config(dataclasses.replace(config, nodes=remaining), data_dir)
+    return {"node": node_id, "process": outcome, "config": config.path, **(result or {})}
 
 
 def add_voter(

@@ -57,10 +57,14 @@ def test_grow_three_to_five_under_writes_transfer_and_shrink_back(cluster, e2e_t
         client.remove_node("n5")
         status = wait_for(lambda: (s := leader_status(client)) and s["id"] != "n5" and "n5" not in s["voters"]
                           and not s["voters_outgoing"] and s, "a leader without n5")
-        client.remove_node("n4")
+        n4_pid = supervisor.read_pid(cluster.data_dir, "n4")
+        removed = cluster.sandctl("remove-voter", "n4")  # the CLI, with the remembered config
+        assert removed.returncode == 0, removed.stderr
         status = wait_for(lambda: (s := leader_status(client)) and s["voters"] == ["n1", "n2", "n3"]
                           and not s["voters_outgoing"] and s, "voters back to n1..n3")
         assert status["id"] in ("n1", "n2", "n3")
+        assert not supervisor.is_node_process(n4_pid, "n4")  # stopped, as it was supervised here
+        assert "n4" not in load_config(cluster.data_dir / "cluster.toml").node_ids()
     writer.wait_for_acknowledged(len(writer.acknowledged) + 20)
     acknowledged = writer.finish()
     assert_all_readable(cluster.client, acknowledged)
