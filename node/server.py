@@ -37,6 +37,7 @@ INSPECT_LOG_LIMIT_MAX = 1000
 # for entries already in flight, heartbeats' hard state and the snapshot that compacts the log.
 STORE_USED_FRACTION_MAX = 0.9
 LAST_APPLIED_SEQ_CLIENTS_MAX = 100_000
+NAMESPACE_CHECK_INTERVAL_SECONDS = 0.05  # how fresh "may this node collect chunks?" is
 _SEND_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _SEND_NOBLOCK = int(zmq.NOBLOCK)
 
@@ -88,6 +89,8 @@ class NodeServer:
         self._reads_waiting: dict[int, Waiter] = {}
         self._next_read_token = 1
         self._last_applied_seq: dict[str, int] = {}  # client -> highest seq applied here
+        self._namespace_current = False  # see _referenced_chunk_ids
+        self._namespace_checked_at = 0.0
         self.counters = {"client_requests": 0, "client_bad_requests": 0}
 
     # ----- lifecycle
@@ -130,6 +133,10 @@ class NodeServer:
             self.replicator.run(now)
             self.replicator.maybe_snapshot()
             self._expire_waiters(now)
+            if now >= self._namespace_checked_at + NAMESPACE_CHECK_INTERVAL_SECONDS:
+                # Read by the chunk service's threads (a plain bool: atomic under the GIL).
+                self._namespace_current = self.replicator.namespace_is_current(now)
+                self._namespace_checked_at = now
 
     def close(self) -> None:
         log.info("node %s stopping", self.node_id)
@@ -356,6 +363,10 @@ class NodeServer:
 
     def _referenced_chunk_ids(self) -> set[bytes]:
         # Called from the chunk service's threads too: LMDB read transactions are per thread.
+        if not self._namespace_current:
+            # A lagging or cut-off node may not yet know the files that reference new chunks.
+            raise Refused(f"node {self.node_id} has no recent contact with a leader or has not applied "
+                          "every committed entry: chunk garbage collection skipped")
         with self.store.read_transaction() as txn:
             return self.namespace.referenced_chunk_ids(txn)
 

@@ -24,7 +24,7 @@ import click
 from tabulate import tabulate
 
 from node.config import ClusterConfig, NodeAddress, load_config
-from node.errors import IsADirectory, NotFound, SandStoreError, Unavailable
+from node.errors import IsADirectory, NotFound, Refused, SandStoreError, Unavailable
 
 from sandctl import cluster as supervisor
 from sandctl import state
@@ -847,7 +847,8 @@ def snapshot(settings: Settings) -> None:
 def gc(settings: Settings, dry_run: bool) -> None:
     """Delete the chunks no file references that have been unreferenced longer than the grace
     period (the config's gc_grace_seconds), on every node (or on --node ID), and report per
-    node. Exits 3 if a node did not answer (the others still collected).
+    node. Exits 3 if a node did not answer, 1 if a node refused (it is not in touch with a
+    leader, so it cannot tell which chunks are referenced); the others still collected.
 
     Example: sandctl gc --dry-run
     """
@@ -864,9 +865,13 @@ def gc(settings: Settings, dry_run: bool) -> None:
                  "" if "deleted_bytes" not in r else _human_bytes(r["deleted_bytes"]), r.get("error", "")]
                 for node_id, r in results.items()]
         _print_table(rows, ["node", "unreferenced", deleted, f"{deleted} bytes", "error"])
-    failed = sorted(node_id for node_id, answer in answers.items() if not isinstance(answer, dict))
-    if failed:
-        raise Unavailable(f"gc did not run on {', '.join(failed)}")
+    silent = sorted(node_id for node_id, answer in answers.items() if answer is None)
+    refused = sorted(node_id for node_id, answer in answers.items() if isinstance(answer, SandStoreError))
+    if silent:
+        raise Unavailable(f"gc did not run on {', '.join(silent + refused)}: no answer from {', '.join(silent)}")
+    if refused:
+        # e.g. a node cut off from the leader: it cannot tell which chunks new files reference.
+        raise Refused(f"gc skipped on {', '.join(refused)}: {answers[refused[0]]}")
 
 
 # `sandctl bench` keeps its own workload options (sandctl/bench.py) and takes the shared ones

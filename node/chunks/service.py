@@ -217,6 +217,8 @@ class ChunkService:
             result = self._collect_garbage(dry_run=False, grace_seconds=self._gc_grace_seconds)
             if result["deleted"]:
                 log.info("chunk gc deleted %d chunks (%d bytes)", result["deleted"], result["deleted_bytes"])
+        except SandStoreError as error:  # e.g. the node's namespace is not current: try later
+            log.warning("periodic chunk garbage collection skipped: %s", error)
         except Exception:  # a failing GC must not take the worker down; it runs again later
             log.exception("periodic chunk garbage collection failed")
         finally:

@@ -51,6 +51,9 @@ class LocalReplicator:
     def leader(self) -> str:
         return self._node_id
 
+    def namespace_is_current(self, now_seconds: float) -> bool:
+        return True  # the only copy is always current
+
     def run(self, now_seconds: float) -> None:
         if self._pending_commands:
             commands, self._pending_commands = self._pending_commands, []

@@ -194,6 +194,20 @@ class RaftReplicator:
     def leader(self) -> str:
         return self.core.lead
 
+    def namespace_is_current(self, now_seconds: float) -> bool:
+        """Whether this node's applied state is known to be recent: it leads, or it heard from
+        its leader within an election timeout and has applied everything it knows committed.
+        A node cut off from the cluster must not judge which chunks are unreferenced."""
+        if self.core.role == Role.LEADER:
+            return True
+        leader = self.core.lead
+        if not leader or leader not in self._last_contact:
+            return False
+        silence_seconds = now_seconds - self._last_contact[leader]
+        if silence_seconds > self._config.election_ticks_max * self._tick_seconds:
+            return False
+        return self._applied_index >= self.core.status().commit
+
     # ----- membership and leadership administration (leader only)
 
     def add_learner(self, address: NodeAddress) -> tuple[int, int]:

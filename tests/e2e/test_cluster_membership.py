@@ -8,6 +8,7 @@ import pytest
 
 from node.config import NodeAddress, load_config
 from sandctl import cluster as supervisor
+from node.errors import SandStoreError
 from sandctl.client import Client
 
 from e2e_workload import Writer, assert_all_readable
@@ -86,3 +87,25 @@ def test_stale_reads_are_served_without_a_quorum_linearizable_ones_are_not(clust
     assert linearizable.stderr.startswith(b"Error: ") and linearizable.stderr.count(b"\n") == 1
     content = cluster.sandctl("cat", "--stale", "/seen/f", "--node", survivor)
     assert (content.returncode, content.stdout) == (0, b"still here"), content.stderr
+
+
+def test_a_node_cut_off_from_the_leader_refuses_to_collect_chunks(cluster):
+    survivor = cluster.config.node_ids()[0]
+    with Client(cluster.config, node=survivor, timeout_seconds=WAIT_SECONDS) as pinned:
+        wait_for(lambda: _gc_outcome(pinned, survivor) == "collected", "the healthy node to collect")
+        for node_id in cluster.config.node_ids()[1:]:
+            supervisor.kill_node(cluster.data_dir, node_id)
+        # Without a leader it cannot know which chunks new files reference: it must not judge.
+        wait_for(lambda: _gc_outcome(pinned, survivor) == "refused", "the cut-off node to refuse")
+    refused = cluster.sandctl("gc", "--node", survivor)
+    assert refused.returncode == 1, (refused.returncode, refused.stderr)
+    assert b"garbage collection skipped" in refused.stderr
+
+
+def _gc_outcome(client: Client, node_id: str) -> str:
+    try:
+        client.gc(node_id, dry_run=True)
+    except SandStoreError as error:
+        assert error.code == "REFUSED", error
+        return "refused"
+    return "collected"
