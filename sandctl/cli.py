@@ -58,6 +58,12 @@ Example: sandctl cluster start && sandctl put notes.txt /notes.txt && sandctl ls
 """
 
 
+# A verb that cannot connect to any node of the cluster for this long reports it at once (the
+# cluster is most likely not running) instead of retrying until --timeout. A node that is up
+# but has no leader still gets the whole deadline.
+UNREACHABLE_SECONDS = 3.0
+
+
 @dataclass
 class Settings:
     """The global options of one invocation, and what they resolve to (lazily)."""
@@ -84,7 +90,8 @@ class Settings:
 
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.config(), node=self.node, timeout_seconds=self.timeout_seconds)
+            self._client = Client(self.config(), node=self.node, timeout_seconds=self.timeout_seconds,
+                                  unreachable_seconds=UNREACHABLE_SECONDS)
         return self._client
 
     def close(self) -> None:

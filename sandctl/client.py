@@ -114,6 +114,9 @@ class Client:
 
     node=ID pins every call to that node (no failover), for debugging and tests.
     timeout_seconds is the default deadline of each call (config.request_timeout_seconds).
+    unreachable_seconds: if set, a call that could not connect to any node for that long fails
+    with Unavailable at once instead of retrying until its deadline (the CLI uses this so that
+    "no cluster running" is reported quickly; programs riding out a restart leave it unset).
     """
 
     def __init__(
@@ -124,7 +127,10 @@ class Client:
         timeout_seconds: float | None = None,
         client_id: str | None = None,
         attempt_timeout_seconds: float = ATTEMPT_TIMEOUT_SECONDS,
+        unreachable_seconds: float | None = None,
     ) -> None:
+        assert unreachable_seconds is None or unreachable_seconds > 0
+        self.unreachable_seconds = unreachable_seconds
         if node is not None:
             config.node(node)  # raises ConfigError naming the known ids
         self.config = config
@@ -205,6 +211,8 @@ class Client:
         redirect: str | None = None
         redirects_in_a_row = 0  # hints can chase each other during an election: bound that
         rotation = self._rotation(pinned)
+        call_started = time.monotonic()
+        connected_any = False
         try:
             while True:
                 now = time.monotonic()
@@ -215,9 +223,14 @@ class Client:
                 request_id = self._send(target, op, args, min(CONNECT_WAIT_SECONDS, deadline - now))
                 if request_id is None:
                     last_problem = f"cannot connect to {target} ({self.addresses[target]})"
+                    if (self.unreachable_seconds is not None and not connected_any
+                            and time.monotonic() - call_started >= self.unreachable_seconds):
+                        # Nothing was sent, so nothing changed: say so now rather than at the deadline.
+                        raise Unavailable(self._unreachable_message(pinned))
                     self._sleep_until(deadline, backoff_seconds)
                     backoff_seconds = min(backoff_seconds * 2, BACKOFF_SECONDS_MAX)
                     continue
+                connected_any = True
                 attempts.add(request_id)
                 if write:
                     unresolved.add(request_id)
@@ -261,6 +274,12 @@ class Client:
         if write:
             raise Unavailable(f"{op} was not applied: no leader answered within {timeout_seconds:g} s ({last_problem})")
         raise Unavailable(f"no node answered {op} within {timeout_seconds:g} s ({last_problem})")
+
+    def _unreachable_message(self, pinned: str | None) -> str:
+        names = [pinned] if pinned is not None else list(self.addresses)
+        where = ", ".join(f"{name} ({self.addresses[name]})" for name in names)
+        return (f"cannot connect to {where} for {self.unreachable_seconds:g} s: is the cluster running? "
+                "(start it with `sandctl cluster start`)")
 
     def _rotation(self, pinned: str | None) -> Iterable[str]:
         """Targets in the order to try: the pinned node forever, or the last known leader
