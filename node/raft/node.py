@@ -148,6 +148,15 @@ class RaftNode:
                 pass  # granted pre-votes carry the proposed term; ours bumps when we win
             elif message.kind in _LEADER_KINDS:
                 self.become_follower(message.term, message.source)
+            elif message.kind == MessageKind.VOTE:
+                # Adopt the term but keep the election timer running: only granting the vote
+                # (in _handle_vote_request) or hearing from a leader resets it (Raft, Figure 2).
+                # Otherwise candidates whose logs can never win, campaigning in turn with ever
+                # higher terms, keep the up-to-date nodes from ever timing out (a livelock the
+                # simulator found with pre-vote off: seed 2949).
+                election_elapsed_ticks = self.election_elapsed_ticks
+                self.become_follower(message.term, NO_NODE)
+                self.election_elapsed_ticks = election_elapsed_ticks
             else:
                 self.become_follower(message.term, NO_NODE)
         elif message.term < self.term:

@@ -162,3 +162,24 @@ def test_learner_never_campaigns_and_its_vote_does_not_count():
     granted = Message(kind=PRE_VOTE_RESPONSE, source="d", target="c", term=c.term + 1)
     cluster.deliver([granted])
     assert c.role == Role.PRE_CANDIDATE  # c plus a learner is not a majority
+
+
+def test_a_rejected_higher_term_vote_does_not_restart_the_election_timer():
+    # Without pre-vote, a node whose log can never win still campaigns with ever higher terms.
+    # An up-to-date follower adopts each term but must keep counting towards its own election,
+    # or two such candidates taking turns keep it from ever campaigning (simulator seed 2949).
+    cluster = Cluster("abc", pre_vote=False, check_quorum=False)
+    cluster.elect("a")
+    cluster.propose("a", b"x")  # a and b hold the entry; c is made stale below
+    b = cluster.nodes["b"]
+    cluster.tick("b", 3)
+    stale_vote = Message(kind=MessageKind.VOTE, source="c", target="b", term=b.term + 1, index=1, log_term=1)
+    replies = cluster.deliver([stale_vote])
+    assert kinds(replies) == [("VOTE_RESPONSE", "b", "c")] and replies[0].reject
+    assert (b.term, b.vote, b.role) == (stale_vote.term, "", Role.FOLLOWER)
+    assert b.election_elapsed_ticks == 3  # kept: the vote was not granted
+    # A vote it grants does restart the timer.
+    fresh_vote = Message(kind=MessageKind.VOTE, source="c", target="b", term=b.term + 1,
+                         index=b.status().last_index, log_term=b.term - 1)
+    replies = cluster.deliver([fresh_vote])
+    assert not replies[0].reject and b.vote == "c" and b.election_elapsed_ticks == 0
