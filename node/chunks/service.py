@@ -155,7 +155,8 @@ class ChunkService:
                         poller.register(self._router, zmq.POLLIN)
                     else:
                         poller.unregister(self._router)
-                timeout_ms = max(0.0, next_gc_seconds - time.monotonic()) * 1000
+                # Rounded up: pyzmq truncates a float timeout to 0, which would spin.
+                timeout_ms = math.ceil(max(0.0, next_gc_seconds - time.monotonic()) * 1000)
                 events = dict(poller.poll(timeout=timeout_ms if reading_router else min(timeout_ms, 10)))
                 if self._replies in events:
                     self._send_replies()

@@ -17,6 +17,7 @@ the node counts, logs and removes it.
 from __future__ import annotations
 
 import itertools
+import math
 import queue
 import threading
 import time
@@ -101,7 +102,7 @@ class _Connections:
         """Replies that arrived within the timeout: (node, request id, result or SandStoreError).
         Frames that are not a well-formed reply are ignored: their attempt times out."""
         replies = []
-        for dealer, _ in self._poller.poll(timeout=max(0.0, timeout_seconds) * 1000):
+        for dealer, _ in self._poller.poll(timeout=math.ceil(max(0.0, timeout_seconds) * 1000)):
             if dealer is self._wakeup:
                 _drain(dealer)
                 continue
