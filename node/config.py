@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -59,7 +59,6 @@ class ClusterConfig:
     lmdb_map_size_bytes: int = 8 << 30
     chunk_map_size_bytes: int = 64 << 30
     request_timeout_seconds: float = 10.0
-    extra: dict = field(default_factory=dict)
 
     def node(self, node_id: str) -> NodeAddress:
         for address in self.nodes:
@@ -120,7 +119,7 @@ def parse_config(document: dict, path: str = "") -> ClusterConfig:
     if not isinstance(cluster, dict):
         raise ConfigError("[cluster] must be a table")
     settings: dict = {}
-    known = {f.name for f in fields(ClusterConfig)} - {"nodes", "path", "extra"}
+    known = {f.name for f in fields(ClusterConfig)} - {"nodes", "path"}
     for key, value in cluster.items():
         if key not in known:
             raise ConfigError(f"unknown setting cluster.{key}")
@@ -202,7 +201,7 @@ def render_config(config: ClusterConfig) -> str:
     """TOML text for a config (used when a cluster grows: the new member list is written out)."""
     lines = ["[cluster]"]
     for f in fields(ClusterConfig):
-        if f.name in ("nodes", "path", "extra"):
+        if f.name in ("nodes", "path"):
             continue
         value = getattr(config, f.name)
         lines.append(f"{f.name} = {value!r}" if not isinstance(value, str) else f'{f.name} = "{value}"')

@@ -192,6 +192,10 @@ def reply_ok(request_id: int, result: object) -> bytes:
 
 
 def reply_error(request_id: int, error: SandStoreError) -> bytes:
-    leader = getattr(error, "leader", "") or ""
-    body = {"code": error.code, "message": str(error), "leader": leader}
+    return reply_error_fields(request_id, error.code, str(error), getattr(error, "leader", "") or "")
+
+
+def reply_error_fields(request_id: int, code: str, message: str, leader: str = "") -> bytes:
+    """An error reply from its parts (e.g. an error result the state machine stored)."""
+    body = {"code": code, "message": message, "leader": leader}
     return encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": body})

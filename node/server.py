@@ -28,6 +28,7 @@ from node.metadata.commands import decode_command, encode_command
 from node.metadata.paths import normalize_path
 from node.metadata.state_machine import Namespace
 from node.raft.types import ConfChange, EntryKind
+from node.replicator import Replicator
 from node.storage.lmdb_store import NodeStore
 
 log = logging.getLogger("sandstore.server")
@@ -38,9 +39,18 @@ INSPECT_LOG_LIMIT_MAX = 1000
 # for entries already in flight, heartbeats' hard state and the snapshot that compacts the log.
 STORE_USED_FRACTION_MAX = 0.9
 LAST_APPLIED_SEQ_CLIENTS_MAX = 100_000
-NAMESPACE_CHECK_INTERVAL_SECONDS = 0.05  # how fresh "may this node collect chunks?" is
+HOUSEKEEPING_INTERVAL_SECONDS = 0.05  # also how fresh "may this node collect chunks?" is
 _SEND_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _SEND_NOBLOCK = int(zmq.NOBLOCK)
+
+
+# The read ops served from the namespace (linearizable unless "stale"), by op name.
+NAMESPACE_QUERIES = {
+    "stat": lambda namespace, txn, args: namespace.stat(txn, args["path"]),
+    "ls": lambda namespace, txn, args: namespace.ls(txn, args["path"], recursive=bool(args.get("recursive"))),
+    "read": lambda namespace, txn, args: namespace.read(txn, args["path"]),
+    "du": lambda namespace, txn, args: namespace.du(txn, args["path"]),
+}
 
 
 @dataclass
@@ -71,6 +81,7 @@ class NodeServer:
         self.client_socket.setsockopt(zmq.MAXMSGSIZE, config.max_frame_bytes)
         self.client_socket.setsockopt(zmq.SNDHWM, 10000)
         self.client_socket.bind(self.address.endpoint("client"))
+        self.replicator: Replicator
         if config.replicator == "raft":
             from node.replicator.raft import RaftReplicator
 
@@ -91,7 +102,7 @@ class NodeServer:
         self._next_read_token = 1
         self._last_applied_seq: dict[str, int] = {}  # client -> highest seq applied here
         self._namespace_current = False  # see _referenced_chunk_ids
-        self._namespace_checked_at = 0.0
+        self._housekeeping_at = 0.0  # waiter expiry and the namespace check, not every turn
         self.counters = {"client_requests": 0, "client_bad_requests": 0}
 
     # ----- lifecycle
@@ -135,11 +146,11 @@ class NodeServer:
             now = time.monotonic()
             self.replicator.run(now)
             self.replicator.maybe_snapshot()
-            self._expire_waiters(now)
-            if now >= self._namespace_checked_at + NAMESPACE_CHECK_INTERVAL_SECONDS:
+            if now >= self._housekeeping_at + HOUSEKEEPING_INTERVAL_SECONDS:
+                self._housekeeping_at = now
+                self._expire_waiters(now)
                 # Read by the chunk service's threads (a plain bool: atomic under the GIL).
                 self._namespace_current = self.replicator.namespace_is_current(now)
-                self._namespace_checked_at = now
 
     def close(self) -> None:
         log.info("node %s stopping", self.node_id)
@@ -186,7 +197,7 @@ class NodeServer:
         now = time.monotonic()
         if op in protocol.WRITE_OPS:
             self._start_write(Waiter(identity, request_id, now), op, args)
-        elif op in ("stat", "ls", "read", "du"):
+        elif op in NAMESPACE_QUERIES:
             args["path"] = normalize_path(args["path"])
             waiter = Waiter(identity, request_id, now, op, args)
             if args.get("stale"):
@@ -243,9 +254,7 @@ class NodeServer:
             self._send(waiter.identity, protocol.reply_ok(waiter.request_id, result.get("result")))
             return
         error = result["error"]
-        body = {"code": error["code"], "message": error["message"], "leader": ""}
-        self._send(waiter.identity, protocol.encode(
-            {"v": protocol.PROTOCOL_VERSION, "id": waiter.request_id, "ok": False, "error": body}))
+        self._send(waiter.identity, protocol.reply_error_fields(waiter.request_id, error["code"], error["message"]))
 
     # ----- membership
 
@@ -295,14 +304,7 @@ class NodeServer:
             for waiter in waiters:
                 args = waiter.args
                 try:
-                    if waiter.op == "stat":
-                        result = self.namespace.stat(txn, args["path"])
-                    elif waiter.op == "ls":
-                        result = self.namespace.ls(txn, args["path"], recursive=bool(args.get("recursive")))
-                    elif waiter.op == "read":
-                        result = self.namespace.read(txn, args["path"])
-                    else:
-                        result = self.namespace.du(txn, args["path"])
+                    result = NAMESPACE_QUERIES[waiter.op](self.namespace, txn, args)
                 except SandStoreError as error:
                     self._send(waiter.identity, protocol.reply_error(waiter.request_id, error))
                     continue

@@ -7,69 +7,15 @@ signals the pids it started. It never touches the remembered cluster state (~/.s
 
 from __future__ import annotations
 
-import socket
-import time
-from dataclasses import replace
 from pathlib import Path
 
-from node.config import ClusterConfig, NodeAddress, load_config, render_config
+from node.config import ClusterConfig, load_config, render_config
 
 from sandctl import cluster
-from sandctl.client import Client
 
 LOCAL_NODE_COUNT = 3
 START_DEADLINE_SECONDS = 30.0
 CONFIG_FILE_NAME = "bench-cluster.toml"
-EXEC_POLL_SECONDS = 0.001
-
-
-def _wait_command_line_visible(pid: int, deadline: float) -> None:
-    """Wait (bounded) until /proc/PID/cmdline is non-empty, i.e. execve has finished."""
-    path = f"/proc/{pid}/cmdline"
-    while time.monotonic() < deadline:
-        try:
-            if open(path, "rb").read():
-                return
-        except FileNotFoundError:
-            return  # exited: the liveness check that follows reports it with the log tail
-        except OSError:
-            return  # no /proc: nothing to wait for
-        time.sleep(EXEC_POLL_SECONDS)  # a few microseconds of execve; not test synchronisation
-
-
-def free_ports(count: int) -> list[int]:
-    """count distinct free TCP ports on 127.0.0.1 (all held open at once so none repeats)."""
-    assert count >= 1
-    sockets = []
-    try:
-        for _ in range(count):
-            held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.bind(("127.0.0.1", 0))
-            sockets.append(held)
-        ports = [held.getsockname()[1] for held in sockets]
-    finally:
-        for held in sockets:
-            held.close()
-    assert len(set(ports)) == count
-    return ports
-
-
-def local_config(node_count: int, template: ClusterConfig | None = None) -> ClusterConfig:
-    """A config of node_count nodes on free loopback ports, with the template's settings."""
-    assert node_count >= 1
-    ports = free_ports(3 * node_count)
-    nodes = tuple(
-        NodeAddress(
-            id=f"n{i + 1}",
-            raft=f"127.0.0.1:{ports[3 * i]}",
-            client=f"127.0.0.1:{ports[3 * i + 1]}",
-            chunk=f"127.0.0.1:{ports[3 * i + 2]}",
-        )
-        for i in range(node_count)
-    )
-    if template is None:
-        return ClusterConfig(nodes=nodes)
-    return replace(template, nodes=nodes, path="")
 
 
 class LocalCluster:
@@ -80,7 +26,7 @@ class LocalCluster:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         config_path = self.directory / CONFIG_FILE_NAME
-        config_path.write_text(render_config(local_config(node_count, template)))
+        config_path.write_text(render_config(cluster.loopback_config(node_count, template)))
         self.config = load_config(config_path)
         self.data_dir = self.directory / "data"
         self.pids: dict[str, int] = {}  # the current process of each node
@@ -88,23 +34,12 @@ class LocalCluster:
         self.started = False
 
     def start(self, deadline_seconds: float = START_DEADLINE_SECONDS) -> str:
-        """Start every node; returns the first leader's id.
-
-        Not cluster.start_cluster: right after a vfork-based spawn, /proc/PID/cmdline can read
-        empty for a moment (the kernel sets the new argument area late in execve), and its
-        liveness check then takes a starting node for an exited one. So: spawn, wait until
-        each node's command line is visible, then wait for a leader with the same check.
-        """
+        """Start every node; returns the first leader's id."""
         assert not self.started
         self.started = True  # set first: a failed start still gets stopped
-        for node_id in self.config.node_ids():
-            self.restart(node_id)
-        deadline = time.monotonic() + deadline_seconds
-        for pid in self.pids.values():
-            _wait_command_line_visible(pid, deadline)
-        with Client(self.config, timeout_seconds=deadline_seconds) as client:
-            return cluster.wait_for_leader_while_alive(client, self.data_dir, dict(self.pids),
-                                                       max(0.001, deadline - time.monotonic()))
+        self.pids, leader = cluster.start_cluster(self.config, self.data_dir, deadline_seconds)
+        self.pids_started.extend(self.pids.values())
+        return leader
 
     def kill(self, node_id: str) -> int:
         """SIGKILL one node we started; returns its pid."""
@@ -117,7 +52,6 @@ class LocalCluster:
         pid = cluster.spawn_node(self.config, self.data_dir, node_id)
         self.pids[node_id] = pid
         self.pids_started.append(pid)
-        _wait_command_line_visible(pid, time.monotonic() + START_DEADLINE_SECONDS)
         return pid
 
     def log_tail(self, node_id: str, lines: int = 5) -> str:

@@ -40,10 +40,6 @@ class _ComparingSink:
         return self.matches and self._original.read(1) == b""
 
 
-def _deadline_seconds(size_bytes: int) -> float:
-    return max(TRANSFER_DEADLINE_SECONDS_MIN, size_bytes / TRANSFER_BYTES_PER_SECOND_MIN)
-
-
 def _row(workload: str, size_bytes: int, meter: CpuMeter, peak_mib: float, measured_peak: bool) -> dict:
     return {
         "workload": workload,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +42,38 @@ class NodeProcess:
     pid: int | None  # recorded pid, None if no pid file
     alive: bool  # the recorded pid is a live sandstore node with this id
     log_file: Path
+
+
+def free_ports(count: int) -> list[int]:
+    """count distinct free TCP ports on 127.0.0.1 (all held open at once so none repeats)."""
+    assert count >= 1
+    held_sockets = []
+    try:
+        for _ in range(count):
+            held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.bind(("127.0.0.1", 0))
+            held_sockets.append(held)
+        ports = [held.getsockname()[1] for held in held_sockets]
+    finally:
+        for held in held_sockets:
+            held.close()
+    assert len(set(ports)) == count
+    return ports
+
+
+def loopback_config(node_count: int, template: ClusterConfig | None = None, **settings) -> ClusterConfig:
+    """A config of node_count nodes (n1, n2, ...) on free 127.0.0.1 ports, with the template's
+    settings (else the defaults, replication capped by the node count) and `settings` on top."""
+    assert node_count >= 1
+    ports = free_ports(3 * node_count)
+    nodes = tuple(
+        NodeAddress(id=f"n{i + 1}", raft=f"127.0.0.1:{ports[3 * i]}", client=f"127.0.0.1:{ports[3 * i + 1]}",
+                    chunk=f"127.0.0.1:{ports[3 * i + 2]}")
+        for i in range(node_count)
+    )
+    if template is None:
+        template = ClusterConfig(nodes=nodes, replication=min(3, node_count))
+    return dataclasses.replace(template, nodes=nodes, path="", **settings)
 
 
 def pid_file(data_dir: str | os.PathLike, node_id: str) -> Path:

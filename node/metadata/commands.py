@@ -37,9 +37,12 @@ _PATH_ARGUMENTS = ("path", "src", "dst")
 # Recently encoded or decoded commands by their exact bytes. One command is decoded up to three
 # times on the leader (encode, apply, answering the client) and twice on a follower (apply,
 # waiter lookup); validation is a pure function of the bytes, so the first result serves all.
-# Bounded: at most this many commands (a few in-flight Readys' worth) are kept.
+# Bounded by count (a few in-flight Readys' worth) and by bytes: a command keeps its encoded
+# bytes and its inline data alive, and inline files may be up to 64 KiB each.
 RECENT_COMMANDS_MAX = 4096
+RECENT_COMMANDS_BYTES_MAX = 16 << 20
 _recent_commands: OrderedDict[bytes, "Command"] = OrderedDict()
+_recent_commands_bytes = 0
 
 assert set(_DEFAULTS) == set(WRITE_OPS), "every write op needs its defaults listed"
 
@@ -65,9 +68,15 @@ class Command(NamedTuple):
 
 
 def _remember(data: bytes, command: "Command") -> None:
-    if len(_recent_commands) >= RECENT_COMMANDS_MAX:
-        _recent_commands.popitem(last=False)  # the oldest
+    global _recent_commands_bytes
+    if data in _recent_commands:
+        return
+    while _recent_commands and (len(_recent_commands) >= RECENT_COMMANDS_MAX
+                                or _recent_commands_bytes + len(data) > RECENT_COMMANDS_BYTES_MAX):
+        oldest, _ = _recent_commands.popitem(last=False)
+        _recent_commands_bytes -= len(oldest)
     _recent_commands[data] = command
+    _recent_commands_bytes += len(data)
 
 
 def encode_command(op: str, args: dict, now_ns: int, *, args_validated: bool = False) -> bytes:

@@ -51,11 +51,29 @@ class Replicator(Protocol):
     def read_barrier(self, token: int) -> None:
         """Register a linearizable read; completion via Callbacks.reads_ready/reads_failed."""
 
-    def is_leader(self) -> bool: ...
+    def maybe_snapshot(self, force: bool = False) -> dict | None:
+        """Compact the log when due (or now, if forced); what it did, or None."""
 
-    def leader(self) -> str: ...
+    def namespace_is_current(self, now_seconds: float) -> bool:
+        """Whether the applied state is known to be recent (chunk GC may trust it)."""
+
+    def add_learner(self, address) -> tuple[int, int]:
+        """Propose adding a learner; (term, index) of the change. Raises Refused, NotLeader."""
+
+    def promote(self, node_id: str) -> tuple[int, int]: ...
+
+    def remove_node(self, node_id: str) -> tuple[int, int]: ...
+
+    def transfer_leader(self, target: str | None) -> str:
+        """Start a leadership transfer; the target chosen."""
+
+    def addresses(self) -> dict:
+        """Every known member's NodeAddress by id (empty when only the config's node exists)."""
 
     def status(self) -> dict:
         """Role, term, commit, applied, log range, membership, peers' last contact, latencies."""
+
+    def inspect_term(self) -> dict:
+        """Current term, vote, leader and the leader changes seen."""
 
     def close(self) -> None: ...

@@ -45,12 +45,6 @@ class LocalReplicator:
     def read_barrier(self, token: int) -> None:
         self._pending_reads.append(token)
 
-    def is_leader(self) -> bool:
-        return True
-
-    def leader(self) -> str:
-        return self._node_id
-
     def namespace_is_current(self, now_seconds: float) -> bool:
         return True  # the only copy is always current
 

@@ -18,7 +18,8 @@ import msgpack
 import zmq
 
 from node.config import ClusterConfig, NodeAddress
-from node.errors import NoLeader, NotLeader, Refused
+from node.errors import BadRequest, NoLeader, NotLeader, Refused, SandStoreError
+from node.metadata.commands import decode_command
 from node.raft import errors as raft_errors
 from node.raft.node import RaftNode
 from node.raft.types import (
@@ -31,6 +32,7 @@ from node.raft.types import (
     MessageKind,
     Ready,
     Role,
+    Snapshot,
     SnapshotMeta,
 )
 from node.replicator import Callbacks
@@ -42,6 +44,11 @@ log = logging.getLogger("sandstore.raft")
 
 ADDRESSES_DB = b"driver_node_addresses"
 MAX_LEADER_CHANGES_KEPT = 100
+
+
+def encode_addresses(addresses) -> bytes:
+    """Member addresses as they travel in conf-change contexts and snapshots (and are stored)."""
+    return msgpack.packb({address.id: [address.raft, address.client, address.chunk] for address in addresses})
 
 
 class RaftReplicator:
@@ -152,8 +159,12 @@ class RaftReplicator:
 
     def _handle_forward(self, source: str, payload: dict) -> None:
         command = payload.get("propose")
-        if not isinstance(command, bytes):
-            log.warning("dropped a malformed forward from %s", source)
+        try:
+            if not isinstance(command, bytes):
+                raise BadRequest("the payload holds no command")
+            decode_command(command)  # a peer is not trusted: only valid commands enter the log
+        except SandStoreError as error:
+            log.warning("dropped a malformed forward from %s: %s", source, error)
             return
         try:
             self._propose(command)
@@ -211,7 +222,7 @@ class RaftReplicator:
     # ----- membership and leadership administration (leader only)
 
     def add_learner(self, address: NodeAddress) -> tuple[int, int]:
-        context = msgpack.packb({address.id: [address.raft, address.client, address.chunk]})
+        context = encode_addresses([address])
         change = ConfChange((ConfChangeStep(ConfChangeKind.ADD_LEARNER, address.id),), context)
         return self._change_membership(change)
 
@@ -317,54 +328,43 @@ class RaftReplicator:
         self._send(ready.messages)
         applied_results: list[tuple[int, bytes, dict]] = []
         applied_conf: list[tuple[int, int]] = []
-        membership_changed = False
-        started = time.monotonic()
-        # Entries, a new term or vote, and snapshots are promises to other nodes: durable before
-        # any message that depends on them. A Ready that only applies committed entries (and
-        # moves the commit index) can be redone from the log, so it skips the meta-page flush.
-        durable = bool(ready.entries or ready.snapshot is not None or self._term_or_vote_changed(ready.hard_state))
-        with self._store.write_batch(durable=durable) as batch:
-            if ready.snapshot is not None:
-                batch.install_snapshot(ready.snapshot)
-                # The core bootstraps a new cluster from an empty snapshot at index 1 (its
-                # voters come from the config): there is no state-machine image to restore.
-                if ready.snapshot.data:
-                    namespace_data, addresses = decode_snapshot(ready.snapshot.data)
-                    self._namespace.restore(batch.txn, namespace_data)
-                    self._remember_addresses(batch.txn, addresses)
-                self._applied_index = ready.snapshot.meta.index
-                membership_changed = True
-                received_in_ms = 0.0
-                if self._snapshot_receive_started is not None:
-                    received_in_ms = (time.monotonic() - self._snapshot_receive_started) * 1000
-                    self._snapshot_receive_started = None
-                if ready.snapshot.data:
-                    self.snapshots_installed += 1
-                log.info("installed snapshot at index %d (%d bytes), received and restored in %.1f ms",
-                         ready.snapshot.meta.index, len(ready.snapshot.data), received_in_ms)
-            if ready.entries:
-                batch.append_entries(ready.entries)
-            if ready.hard_state is not None:
-                batch.set_hard_state(ready.hard_state)
-            for entry in ready.committed_entries:
-                if entry.kind == EntryKind.NORMAL:
-                    result = self._namespace.apply(batch.txn, entry.index, entry.data)
-                    applied_results.append((entry.index, entry.data, result))
-                elif entry.kind == EntryKind.CONF_CHANGE:
-                    self._remember_addresses(batch.txn, ConfChange.decode(entry.data).context)
-                    applied_conf.append((entry.index, entry.term))
-                    membership_changed = True
-                assert entry.index == self._applied_index + 1, (entry.index, self._applied_index)
-                self._applied_index = entry.index
-            if ready.committed_entries:
-                batch.set_applied_index(self._applied_index)
-            if ready.conf_state is not None:
-                batch.set_conf_state(ready.conf_state)
+        # Most Readys of an idle or read-heavy node carry only messages (heartbeats, ReadIndex
+        # rounds): they need no transaction at all.
+        persist = bool(ready.snapshot is not None or ready.entries or ready.hard_state is not None
+                       or ready.committed_entries or ready.conf_state is not None)
         finished = time.monotonic()
-        if ready.entries or ready.hard_state or ready.committed_entries or ready.snapshot:
+        if persist:
+            started = finished
+            # Entries, a new term or vote, and snapshots are promises to other nodes: durable
+            # before any message that depends on them. A Ready that only applies committed
+            # entries (and moves the commit index) can be redone from the log, so it skips the
+            # meta-page flush.
+            term_or_vote_changed = self._term_or_vote_changed(ready.hard_state)
+            durable = bool(ready.entries or ready.snapshot is not None or term_or_vote_changed)
+            with self._store.write_batch(durable=durable) as batch:
+                if ready.snapshot is not None:
+                    self._install_snapshot(batch, ready.snapshot)
+                if ready.entries:
+                    batch.append_entries(ready.entries)
+                if ready.hard_state is not None:
+                    batch.set_hard_state(ready.hard_state)
+                for entry in ready.committed_entries:
+                    if entry.kind == EntryKind.NORMAL:
+                        applied_results.append((entry.index, entry.data,
+                                                self._namespace.apply(batch.txn, entry.index, entry.data)))
+                    elif entry.kind == EntryKind.CONF_CHANGE:
+                        self._remember_addresses(batch.txn, ConfChange.decode(entry.data).context)
+                        applied_conf.append((entry.index, entry.term))
+                    assert entry.index == self._applied_index + 1, (entry.index, self._applied_index)
+                    self._applied_index = entry.index
+                if ready.committed_entries:
+                    batch.set_applied_index(self._applied_index)
+                if ready.conf_state is not None:
+                    batch.set_conf_state(ready.conf_state)
+            finished = time.monotonic()
             self.fsync_latency.add_seconds(finished - started)
         self._send(ready.messages_after_persist)
-        if membership_changed:
+        if ready.snapshot is not None or applied_conf:
             self.transport.set_peers(self._peer_endpoints())
         for index, command, result in applied_results:
             proposed_at = self._proposed_at.pop(index, None)
@@ -381,6 +381,24 @@ class RaftReplicator:
                 self._reads_confirmed.append((read_state.index, entry[0]))
         self._serve_confirmed_reads()
         self.core.advance(ready)
+
+    def _install_snapshot(self, batch, snapshot: Snapshot) -> None:
+        """A snapshot from the leader replaces log, state machine and known addresses at once."""
+        batch.install_snapshot(snapshot)
+        # The core bootstraps a new cluster from an empty snapshot at index 1 (its voters come
+        # from the config): there is no state-machine image to restore.
+        if snapshot.data:
+            namespace_data, addresses = decode_snapshot(snapshot.data)
+            self._namespace.restore(batch.txn, namespace_data)
+            self._remember_addresses(batch.txn, addresses)
+            self.snapshots_installed += 1
+        self._applied_index = snapshot.meta.index
+        received_in_ms = 0.0
+        if self._snapshot_receive_started is not None:
+            received_in_ms = (time.monotonic() - self._snapshot_receive_started) * 1000
+            self._snapshot_receive_started = None
+        log.info("installed snapshot at index %d (%d bytes), received and restored in %.1f ms",
+                 snapshot.meta.index, len(snapshot.data), received_in_ms)
 
     def _term_or_vote_changed(self, hard_state: HardState | None) -> bool:
         if hard_state is None:
@@ -430,6 +448,8 @@ class RaftReplicator:
             self._snapshot_thread = None
             return self._store_snapshot(*image)
         if self._snapshot_thread is not None:
+            if force:
+                raise Refused("a snapshot is being built right now; try again in a moment")
             return None
         applied_in_log = self._applied_index - self._store.first_index() + 1
         if force:
@@ -450,7 +470,7 @@ class RaftReplicator:
         with self._store.read_transaction() as txn:
             applied, term, conf_state = self._store.applied_state(txn)
             namespace_data = self._namespace.snapshot_data(txn)
-        addresses = msgpack.packb({a.id: [a.raft, a.client, a.chunk] for a in list(self._addresses.values())})
+        addresses = encode_addresses(list(self._addresses.values()))
         data = encode_snapshot(namespace_data, addresses)
         meta = SnapshotMeta(index=applied, term=term, conf_state=conf_state, size_bytes=len(data))
         return meta, data, started
@@ -488,10 +508,6 @@ class RaftReplicator:
             "voters_outgoing": sorted(core.conf_state.voters_outgoing),
             "learners": sorted(core.conf_state.learners),
             "progress": core.progress,
-            "addresses": {
-                node_id: {"raft": a.raft, "client": a.client, "chunk": a.chunk}
-                for node_id, a in self._addresses.items()
-            },
             "last_contact_ms": {
                 node_id: (round((now - self._last_contact[node_id]) * 1000) if node_id in self._last_contact else None)
                 for node_id in self._addresses

@@ -135,6 +135,11 @@ def decode_snapshot_meta(value: bytes | None) -> SnapshotMeta:
     return SnapshotMeta(index=index, term=term, conf_state=ConfState.from_dict(conf_state), size_bytes=size_bytes)
 
 
+def read_applied_index(txn: lmdb.Transaction, tables: RaftTables) -> int:
+    value = txn.get(KEY_APPLIED_INDEX, db=tables.meta)
+    return NO_INDEX if value is None else key_index(value)
+
+
 def encode_log_base(index: int, term: int) -> bytes:
     return msgpack.packb([index, term])
 

@@ -128,14 +128,12 @@ class NodeStore:
 
     def applied_index(self) -> int:
         with self.env.begin() as txn:
-            value = txn.get(layout.KEY_APPLIED_INDEX, db=self._tables.meta)
-        return 0 if value is None else layout.key_index(value)
+            return layout.read_applied_index(txn, self._tables)
 
     def applied_state(self, txn: lmdb.Transaction) -> tuple[int, int, ConfState]:
         """(applied index, its term, membership) as of `txn`: the consistent cut a snapshot is
         taken at, read in the same transaction as the state machine's tables."""
-        value = txn.get(layout.KEY_APPLIED_INDEX, db=self._tables.meta)
-        applied = 0 if value is None else layout.key_index(value)
+        applied = layout.read_applied_index(txn, self._tables)
         bounds = layout.read_log_bounds(txn, self._tables)
         if applied == bounds.base_index:
             term = bounds.base_term

@@ -122,8 +122,7 @@ class WriteBatch:
         return layout.decode_snapshot_meta(self.txn.get(layout.KEY_SNAPSHOT_META, db=self._tables.meta))
 
     def _applied_index(self) -> int:
-        value = self.txn.get(layout.KEY_APPLIED_INDEX, db=self._tables.meta)
-        return 0 if value is None else layout.key_index(value)
+        return layout.read_applied_index(self.txn, self._tables)
 
     def _put_applied_index(self, index: int) -> None:
         self.txn.put(layout.KEY_APPLIED_INDEX, layout.index_key(index), db=self._tables.meta)
@@ -141,6 +140,8 @@ class WriteBatch:
         assert self.bounds.base_index <= index <= self.bounds.last_index, (index, self.bounds)
         if index == self.bounds.base_index:
             return self.bounds.base_term
+        if index == self.bounds.last_index:
+            return self.bounds.last_term  # the common append: no read of the log table
         value = self.txn.get(layout.index_key(index), db=self._tables.log)
         assert value is not None, f"log entry {index} missing inside {self.bounds}"
         return layout.decode_entry_term(value)

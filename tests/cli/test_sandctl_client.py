@@ -3,7 +3,6 @@ learns when the deadline passes."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import ClusterConfig, NodeAddress, load_config, render_config
+from node.config import ClusterConfig, load_config, render_config
 from sandctl import cluster as supervisor
 from sandctl import state
 from sandctl.client import Client
@@ -28,31 +27,10 @@ SANDCTL = str(Path(sys.executable).parent / "sandctl")
 KILL_WAIT_SECONDS = 10.0
 
 
-def free_ports(count: int) -> list[int]:
-    """count distinct ports nothing listens on (held open together so they differ)."""
-    probes = []
-    try:
-        for _ in range(count):
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
-            probes.append(probe)
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
 def write_config(path: Path, node_count: int = 3, replicator: str = "raft", **settings) -> ClusterConfig:
     """A config with free 127.0.0.1 ports; replicator "none" needs node_count 1. settings
     override ClusterConfig fields (e.g. chunk_size_bytes=1 << 20)."""
-    ports = free_ports(3 * node_count)
-    nodes = tuple(
-        NodeAddress(id=f"n{i + 1}", raft=f"127.0.0.1:{ports[3 * i]}", client=f"127.0.0.1:{ports[3 * i + 1]}",
-                    chunk=f"127.0.0.1:{ports[3 * i + 2]}")
-        for i in range(node_count)
-    )
-    settings = {"replicator": replicator, "replication": min(3, node_count), **settings}
-    path.write_text(render_config(ClusterConfig(nodes=nodes, **settings)))
+    path.write_text(render_config(supervisor.loopback_config(node_count, replicator=replicator, **settings)))
     return load_config(path)
 
 
@@ -172,7 +150,7 @@ class E2ETools:
     """The helpers above, handed to tests as a fixture (test modules must not import conftest)."""
 
     write_config = staticmethod(write_config)
-    free_ports = staticmethod(free_ports)
+    free_ports = staticmethod(supervisor.free_ports)
     recorded_pids = staticmethod(recorded_pids)
     run_sandctl = staticmethod(run_sandctl)
     is_node_process = staticmethod(supervisor.is_node_process)

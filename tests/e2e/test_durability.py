@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import threading
 import time
 
 import msgpack
@@ -17,7 +16,7 @@ import pytest
 import zmq
 
 from node import protocol
-from node.errors import SandStoreError, TimedOut
+from node.errors import SandStoreError
 from sandctl import cluster as supervisor
 from sandctl.client import Client
 
@@ -196,3 +195,29 @@ def test_a_follower_forwards_writes_and_serves_linearizable_reads(cluster):
         assert data == b"forwarded"
     _, data = cluster.client.read("/via-follower/f")
     assert data == b"forwarded"
+
+
+def test_a_forwarded_command_that_is_not_valid_never_enters_the_log(cluster):
+    from node.transport.codec import encode_forward
+
+    cluster.client.mkdir("/before")
+    leader = leader_of(cluster.client)
+    last_index = cluster.client.inspect_log(leader)["last_index"]
+    context = zmq.Context()
+    try:
+        peer = context.socket(zmq.DEALER)
+        peer.setsockopt(zmq.LINGER, 5000)  # close() delivers the queued frames first
+        peer.setsockopt(zmq.IDENTITY, b"n9")  # looks like a peer; its payloads are not trusted
+        peer.connect("tcp://" + cluster.config.node(leader).raft)
+        for command in (b"\x93garbage", msgpack.packb([1, "mkdir", {"path": "relative"}, 0]), 12):
+            peer.send(encode_forward({"propose": command}))
+        peer.close()
+    finally:
+        context.term()
+    # Had any of them been proposed, applying it would have failed on every node.
+    cluster.client.mkdir("/after")
+    log = cluster.client.inspect_log(leader, from_index=last_index + 1)
+    assert [entry["command"].get("path") for entry in log["entries"]] == ["/after"]
+    for node_id in cluster.config.node_ids():
+        with Client(cluster.config, node=node_id, timeout_seconds=WAIT_SECONDS) as pinned:
+            assert pinned.stat("/after")["type"] == "dir"
