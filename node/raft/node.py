@@ -154,9 +154,7 @@ class RaftNode:
                 # Otherwise candidates whose logs can never win, campaigning in turn with ever
                 # higher terms, keep the up-to-date nodes from ever timing out (a livelock the
                 # simulator found with pre-vote off: seed 2949).
-                election_elapsed_ticks = self.election_elapsed_ticks
-                self.become_follower(message.term, NO_NODE)
-                self.election_elapsed_ticks = election_elapsed_ticks
+                self.become_follower(message.term, NO_NODE, keep_election_timer=True)
             else:
                 self.become_follower(message.term, NO_NODE)
         elif message.term < self.term:
@@ -315,8 +313,11 @@ class RaftNode:
 
     # == roles ================================================================================
 
-    def become_follower(self, term: int, lead: NodeId) -> None:
+    def become_follower(self, term: int, lead: NodeId, keep_election_timer: bool = False) -> None:
+        election_elapsed_ticks = self.election_elapsed_ticks
         self._reset(term)
+        if keep_election_timer:
+            self.election_elapsed_ticks = election_elapsed_ticks
         self.lead = lead
         self.role = Role.FOLLOWER
         self._step_role = self._step_follower
@@ -679,7 +680,6 @@ class RaftNode:
             progress.become_replicate()
         elif progress.state == ProgressState.SNAPSHOT:
             if progress.match + 1 >= self.log.first_index():
-                progress.become_probe()
                 progress.become_replicate()
         else:
             progress.inflights.free_le(message.index)

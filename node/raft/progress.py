@@ -52,42 +52,32 @@ class Inflights:
 
 
 class Progress:
-    def __init__(self, next_index: int, inflight_messages_max: int, is_learner: bool = False) -> None:
+    def __init__(self, next_index: int, inflight_messages_max: int) -> None:
         assert next_index >= 1
         self.match = NO_INDEX
         self.next = next_index
-        self.state = ProgressState.PROBE
         self.inflights = Inflights(inflight_messages_max)
-        self.is_learner = is_learner
-        # PROBE: an APPEND is out and unanswered; wait for its answer or a heartbeat response.
-        self.probe_sent = False
         # Set by any message from the follower; CheckQuorum looks at it once per election timeout.
         self.recent_active = False
+        self._reset_state(ProgressState.PROBE)
+
+    def _reset_state(self, state: ProgressState) -> None:
+        self.state = state
+        # PROBE: an APPEND is out and unanswered; wait for its answer or a heartbeat response.
+        self.probe_sent = False
         # SNAPSHOT: which snapshot, the next byte offset to send, and whether a chunk is out.
         self.pending_snapshot = NO_INDEX
         self.snapshot_offset = 0
         self.snapshot_chunk_sent = False
         # Heartbeat rounds since the chunk out was sent: it is resent when they pile up.
         self.snapshot_chunk_heartbeats = 0
-
-    def _reset_state(self, state: ProgressState) -> None:
-        self.state = state
-        self.probe_sent = False
-        self.pending_snapshot = NO_INDEX
-        self.snapshot_offset = 0
-        self.snapshot_chunk_sent = False
-        self.snapshot_chunk_heartbeats = 0
         self.inflights.reset()
 
     def become_probe(self) -> None:
-        if self.state == ProgressState.SNAPSHOT:
-            # The follower has (or will soon have) the snapshot: probe right after it.
-            pending_snapshot = self.pending_snapshot
-            self._reset_state(ProgressState.PROBE)
-            self.next = max(self.match + 1, pending_snapshot + 1)
-        else:
-            self._reset_state(ProgressState.PROBE)
-            self.next = self.match + 1
+        # Out of SNAPSHOT, the follower has (or will soon have) the snapshot: probe right after it.
+        pending_snapshot = self.pending_snapshot if self.state == ProgressState.SNAPSHOT else NO_INDEX
+        self._reset_state(ProgressState.PROBE)
+        self.next = max(self.match + 1, pending_snapshot + 1)
         assert self.next > self.match
 
     def become_replicate(self) -> None:

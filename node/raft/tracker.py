@@ -37,13 +37,11 @@ class ProgressTracker:
             if node not in self.progress:
                 self.progress[node] = Progress(next_index, self.inflight_messages_max)
                 self.progress[node].recent_active = True
-            self.progress[node].is_learner = node not in self.voters()
 
     def reset_progress(self, next_index: int) -> None:
         """Fresh Progress for every member (a new term started)."""
         for node in self.progress:
-            progress = Progress(next_index, self.inflight_messages_max, is_learner=node not in self.voters())
-            self.progress[node] = progress
+            self.progress[node] = Progress(next_index, self.inflight_messages_max)
 
     def committed_index(self) -> int:
         match = {node: progress.match for node, progress in self.progress.items()}

@@ -245,19 +245,6 @@ class Ready:
     messages_after_persist: tuple[Message, ...] = ()
     read_states: tuple[ReadState, ...] = ()
 
-    def is_empty(self) -> bool:
-        return not (
-            self.soft_state
-            or self.hard_state
-            or self.entries
-            or self.snapshot
-            or self.committed_entries
-            or self.conf_state
-            or self.messages
-            or self.messages_after_persist
-            or self.read_states
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Config:

@@ -80,7 +80,7 @@ def encode_message(message: Message) -> bytes:
 def encode_forward(payload: dict) -> bytes:
     """A non-Raft payload for another node (e.g. a forwarded client request)."""
     assert isinstance(payload, dict), type(payload)
-    return msgpack.packb([WIRE_VERSION, FRAME_FORWARD, payload], use_bin_type=True)
+    return packb([WIRE_VERSION, FRAME_FORWARD, payload])
 
 
 # --- decoding ---------------------------------------------------------------------------

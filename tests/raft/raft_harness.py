@@ -8,7 +8,6 @@ Messages are delivered only when a test says so, so every test is a deterministi
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from typing import Callable, Iterable
 
 from node.raft.memory_storage import MemoryStorage
@@ -113,7 +112,3 @@ def kinds(messages: Iterable[Message]) -> list[tuple[str, str, str]]:
 
 def only(messages: Iterable[Message], kind: MessageKind) -> list[Message]:
     return [message for message in messages if message.kind == kind]
-
-
-def with_term(message: Message, term: int) -> Message:
-    return replace(message, term=term)
