@@ -316,6 +316,7 @@ class NodeServer:
         return {"id": self.node_id}
 
     def _op_status(self, args: dict) -> dict:
+        chunks_stored, chunk_bytes = self.chunk_store.usage()
         status = self.replicator.status()
         addresses = self.replicator.addresses() or {self.node_id: self.address}
         status.update({
@@ -323,8 +324,8 @@ class NodeServer:
             "pid": os.getpid(),
             "replicator": self.config.replicator,
             "addresses": {i: {"raft": a.raft, "client": a.client, "chunk": a.chunk} for i, a in addresses.items()},
-            "chunks_stored": self.chunk_store.count(),
-            "chunk_bytes": self.chunk_store.total_bytes(),
+            "chunks_stored": chunks_stored,
+            "chunk_bytes": chunk_bytes,
             "counters": dict(self.counters),
         })
         return status

@@ -54,14 +54,6 @@ class LocalCluster:
         self.pids_started.append(pid)
         return pid
 
-    def log_tail(self, node_id: str, lines: int = 5) -> str:
-        """The end of a node's log, for error messages when a node does not come back."""
-        try:
-            text = cluster.log_file(self.data_dir, node_id).read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return " | ".join(line.strip() for line in text.splitlines()[-lines:])
-
     def stop(self) -> None:
         if self.started:
             cluster.stop_cluster(self.config, self.data_dir)

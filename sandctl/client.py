@@ -27,6 +27,7 @@ from node import protocol
 from node.chunks import transfer
 from node.config import ClusterConfig
 from node.errors import (
+    ERRORS_BY_CODE,
     BadRequest,
     NoLeader,
     NotLeader,
@@ -54,7 +55,7 @@ LEADER_POLL_SECONDS = 0.02
 STATUS_ROUND_SECONDS_MAX = 0.5
 
 # Error codes that say "this attempt changed nothing, ask again (elsewhere)".
-_RETRY_NOTHING_CHANGED = frozenset({"NOT_LEADER", "NO_LEADER", "UNAVAILABLE"})
+_RETRY_NOTHING_CHANGED = frozenset(code for code, error in ERRORS_BY_CODE.items() if error.retryable)
 # A node that gave up waiting for its own commit: the write may still be applied; retrying
 # with the same seq is safe and finds out.
 _RETRY_OUTCOME_UNKNOWN = frozenset({"TIMEOUT"})
@@ -584,8 +585,7 @@ class Client:
         if size_hint is None or size_hint <= inline_max_bytes:
             head = transfer.read_up_to(reader, inline_max_bytes + 1)
             if len(head) <= inline_max_bytes:
-                result = self.call("write_file", {"path": path, "data": head, "size": len(head), "mode": mode,
-                                                  "parents": parents})
+                result = self.write_file(path, head, mode, parents)
                 if progress is not None and head:
                     progress(len(head))
                 return result

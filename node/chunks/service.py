@@ -276,7 +276,8 @@ class ChunkService:
                 raise BadRequest(f"chunk_has takes at most {MAX_IDS_PER_HAS} ids")
             return [self._store.has(_chunk_id(chunk_id)) for chunk_id in ids], None
         if op == "chunk_stats":
-            return {"chunks": self._store.count(), "bytes": self._store.total_bytes(),
+            chunks, total_bytes = self._store.usage()
+            return {"chunks": chunks, "bytes": total_bytes,
                     "counters": {**self._store.counters(), **self.counters()}}, None
         assert op == "chunk_gc", op
         grace_seconds = args.get("grace_seconds", self._gc_grace_seconds)

@@ -138,7 +138,8 @@ class ChunkStore:
         now_bytes = _TIME.pack(self._clock())
         error: BaseException | None = None
         try:
-            with self._env.begin(write=True) as txn:
+            # buffers=True: existing chunks are only tested for presence, never copied out.
+            with self._env.begin(write=True, buffers=True) as txn:
                 for queued in batch:
                     if txn.get(queued.chunk_id, db=self._chunks, default=None) is not None:
                         if txn.get(queued.chunk_id, db=self._unreferenced, default=None) is not None:
@@ -201,14 +202,13 @@ class ChunkStore:
             self._count("deletes")
         return deleted
 
-    def count(self) -> int:
-        with self._env.begin() as txn:
-            return txn.stat(self._chunks)["entries"]
-
-    def total_bytes(self) -> int:
-        """Sum of the stored chunk sizes (walks the keys; values are not copied)."""
+    def usage(self) -> tuple[int, int]:
+        """(chunks stored, their total bytes), from one read transaction so the two agree.
+        Walks the values without copying them: O(chunks), fine for status, not for a hot path."""
         with self._env.begin(buffers=True) as txn:
-            return sum(len(value) for value in txn.cursor(db=self._chunks).iternext(keys=False, values=True))
+            count = txn.stat(self._chunks)["entries"]
+            total = sum(len(value) for value in txn.cursor(db=self._chunks).iternext(keys=False, values=True))
+        return count, total
 
     def counters(self) -> dict:
         with self._counters_lock:

@@ -38,7 +38,7 @@ def test_put_with_a_wrong_hash_is_refused(start_service, make_client):
     client = make_client(service.bound_address)
     reply = client.call("chunk_put", {"id": chunk_id_of(b"a"), "data": b"b"})
     assert reply["error"]["code"] == "CHECKSUM"
-    assert store.count() == 0
+    assert store.usage()[0] == 0
 
 
 @pytest.mark.parametrize("op,args", [
@@ -102,7 +102,7 @@ def test_content_frames_must_match_the_op(start_service, make_client, frames):
     reply = client.receive()
     assert (reply["id"], reply["ok"], reply["error"]["code"]) == (1, False, "BAD_REQUEST")
     assert "content" not in reply
-    assert store.count() == 0
+    assert store.usage()[0] == 0
     assert client.call("chunk_stats", {})["ok"]
 
 
@@ -112,7 +112,7 @@ def test_content_over_the_frame_limit_is_refused(start_service, make_client, max
     data = b"\x01" * (max_frame_bytes + 1)
     reply = client.call("chunk_put", {"id": chunk_id_of(data), "data": data})
     assert (reply["ok"], reply["error"]["code"]) == (False, "BAD_REQUEST")
-    assert store.count() == 0
+    assert store.usage()[0] == 0
 
 
 def test_unverified_get_serves_a_corrupt_copy_and_chunk_verify_removes_it(start_service, make_client, tmp_path):
@@ -188,7 +188,7 @@ def test_concurrent_clients(start_service, make_client):
     for thread in threads:
         thread.join()
     assert failures == []
-    assert store.count() == client_count * chunks_per_client
+    assert store.usage()[0] == client_count * chunks_per_client
 
 
 def test_gc_op_uses_the_referenced_set(start_service, make_client, wait_until):
@@ -198,17 +198,17 @@ def test_gc_op_uses_the_referenced_set(start_service, make_client, wait_until):
     for data in (kept, b"orphan"):
         client.call("chunk_put", {"id": chunk_id_of(data), "data": data})
     dry = client.call("chunk_gc", {"dry_run": True, "grace_seconds": 0.0})["result"]
-    assert dry["unreferenced"] == 1 and store.count() == 2
+    assert dry["unreferenced"] == 1 and store.usage()[0] == 2
     # Written a moment ago with no grace: deleted once the clock has moved on at all.
     wait_until(lambda: client.call("chunk_gc", {})["result"]["deleted"] == 1, "the orphan to be collected")
-    assert store.count() == 1 and store.has(chunk_id_of(kept))
+    assert store.usage()[0] == 1 and store.has(chunk_id_of(kept))
 
 
 def test_periodic_gc_runs(start_service, make_client, wait_until):
     service, store = start_service(referenced_chunk_ids=set, gc_grace_seconds=0.0, gc_interval_seconds=0.02)
     client = make_client(service.bound_address)
     client.call("chunk_put", {"id": chunk_id_of(b"orphan"), "data": b"orphan"})
-    wait_until(lambda: store.count() == 0, "periodic gc to delete the orphan")
+    wait_until(lambda: store.usage()[0] == 0, "periodic gc to delete the orphan")
     assert store.counters()["gc_deleted"] == 1
 
 

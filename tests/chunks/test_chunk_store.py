@@ -52,7 +52,7 @@ def test_put_get_has_delete(store):
     assert store.put(chunk_id, data) is True
     assert store.has(chunk_id)
     assert store.get(chunk_id) == data
-    assert (store.count(), store.total_bytes()) == (1, len(data))
+    assert store.usage() == (1, len(data))
     assert store.delete(chunk_id) is True
     assert store.delete(chunk_id) is False
     with pytest.raises(NotFound):
@@ -64,14 +64,14 @@ def test_identical_chunks_are_stored_once(store):
     data = b"x" * 5000
     assert store.put(chunk_id_of(data), data) is True
     assert store.put(chunk_id_of(data), data) is False
-    assert (store.count(), store.total_bytes()) == (1, 5000)
+    assert store.usage() == (1, 5000)
     assert store.counters()["dedup_puts"] == 1
 
 
 def test_put_with_wrong_id_is_refused_before_writing(store):
     with pytest.raises(ChecksumMismatch):
         store.put(chunk_id_of(b"other"), b"data")
-    assert store.count() == 0
+    assert store.usage()[0] == 0
 
 
 def test_large_chunks_round_trip(store):
@@ -122,7 +122,7 @@ def test_full_map_raises_store_full_and_keeps_the_store_intact(tmp_path, clock):
         with pytest.raises(StoreFull):
             store.put(chunk_id_of(big), big)
         assert store.get(chunk_id_of(kept)) == kept
-        assert store.count() == 1
+        assert store.usage()[0] == 1
         small = b"s" * 100
         assert store.put(chunk_id_of(small), small)
     finally:
@@ -183,7 +183,7 @@ def test_gc_deletes_many_adjacent_chunks_in_one_pass(store, clock):
     keep = set(chunks[::7])
     result = store.collect_garbage(keep, now_seconds=1000.0, grace_seconds=10.0, dry_run=False)
     assert result["deleted"] == 60 - len(keep)
-    assert store.count() == len(keep)
+    assert store.usage()[0] == len(keep)
     assert all(store.has(chunk) for chunk in keep)
 
 

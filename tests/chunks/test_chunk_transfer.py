@@ -87,7 +87,7 @@ def test_round_trip(cluster, context, size):
 def test_replicas_are_distinct_and_spread(cluster, context):
     chunks, _ = put(cluster, payload(12 * CHUNK_SIZE_BYTES), context, replication=2)
     assert all(len(set(replicas)) == 2 for _, _, replicas in chunks)
-    per_node = {name: store.count() for name, (_, store) in cluster.items()}
+    per_node = {name: store.usage()[0] for name, (_, store) in cluster.items()}
     assert per_node == {"n1": 8, "n2": 8, "n3": 8}
 
 
@@ -95,7 +95,7 @@ def test_repeated_content_is_stored_once_per_node(cluster, context):
     data = b"\x07" * (5 * CHUNK_SIZE_BYTES)
     chunks, _ = put(cluster, data, context, replication=3)
     assert len(chunks) == 5 and len({chunk_id for chunk_id, _, _ in chunks}) == 1
-    assert all(store.count() == 1 for _, store in cluster.values())
+    assert all(store.usage()[0] == 1 for _, store in cluster.values())
     assert get(cluster, chunks, context) == data
 
 
