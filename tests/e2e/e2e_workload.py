@@ -9,6 +9,18 @@ from node.errors import TimedOut
 from sandctl.client import Client
 
 WAIT_SECONDS = 30.0
+POLL_SECONDS = 0.02  # a polling interval inside a deadline, not a synchronisation point
+
+
+def wait_until(condition, what: str, deadline_seconds: float = WAIT_SECONDS):
+    """Poll condition() until it returns something truthy (returned) or fail at the deadline."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(POLL_SECONDS)
 
 
 class Writer(threading.Thread):
@@ -40,11 +52,11 @@ class Writer(threading.Thread):
             self.client.close()
 
     def wait_for_acknowledged(self, count: int) -> None:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while len(self.acknowledged) < count:
+        def enough() -> bool:
             assert self.error is None, self.error
-            assert time.monotonic() < deadline, f"only {len(self.acknowledged)} writes acknowledged"
-            time.sleep(0.01)
+            return len(self.acknowledged) >= count
+
+        wait_until(enough, f"{count} acknowledged writes (have {len(self.acknowledged)})")
 
     def finish(self) -> list[int]:
         self.stop_event.set()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
-
+from e2e_workload import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -149,16 +148,6 @@ def test_nothing_running_is_exit_3_and_stop_is_idempotent(tmp_path, e2e_home, le
     assert set(json.loads(stopped.stdout).values()) == {"not running"}
 
 
-def wait_until(condition, timeout_seconds: float, what: str):
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_node_kill_and_start_rejoin(cluster):
     leader = cluster.client.wait_for_leader(10)
     follower = next(node_id for node_id in cluster.config.node_ids() if node_id != leader)
@@ -176,7 +165,7 @@ def test_node_kill_and_start_rejoin(cluster):
     assert cluster.sandctl("node", "start", follower).returncode == 1  # already running
     commit = cluster.client.status(leader)["commit"]
     wait_until(lambda: (cluster.client.status_all(timeout_seconds=0.5)[follower] or {}).get("applied", -1) >= commit,
-               20, f"{follower} to catch up to {commit}")
+               f"{follower} to catch up to {commit}", 20)
     stopped = cluster.sandctl("node", "stop", follower, "--json")
     assert json.loads(stopped.stdout)["outcome"] == "stopped"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -11,21 +10,11 @@ from sandctl import cluster as supervisor
 from node.errors import SandStoreError
 from sandctl.client import Client
 
-from e2e_workload import Writer, assert_all_readable
+from e2e_workload import Writer, assert_all_readable, wait_until
 
 pytestmark = pytest.mark.e2e
 
 WAIT_SECONDS = 60.0
-
-
-def wait_for(condition, what: str, deadline_seconds: float = WAIT_SECONDS):
-    deadline = time.monotonic() + deadline_seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def leader_status(client: Client) -> dict | None:
@@ -48,20 +37,20 @@ def test_grow_three_to_five_under_writes_transfer_and_shrink_back(cluster, e2e_t
         config = load_config(cluster.data_dir / "cluster.toml")
         writer.wait_for_acknowledged(len(writer.acknowledged) + 20)  # writes go on meanwhile
     with Client(config, timeout_seconds=WAIT_SECONDS) as client:
-        status = wait_for(lambda: leader_status(client), "a leader")
+        status = wait_until(lambda: leader_status(client), "a leader")
         assert status["voters"] == ["n1", "n2", "n3", "n4", "n5"] and not status["learners"]
 
         client.transfer_leader("n5")
-        wait_for(lambda: (s := leader_status(client)) and s["id"] == "n5", "n5 to lead")
+        wait_until(lambda: (s := leader_status(client)) and s["id"] == "n5", "n5 to lead")
 
         # Remove the leader itself: it leads until the change commits, then steps down.
         client.remove_node("n5")
-        status = wait_for(lambda: (s := leader_status(client)) and s["id"] != "n5" and "n5" not in s["voters"]
+        status = wait_until(lambda: (s := leader_status(client)) and s["id"] != "n5" and "n5" not in s["voters"]
                           and not s["voters_outgoing"] and s, "a leader without n5")
         n4_pid = supervisor.read_pid(cluster.data_dir, "n4")
         removed = cluster.sandctl("remove-voter", "n4")  # the CLI, with the remembered config
         assert removed.returncode == 0, removed.stderr
-        status = wait_for(lambda: (s := leader_status(client)) and s["voters"] == ["n1", "n2", "n3"]
+        status = wait_until(lambda: (s := leader_status(client)) and s["voters"] == ["n1", "n2", "n3"]
                           and not s["voters_outgoing"] and s, "voters back to n1..n3")
         assert status["id"] in ("n1", "n2", "n3")
         assert not supervisor.is_node_process(n4_pid, "n4")  # stopped, as it was supervised here
@@ -76,7 +65,7 @@ def test_stale_reads_are_served_without_a_quorum_linearizable_ones_are_not(clust
     cluster.client.write_file("/seen/f", b"still here")
     survivor = cluster.config.node_ids()[0]
     with Client(cluster.config, node=survivor, timeout_seconds=WAIT_SECONDS) as pinned:
-        wait_for(lambda: pinned.stat("/seen/f", stale=True), "the survivor to apply /seen/f")
+        wait_until(lambda: pinned.stat("/seen/f", stale=True), "the survivor to apply /seen/f")
     for node_id in cluster.config.node_ids()[1:]:
         supervisor.kill_node(cluster.data_dir, node_id)
     stale = cluster.sandctl("stat", "--stale", "/seen", "--json", "--node", survivor)
@@ -92,11 +81,11 @@ def test_stale_reads_are_served_without_a_quorum_linearizable_ones_are_not(clust
 def test_a_node_cut_off_from_the_leader_refuses_to_collect_chunks(cluster):
     survivor = cluster.config.node_ids()[0]
     with Client(cluster.config, node=survivor, timeout_seconds=WAIT_SECONDS) as pinned:
-        wait_for(lambda: _gc_outcome(pinned, survivor) == "collected", "the healthy node to collect")
+        wait_until(lambda: _gc_outcome(pinned, survivor) == "collected", "the healthy node to collect")
         for node_id in cluster.config.node_ids()[1:]:
             supervisor.kill_node(cluster.data_dir, node_id)
         # Without a leader it cannot know which chunks new files reference: it must not judge.
-        wait_for(lambda: _gc_outcome(pinned, survivor) == "refused", "the cut-off node to refuse")
+        wait_until(lambda: _gc_outcome(pinned, survivor) == "refused", "the cut-off node to refuse")
     refused = cluster.sandctl("gc", "--node", survivor)
     assert refused.returncode == 1, (refused.returncode, refused.stderr)
     assert b"garbage collection skipped" in refused.stderr

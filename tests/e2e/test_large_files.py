@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import lmdb
@@ -24,6 +23,8 @@ from node.chunks import transfer
 from node.config import node_data_dir
 from sandctl import cluster as supervisor
 from sandctl.client import Client
+
+from e2e_workload import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -97,13 +98,6 @@ def chunk_request(address: str, op: str, args: dict) -> object:
 
 def chunk_counts(cluster) -> dict[str, int]:
     return {a.id: chunk_request(a.chunk, "chunk_stats", {})["chunks"] for a in cluster.config.nodes}
-
-
-def wait_until(condition, what: str, seconds: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)  # polling interval, not synchronisation
 
 
 def wait_all_applied(cluster) -> None:
