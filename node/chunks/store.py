@@ -19,7 +19,6 @@ chunk is committed. The batch is bounded by the number of threads calling put.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import struct
@@ -30,11 +29,11 @@ from typing import Callable
 
 import lmdb
 
+from node.chunk_ids import CHUNK_ID_BYTES, chunk_id_of  # the id is part of the wire contract
 from node.errors import ChecksumMismatch, NotFound, StoreFull
 
 log = logging.getLogger(__name__)
 
-CHUNK_ID_BYTES = 32
 _CHUNKS_DB = b"chunks"  # chunk id -> content
 _UNREFERENCED_DB = b"unreferenced"  # chunk id -> first seen unreferenced (float seconds, big-endian)
 _TIME = struct.Struct(">d")
@@ -52,11 +51,6 @@ COUNTER_NAMES = (
     "gc_deleted",
     "gc_deleted_bytes",
 )
-
-
-def chunk_id_of(data: bytes | memoryview) -> bytes:
-    """The id of a chunk: BLAKE2b with a 32-byte digest (hashlib releases the GIL meanwhile)."""
-    return hashlib.blake2b(data, digest_size=CHUNK_ID_BYTES).digest()
 
 
 @dataclass
