@@ -75,7 +75,7 @@ CHUNK_OPS: dict[str, dict[str, str]] = {
     # against the id before it is written and is durable (fsynced) before the reply is sent.
     "chunk_put": {"id": "bytes"},
     # -> {"size": int} + content frame. verify (default true): the node checks the content
-    # against the id before sending it. A reader that checks it itself (node/chunks/transfer.py
+    # against the id before sending it. A reader that checks it itself (sandctl/transfer.py
     # always does) passes false, so the content is hashed once per read, and reports a
     # mismatch with chunk_verify.
     "chunk_get": {"id": "bytes", "verify": "bool?"},

@@ -17,8 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import lmdb
-
 MB = 1_000_000  # MB/s uses decimal megabytes, like disk vendors and dd
 COPY_BLOCK_BYTES = 1 << 20
 LMDB_SCRATCH_MAP_BYTES = 64 << 20
@@ -30,6 +28,10 @@ assert LMDB_VALUE_BYTES * 1_000_000 < LMDB_SCRATCH_MAP_BYTES * 2  # a long run c
 
 def lmdb_synced_commits_per_second(directory: Path, duration_seconds: float) -> dict:
     """Commit one small put per synced LMDB transaction for duration_seconds in a fresh env."""
+    # Imported here, not at the top: this measurement of the node's storage engine is the only
+    # place sandctl touches lmdb, and the client library must not load it (tests/test_boundaries.py).
+    import lmdb
+
     assert duration_seconds > 0
     scratch = Path(tempfile.mkdtemp(prefix="lmdb-commits-", dir=directory))
     env = lmdb.open(str(scratch), map_size=LMDB_SCRATCH_MAP_BYTES, sync=True, metasync=True,

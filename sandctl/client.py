@@ -24,7 +24,7 @@ from typing import BinaryIO
 import zmq
 
 from node import protocol
-from node.chunks import transfer
+from sandctl import transfer
 from node.config import ClusterConfig
 from node.errors import (
     ERRORS_BY_CODE,

@@ -21,7 +21,7 @@ def _rows():
          "latency_ms_p50": 1.0, "latency_ms_p99": 2.0, "latency_ms_p999": 3.0, "client_cpu_percent": 30.0},
         {"workload": "put", "mode": "1 MiB", "outstanding": 1, "throughput_mb_per_second": 50.0,
          "client_peak_memory_mib": 80.0, "errors": 0, "client_cpu_percent": 60.0},
-        {"workload": "get", "mode": "", "outstanding": 1, "unavailable": "node.chunks.transfer is not installed"},
+        {"workload": "get", "mode": "", "outstanding": 1, "unavailable": "sandctl.transfer is not installed"},
         {"workload": "failover", "mode": "3 leader kills", "outstanding": 4, "ops_per_second": 100.0,
          "kill_to_ack_ms": [300.5, 280.0, 410.0], "writes_lost": 0, "writes_acknowledged": 900, "errors": 2,
          "client_cpu_percent": 20.0},
@@ -45,7 +45,7 @@ def test_table_shows_every_figure_beside_its_machine_ratio():
     assert "LMDB synced commits/s" in table and "500" in table
     assert "2000 ops/s" in table and "4 writes/fsync" in table
     assert "50 MB/s, peak 80 MiB" in table and "0.25 of ceiling" in table
-    assert "unavailable: node.chunks.transfer is not installed" in table
+    assert "unavailable: sandctl.transfer is not installed" in table
     assert "kill->ack ms: 300.5, 280, 410; lost 0 of 900" in table
     assert "/d/bench/x.json" in table
 

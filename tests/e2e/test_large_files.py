@@ -19,7 +19,7 @@ import pytest
 import zmq
 
 from node import protocol
-from node.chunks import transfer
+from sandctl import transfer
 from node.config import node_data_dir
 from sandctl import cluster as supervisor
 from sandctl.client import Client

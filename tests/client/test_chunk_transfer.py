@@ -11,7 +11,7 @@ import lmdb
 import pytest
 
 from node.errors import ChecksumMismatch, NotFound, Unavailable
-from node.chunks.transfer import get_stream, put_stream
+from sandctl.transfer import get_stream, put_stream
 
 CHUNK_SIZE_BYTES = 64 << 10
 DEADLINE_SECONDS = 10.0

@@ -27,7 +27,7 @@ from typing import BinaryIO, Callable
 import zmq
 
 from node import protocol
-from node.chunks.store import CHUNK_ID_BYTES, chunk_id_of
+from node.chunk_ids import CHUNK_ID_BYTES, chunk_id_of
 from node.errors import (
     ChecksumMismatch,
     NotFound,
