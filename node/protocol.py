@@ -39,6 +39,9 @@ READ_OPS: dict[str, dict[str, str]] = {
     "inspect_term": {},
     "chunk_refs": {},  # every chunk id the namespace references (for GC)
     "digest": {},  # this node's namespace digest and applied index (compare nodes in tests)
+    # Self-healing data (node/repair/): answered by the leader, which knows which nodes are up.
+    # fsck -> {"files": [{"path", "state", "chunks", ...}], "totals": {...}} for files under path.
+    "fsck": {"path": "str?", "files_max": "int?"},
 }
 
 WRITE_OPS: dict[str, dict[str, str]] = {
@@ -57,7 +60,19 @@ ADMIN_OPS: dict[str, dict[str, str]] = {
     "transfer_leader": {"node": "str?"},
     "snapshot": {},
     "gc": {"dry_run": "bool?", "grace_seconds": "float?"},
+    # Even out used bytes per node now (the leader moves replicas: copy, record, drop).
+    "rebalance": {},
 }
+
+# Replica bookkeeping (node/metadata/replicas.py): commands in the Raft log like WRITE_OPS, but
+# proposed only by the leader's repair scheduler, never accepted on the client port.
+# add_replica records a copy that is durable (verified) on `node`; drop_replica forgets one
+# and is refused for a chunk's last recorded replica.
+REPLICA_OPS: dict[str, dict[str, str]] = {
+    "add_replica": {"chunk": "bytes", "node": "str", **_SESSION},
+    "drop_replica": {"chunk": "bytes", "node": "str", **_SESSION},
+}
+COMMAND_OPS: dict[str, dict[str, str]] = {**WRITE_OPS, **REPLICA_OPS}  # every op a log entry may carry
 
 OPS: dict[str, dict[str, str]] = {**READ_OPS, **WRITE_OPS, **ADMIN_OPS}
 
@@ -85,6 +100,15 @@ CHUNK_OPS: dict[str, dict[str, str]] = {
     "chunk_has": {"ids": "list"},  # -> [bool, ...] in the same order
     "chunk_stats": {},  # -> {"chunks": int, "bytes": int, "counters": {...}}
     "chunk_gc": {"dry_run": "bool?", "grace_seconds": "float?"},  # -> {"unreferenced", "deleted", "deleted_bytes"}
+    # Self-healing data (node/repair/), asked by the leader:
+    # -> {"ids": [chunk id, ...] ascending, "more": bool}: what this node holds, after `after`.
+    "chunk_inventory": {"after": "bytes?", "limit": "int?"},
+    # -> {"stored": bool, "size": int}: fetch the chunk from node `source`'s chunk port, verify
+    # its hash and store it durably here (a repair copy; the reply means it is durable).
+    "chunk_fetch_from": {"id": "bytes", "source": "str"},
+    # -> {"deleted": bool}: remove a surplus copy. Refused while this node's own metadata still
+    # records it as a replica here (drop_replica must be committed and applied first).
+    "chunk_delete": {"id": "bytes"},
 }
 CHUNK_DATA_OPS = frozenset({"chunk_put"})  # requests followed by one raw content frame
 

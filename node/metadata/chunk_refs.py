@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import lmdb
 
+from node.metadata import replicas
 from node.metadata.tables import NamespaceTables, pack_uint64, unpack_uint64
 
 
 def add(txn: lmdb.Transaction, tables: NamespaceTables, chunks: list) -> None:
-    for chunk_id, _size, _replicas in chunks:
+    for chunk_id, size, written_to in chunks:
         value = txn.get(chunk_id, db=tables.chunk_refs)
         count = 0 if value is None else unpack_uint64(value)
         txn.put(chunk_id, pack_uint64(count + 1), db=tables.chunk_refs)
+        replicas.record_written(txn, tables, chunk_id, size, written_to)
 
 
 def remove(txn: lmdb.Transaction, tables: NamespaceTables, chunks: list) -> None:
@@ -26,6 +28,7 @@ def remove(txn: lmdb.Transaction, tables: NamespaceTables, chunks: list) -> None
         count = unpack_uint64(value) - 1
         if count == 0:
             txn.delete(chunk_id, db=tables.chunk_refs)
+            replicas.forget(txn, tables, chunk_id)
         else:
             txn.put(chunk_id, pack_uint64(count), db=tables.chunk_refs)
 

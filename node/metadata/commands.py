@@ -17,8 +17,9 @@ import msgpack
 
 from node.errors import BadRequest
 from node.metadata.paths import normalize_path
+from node.metadata.replicas import check_node_id
 from node.packing import packb
-from node.protocol import WRITE_OPS, validate_args
+from node.protocol import COMMAND_OPS, validate_args
 
 COMMAND_VERSION = 1
 CHUNK_ID_BYTES = 32
@@ -31,6 +32,8 @@ _DEFAULTS: dict[str, dict[str, object]] = {
     "write_file": {"parents": False, "mode": DEFAULT_FILE_MODE},
     "rm": {"recursive": False},
     "mv": {},
+    "add_replica": {},  # replica bookkeeping (node/metadata/replicas.py)
+    "drop_replica": {},
 }
 _PATH_ARGUMENTS = ("path", "src", "dst")
 
@@ -44,7 +47,7 @@ RECENT_COMMANDS_BYTES_MAX = 16 << 20
 _recent_commands: OrderedDict[bytes, "Command"] = OrderedDict()
 _recent_commands_bytes = 0
 
-assert set(_DEFAULTS) == set(WRITE_OPS), "every write op needs its defaults listed"
+assert set(_DEFAULTS) == set(COMMAND_OPS), "every command op needs its defaults listed"
 
 
 class Command(NamedTuple):
@@ -115,11 +118,11 @@ def _decoded(data: bytes) -> Command:
 
 
 def _validated(op: object, args: object, now_ns: object, args_validated: bool = False) -> Command:
-    if not isinstance(op, str) or op not in WRITE_OPS:
+    if not isinstance(op, str) or op not in COMMAND_OPS:
         raise BadRequest(f"unknown write op {op!r}")
     if isinstance(now_ns, bool) or not isinstance(now_ns, int) or now_ns < 0:
         raise BadRequest("a command's time stamp must be a non-negative integer of nanoseconds")
-    checked = {**_DEFAULTS[op], **(args if args_validated else validate_args(op, args, WRITE_OPS[op]))}
+    checked = {**_DEFAULTS[op], **(args if args_validated else validate_args(op, args, COMMAND_OPS[op]))}
     client = checked.pop("client")
     seq = checked.pop("seq")
     for name in _PATH_ARGUMENTS:
@@ -129,6 +132,8 @@ def _validated(op: object, args: object, now_ns: object, args_validated: bool = 
         raise BadRequest(f"mode {checked['mode']:o} is not a permission mode (0 to 7777 octal)")
     if op == "write_file":
         _check_content(checked)
+    if "chunk" in checked:  # add_replica, drop_replica
+        _check_replica_change(checked)
     return Command(op=op, args=checked, client=client, seq=seq, now_ns=now_ns)
 
 
@@ -147,6 +152,12 @@ def _check_content(args: dict) -> None:
     chunk_bytes = sum(chunk[1] for chunk in args["chunks"])
     if chunk_bytes != size:
         raise BadRequest(f"chunks add up to {chunk_bytes} bytes but size says {size}")
+
+
+def _check_replica_change(args: dict) -> None:
+    if len(args["chunk"]) != CHUNK_ID_BYTES:
+        raise BadRequest(f"a chunk id must be {CHUNK_ID_BYTES} bytes")
+    check_node_id(args["node"])
 
 
 def _checked_chunk(chunk: object) -> list:

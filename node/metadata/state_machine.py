@@ -18,7 +18,7 @@ from typing import Callable
 import lmdb
 
 from node.errors import AlreadyExists, InvalidPath, IsADirectory, NotADirectory, NotEmpty, NotFound, SandStoreError, Stale
-from node.metadata import chunk_refs, image, paths, tree
+from node.metadata import chunk_refs, image, paths, replicas, tree
 from node.metadata.commands import DEFAULT_DIRECTORY_MODE, Command, decode_command
 from node.metadata.sessions import Sessions
 from node.metadata.tables import (
@@ -47,6 +47,10 @@ class Namespace:
             "write_file": self._write_file,
             "rm": self._rm,
             "mv": self._mv,
+            "add_replica": lambda txn, command: replicas.apply_add(txn, self._tables, command.args["chunk"],
+                                                                    command.args["node"]),
+            "drop_replica": lambda txn, command: replicas.apply_drop(txn, self._tables, command.args["chunk"],
+                                                                      command.args["node"]),
         }
         with env.begin(write=True) as txn:
             if txn.get(pack_uint64(ROOT_INODE), db=self._tables.inodes) is None:
@@ -218,7 +222,13 @@ class Namespace:
 
     def stat(self, txn: lmdb.Transaction, path: str) -> dict:
         path = paths.normalize_path(path)
-        return tree.lookup(txn, self._tables, path).record.stat(path)
+        return self._with_current_replicas(txn, tree.lookup(txn, self._tables, path).record.stat(path))
+
+    def _with_current_replicas(self, txn: lmdb.Transaction, result: dict) -> dict:
+        """A stat whose chunks name the replicas recorded now, not those written to."""
+        if "chunks" in result:
+            result["chunks"] = replicas.current_chunks(txn, self._tables, result["chunks"])
+        return result
 
     def ls(self, txn: lmdb.Transaction, path: str, recursive: bool = False) -> list[dict]:
         """Stat dicts of a directory's entries in name order; recursive: every node below it,
@@ -242,15 +252,16 @@ class Namespace:
         record = tree.lookup(txn, self._tables, path).record
         if record.is_directory:
             raise IsADirectory(f"{path} is a directory")
-        result = record.stat(path)
+        result = self._with_current_replicas(txn, record.stat(path))
         if record.data is not None:
             result["data"] = record.data
         return result
 
-    def du(self, txn: lmdb.Transaction, path: str) -> dict:
+    def du(self, txn: lmdb.Transaction, path: str, nodes_down: frozenset = frozenset()) -> dict:
         """Totals under path (itself included): logical_bytes adds file sizes; stored_chunk_bytes
         adds each distinct chunk once (deduplicated, before replication); replicated_chunk_bytes
-        counts every stored copy."""
+        counts every stored copy, except those on `nodes_down` (the leader's view of nodes that
+        do not answer: copies there are not live)."""
         path = paths.normalize_path(path)
         found = tree.lookup(txn, self._tables, path)
         files = directories = logical_bytes = 0
@@ -262,14 +273,31 @@ class Namespace:
                 continue
             files += 1
             logical_bytes += record.size
-            for chunk_id, size, replicas in record.chunk_list():
+            for chunk_id, size, nodes in replicas.current_chunks(txn, self._tables, record.chunk_list()):
                 chunk_sizes[chunk_id] = size
-                # Two files sharing a chunk may have stored it on different nodes: count each copy.
-                chunk_replicas.setdefault(chunk_id, set()).update(replicas)
+                # Replicas as recorded now (repairs included), on nodes not known to be down.
+                chunk_replicas.setdefault(chunk_id, set()).update(set(nodes) - nodes_down)
         return {"files": files, "dirs": directories, "logical_bytes": logical_bytes,
                 "stored_chunk_bytes": sum(chunk_sizes.values()),
                 "replicated_chunk_bytes": sum(size * len(chunk_replicas[chunk_id])
                                               for chunk_id, size in chunk_sizes.items())}
+
+    def chunk_replicas(self, txn: lmdb.Transaction):
+        """(chunk id, ChunkReplicas) of every referenced chunk, in id order (repair planning)."""
+        return replicas.iterate(txn, self._tables)
+
+    def replica_recorded(self, txn: lmdb.Transaction, chunk_id: bytes, node: str) -> bool:
+        known = replicas.get(txn, self._tables, chunk_id)
+        return known is not None and node in known.nodes
+
+    def files_under(self, txn: lmdb.Transaction, path: str):
+        """(path, size, chunk list with current replicas) of every file at or below path, depth
+        first (fsck); an inline file has no chunks."""
+        path = paths.normalize_path(path)
+        found = tree.lookup(txn, self._tables, path)
+        for node_path, _, record in tree.walk(txn, self._tables, path, found.inode, found.record):
+            if not record.is_directory:
+                yield node_path, record.size, replicas.current_chunks(txn, self._tables, record.chunk_list())
 
     def referenced_chunk_ids(self, txn: lmdb.Transaction) -> set[bytes]:
         return chunk_refs.referenced(txn, self._tables)

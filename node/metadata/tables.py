@@ -10,6 +10,7 @@ key. Persisted formats are pinned: changing them breaks existing data directorie
   ns.sessions        UTF-8 client id -> msgpack [last seq, stored result, last active clock ns]
   ns.session_expiry  8-byte last active clock ns + UTF-8 client id -> b"" (expiry in time order)
   ns.meta            b"next_inode", b"clock_ns", b"applied_index" -> 8-byte integers
+  ns.chunk_replicas  32-byte chunk id -> msgpack [size, [node id, ...] ascending] (replicas.py)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class NamespaceTables:
     sessions: object
     session_expiry: object
     meta: object
+    chunk_replicas: object
 
     @staticmethod
     def open(env: lmdb.Environment) -> "NamespaceTables":
@@ -63,6 +65,7 @@ TABLE_NAMES: dict[str, bytes] = {
     "sessions": b"ns.sessions",
     "session_expiry": b"ns.session_expiry",
     "meta": b"ns.meta",
+    "chunk_replicas": b"ns.chunk_replicas",
 }
 
 
