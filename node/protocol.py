@@ -47,10 +47,14 @@ READ_OPS: dict[str, dict[str, str]] = {
 WRITE_OPS: dict[str, dict[str, str]] = {
     "mkdir": {"path": "str", "parents": "bool?", "mode": "int?", **_SESSION},
     # Exactly one of data (inline content) or chunks ([[id bytes, size int, [node ids]], ...]).
+    # into_directory (a file name): if path is an existing directory, the file is written inside
+    # it under that name instead; resolved when the write is applied, so `put FILE DIR` needs no
+    # stat first. overwrite (default true): false refuses with EXISTS if the target exists.
     "write_file": {"path": "str", "data": "bytes?", "chunks": "list?", "size": "int",
-                   "mode": "int?", "parents": "bool?", **_SESSION},
+                   "mode": "int?", "parents": "bool?", "into_directory": "str?", "overwrite": "bool?", **_SESSION},
     "rm": {"path": "str", "recursive": "bool?", **_SESSION},
-    "mv": {"src": "str", "dst": "str", **_SESSION},
+    # overwrite (default true): false refuses with EXISTS if the target exists.
+    "mv": {"src": "str", "dst": "str", "overwrite": "bool?", **_SESSION},
 }
 
 ADMIN_OPS: dict[str, dict[str, str]] = {

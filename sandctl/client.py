@@ -28,8 +28,10 @@ from sandctl import transfer
 from node.config import ClusterConfig
 from node.errors import (
     ERRORS_BY_CODE,
+    AlreadyExists,
     BadRequest,
     NoLeader,
+    NotFound,
     NotLeader,
     SandStoreError,
     TimedOut,
@@ -108,6 +110,15 @@ class _LimitedReader:
             self.exhausted = True
         self.remaining -= len(part)
         return part
+
+
+def _with_target_options(args: dict, into_directory: str | None, overwrite: bool) -> dict:
+    """write_file's args plus the target options that differ from the node's defaults."""
+    if into_directory is not None:
+        args["into_directory"] = into_directory
+    if not overwrite:
+        args["overwrite"] = False
+    return args
 
 
 class Client:
@@ -528,16 +539,21 @@ class Client:
     def mkdir(self, path: str, parents: bool = False) -> dict:
         return self.call("mkdir", {"path": path, "parents": parents})
 
-    def write_file(self, path: str, data: bytes, mode: int = 0o644, parents: bool = False) -> dict:
+    def write_file(self, path: str, data: bytes, mode: int = 0o644, parents: bool = False, *,
+                   into_directory: str | None = None, overwrite: bool = True) -> dict:
         """Store data as the file at path, inline (up to the config's inline_max_bytes; use
-        put_file for content of any size)."""
+        put_file for content of any size); returns its stat, whose "path" is where it went.
+
+        into_directory: a file name; if path is an existing directory, the file is written
+        inside it under that name (decided by the write itself: one consensus round, no stat).
+        overwrite=False refuses with AlreadyExists if the target exists."""
         if len(data) > self.config.inline_max_bytes:
             raise TooLarge(
                 f"{path}: {len(data)} bytes exceed inline_max_bytes ({self.config.inline_max_bytes}); "
                 "store larger content with put_file"
             )
         args = {"path": path, "data": bytes(data), "size": len(data), "mode": mode, "parents": parents}
-        return self.call("write_file", args)
+        return self.call("write_file", _with_target_options(args, into_directory, overwrite))
 
     def stat(self, path: str, stale: bool = False) -> dict:
         return self.call("stat", {"path": path, "stale": stale})
@@ -568,8 +584,12 @@ class Client:
         mode: int = 0o644,
         parents: bool = False,
         progress: Progress | None = None,
+        into_directory: str | None = None,
+        overwrite: bool = True,
     ) -> dict:
         """Store everything `reader` yields as the file at path; returns the file's stat.
+        into_directory and overwrite as for write_file: both are decided by the one write that
+        commits the file record, never by a stat before it.
 
         Input of at most inline_max_bytes (by size_hint, or by reading one byte more than that)
         is stored inline in the file record. Larger input is streamed in chunks of
@@ -585,14 +605,30 @@ class Client:
         if size_hint is None or size_hint <= inline_max_bytes:
             head = transfer.read_up_to(reader, inline_max_bytes + 1)
             if len(head) <= inline_max_bytes:
-                result = self.write_file(path, head, mode, parents)
+                result = self.write_file(path, head, mode, parents, into_directory=into_directory, overwrite=overwrite)
                 if progress is not None and head:
                     progress(len(head))
                 return result
+        if not overwrite:
+            self._refuse_early_if_exists(path, into_directory)
         chunks, size_bytes = self._store_chunks(_PrefixedReader(head, reader) if head else reader, size_hint, progress)
         assert sum(chunk[1] for chunk in chunks) == size_bytes
-        return self.call("write_file", {"path": path, "chunks": chunks, "size": size_bytes, "mode": mode,
-                                        "parents": parents})
+        args = {"path": path, "chunks": chunks, "size": size_bytes, "mode": mode, "parents": parents}
+        return self.call("write_file", _with_target_options(args, into_directory, overwrite))
+
+    def _refuse_early_if_exists(self, path: str, into_directory: str | None) -> None:
+        """Before streaming a large file that must not replace anything: AlreadyExists if the
+        target exists now, so a refused put does not first upload every chunk. A stale read
+        (no consensus round): the write's own overwrite check stays the one that decides."""
+        try:
+            info = self.stat(path, stale=True)
+            if into_directory is not None and info.get("type") == "dir":
+                path = path.rstrip("/") + "/" + into_directory
+                info = self.stat(path, stale=True)
+        except NotFound:
+            return
+        if info.get("type") != "dir":
+            raise AlreadyExists(f"{path} already exists (not overwritten)")
 
     def _store_chunks(self, reader, size_hint: int | None, progress: Progress | None) -> tuple[list[list], int]:
         copies = self.replication()
@@ -713,8 +749,10 @@ class Client:
     def rm(self, path: str, recursive: bool = False) -> dict:
         return self.call("rm", {"path": path, "recursive": recursive})
 
-    def mv(self, src: str, dst: str) -> dict:
-        return self.call("mv", {"src": src, "dst": dst})
+    def mv(self, src: str, dst: str, *, overwrite: bool = True) -> dict:
+        """Rename src to dst (into dst if it is a directory); overwrite=False refuses with
+        AlreadyExists if the target exists."""
+        return self.call("mv", {"src": src, "dst": dst} if overwrite else {"src": src, "dst": dst, "overwrite": False})
 
     def du(self, path: str) -> dict:
         return self.call("du", {"path": path})

@@ -15,23 +15,23 @@ from typing import NamedTuple
 
 import msgpack
 
+from node.chunk_ids import CHUNK_ID_BYTES
 from node.errors import BadRequest
-from node.metadata.paths import normalize_path
+from node.metadata.paths import file_name, normalize_path
 from node.metadata.replicas import check_node_id
 from node.packing import packb
 from node.protocol import COMMAND_OPS, validate_args
 
 COMMAND_VERSION = 1
-CHUNK_ID_BYTES = 32
 MODE_MAX = 0o7777
 DEFAULT_DIRECTORY_MODE = 0o755
 DEFAULT_FILE_MODE = 0o644
 
 _DEFAULTS: dict[str, dict[str, object]] = {
     "mkdir": {"parents": False, "mode": DEFAULT_DIRECTORY_MODE},
-    "write_file": {"parents": False, "mode": DEFAULT_FILE_MODE},
+    "write_file": {"parents": False, "mode": DEFAULT_FILE_MODE, "overwrite": True},
     "rm": {"recursive": False},
-    "mv": {},
+    "mv": {"overwrite": True},
     "add_replica": {},  # replica bookkeeping (node/metadata/replicas.py)
     "drop_replica": {},
 }
@@ -128,6 +128,8 @@ def _validated(op: object, args: object, now_ns: object, args_validated: bool = 
     for name in _PATH_ARGUMENTS:
         if name in checked:
             checked[name] = normalize_path(checked[name])
+    if "into_directory" in checked:
+        checked["into_directory"] = file_name(checked["into_directory"])
     if "mode" in checked and not 0 <= checked["mode"] <= MODE_MAX:
         raise BadRequest(f"mode {checked['mode']:o} is not a permission mode (0 to 7777 octal)")
     if op == "write_file":

@@ -42,6 +42,14 @@ def normalize_path(path: str) -> str:
     return ROOT + "/".join(names)
 
 
+def file_name(name: str) -> str:
+    """`name` if it is one valid path component (a file name, no '/'), else InvalidPath."""
+    if not isinstance(name, str) or not name or "/" in name:
+        raise InvalidPath(f"{name!r} is not a file name (one non-empty path component without '/')")
+    normalize_path(ROOT + name)  # the same rules as a component of any path
+    return name
+
+
 def components(path: str) -> list[str]:
     """The names along a normal path from the root ([] for the root)."""
     assert _is_normal(path), path

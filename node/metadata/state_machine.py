@@ -102,10 +102,17 @@ class Namespace:
         args = command.args
         path = args["path"]
         found = tree.resolve(txn, self._tables, path)
+        if "into_directory" in args and found.exists and found.record.is_directory:
+            # Decided here, in apply, not by a stat before the write: one round, and no race
+            # with a concurrent mkdir or rm of the target.
+            path = paths.normalize_path(paths.join(path, args["into_directory"]))  # checks the length
+            found = tree.resolve(txn, self._tables, path)
         record = Record(False, args["mode"], command.now_ns, args["size"], data=args.get("data"), chunks=args.get("chunks"))
         if found.exists:
             if found.record.is_directory:
                 raise IsADirectory(f"{path} is a directory")
+            if not args["overwrite"]:
+                raise AlreadyExists(f"{path} already exists (not overwritten)")
             # Overwrite in place: the same inode gets the new content in this transaction.
             chunk_refs.add(txn, self._tables, record.chunk_list())
             chunk_refs.remove(txn, self._tables, found.record.chunk_list())
@@ -148,6 +155,8 @@ class Namespace:
         if moved.record.is_directory and paths.is_within(target, source):
             raise InvalidPath(f"cannot move directory {source} into itself ({target})")
         if target_found.exists:
+            if not command.args["overwrite"]:
+                raise AlreadyExists(f"{target} already exists (not overwritten)")
             self._check_replaceable(moved.record, target_found.record, source, target)
             target_parent = target_found.parent
             self._delete_inode(txn, target_found.inode, target_found.record)

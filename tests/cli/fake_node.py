@@ -169,8 +169,12 @@ class Namespace:
         path, data = args["path"], args["data"]
         if len(data) > self.inline_max_bytes:
             raise TooLarge(f"{len(data)} bytes exceed inline_max_bytes")
+        if args.get("into_directory") and self.entries.get(path, {}).get("type") == "dir":
+            path = posixpath.join(path, args["into_directory"])
         if path in self.entries and self.entries[path]["type"] == "dir":
             raise IsADirectory(f"{path} is a directory")
+        if path in self.entries and args.get("overwrite") is False:
+            raise AlreadyExists(f"{path} already exists (not overwritten)")
         self._parent_dir(path, bool(args.get("parents")))
         self.entries[path] = self._stat(path, "file", args.get("mode") or 0o644, len(data))
         self.data[path] = data
@@ -207,8 +211,11 @@ class Namespace:
         return {}
 
     def op_mv(self, args: dict) -> dict:
+        """Like the node's mv, except that an existing target is always refused (EXISTS)."""
         src, dst = args["src"], args["dst"]
         self._get(src)
+        if self.entries.get(dst, {}).get("type") == "dir":
+            dst = posixpath.join(dst, posixpath.basename(src))
         if dst in self.entries:
             raise AlreadyExists(f"{dst} already exists")
         self._parent_dir(dst)

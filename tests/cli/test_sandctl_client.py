@@ -209,3 +209,33 @@ def test_hints_that_chase_each_other_back_off_and_end_unavailable(fake_nodes):
             client.stat("/")
     # Backoff between rounds keeps this to a few dozen requests, not a busy loop.
     assert 2 <= len(n1.ops()) + len(n2.ops()) < 100
+
+
+def test_a_small_put_into_a_directory_is_one_request(fake_nodes):
+    import io
+
+    node = fake_nodes("n1", Namespace())
+    with Client(make_config({"n1": node.address}), timeout_seconds=5) as client:
+        client.mkdir("/docs")
+        stored = client.put_file("/docs", io.BytesIO(b"hello"), size_hint=5, into_directory="a.txt")
+        assert stored["path"] == "/docs/a.txt"
+        # Not a directory: the name is ignored and the file is the target itself.
+        assert client.put_file("/b.txt", io.BytesIO(b"x"), into_directory="a.txt")["path"] == "/b.txt"
+    # No stat before the write: the write itself resolves the directory.
+    assert node.ops() == ["mkdir", "write_file", "write_file"]
+    assert node.requests_of("write_file")[0]["into_directory"] == "a.txt"
+    assert "overwrite" not in node.requests_of("write_file")[0]  # the node's default (true) is not sent
+
+
+def test_overwrite_false_is_sent_and_its_refusal_raised(fake_nodes):
+    node = fake_nodes("n1", Namespace())
+    with Client(make_config({"n1": node.address}), timeout_seconds=5) as client:
+        client.write_file("/f", b"old")
+        with pytest.raises(AlreadyExists):
+            client.write_file("/f", b"new", overwrite=False)
+        client.write_file("/g", b"new", overwrite=False)
+        client.mv("/g", "/h", overwrite=False)
+        with pytest.raises(AlreadyExists):
+            client.mv("/h", "/f", overwrite=False)
+    assert [args.get("overwrite") for args in node.requests_of("write_file")] == [None, False, False]
+    assert [args.get("overwrite") for args in node.requests_of("mv")] == [False, False]

@@ -17,7 +17,10 @@ def test_round_trip_normalises_paths_and_fills_defaults():
         op="mkdir", args={"path": "/a/b", "parents": False, "mode": 0o755}, client="c1", seq=7, now_ns=123
     )
     data = encode_command("write_file", {"path": "/f", "chunks": [CHUNK, CHUNK], "size": 20, "client": "c1", "seq": 8}, 5)
-    assert decode_command(data).args == {"path": "/f", "chunks": [CHUNK, CHUNK], "size": 20, "parents": False, "mode": 0o644}
+    assert decode_command(data).args == {"path": "/f", "chunks": [CHUNK, CHUNK], "size": 20, "parents": False,
+                                         "mode": 0o644, "overwrite": True}
+    data = encode_command("mv", {"src": "/a", "dst": "/b/", "client": "c1", "seq": 9}, 5)
+    assert decode_command(data).args == {"src": "/a", "dst": "/b", "overwrite": True}
 
 
 @pytest.mark.parametrize(
@@ -34,11 +37,20 @@ def test_round_trip_normalises_paths_and_fills_defaults():
         ("write_file", {"path": "/f", "size": 10, "chunks": [[b"short", 10, ["n1"]]], "client": "c", "seq": 1}, "32 bytes"),
         ("write_file", {"path": "/f", "size": 10, "chunks": [[b"c" * 32, 10, []]], "client": "c", "seq": 1}, "replica"),
         ("write_file", {"path": "/f", "size": -1, "data": b"", "client": "c", "seq": 1}, "negative"),
+        ("write_file", {"path": "/f", "size": 0, "data": b"", "overwrite": 1, "client": "c", "seq": 1}, "must be bool"),
+        ("mv", {"src": "/a", "dst": "/b", "overwrite": "no", "client": "c", "seq": 1}, "must be bool"),
     ],
 )
 def test_invalid_commands_are_refused_when_encoded(op, args, message):
     with pytest.raises(BadRequest, match=message):
         encode_command(op, args, now_ns=1)
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "/a", ".", "..", "x" * 256, "nul\0"])
+def test_into_directory_must_be_one_file_name(name):
+    with pytest.raises(InvalidPath):
+        encode_command("write_file", {"path": "/d", "data": b"", "size": 0, "into_directory": name,
+                                      "client": "c", "seq": 1}, now_ns=1)
 
 
 def test_invalid_path_is_refused_when_encoded():

@@ -351,3 +351,53 @@ def test_same_commands_give_the_same_state(tmp_path):
     # Chunk counts agree with a recount over the files that remain.
     remaining = {tuple(c)[0] for entry in first.query("ls", "/", recursive=True) for c in entry.get("chunks", [])}
     assert first.query("referenced_chunk_ids") == remaining
+
+
+def test_write_into_a_directory_is_resolved_when_applied(node):
+    node.ok("mkdir", path="/docs")
+    # The target is a directory: the file goes inside it under the given name.
+    assert node.ok("write_file", path="/docs", into_directory="a.txt", data=b"1", size=1)["path"] == "/docs/a.txt"
+    # The target is not a directory (absent, or a file): the name is not used.
+    assert node.ok("write_file", path="/new", into_directory="a.txt", data=b"2", size=1)["path"] == "/new"
+    assert node.ok("write_file", path="/new", into_directory="a.txt", data=b"3", size=1)["path"] == "/new"
+    assert node.tree() == [("/docs", "dir", 0), ("/docs/a.txt", "file", 1), ("/new", "file", 1)]
+    assert node.query("read", "/new")["data"] == b"3"
+    # Inside the directory the usual rules hold: a directory there is not replaced.
+    node.ok("mkdir", path="/docs/sub/sub", parents=True)
+    assert node.error("write_file", path="/docs", into_directory="sub", data=b"", size=0) == "IS_A_DIRECTORY"
+    # Without into_directory a directory target is refused, as before.
+    assert node.error("write_file", path="/docs", data=b"", size=0) == "IS_A_DIRECTORY"
+
+
+def test_into_directory_that_makes_the_path_too_long_is_refused(node):
+    deep = "/" + "/".join(["d" * 200] * 20)  # 4020 bytes, under the 4096-byte limit
+    node.ok("mkdir", path=deep, parents=True)
+    assert node.error("write_file", path=deep, into_directory="f" * 100, data=b"", size=0) == "INVALID_PATH"
+
+
+def test_write_without_overwrite_refuses_an_existing_file_and_changes_nothing(node):
+    node.ok("write_file", path="/f", chunks=[chunk("old")], size=100)
+    node.ok("mkdir", path="/d")
+    node.ok("write_file", path="/d/f", data=b"old", size=3)
+    assert node.error("write_file", path="/f", chunks=[chunk("new")], size=100, overwrite=False) == "EXISTS"
+    assert node.error("write_file", path="/d", into_directory="f", data=b"new", size=3, overwrite=False) == "EXISTS"
+    assert node.query("read", "/f")["chunks"] == [chunk("old")]
+    assert node.query("read", "/d/f")["data"] == b"old"
+    assert node.query("referenced_chunk_ids") == {chunk("old")[0]}
+    # A new name is written; overwrite=True (the default) replaces.
+    assert node.ok("write_file", path="/d", into_directory="g", data=b"g", size=1, overwrite=False)["path"] == "/d/g"
+    node.ok("write_file", path="/f", data=b"x", size=1, overwrite=True)
+    assert node.query("read", "/f")["data"] == b"x"
+
+
+def test_mv_without_overwrite_refuses_an_existing_target(node):
+    node.ok("write_file", path="/a", data=b"a", size=1)
+    node.ok("write_file", path="/b", data=b"b", size=1)
+    node.ok("mkdir", path="/d")
+    node.ok("write_file", path="/d/a", data=b"old", size=3)
+    assert node.error("mv", src="/a", dst="/b", overwrite=False) == "EXISTS"
+    assert node.error("mv", src="/a", dst="/d", overwrite=False) == "EXISTS"  # /d/a exists
+    assert node.tree() == [("/a", "file", 1), ("/b", "file", 1), ("/d", "dir", 0), ("/d/a", "file", 3)]
+    assert node.ok("mv", src="/b", dst="/c", overwrite=False)["path"] == "/c"
+    assert node.ok("mv", src="/a", dst="/c")["path"] == "/c"  # the default replaces
+    assert node.query("read", "/c")["data"] == b"a"
