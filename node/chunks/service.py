@@ -15,6 +15,12 @@ push back on clients instead of this process buffering without bound.
 
 Every request is validated; garbage, unknown ops and bad arguments get a BAD_REQUEST reply and
 the service keeps serving. Periodic garbage collection runs as a job on a worker.
+
+Self-healing data (node/repair/): a scrub thread re-reads and re-hashes every stored chunk at
+scrub_bytes_per_second, removing (and remembering, for the leader's chunk_stats) a corrupt
+copy; the leader asks for the inventory (chunk_inventory), has a repair copy pulled from a
+healthy replica and verified here (chunk_fetch_from), and has a surplus copy deleted
+(chunk_delete) only once this node's own metadata no longer records it here.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import secrets
 import threading
 import time
 from typing import Callable
@@ -29,8 +36,8 @@ from typing import Callable
 import zmq
 
 from node import protocol
-from node.chunks.store import CHUNK_ID_BYTES, ChunkStore
-from node.errors import BadRequest, SandStoreError
+from node.chunks.store import CHUNK_ID_BYTES, INVENTORY_IDS_MAX, ChunkStore
+from node.errors import BadRequest, Refused, SandStoreError, Unavailable, error_from_code
 from node.transport.address import tcp_endpoint
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,10 @@ MAX_IDS_PER_HAS = 65536
 QUEUED_REQUESTS_PER_WORKER = 2
 # Requests ZeroMQ may hold per client connection before TCP pushes back (each up to a frame).
 RECEIVE_HIGH_WATER_MESSAGES = 64
+# A repair copy pulled from another node must arrive within this (a 64 MiB frame at a few MB/s).
+FETCH_TIMEOUT_SECONDS = 30.0
+SCRUB_BATCH_IDS = 256  # ids read per scrub step (one short read transaction)
+SCRUB_IDLE_SECONDS = 1.0  # an empty store is looked at again after this
 _GC_JOB = object()  # a queue item meaning "run the periodic garbage collection"
 _STOP_JOB = None
 _WAKE = b""  # a frame on the reply socket that carries no reply: stop() wakes the I/O thread
@@ -57,9 +68,17 @@ class ChunkService:
         max_frame_bytes: int,
         worker_threads: int = 4,
         clock: Callable[[], float] = time.time,
+        scrub_bytes_per_second: int = 0,
+        peer_chunk_address: Callable[[str], str | None] = lambda node_id: None,
+        replica_recorded_here: Callable[[bytes], bool] = lambda chunk_id: True,
     ) -> None:
         """`referenced_chunk_ids` is called from a worker thread: it must be thread-safe.
-        `clock` gives the wall-clock seconds garbage collection records (see ChunkStore)."""
+        `clock` gives the wall-clock seconds garbage collection records (see ChunkStore).
+        scrub_bytes_per_second: 0 runs no scrub. peer_chunk_address: a member's chunk address
+        by node id (None if unknown), for chunk_fetch_from. replica_recorded_here: whether this
+        node's applied metadata records the chunk as a replica here (chunk_delete refuses then).
+        Both are called from worker threads and must be thread-safe."""
+        assert scrub_bytes_per_second >= 0
         assert gc_grace_seconds >= 0
         assert gc_interval_seconds > 0
         assert max_frame_bytes > 0
@@ -76,7 +95,13 @@ class ChunkService:
         self._stopping = threading.Event()
         self._gc_pending = threading.Event()  # at most one periodic GC queued or running
         self._counters_lock = threading.Lock()
-        self._counters = {"requests": 0, "bad_requests": 0, "errors": 0, "internal_errors": 0}
+        self._counters = {"requests": 0, "bad_requests": 0, "errors": 0, "internal_errors": 0,
+                          "fetches": 0, "fetched_bytes": 0, "scrub_passes": 0}
+        self._scrub_bytes_per_second = scrub_bytes_per_second
+        self._peer_chunk_address = peer_chunk_address
+        self._replica_recorded_here = replica_recorded_here
+        # Changes each start: a leader seeing a new one reads this node's inventory again.
+        self.incarnation = secrets.token_hex(8)
 
         self._router = context.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
@@ -100,6 +125,7 @@ class ChunkService:
             threading.Thread(target=self._work, name=f"chunk-worker-{number}", daemon=True)
             for number in range(worker_threads)
         ]
+        self._scrub_thread = threading.Thread(target=self._scrub, name="chunk-scrub", daemon=True)
         self._started = False
 
     def start(self) -> None:
@@ -108,6 +134,8 @@ class ChunkService:
         for worker in self._workers:
             worker.start()
         self._io_thread.start()
+        if self._scrub_bytes_per_second:
+            self._scrub_thread.start()
 
     def stop(self) -> None:
         """Stop serving and join every thread; requests not yet answered get no reply.
@@ -130,14 +158,42 @@ class ChunkService:
         waker.close(linger=0)
         for worker in self._workers:
             worker.join()
+        if self._scrub_thread.is_alive():
+            self._scrub_thread.join()
 
     def counters(self) -> dict:
         with self._counters_lock:
             return dict(self._counters)
 
-    def _count(self, name: str) -> None:
+    def _count(self, name: str, amount: int = 1) -> None:
         with self._counters_lock:
-            self._counters[name] += 1
+            self._counters[name] += amount
+
+    # --- the scrub thread -----------------------------------------------------------------
+
+    def _scrub(self) -> None:
+        """Verify every stored chunk, in id order, round and round. Pacing sleeps each chunk's
+        share of the rate after reading it, so the rate is an upper bound whatever the hashing
+        speed; a chunk written meanwhile is verified on the next pass."""
+        after: bytes | None = None
+        while not self._stopping.is_set():
+            try:
+                ids, more = self._store.ids_after(after, SCRUB_BATCH_IDS)
+                for chunk_id in ids:
+                    size_bytes = self._store.scrub(chunk_id)
+                    if self._stopping.wait(size_bytes / self._scrub_bytes_per_second):
+                        return
+            except Exception:  # a failing scrub must not take the node down; it tries again later
+                log.exception("chunk scrub step failed")
+                ids, more = [], False
+            if more:
+                after = ids[-1]
+                continue
+            if after is not None or ids:
+                self._count("scrub_passes")
+            after = None
+            if not ids and self._stopping.wait(SCRUB_IDLE_SECONDS):
+                return
 
     # --- the I/O thread -------------------------------------------------------------------
 
@@ -278,16 +334,76 @@ class ChunkService:
         if op == "chunk_stats":
             chunks, total_bytes = self._store.usage()
             return {"chunks": chunks, "bytes": total_bytes,
-                    "counters": {**self._store.counters(), **self.counters()}}, None
+                    "counters": {**self._store.counters(), **self.counters()},
+                    "incarnation": self.incarnation, "removals": self._store.removals(),
+                    "corrupt_events": [[number, chunk_id] for number, chunk_id in self._store.corrupt_events()]}, None
+        if op == "chunk_inventory":
+            limit = args.get("limit", INVENTORY_IDS_MAX)
+            if not 1 <= limit <= INVENTORY_IDS_MAX:
+                raise BadRequest(f"limit must be 1 to {INVENTORY_IDS_MAX}")
+            after = args.get("after")
+            ids, more = self._store.ids_after(None if after is None else _chunk_id(after), limit)
+            return {"ids": ids, "more": more}, None
+        if op == "chunk_fetch_from":
+            return self._fetch_from(_chunk_id(args["id"]), args["source"]), None
+        if op == "chunk_delete":
+            chunk_id = _chunk_id(args["id"])
+            if self._replica_recorded_here(chunk_id):
+                raise Refused(f"chunk {chunk_id.hex()} is still recorded as a replica on this node "
+                              "(drop_replica first)")
+            return {"deleted": self._store.delete(chunk_id)}, None
         assert op == "chunk_gc", op
         grace_seconds = args.get("grace_seconds", self._gc_grace_seconds)
         if not (math.isfinite(grace_seconds) and grace_seconds >= 0):
             raise BadRequest("grace_seconds must be a finite number >= 0")
         return self._collect_garbage(dry_run=args.get("dry_run", False), grace_seconds=float(grace_seconds)), None
 
+    def _fetch_from(self, chunk_id: bytes, source: str) -> dict:
+        """Pull a chunk from `source`'s chunk port and store it here: the store checks the hash
+        and syncs before this returns, so the reply means a verified, durable copy."""
+        address = self._peer_chunk_address(source)
+        if address is None:
+            raise BadRequest(f"{source!r} is not a known node")
+        dealer = self._context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        try:
+            dealer.connect(tcp_endpoint(address))
+            dealer.send(protocol.request(1, "chunk_get", {"id": chunk_id, "verify": False}))
+            if not dealer.poll(int(FETCH_TIMEOUT_SECONDS * 1000)):
+                raise Unavailable(f"{source} did not send chunk {chunk_id.hex()} within {FETCH_TIMEOUT_SECONDS:g} s")
+            frames = dealer.recv_multipart(copy=False)
+        finally:
+            dealer.close(linger=0)
+        content = _fetched_content(frames, self._max_frame_bytes, source)
+        stored = self._store.put(chunk_id, content)  # ChecksumMismatch if the source's copy is bad
+        self._count("fetches")
+        self._count("fetched_bytes", len(content))
+        return {"stored": stored, "size": len(content)}
+
     def _collect_garbage(self, *, dry_run: bool, grace_seconds: float) -> dict:
         referenced = self._referenced_chunk_ids()
         return self._store.collect_garbage(referenced, self._clock(), grace_seconds, dry_run)
+
+
+def _fetched_content(frames: list, max_frame_bytes: int, source: str) -> memoryview:
+    """The content of a chunk_get reply from a peer, checked like anything from the network."""
+    if len(frames) not in (1, 2):
+        raise Unavailable(f"malformed chunk_get reply from {source}")
+    try:
+        reply = protocol.decode(frames[0].buffer, max_frame_bytes)
+    except BadRequest:  # the peer's garbage, not our caller's: the copy simply failed
+        reply = None
+    if not isinstance(reply, dict) or reply.get("id") != 1:
+        raise Unavailable(f"malformed chunk_get reply from {source}")
+    if reply.get("ok") is not True:
+        error = reply.get("error")
+        if isinstance(error, dict) and isinstance(error.get("code"), str) and isinstance(error.get("message"), str):
+            raise error_from_code(error["code"], f"{source}: {error['message']}")
+        raise Unavailable(f"malformed chunk_get reply from {source}")
+    result = reply.get("result")
+    if len(frames) != 2 or not isinstance(result, dict) or result.get("size") != len(frames[1].buffer):
+        raise Unavailable(f"chunk_get reply from {source} does not carry the content it announces")
+    return frames[1].buffer
 
 
 def _chunk_id(value: object) -> bytes:

@@ -24,6 +24,7 @@ import os
 import struct
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,7 +51,12 @@ COUNTER_NAMES = (
     "gc_runs",
     "gc_deleted",
     "gc_deleted_bytes",
+    "scrubbed",  # chunks re-verified by the background scrub
+    "scrubbed_bytes",
 )
+# Corrupt copies remembered for the leader (chunk_stats reports them; it dedups by number).
+CORRUPT_EVENTS_MAX = 1024
+INVENTORY_IDS_MAX = 65536
 
 
 @dataclass
@@ -87,6 +93,9 @@ class ChunkStore:
         self._commit_condition = threading.Condition(threading.Lock())
         self._commit_queue: list[_QueuedPut] = []
         self._committing = False
+        # (event number, chunk id) of corrupt copies found and removed here, newest last.
+        self._corrupt_events: deque[tuple[int, bytes]] = deque(maxlen=CORRUPT_EVENTS_MAX)
+        self._corrupt_events_total = 0
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._counters_lock:
@@ -166,13 +175,63 @@ class ChunkStore:
             self._count("get_misses")
             raise NotFound(f"chunk {chunk_id.hex()} is not stored here")
         if verify and chunk_id_of(data) != chunk_id:
-            self._count("checksum_mismatches")
-            log.warning("chunk %s is corrupt (content does not hash to its id); removing it", chunk_id.hex())
-            self._delete_if_content(chunk_id, data)
+            self._remove_corrupt(chunk_id, data, "read")
             raise ChecksumMismatch(f"chunk {chunk_id.hex()} is corrupt on this node")
         self._count("gets")
         self._count("get_bytes", len(data))
         return data
+
+    def _remove_corrupt(self, chunk_id: bytes, data: bytes, found_by: str) -> None:
+        """Count, log, remember (for the leader) and remove a copy that fails its hash."""
+        self._count("checksum_mismatches")
+        log.warning("chunk %s is corrupt (found by %s: content does not hash to its id); removing it",
+                    chunk_id.hex(), found_by)
+        self._delete_if_content(chunk_id, data)
+        with self._counters_lock:
+            self._corrupt_events_total += 1
+            self._corrupt_events.append((self._corrupt_events_total, chunk_id))
+
+    def corrupt_events(self) -> list[tuple[int, bytes]]:
+        """(event number, chunk id) of the last CORRUPT_EVENTS_MAX corrupt copies removed here."""
+        with self._counters_lock:
+            return list(self._corrupt_events)
+
+    def removals(self) -> int:
+        """How many chunks left this store since it opened (deleted, collected, corrupt): when
+        it changes, what this node holds must be looked at again."""
+        with self._counters_lock:
+            counters = self._counters
+            return counters["deletes"] + counters["gc_deleted"] + counters["checksum_mismatches"]
+
+    def ids_after(self, after: bytes | None, limit: int) -> tuple[list[bytes], bool]:
+        """(up to `limit` stored chunk ids greater than `after`, ascending; whether more follow)."""
+        assert 1 <= limit <= INVENTORY_IDS_MAX
+        ids: list[bytes] = []
+        with self._env.begin(buffers=True) as txn:
+            cursor = txn.cursor(db=self._chunks)
+            positioned = cursor.set_range(after) if after is not None else cursor.first()
+            while positioned:
+                key = bytes(cursor.key())
+                if key != after:
+                    if len(ids) == limit:
+                        return ids, True
+                    ids.append(key)
+                positioned = cursor.next()
+        return ids, False
+
+    def scrub(self, chunk_id: bytes) -> int:
+        """Re-verify one stored copy; a corrupt one is removed (and remembered). Returns the
+        bytes read, 0 if the chunk is gone."""
+        _check_chunk_id(chunk_id)
+        with self._env.begin() as txn:
+            data = txn.get(chunk_id, db=self._chunks, default=None)
+        if data is None:
+            return 0
+        if chunk_id_of(data) != chunk_id:
+            self._remove_corrupt(chunk_id, data, "scrub")
+        self._count("scrubbed")
+        self._count("scrubbed_bytes", len(data))
+        return len(data)
 
     def _delete_if_content(self, chunk_id: bytes, content: bytes) -> None:
         # Another thread may have replaced the corrupt copy meanwhile: delete only what we read.
