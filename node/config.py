@@ -6,7 +6,6 @@ naming the key, which the CLIs print as `Error: ...`.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 from dataclasses import dataclass, fields, replace
@@ -18,6 +17,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from node.errors import ConfigError
+from node.transport.address import AddressError, HostPort, parse_host_port, tcp_endpoint
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIGS_DIR / "local-3.toml"
@@ -25,15 +25,40 @@ DEFAULT_CONFIG_PATH = CONFIGS_DIR / "local-3.toml"
 REPLICATORS = ("raft", "none")
 
 
+ROLES = ("raft", "client", "chunk")
+
+
 @dataclass(frozen=True)
 class NodeAddress:
-    id: str
-    raft: str  # host:port for peer (Raft) traffic
-    client: str  # host:port for client requests
-    chunk: str  # host:port for chunk reads and writes (served off the Raft thread)
+    """Where one node is reached (advertised) and where it listens (bind), per role.
 
-    def endpoint(self, which: str) -> str:
-        return "tcp://" + getattr(self, which)
+    `raft`, `client` and `chunk` are ADVERTISED: what peers and clients connect to, and what
+    travels in membership changes. The `*_bind` fields are this host's own business (empty:
+    bind the advertised address), e.g. "0.0.0.0:7001" behind NAT or in a container."""
+
+    id: str
+    raft: str  # host:port peers connect to for Raft traffic
+    client: str  # host:port clients connect to for requests
+    chunk: str  # host:port for chunk reads and writes (served off the Raft thread)
+    raft_bind: str = ""
+    client_bind: str = ""
+    chunk_bind: str = ""
+
+    def advertised(self, role: str) -> str:
+        assert role in ROLES, role
+        return getattr(self, role)
+
+    def bind_address(self, role: str) -> str:
+        assert role in ROLES, role
+        return getattr(self, role + "_bind") or getattr(self, role)
+
+    def endpoint(self, role: str) -> str:
+        """The ZeroMQ endpoint others connect to for `role`."""
+        return tcp_endpoint(self.advertised(role))
+
+    def bind_endpoint(self, role: str) -> str:
+        """The ZeroMQ endpoint this node binds for `role` (use with transport.address.bind_socket)."""
+        return tcp_endpoint(self.bind_address(role))
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,19 @@ class ClusterConfig:
     lmdb_map_size_bytes: int = 8 << 30
     chunk_map_size_bytes: int = 64 << 30
     request_timeout_seconds: float = 10.0
+    # Self-healing data (node/repair/). A put succeeds once each chunk is durable on
+    # min_write_replicas nodes (0: a majority of `replication`, e.g. 2 of 3) and is healed to
+    # `replication` in the background.
+    min_write_replicas: int = 0
+    replica_timeout_seconds: float = 600.0  # a node silent this long has its chunks re-made elsewhere
+    repair_bytes_per_second: int = 64 << 20  # repair and rebalance copies, cluster-wide
+    repair_copies_in_flight_max: int = 4
+    scrub_bytes_per_second: int = 4 << 20  # each node re-verifies its stored chunks at this rate
+    rebalance_spread_fraction: float = 0.1  # used bytes per node kept within this of the mean
+
+    def write_replicas_min(self) -> int:
+        """Durable copies a put needs per chunk (min_write_replicas, or a majority)."""
+        return self.min_write_replicas or self.replication // 2 + 1
 
     def node(self, node_id: str) -> NodeAddress:
         for address in self.nodes:
@@ -90,22 +128,104 @@ _INT_KEYS = {
     "snapshot_chunk_bytes": 1024,
     "lmdb_map_size_bytes": 1 << 20,
     "chunk_map_size_bytes": 1 << 20,
+    "min_write_replicas": 0,
+    "repair_bytes_per_second": 1024,
+    "repair_copies_in_flight_max": 1,
+    "scrub_bytes_per_second": 1024,
 }
-_FLOAT_KEYS = {"gc_grace_seconds": 0.0, "session_ttl_seconds": 1.0, "request_timeout_seconds": 0.01}
+_FLOAT_KEYS = {"gc_grace_seconds": 0.0, "session_ttl_seconds": 1.0, "request_timeout_seconds": 0.01,
+               "replica_timeout_seconds": 0.1, "rebalance_spread_fraction": 0.01}
 
 
 def check_address(key: str, value: object) -> str:
-    if not isinstance(value, str) or value.count(":") != 1:
-        raise ConfigError(f"{key} must be \"host:port\", got {value!r}")
-    host, port_text = value.split(":")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"{key} has an invalid port in {value!r}")
-    if host != "localhost":
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ConfigError(f"{key} must name an IP address or localhost, got {host!r}") from None
+    """An advertised address: "host:port" that others can connect to (no wildcard)."""
+    parsed = _host_port(key, value)
+    if parsed.is_wildcard:
+        raise ConfigError(f"{key} {value} is a wildcard nobody can connect to: advertise this host's "
+                          f"address and put the wildcard in {key}_bind")
     return value
+
+
+def _host_port(key: str, value: object) -> HostPort:
+    try:
+        return parse_host_port(value)
+    except AddressError as error:
+        raise ConfigError(f"{key} {error}") from None
+
+
+def _overlap(first: HostPort, second: HostPort) -> bool:
+    """Whether two binds on one host would take the same port."""
+    if first.port != second.port:
+        return False
+    return first.host == second.host or first.is_wildcard or second.is_wildcard
+
+
+def _check_bind(where: str, role: str, advertised: HostPort, bind: HostPort) -> None:
+    key = f"{where}.{role}_bind"
+    if bind.is_loopback and not advertised.is_loopback:
+        raise ConfigError(f"{key} {bind} is a loopback address but {where}.{role} advertises "
+                          f"{advertised}: other hosts could not reach it")
+    families = {advertised.family, bind.family} - {"name"}
+    if families == {"ipv4", "ipv6"} and not (bind.family == "ipv6" and bind.is_wildcard):
+        raise ConfigError(f"{key} {bind} and {where}.{role} {advertised} are of different IP versions")
+
+
+def _parse_node(where: str, raw: dict) -> NodeAddress:
+    extra_keys = set(raw) - {"id", *ROLES, *(role + "_bind" for role in ROLES)}
+    if extra_keys:
+        raise ConfigError(f"unknown setting {where}.{sorted(extra_keys)[0]}")
+    node_id = raw.get("id")
+    if not isinstance(node_id, str) or not node_id or len(node_id) > 64 or not node_id.isascii() \
+            or not node_id.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{where}.id must be a short name of letters, digits, - or _, got {node_id!r}")
+    values: dict[str, str] = {}
+    binds: list[tuple[str, HostPort]] = []
+    for role in ROLES:
+        if role not in raw:
+            raise ConfigError(f"{where}.{role} is missing")
+        values[role] = check_address(f"{where}.{role}", raw[role])
+        advertised = parse_host_port(values[role])
+        bind = advertised
+        if (role + "_bind") in raw:
+            bind = _host_port(f"{where}.{role}_bind", raw[role + "_bind"])
+            _check_bind(where, role, advertised, bind)
+            values[role + "_bind"] = raw[role + "_bind"]
+        for other_role, other in binds:
+            if _overlap(bind, other):
+                raise ConfigError(f"{where}.{role} binds {bind}, which {where}.{other_role} already binds")
+        binds.append((role, bind))
+    return NodeAddress(id=node_id, **values)
+
+
+def _check_cluster_addresses(nodes: list[NodeAddress]) -> None:
+    """Across nodes: advertised addresses unique, explicit binds not taken twice, and no mix of
+    loopback and real hosts (a remote node would connect to its own loopback)."""
+    advertised_by: dict[HostPort, str] = {}
+    for position, node in enumerate(nodes):
+        for role in ROLES:
+            key = f"nodes[{position}].{role}"
+            advertised = parse_host_port(node.advertised(role))
+            if advertised in advertised_by:
+                raise ConfigError(f"{key} {advertised} is used twice (also {advertised_by[advertised]})")
+            advertised_by[advertised] = key
+    bound_by: dict[HostPort, str] = {}
+    for position, node in enumerate(nodes):
+        for role in ROLES:
+            key = f"nodes[{position}].{role}"
+            if not getattr(node, role + "_bind"):
+                continue
+            bind = parse_host_port(getattr(node, role + "_bind"))
+            # Wildcards are per host, and two hosts may bind the same private address behind
+            # NAT; but a specific address bound twice, or another node's advertised one, is a typo.
+            taken_by = bound_by.get(bind) or advertised_by.get(bind, key)
+            if not bind.is_wildcard and taken_by != key:
+                raise ConfigError(f"{key}_bind {bind} is used twice (also {taken_by})")
+            bound_by[bind] = key + "_bind"
+    loopback = {key for address, key in advertised_by.items() if address.is_loopback}
+    if loopback and len(loopback) != len(advertised_by):
+        remote = next(key for address, key in advertised_by.items() if not address.is_loopback)
+        raise ConfigError(f"{sorted(loopback)[0]} advertises a loopback address but {remote} does not: "
+                          "a node on another host could not reach it")
 
 
 def parse_config(document: dict, path: str = "") -> ClusterConfig:
@@ -143,31 +263,15 @@ def parse_config(document: dict, path: str = "") -> ClusterConfig:
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise ConfigError("the config needs at least one [[nodes]] entry")
     nodes: list[NodeAddress] = []
-    seen_ids: set[str] = set()
-    seen_addresses: set[str] = set()
     for position, raw in enumerate(raw_nodes):
         where = f"nodes[{position}]"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where} must be a table")
-        extra_keys = set(raw) - {"id", "raft", "client", "chunk"}
-        if extra_keys:
-            raise ConfigError(f"unknown setting {where}.{sorted(extra_keys)[0]}")
-        node_id = raw.get("id")
-        if not isinstance(node_id, str) or not node_id or len(node_id) > 64 or not node_id.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"{where}.id must be a short name of letters, digits, - or _, got {node_id!r}")
-        if node_id in seen_ids:
-            raise ConfigError(f"{where}.id {node_id!r} appears twice")
-        seen_ids.add(node_id)
-        addresses = {}
-        for which in ("raft", "client", "chunk"):
-            if which not in raw:
-                raise ConfigError(f"{where}.{which} is missing")
-            address = check_address(f"{where}.{which}", raw[which])
-            if address in seen_addresses:
-                raise ConfigError(f"{where}.{which} {address} is used twice")
-            seen_addresses.add(address)
-            addresses[which] = address
-        nodes.append(NodeAddress(id=node_id, **addresses))
+        node = _parse_node(where, raw)
+        if any(node.id == other.id for other in nodes):
+            raise ConfigError(f"{where}.id {node.id!r} appears twice")
+        nodes.append(node)
+    _check_cluster_addresses(nodes)
 
     config = ClusterConfig(nodes=tuple(nodes), path=path, **settings)
     if config.election_ticks_min <= config.heartbeat_ticks:
@@ -176,6 +280,8 @@ def parse_config(document: dict, path: str = "") -> ClusterConfig:
         raise ConfigError("cluster.election_ticks_max must be larger than cluster.election_ticks_min")
     if config.inline_max_bytes > config.chunk_size_bytes:
         raise ConfigError("cluster.inline_max_bytes must not exceed cluster.chunk_size_bytes")
+    if config.min_write_replicas > config.replication:
+        raise ConfigError("cluster.min_write_replicas must not exceed cluster.replication")
     if config.replicator == "none" and len(config.nodes) != 1:
         raise ConfigError("cluster.replicator = \"none\" needs exactly one [[nodes]] entry")
     return config
@@ -206,8 +312,11 @@ def render_config(config: ClusterConfig) -> str:
         value = getattr(config, f.name)
         lines.append(f"{f.name} = {value!r}" if not isinstance(value, str) else f'{f.name} = "{value}"')
     for address in config.nodes:
-        lines += ["", "[[nodes]]", f'id = "{address.id}"', f'raft = "{address.raft}"',
-                  f'client = "{address.client}"', f'chunk = "{address.chunk}"']
+        lines += ["", "[[nodes]]", f'id = "{address.id}"']
+        for role in ROLES:
+            lines.append(f'{role} = "{address.advertised(role)}"')
+            if getattr(address, role + "_bind"):
+                lines.append(f'{role}_bind = "{getattr(address, role + "_bind")}"')
     return "\n".join(lines) + "\n"
 
 

@@ -23,7 +23,10 @@ FRAME_RAFT = 1
 FRAME_FORWARD = 2
 
 MAX_NODE_ID_BYTES = 64
-MAX_UINT64 = (1 << 64) - 1
+# Terms, indexes, offsets and sizes from a peer stay far below 2^63: the core adds to them
+# (index + 1, term + 1, offset + length) and LMDB keys them as unsigned 64-bit integers, so a
+# hostile 2^64 - 1 must not get in and overflow there.
+WIRE_INTEGER_MAX = (1 << 62) - 1
 MAX_FORWARD_DEPTH = 32  # nesting of maps/lists inside a forwarded payload
 
 RAFT_FRAME_FIELDS = 18  # version, frame kind, then the 16 Message fields
@@ -111,8 +114,10 @@ def _reject_ext(code: int, data: bytes) -> object:
 
 
 def _uint(value: object, name: str) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_UINT64:
+    if type(value) is not int:
         raise CodecError(f"{name} must be an unsigned integer, got {type(value).__name__}")
+    if not 0 <= value <= WIRE_INTEGER_MAX:
+        raise CodecError(f"{name} {value} is out of range (0..2^62-1)")
     return value
 
 
@@ -175,6 +180,10 @@ def _snapshot_meta(value: object) -> SnapshotMeta | None:
         voters_outgoing=_node_set(voters_outgoing, "voters_outgoing"),
         learners=_node_set(learners, "learners"),
     )
+    if not conf_state.voters:
+        raise CodecError("a snapshot's membership has no voters")
+    if conf_state.voters & conf_state.learners:
+        raise CodecError("a snapshot's membership lists a node as voter and learner")
     return SnapshotMeta(
         index=_uint(index, "snapshot index"),
         term=_uint(term, "snapshot term"),
@@ -192,7 +201,7 @@ def _message(value: list) -> Message:
     kind_value = _MESSAGE_KINDS.get(kind) if type(kind) is int else None
     if kind_value is None:
         raise CodecError(f"unknown message kind {kind!r}")
-    return Message(
+    message = Message(
         kind=kind_value,
         source=_node_id(source, "source"),
         target=_node_id(target, "target"),
@@ -210,6 +219,10 @@ def _message(value: list) -> Message:
         snapshot_data=_bytes(snapshot_data, "snapshot_data"),
         snapshot_done=_bool(snapshot_done, "snapshot_done"),
     )
+    meta = message.snapshot_meta
+    if meta is not None and message.snapshot_offset + len(message.snapshot_data) > meta.size_bytes:
+        raise CodecError("snapshot data runs past the snapshot's announced size_bytes")
+    return message
 
 
 def _check_plain(value: object, depth: int) -> None:

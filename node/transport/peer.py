@@ -5,16 +5,33 @@ blocks: a send to a peer whose queue is full, or that is not connected, is dropp
 counted -- Raft retransmits, and a stalled peer must never stall the leader's heartbeats.
 Inbound frames that fail validation are dropped and counted, never raised: a peer is not
 trusted to be well-formed.
+
+On a real network a partition is silence, not a refused connection. Without help a TCP
+connection to a silent peer stays "up" for many minutes while the kernel and ZeroMQ buffer
+everything sent to it, and after the heal the whole backlog is delivered: hundreds of stale
+heartbeats, each answered, each making the leader resend the lag. So every link here:
+- exchanges ZMTP heartbeats, and is closed when the peer has been silent for
+  PEER_HEARTBEAT_TIMEOUT_MS (our side) or PEER_HEARTBEAT_TTL_MS (the peer's side, which we ask
+  for in every ping), dropping whatever was queued for it;
+- gives up on unacknowledged TCP data after PEER_TCP_RETRANSMIT_MS_MAX (TCP_USER_TIMEOUT) and
+  probes idle connections (TCP keepalive), so not even the kernel replays old data after a heal;
+- queues nothing while disconnected (ZMQ_IMMEDIATE) and at most `queue_messages_max` while
+  connected;
+- abandons a connection attempt after PEER_CONNECT_TIMEOUT_MS (a SYN into a partition would
+  otherwise wait out the kernel's backoff, seconds past the heal) and retries every
+  PEER_RECONNECT_INTERVAL_MS, backing off to at most PEER_RECONNECT_INTERVAL_MS_MAX.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from node.raft.types import Message
-from node.transport.address import tcp_endpoint
+from node.transport.address import bind_socket, bound_address, connect_socket
 from node.transport.codec import (
     CodecError,
     decode_peer_frame,
@@ -24,6 +41,26 @@ from node.transport.codec import (
 )
 
 log = logging.getLogger(__name__)
+
+PEER_HEARTBEAT_INTERVAL_MS = 200
+PEER_HEARTBEAT_TIMEOUT_MS = 1000  # silence after a ping before we close the link
+PEER_HEARTBEAT_TTL_MS = 1000  # silence after which the peer closes its side (deciseconds on the wire)
+PEER_TCP_RETRANSMIT_MS_MAX = 2000
+PEER_TCP_KEEPALIVE_IDLE_SECONDS = 1
+PEER_TCP_KEEPALIVE_INTERVAL_SECONDS = 1
+PEER_TCP_KEEPALIVE_PROBES = 2
+PEER_CONNECT_TIMEOUT_MS = 500
+PEER_RECONNECT_INTERVAL_MS = 100
+PEER_RECONNECT_INTERVAL_MS_MAX = 500
+QUEUE_MESSAGES_MAX = 64  # per peer and direction; Raft resends what is dropped
+LINK_EVENTS_INTERVAL_SECONDS = 0.1  # how often link up/down events are read
+
+assert PEER_HEARTBEAT_INTERVAL_MS * 3 <= PEER_HEARTBEAT_TIMEOUT_MS, "a few lost pings must not close a link"
+assert PEER_HEARTBEAT_TTL_MS % 100 == 0 and PEER_HEARTBEAT_TTL_MS >= PEER_HEARTBEAT_INTERVAL_MS * 3
+assert PEER_RECONNECT_INTERVAL_MS <= PEER_RECONNECT_INTERVAL_MS_MAX
+assert PEER_CONNECT_TIMEOUT_MS <= PEER_HEARTBEAT_TIMEOUT_MS
+
+_LINK_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
 COUNTER_NAMES = (
     "sent",
@@ -36,7 +73,73 @@ COUNTER_NAMES = (
     "invalid_frames",
     "spoofed",  # a Message whose source is not the sending connection's identity
     "misdirected",  # a Message addressed to another node
+    "link_ups",  # a connection to a peer completed its handshake
+    "link_downs",  # a connection to a peer closed (peer gone, silent, or refused)
+    "reconnects",  # link_ups after a peer's first
 )
+
+
+def _set_tcp_options(socket: zmq.Socket) -> None:
+    """Kernel-level limits, on both ends of every link (they apply to accepted connections too)."""
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.TCP_MAXRT, PEER_TCP_RETRANSMIT_MS_MAX)
+    # An idle connection (a follower's answers stop when it hears nothing) is probed too.
+    socket.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    socket.setsockopt(zmq.TCP_KEEPALIVE_IDLE, PEER_TCP_KEEPALIVE_IDLE_SECONDS)
+    socket.setsockopt(zmq.TCP_KEEPALIVE_INTVL, PEER_TCP_KEEPALIVE_INTERVAL_SECONDS)
+    socket.setsockopt(zmq.TCP_KEEPALIVE_CNT, PEER_TCP_KEEPALIVE_PROBES)
+
+
+class _Link:
+    """One peer's outbound DEALER, its monitor (connection events), and its counts."""
+
+    def __init__(self, context: zmq.Context, node_id: str, peer: str, address: str, queue_messages_max: int) -> None:
+        self.peer = peer
+        self.address = address
+        self.up = False
+        self.ups = 0
+        self.dropped = 0
+        self.dealer = context.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.IDENTITY, node_id.encode())
+        _set_tcp_options(self.dealer)
+        # ZMTP heartbeats from this side only. The peer answers each ping and closes its end
+        # when pings stop for PEER_HEARTBEAT_TTL_MS.
+        self.dealer.setsockopt(zmq.HEARTBEAT_IVL, PEER_HEARTBEAT_INTERVAL_MS)
+        self.dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, PEER_HEARTBEAT_TIMEOUT_MS)
+        self.dealer.setsockopt(zmq.HEARTBEAT_TTL, PEER_HEARTBEAT_TTL_MS)
+        self.dealer.setsockopt(zmq.SNDHWM, queue_messages_max)
+        # Queue nothing for a peer that is not connected, and drop the queue when its
+        # connection closes: a backlog is stale by the time the peer is back.
+        self.dealer.setsockopt(zmq.IMMEDIATE, 1)
+        self.dealer.setsockopt(zmq.CONNECT_TIMEOUT, PEER_CONNECT_TIMEOUT_MS)
+        self.dealer.setsockopt(zmq.RECONNECT_IVL, PEER_RECONNECT_INTERVAL_MS)
+        self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, PEER_RECONNECT_INTERVAL_MS_MAX)
+        self.monitor = self.dealer.get_monitor_socket(_LINK_EVENTS)
+        connect_socket(self.dealer, address)
+
+    def read_events(self, counters: dict) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.up = True
+                self.ups += 1
+                counters["link_ups"] += 1
+                if self.ups > 1:
+                    counters["reconnects"] += 1
+                    log.info("link to %s (%s) is up again", self.peer, self.address)
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                if self.up:
+                    log.info("link to %s (%s) is down", self.peer, self.address)
+                self.up = False
+                counters["link_downs"] += 1
+
+    def close(self) -> None:
+        self.dealer.disable_monitor()
+        self.monitor.close(linger=0)
+        self.dealer.close(linger=0)
 
 
 class PeerTransport:
@@ -51,28 +154,34 @@ class PeerTransport:
         peers: dict[str, str],
         *,
         max_frame_bytes: int,
-        send_high_water_messages: int = 1000,
+        queue_messages_max: int = QUEUE_MESSAGES_MAX,
     ) -> None:
         assert is_valid_node_id(node_id), node_id
         assert max_frame_bytes > 0
-        assert send_high_water_messages > 0
+        assert queue_messages_max > 0
         self.node_id = node_id
         self._context = context
         self._max_frame_bytes = max_frame_bytes
-        self._send_high_water_messages = send_high_water_messages
+        self._queue_messages_max = queue_messages_max
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
-        self._dealers: dict[str, zmq.Socket] = {}
-        self._peer_addresses: dict[str, str] = {}
+        self._links: dict[str, _Link] = {}
+        self._events_read_at = 0.0
         self.socket = context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
+        _set_tcp_options(self.socket)
         # A restarted peer reconnects with the same identity while the old TCP connection may
         # still look alive: let the new connection take the identity over instead of being refused.
         self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
         # ZeroMQ drops the connection of a peer sending a larger frame before buffering it.
         self.socket.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
-        self.socket.setsockopt(zmq.RCVHWM, send_high_water_messages)
+        # No inbound high-water mark, and no heartbeat timer on this side. libzmq 4.3.5 aborts
+        # the process (`!_io_error`, stream_engine_base.cpp:310, libzmq#4841) when a connection
+        # whose input was stopped by a full inbound queue fails and then a ping must be answered
+        # or sent. Without a limit input never stops. What arrives is bounded anyway: by the
+        # leader's in-flight window (appends are sent only as fast as this node acknowledges
+        # them), the heartbeat rate, and MAXMSGSIZE per frame.
+        self.socket.setsockopt(zmq.RCVHWM, 0)
         try:
-            self.socket.bind(tcp_endpoint(bind_address))
+            bind_socket(self.socket, bind_address)
         except zmq.ZMQError:
             self.socket.close(linger=0)
             raise
@@ -81,60 +190,63 @@ class PeerTransport:
     @property
     def bound_address(self) -> str:
         """The "host:port" actually bound (useful when bind_address asked for port "*")."""
-        endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        return endpoint.removeprefix("tcp://")
+        return bound_address(self.socket)
 
     def set_peers(self, peers: dict[str, str]) -> None:
         """Connect to new peers, close removed ones, reconnect moved ones. Our own id is skipped."""
         wanted = {peer: address for peer, address in peers.items() if peer != self.node_id}
-        for peer in list(self._dealers):
-            if self._peer_addresses[peer] != wanted.get(peer):
-                self._dealers.pop(peer).close(linger=0)
-                del self._peer_addresses[peer]
+        for peer in list(self._links):
+            if self._links[peer].address != wanted.get(peer):
+                self._links.pop(peer).close()
         for peer, address in wanted.items():
-            if peer not in self._dealers:
+            if peer not in self._links:
                 assert is_valid_node_id(peer), peer
-                self._dealers[peer] = self._connect(address)
-                self._peer_addresses[peer] = address
-        assert self._dealers.keys() == self._peer_addresses.keys()
+                self._links[peer] = _Link(self._context, self.node_id, peer, address, self._queue_messages_max)
+        assert self._links.keys() == wanted.keys()
 
-    def _connect(self, address: str) -> zmq.Socket:
-        dealer = self._context.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.IDENTITY, self.node_id.encode())
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.setsockopt(zmq.SNDHWM, self._send_high_water_messages)
-        # Queue nothing for a peer that is not connected: memory stays bounded while it is down.
-        dealer.setsockopt(zmq.IMMEDIATE, 1)
-        dealer.connect(tcp_endpoint(address))
-        return dealer
+    def link_up(self, peer: str) -> bool:
+        """Whether the connection to `peer` is established (as of the events read so far)."""
+        self._read_link_events(force=True)
+        link = self._links.get(peer)
+        return link is not None and link.up
+
+    def _read_link_events(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._events_read_at < LINK_EVENTS_INTERVAL_SECONDS:
+            return
+        self._events_read_at = now
+        for link in self._links.values():
+            link.read_events(self._counters)
 
     def send(self, message: Message) -> bool:
         """Queue one Raft message for message.target. False when dropped (counted)."""
         assert message.source == self.node_id, "only our own messages leave this node"
-        dealer = self._dealers.get(message.target)
-        if dealer is None:
+        link = self._links.get(message.target)
+        if link is None:
             self._counters["dropped_unknown_peer"] += 1
             return False
-        return self._send_frame(dealer, encode_message(message))
+        return self._send_frame(link, encode_message(message))
 
     def send_forward(self, target: str, payload: dict) -> bool:
         """Queue one non-Raft payload for `target`. False when dropped (counted)."""
-        dealer = self._dealers.get(target)
-        if dealer is None:
+        link = self._links.get(target)
+        if link is None:
             self._counters["dropped_unknown_peer"] += 1
             return False
-        return self._send_frame(dealer, encode_forward(payload))
+        return self._send_frame(link, encode_forward(payload))
 
-    def _send_frame(self, dealer: zmq.Socket, frame: bytes) -> bool:
+    def _send_frame(self, link: _Link, frame: bytes) -> bool:
         if len(frame) > self._max_frame_bytes:
             # The receiver would cut the connection; the core's max_message_bytes is too large.
             self._counters["dropped_oversized"] += 1
             log.error("dropped a %d-byte peer frame: above max_frame_bytes %d", len(frame), self._max_frame_bytes)
             return False
         try:
-            dealer.send(frame, zmq.NOBLOCK, copy=False)
+            link.dealer.send(frame, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self._counters["dropped_full"] += 1
+            link.dropped += 1
+            self._read_link_events()
             return False
         self._counters["sent"] += 1
         self._counters["sent_bytes"] += len(frame)
@@ -144,6 +256,7 @@ class PeerTransport:
         """Drain up to max_frames inbound frames without blocking. Items are ("raft", Message)
         or ("forward", source node id, dict); invalid frames are dropped and counted."""
         assert max_frames > 0
+        self._read_link_events()
         items: list[tuple] = []
         for _ in range(max_frames):
             try:
@@ -187,12 +300,15 @@ class PeerTransport:
         return "raft", value
 
     def counters(self) -> dict:
-        """A copy of the counters, plus the current peer count."""
-        return {**self._counters, "peers": len(self._dealers)}
+        """A copy of the counters, the current peer count, and per peer: link up or down,
+        messages dropped, and how often its link came up."""
+        self._read_link_events(force=True)
+        links = {peer: {"up": link.up, "dropped": link.dropped, "link_ups": link.ups}
+                 for peer, link in self._links.items()}
+        return {**self._counters, "peers": len(self._links), "links": links}
 
     def close(self) -> None:
-        for dealer in self._dealers.values():
-            dealer.close(linger=0)
-        self._dealers.clear()
-        self._peer_addresses.clear()
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
         self.socket.close(linger=0)

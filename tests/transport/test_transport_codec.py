@@ -82,12 +82,17 @@ BAD_FIELD_VALUES = {
     2: [0, 99, -1, "1", True, None],  # kind
     3: ["", "a b", "x" * 65, b"n1", 1, None, "\x00n"],  # source
     4: ["", 7],  # target
-    5: [-1, -(2**63), 1.0, True, "1", None],  # term
+    5: [-1, -(2**63), 1.0, True, "1", None, 2**62, 2**63, 2**64 - 1],  # term
+    7: [2**62, 2**64 - 1],  # index
+    9: [2**63],  # commit
     8: ["x", [[1, 1, 1]], [[1, 1, 9, b""]], [[1, 1, 1, "s"]], [[1, 5, 1, b""], [1, 7, 1, b""]], None],
     10: [1, 0, None, "true"],  # reject
     13: ["ctx", None, 1],  # context
     14: [1, [], [1, 1, [[], [], []]], [1, 1, [[""], [], []], 0], [1, 1, [["a", "a"], [], []], 0],
-         [1, 1, [[], []], 0], [1, 1, None, 0]],  # snapshot meta
+         [1, 1, [[], []], 0], [1, 1, None, 0],
+         [1, 1, [["a"], [], ["a"]], 1 << 20],  # a voter that is also a learner
+         [1, 1, [[], [], ["a"]], 1 << 20],  # no voters
+         [2**62, 1, [["a"], [], []], 1 << 20]],  # snapshot meta
     17: [1, None],  # snapshot_done
 }
 
@@ -98,6 +103,23 @@ def test_each_bad_field_is_refused(position, bad):
     fields[position] = bad
     with pytest.raises(CodecError):
         decode_peer_frame(msgpack.packb(fields, use_bin_type=True), MAX_FRAME_BYTES)
+
+
+def test_snapshot_data_beyond_the_announced_size_is_refused():
+    message = full_message(MessageKind.INSTALL_SNAPSHOT)
+    fields = raft_fields(message)
+    fields[14][3] = message.snapshot_offset + len(message.snapshot_data)  # exactly fits
+    assert decode_message(msgpack.packb(fields, use_bin_type=True), MAX_FRAME_BYTES).snapshot_meta.size_bytes == fields[14][3]
+    fields[14][3] -= 1
+    with pytest.raises(CodecError, match="announced size"):
+        decode_message(msgpack.packb(fields, use_bin_type=True), MAX_FRAME_BYTES)
+
+
+def test_largest_accepted_integers_round_trip():
+    limit = 2**62 - 1
+    message = Message(kind=MessageKind.APPEND, source="n1", target="n2", term=limit, index=limit,
+                      log_term=limit, commit=limit)
+    assert decode_message(encode_message(message), MAX_FRAME_BYTES) == message
 
 
 @pytest.mark.parametrize("frame_value", [

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import zmq
@@ -98,7 +103,7 @@ def test_forward_carries_the_sender_identity(make_transports):
 
 def test_dead_peer_never_blocks_and_queues_nothing(context):
     transport = PeerTransport(context, "n1", "127.0.0.1:*", {"n2": f"127.0.0.1:{unused_port()}"},
-                              max_frame_bytes=MAX_FRAME_BYTES, send_high_water_messages=10)
+                              max_frame_bytes=MAX_FRAME_BYTES, queue_messages_max=10)
     try:
         started = time.monotonic()
         results = [transport.send(heartbeat("n1", "n2")) for _ in range(2000)]
@@ -116,7 +121,7 @@ def test_stalled_peer_bounds_the_queue_and_sends_start_failing(context):
     stalled.setsockopt(zmq.RCVHWM, 10)
     port = stalled.bind_to_random_port("tcp://127.0.0.1")
     transport = PeerTransport(context, "n1", "127.0.0.1:*", {"n2": f"127.0.0.1:{port}"},
-                              max_frame_bytes=MAX_FRAME_BYTES, send_high_water_messages=10)
+                              max_frame_bytes=MAX_FRAME_BYTES, queue_messages_max=10)
     big = Message(kind=MessageKind.APPEND, source="n1", target="n2", term=1,
                   entries=(Entry(1, 1, data=b"x" * (256 << 10)),))
     try:
@@ -196,3 +201,87 @@ def test_oversized_outgoing_message_is_dropped_not_sent(make_transports):
                    entries=(Entry(1, 1, data=b"x" * MAX_FRAME_BYTES),))
     assert not transports["n1"].send(huge)
     assert transports["n1"].counters()["dropped_oversized"] == 1
+
+
+def wait_for(condition, what: str, deadline_seconds: float = DEADLINE_SECONDS) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {deadline_seconds}s: {what}")
+        time.sleep(0.01)
+
+
+def test_links_report_up_down_and_drops_per_peer(make_transports, context):
+    transports = make_transports(["n1", "n2"])
+    n1 = transports["n1"]
+    n1.set_peers({"n2": transports["n2"].bound_address, "n3": f"127.0.0.1:{unused_port()}"})
+    deliver(n1, transports["n2"], heartbeat("n1", "n2"))
+    wait_for(lambda: n1.link_up("n2"), "the link to n2 is up")
+    for _ in range(5):
+        assert not n1.send(heartbeat("n1", "n3"))
+    links = n1.counters()["links"]
+    assert links["n3"] == {"up": False, "dropped": 5, "link_ups": 0}
+    assert links["n2"]["up"] and links["n2"]["link_ups"] == 1
+    # n2 restarts on the same port: the link goes down, comes back, and counts a reconnect.
+    address = transports["n2"].bound_address
+    transports["n2"].close()
+    wait_for(lambda: not n1.link_up("n2"), "the link to the stopped n2 is down")
+    restarted = PeerTransport(context, "n2", address, {}, max_frame_bytes=MAX_FRAME_BYTES)
+    try:
+        deliver(n1, restarted, heartbeat("n1", "n2", term=2))
+        wait_for(lambda: n1.link_up("n2"), "the link to the restarted n2 is up")
+        counters = n1.counters()
+        assert counters["reconnects"] == 1 and counters["links"]["n2"]["link_ups"] == 2
+        assert counters["link_downs"] >= 1
+    finally:
+        restarted.close()
+
+
+class FrozenPeer:
+    """A peer in a child process that SIGSTOP makes silent: its kernel still accepts TCP data
+    until the buffers fill, but nothing answers, which is what a partition looks like."""
+
+    def __init__(self, tmp_path) -> None:
+        self.output = open(tmp_path / "peer.out", "w+")
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.transport.peer_process", "n2"],
+                                        stdout=self.output, cwd=Path(__file__).resolve().parents[2])
+        wait_for(lambda: self.lines(), "the peer process printed its address", 20.0)
+        self.address = self.lines()[0]
+
+    def lines(self) -> list[str]:
+        self.output.seek(0)
+        return [line.strip() for line in self.output.read().splitlines() if line.strip()]
+
+    def terms_received(self) -> list[int]:
+        return [int(line.split()[1]) for line in self.lines()[1:]]
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.output.close()
+
+
+def test_a_silent_peer_is_detected_and_gets_no_backlog_after_it_wakes(context, tmp_path):
+    peer = FrozenPeer(tmp_path)
+    transport = PeerTransport(context, "n1", "127.0.0.1:*", {"n2": peer.address}, max_frame_bytes=MAX_FRAME_BYTES)
+    try:
+        wait_for(lambda: transport.send(heartbeat("n1", "n2", term=1)) and 1 in peer.terms_received(),
+                 "a first heartbeat arrives")
+        os.kill(peer.process.pid, signal.SIGSTOP)
+        # Keep sending while the peer is silent, as a leader would: the link must be declared
+        # down (heartbeat timeout) instead of buffering for minutes.
+        def keep_sending_until_down() -> bool:
+            transport.send(heartbeat("n1", "n2", term=2))
+            return not transport.link_up("n2")
+
+        wait_for(keep_sending_until_down, "the link to the frozen peer is declared down", 10.0)
+        stale = [transport.send(heartbeat("n1", "n2", term=3)) for _ in range(500)]
+        assert not any(stale), "messages were queued for a peer whose link is down"
+        os.kill(peer.process.pid, signal.SIGCONT)
+        wait_for(lambda: transport.send(heartbeat("n1", "n2", term=4)) and 4 in peer.terms_received(),
+                 "a fresh heartbeat arrives after the peer wakes", 10.0)
+        assert 3 not in peer.terms_received(), "stale messages were replayed after the peer woke"
+        assert transport.counters()["reconnects"] >= 1
+    finally:
+        transport.close()
+        peer.close()
