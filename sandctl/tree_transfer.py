@@ -1,0 +1,273 @@
+"""Local files and whole directory trees to and from the store (`put -r`, `get`, `get -r`),
+streamed one file at a time, under the overwrite policy of sandctl/remote_files.py.
+
+A tree transfer first compares both sides and refuses (without -f) before moving any byte,
+so a refused `put -r` or `get -r` changes nothing. Each local file is written to a temporary
+file next to its target and renamed (or, without -f, hard-linked) into place: a reader never
+sees half a file, a failed get leaves none, and an existing file is never clobbered by a race.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat as stat_module
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from node.errors import AlreadyExists, IsADirectory, NotADirectory
+
+from sandctl.client import Client
+from sandctl.errors import LocalFileError, LocalFileNotFound
+from sandctl.remote_files import Overwrite, exists_message, remote_type, walk
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class TransferSummary:
+    """What a put/get of a tree did."""
+
+    source: str
+    target: str
+    files: int = 0
+    directories: int = 0
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "target": self.target, "files": self.files, "dirs": self.directories,
+                "bytes": self.bytes, "skipped": len(self.skipped), "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    relative: str  # posix path below the tree's root
+    size: int
+    mode: int
+
+
+def open_local(local: str | os.PathLike):
+    """The local file opened for reading; LocalFileNotFound (exit 5) or LocalFileError (exit 1)."""
+    try:
+        if os.path.isdir(local):
+            raise LocalFileError(f"{local} is a directory (use put -r)")
+        return open(local, "rb")
+    except FileNotFoundError:
+        raise LocalFileNotFound(f"{local}: no such local file") from None
+    except PermissionError:
+        raise LocalFileError(f"{local}: permission denied") from None
+    except OSError as error:
+        raise LocalFileError(f"{local}: {error.strerror}") from None
+
+
+def scan_local_tree(root: Path) -> tuple[list[str], list[LocalFile]]:
+    """(directories, files) below root, relative posix paths in a stable (sorted) order;
+    directories before what they contain."""
+    if not root.exists():
+        raise LocalFileNotFound(f"{root}: no such local directory")
+    directories: list[str] = []
+    files: list[LocalFile] = []
+
+    def failed(error: OSError) -> None:
+        raise LocalFileError(f"{error.filename}: {error.strerror}")
+
+    for directory, subdirectories, names in os.walk(root, onerror=failed):
+        subdirectories.sort()
+        relative = Path(directory).relative_to(root).as_posix()
+        prefix = "" if relative == "." else relative + "/"
+        if prefix:
+            directories.append(relative)
+        for name in sorted(names):
+            path = Path(directory) / name
+            info = path.stat()
+            if not stat_module.S_ISREG(info.st_mode):
+                raise LocalFileError(f"{path} is not a regular file; put -r stores files and directories only")
+            files.append(LocalFile(prefix + name, info.st_size, info.st_mode & 0o777))
+    return directories, files
+
+
+def put_tree(client: Client, local_root: Path, remote: str, policy: Overwrite,
+             progress: Progress | None = None) -> TransferSummary:
+    """Store the local directory tree at remote (inside it, under the local name, if remote
+    is an existing directory or ends in /)."""
+    started = time.monotonic()
+    directories, files = scan_local_tree(local_root)
+    name = local_root.resolve().name
+    root = posixpath.join(remote, name) if remote.endswith("/") or remote_type(client, remote) == "dir" else remote
+    summary = TransferSummary(str(local_root), root)
+    existing = {entry["path"]: entry.get("type") for entry in _remote_tree(client, root)}
+    for directory in directories:
+        path = posixpath.join(root, directory)
+        if existing.get(path) == "file":
+            raise NotADirectory(f"{path} is a file; the local {directory} is a directory")
+    present = []
+    for file in files:
+        path = posixpath.join(root, file.relative)
+        if existing.get(path) == "dir":
+            raise IsADirectory(f"{path} is a directory; the local {file.relative} is a file")
+        if path in existing:
+            present.append(path)
+    if present and policy is Overwrite.REFUSE:
+        raise AlreadyExists(_conflict_message(present, len(files)))
+    if root not in existing:
+        client.mkdir(root)
+        summary.directories += 1
+    for directory in directories:
+        path = posixpath.join(root, directory)
+        if path not in existing:
+            client.mkdir(path)
+            summary.directories += 1
+    skip = set(present) if policy is Overwrite.SKIP else set()
+    for file in files:
+        path = posixpath.join(root, file.relative)
+        if path in skip:
+            summary.skipped.append(path)
+            continue
+        with open_local(local_root / file.relative) as reader:
+            try:
+                client.put_file(path, reader, size_hint=file.size, mode=file.mode, progress=progress,
+                                overwrite=policy is Overwrite.FORCE)
+            except AlreadyExists:
+                if policy is not Overwrite.SKIP:  # created by someone else meanwhile
+                    raise
+                summary.skipped.append(path)
+                continue
+        summary.files += 1
+        summary.bytes += file.size
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _remote_tree(client: Client, root: str) -> list[dict]:
+    if remote_type(client, root) is None:
+        return []
+    return walk(client, root)
+
+
+def _conflict_message(present: list[str], total: int) -> str:
+    if len(present) == 1:
+        return exists_message(present[0])
+    return (f"{len(present)} of {total} files already exist, e.g. {present[0]} "
+            "(use -f to overwrite them, -n to skip them); nothing was transferred")
+
+
+def get_tree(client: Client, remote: str, local: Path, policy: Overwrite, progress: Progress | None = None,
+             stale: bool = False) -> TransferSummary:
+    """Copy the remote directory tree to local (inside it, under the remote name, if local
+    is an existing directory)."""
+    started = time.monotonic()
+    entries = walk(client, remote, stale=stale)
+    if entries[0].get("type") != "dir":
+        raise NotADirectory(f"{remote} is a file (get it without -r)")
+    root = local / (posixpath.basename(remote.rstrip("/")) or "root") if local.is_dir() else local
+    if not root.parent.is_dir():
+        raise LocalFileNotFound(f"local directory {root.parent} does not exist")
+    summary = TransferSummary(remote, str(root))
+    base = entries[0]["path"].rstrip("/")
+    directories = [entry for entry in entries if entry.get("type") == "dir"]
+    files = [entry for entry in entries if entry.get("type") != "dir"]
+
+    def local_path(entry: dict) -> Path:
+        relative = entry["path"][len(base):].lstrip("/")
+        return root / relative if relative else root
+
+    for entry in directories:
+        path = local_path(entry)
+        if path.exists() and not path.is_dir():
+            raise LocalFileError(f"local {path} is a file; {entry['path']} is a directory")
+    present = []
+    for entry in files:
+        path = local_path(entry)
+        if path.is_dir():
+            raise LocalFileError(f"local {path} is a directory; {entry['path']} is a file")
+        if path.exists():
+            present.append(str(path))
+    if present and policy is Overwrite.REFUSE:
+        raise AlreadyExists(_conflict_message(present, len(files)))
+    for entry in directories:
+        path = local_path(entry)
+        if not path.is_dir():
+            _make_local_directory(path)
+            summary.directories += 1
+    for entry in files:
+        path = local_path(entry)
+        if get_to_local(client, entry["path"], path, policy, progress, stale) is None:
+            summary.skipped.append(str(path))
+            continue
+        summary.files += 1
+        summary.bytes += entry.get("size", 0)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _make_local_directory(path: Path) -> None:
+    try:
+        path.mkdir()
+    except PermissionError:
+        raise LocalFileError(f"{path.parent}: permission denied") from None
+    except FileExistsError:
+        if not path.is_dir():
+            raise LocalFileError(f"local {path} exists and is not a directory") from None
+
+
+def get_to_local(client: Client, remote: str, target: Path, policy: Overwrite, progress: Progress | None,
+                 stale: bool) -> dict | None:
+    """Copy one remote file to target under the policy; its stat, or None if skipped (-n)."""
+    if target.exists():
+        if target.is_dir():
+            raise LocalFileError(f"local {target} is a directory")
+        if policy is Overwrite.SKIP:
+            return None
+        if policy is Overwrite.REFUSE:
+            raise AlreadyExists(exists_message(str(target), "local file "))
+    # A temp file in the same directory, then rename (or link): a reader never sees half a
+    # file, and a failed get leaves no file at all.
+    try:
+        file = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part",
+                                           delete=False)
+    except PermissionError:
+        raise LocalFileError(f"{target.parent}: permission denied") from None
+    temporary = Path(file.name)
+    try:
+        with file:
+            info = client.get_file(remote, file, progress=progress, stale=stale)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, info.get("mode", 0o644) & 0o777)
+        if policy is Overwrite.FORCE:
+            os.replace(temporary, target)
+        else:
+            _link_new(temporary, target, policy)
+            if policy is Overwrite.SKIP and not _same_file(temporary, target):
+                return None
+    finally:
+        temporary.unlink(missing_ok=True)
+    return info
+
+
+def _link_new(temporary: Path, target: Path, policy: Overwrite) -> None:
+    """Put temporary at target only if nothing is there (link fails atomically if it is)."""
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        if policy is Overwrite.REFUSE:
+            raise AlreadyExists(exists_message(str(target), "local file ")) from None
+    except OSError:
+        # A file system without hard links: the check above is the best that can be done.
+        if target.exists():
+            if policy is Overwrite.REFUSE:
+                raise AlreadyExists(exists_message(str(target), "local file ")) from None
+            return
+        os.replace(temporary, target)
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except FileNotFoundError:
+        return True  # replaced into place (no hard links): it is ours
