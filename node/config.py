@@ -17,7 +17,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from node.errors import ConfigError
-from node.transport.address import AddressError, HostPort, parse_host_port, tcp_endpoint
+from node.transport.address import AddressError, HostPort, bind_socket, parse_host_port, tcp_endpoint
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIGS_DIR / "local-3.toml"
@@ -59,6 +59,10 @@ class NodeAddress:
     def bind_endpoint(self, role: str) -> str:
         """The ZeroMQ endpoint this node binds for `role` (use with transport.address.bind_socket)."""
         return tcp_endpoint(self.bind_address(role))
+
+    def bind(self, socket, role: str) -> None:
+        """Bind a ZeroMQ socket where this node listens for `role` (IPv6 enabled when needed)."""
+        bind_socket(socket, self.bind_address(role))
 
 
 @dataclass(frozen=True)

@@ -1,66 +1,34 @@
 """The SandStore client library: the CLI, the tests and the benchmarks all talk to a cluster
 through `Client`.
 
-One ZeroMQ DEALER per node, created on first use. Every request carries an id and replies are
-matched by id, so a late reply to an abandoned attempt is recognised (and still accepted if
-it answers the same call). Writes carry the client's session (client id, seq); a retried
-write reuses its seq, so the state machine applies it at most once.
-
-Failover: try the last known leader, else the nodes in config order; NOT_LEADER with a hint
-goes straight to the hinted node; NO_LEADER, an unreachable node or a silent one backs off
-and tries the next node, until the call's deadline. Then the caller learns whether anything
-may have changed: TimedOut (a write reached a node and its outcome is unknown) or
-Unavailable (nothing could have changed).
+Requests go through the client request engine (sandctl/connection.py: one DEALER per node,
+request ids, replies matched by node and id) and its failover policy (sandctl/failover.py:
+leader first, hints, backoff, TimedOut vs Unavailable at the deadline). Writes carry the
+client's session (client id, seq); a retried write reuses its seq, so the state machine
+applies it at most once. Large files stream through sandctl/transfer.py.
 """
 
 from __future__ import annotations
 
-import itertools
 import secrets
 import time
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
-import zmq
-
 from node import protocol
-from sandctl import transfer
 from node.config import ClusterConfig
-from node.errors import (
-    ERRORS_BY_CODE,
-    AlreadyExists,
-    BadRequest,
-    NoLeader,
-    NotFound,
-    NotLeader,
-    SandStoreError,
-    TimedOut,
-    TooLarge,
-    Unavailable,
-    error_from_code,
-)
+from node.errors import AlreadyExists, BadRequest, NoLeader, NotFound, SandStoreError, TooLarge, Unavailable
 
-# How long one attempt waits for its reply before the next node is tried (capped by the
-# call's deadline). Writes commit in milliseconds on a healthy cluster, so a second of
-# silence means the node is stuck or partitioned.
-ATTEMPT_TIMEOUT_SECONDS = 1.0
-# How long to wait for a connection to a node before counting it as down for this attempt.
-# The socket keeps connecting in the background, so a slow handshake succeeds next round.
-CONNECT_WAIT_SECONDS = 0.25
-BACKOFF_SECONDS_MIN = 0.01
-BACKOFF_SECONDS_MAX = 0.2
-RECONNECT_INTERVAL_MS = 50
-RECONNECT_INTERVAL_MS_MAX = 500
+from sandctl import transfer
+from sandctl.connection import Connections, SocketOptions, shared_context
+from sandctl.failover import ATTEMPT_TIMEOUT_SECONDS, BACKOFF_SECONDS_MAX, BACKOFF_SECONDS_MIN, Failover
+
+__all__ = ["ATTEMPT_TIMEOUT_SECONDS", "CHUNKS_IN_FLIGHT", "TRANSFER_BYTES_PER_SECOND_MIN", "Client"]
+
 # Pause between status rounds while waiting for a leader, so an all-follower cluster that
 # answers at once is not polled in a busy loop.
 LEADER_POLL_SECONDS = 0.02
 STATUS_ROUND_SECONDS_MAX = 0.5
-
-# Error codes that say "this attempt changed nothing, ask again (elsewhere)".
-_RETRY_NOTHING_CHANGED = frozenset(code for code, error in ERRORS_BY_CODE.items() if error.retryable)
-# A node that gave up waiting for its own commit: the write may still be applied; retrying
-# with the same seq is safe and finds out.
-_RETRY_OUTCOME_UNKNOWN = frozenset({"TIMEOUT"})
 
 # Large files. A transfer's deadline is the call's deadline plus the time its bytes take at
 # this floor rate, so --timeout bounds how long a stuck transfer hangs, not how big a file may be.
@@ -71,8 +39,6 @@ CHUNKS_IN_FLIGHT = 3  # per transfer: memory stays within a few chunks whatever 
 SEGMENT_CHUNKS_UNKNOWN_SIZE = 64
 CHUNK_PROBE_ROUND_SECONDS = 0.5  # a chunk node that does not answer a probe within this is down
 
-assert BACKOFF_SECONDS_MIN < BACKOFF_SECONDS_MAX
-assert CONNECT_WAIT_SECONDS <= ATTEMPT_TIMEOUT_SECONDS
 assert CHUNKS_IN_FLIGHT <= SEGMENT_CHUNKS_UNKNOWN_SIZE
 
 Progress = Callable[[int], None]  # called with the byte count of each piece stored or written
@@ -141,8 +107,6 @@ class Client:
         attempt_timeout_seconds: float = ATTEMPT_TIMEOUT_SECONDS,
         unreachable_seconds: float | None = None,
     ) -> None:
-        assert unreachable_seconds is None or unreachable_seconds > 0
-        self.unreachable_seconds = unreachable_seconds
         if node is not None:
             config.node(node)  # raises ConfigError naming the known ids
         self.config = config
@@ -150,21 +114,39 @@ class Client:
         self.timeout_seconds = config.request_timeout_seconds if timeout_seconds is None else timeout_seconds
         if self.timeout_seconds <= 0:
             raise BadRequest(f"timeout must be positive, got {self.timeout_seconds}")
-        self.attempt_timeout_seconds = attempt_timeout_seconds
         self.client_id = client_id or "sandctl-" + secrets.token_hex(8)
         assert 0 < len(self.client_id.encode()) <= protocol.MAX_CLIENT_ID_BYTES
-        self.leader: str | None = None  # last node that served a leader-only request
         # Client addresses by node id: the config's, plus members learned from status replies.
         self.addresses: dict[str, str] = {address.id: address.client for address in config.nodes}
         # Chunk addresses by node id, learned the same way.
         self.chunk_addresses: dict[str, str] = {address.id: address.chunk for address in config.nodes}
-        self._context = zmq.Context()
-        self._sockets: dict[str, zmq.Socket] = {}
-        self._request_ids = itertools.count(1)
+        # Immediate sockets for both: a request to a down node is never queued, so "not sent"
+        # proves "not applied", and a probe of a down chunk node finds it silent.
+        options = SocketOptions(max_frame_bytes=config.max_frame_bytes, immediate=True)
+        self._connections = Connections(self.addresses, options)
+        self._chunk_connections = Connections(self.chunk_addresses, options)
+        self._failover = Failover(self._connections, attempt_timeout_seconds=attempt_timeout_seconds,
+                                  unreachable_seconds=unreachable_seconds)
+        self._context = shared_context()
         self._seq = 0
-        self._pending: dict[int, str] = {}  # request id -> node, for requests someone awaits
-        self._replies: dict[int, dict] = {}  # replies that arrived while awaiting another id
         self._closed = False
+
+    @property
+    def leader(self) -> str | None:
+        """The node believed to lead (the last one that served a leader-only request)."""
+        return self._failover.leader
+
+    @leader.setter
+    def leader(self, node: str | None) -> None:
+        self._failover.set_leader(node, confirmed=node is not None)
+
+    @property
+    def attempt_timeout_seconds(self) -> float:
+        return self._failover.attempt_timeout_seconds
+
+    @property
+    def unreachable_seconds(self) -> float | None:
+        return self._failover.unreachable_seconds
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -172,10 +154,8 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        for socket in self._sockets.values():
-            socket.close(linger=0)
-        self._sockets.clear()
-        self._context.term()
+        self._connections.close()
+        self._chunk_connections.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -194,7 +174,7 @@ class Client:
         deadline_seconds: float | None = None,
         node: str | None = None,
     ) -> object:
-        """Send one request and return its result, retrying as the module docstring says.
+        """Send one request and return its result, with failover (sandctl/failover.py).
 
         write=True marks a call whose outcome can be unknown (implied for WRITE_OPS and
         ADMIN_OPS). node pins this call to one node (no failover); so does Client(node=...).
@@ -214,193 +194,7 @@ class Client:
         if pinned is not None and pinned not in self.addresses:
             self.config.node(pinned)  # raises ConfigError naming the known ids
         timeout_seconds = self.timeout_seconds if deadline_seconds is None else deadline_seconds
-        deadline = time.monotonic() + timeout_seconds
-
-        attempts: set[int] = set()  # every request id sent for this call
-        unresolved: set[int] = set()  # sent writes with no answer saying "nothing changed"
-        last_problem = "no node answered"
-        backoff_seconds = BACKOFF_SECONDS_MIN
-        redirect: str | None = None
-        redirects_in_a_row = 0  # hints can chase each other during an election: bound that
-        rotation = self._rotation(pinned)
-        call_started = time.monotonic()
-        connected_any = False
-        try:
-            while True:
-                now = time.monotonic()
-                if now >= deadline:
-                    break
-                target = redirect or next(rotation)
-                redirect = None
-                request_id = self._send(target, op, args, min(CONNECT_WAIT_SECONDS, deadline - now))
-                if request_id is None:
-                    last_problem = f"cannot connect to {target} ({self.addresses[target]})"
-                    if (self.unreachable_seconds is not None and not connected_any
-                            and time.monotonic() - call_started >= self.unreachable_seconds):
-                        # Nothing was sent, so nothing changed: say so now rather than at the deadline.
-                        raise Unavailable(self._unreachable_message(pinned))
-                    self._sleep_until(deadline, backoff_seconds)
-                    backoff_seconds = min(backoff_seconds * 2, BACKOFF_SECONDS_MAX)
-                    continue
-                connected_any = True
-                attempts.add(request_id)
-                if write:
-                    unresolved.add(request_id)
-                attempt_deadline = min(deadline, time.monotonic() + self.attempt_timeout_seconds)
-                answer = self._await_attempt(request_id, attempts, unresolved, attempt_deadline)
-                if answer is None:
-                    last_problem = f"{target} did not answer within {self.attempt_timeout_seconds:g} s"
-                    continue
-                answered_id, reply = answer
-                if reply.get("ok"):
-                    if pinned is None:
-                        self.leader = self._pending.get(answered_id, target)
-                    return reply.get("result")
-                error = reply.get("error") or {}
-                code = str(error.get("code", "INTERNAL"))
-                message = str(error.get("message", ""))
-                hint = str(error.get("leader") or "")
-                last_problem = f"{target}: {message or code}"
-                if code not in _RETRY_NOTHING_CHANGED and code not in _RETRY_OUTCOME_UNKNOWN:
-                    raise self._finish_error(reply)
-                if code == "NOT_LEADER":
-                    if pinned is not None:
-                        raise NotLeader(f"{pinned} is not the leader" + (f" (the leader is {hint})" if hint else ""), hint)
-                    if self.leader == target:
-                        self.leader = None
-                    if hint and hint != target and hint in self.addresses and redirects_in_a_row < len(self.addresses):
-                        redirects_in_a_row += 1
-                        redirect = hint
-                        continue
-                redirects_in_a_row = 0
-                self._sleep_until(deadline, backoff_seconds)
-                backoff_seconds = min(backoff_seconds * 2, BACKOFF_SECONDS_MAX)
-        finally:
-            for request_id in attempts:
-                self._pending.pop(request_id, None)
-                self._replies.pop(request_id, None)
-        if unresolved:
-            raise TimedOut(
-                f"{op} got no answer within {timeout_seconds:g} s; it may or may not have been applied ({last_problem})"
-            )
-        if write:
-            raise Unavailable(f"{op} was not applied: no leader answered within {timeout_seconds:g} s ({last_problem})")
-        raise Unavailable(f"no node answered {op} within {timeout_seconds:g} s ({last_problem})")
-
-    def _unreachable_message(self, pinned: str | None) -> str:
-        names = [pinned] if pinned is not None else list(self.addresses)
-        where = ", ".join(f"{name} ({self.addresses[name]})" for name in names)
-        return (f"cannot connect to {where} for {self.unreachable_seconds:g} s: is the cluster running? "
-                "(start it with `sandctl cluster start`)")
-
-    def _rotation(self, pinned: str | None) -> Iterable[str]:
-        """Targets in the order to try: the pinned node forever, or the last known leader
-        first and then every known node in config order, round and round."""
-        if pinned is not None:
-            return itertools.repeat(pinned)
-
-        def targets() -> Iterable[str]:
-            if self.leader is not None:
-                yield self.leader
-            while True:
-                yield from list(self.addresses)
-
-        return iter(targets())
-
-    def _await_attempt(
-        self, request_id: int, attempts: set[int], unresolved: set[int], attempt_deadline: float
-    ) -> tuple[int, dict] | None:
-        """Wait for the current attempt's reply, or a success or final answer to an earlier
-        attempt of the same call. Answers that say "nothing changed" for earlier attempts
-        only clear their unresolved mark."""
-        while True:
-            answer = self._receive(attempts, attempt_deadline)
-            if answer is None:
-                return None
-            answered_id, reply = answer
-            code = "" if reply.get("ok") else str((reply.get("error") or {}).get("code", ""))
-            if code in _RETRY_NOTHING_CHANGED:
-                unresolved.discard(answered_id)
-            if answered_id == request_id:
-                return answer
-            if reply.get("ok") or (code not in _RETRY_NOTHING_CHANGED and code not in _RETRY_OUTCOME_UNKNOWN):
-                return answer
-            # An old attempt's "try elsewhere": that attempt is over; keep waiting for ours.
-            attempts.discard(answered_id)
-            self._pending.pop(answered_id, None)
-
-    def _finish_error(self, reply: dict) -> SandStoreError:
-        error = reply.get("error") or {}
-        return error_from_code(str(error.get("code", "INTERNAL")), str(error.get("message", "")), str(error.get("leader") or ""))
-
-    # ------------------------------------------------------------------ sockets
-
-    def _socket(self, node_id: str) -> zmq.Socket:
-        socket = self._sockets.get(node_id)
-        if socket is None:
-            socket = self._context.socket(zmq.DEALER)
-            socket.setsockopt(zmq.LINGER, 0)
-            # IMMEDIATE: queue only to a live connection, so a request to a down node is never
-            # sent (and delivered later, when it may be stale); "not sent" then proves "not applied".
-            socket.setsockopt(zmq.IMMEDIATE, 1)
-            socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
-            socket.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_INTERVAL_MS_MAX)
-            socket.setsockopt(zmq.MAXMSGSIZE, self.config.max_frame_bytes)
-            socket.connect("tcp://" + self.addresses[node_id])
-            self._sockets[node_id] = socket
-        return socket
-
-    def _send(self, node_id: str, op: str, args: dict, connect_wait_seconds: float) -> int | None:
-        """Send one request to node_id; None if no connection came up within the wait."""
-        socket = self._socket(node_id)
-        if not socket.poll(max(0, int(connect_wait_seconds * 1000)), zmq.POLLOUT):
-            return None
-        return self._send_now(node_id, socket, op, args)
-
-    def _send_now(self, node_id: str, socket: zmq.Socket, op: str, args: dict) -> int | None:
-        request_id = next(self._request_ids)
-        try:
-            socket.send(protocol.request(request_id, op, args), zmq.NOBLOCK)
-        except zmq.Again:
-            return None
-        self._pending[request_id] = node_id
-        return request_id
-
-    def _receive(self, request_ids: set[int], deadline: float) -> tuple[int, dict] | None:
-        """The first reply to any of request_ids, or None at the deadline."""
-        while True:
-            for request_id in request_ids:
-                reply = self._replies.pop(request_id, None)
-                if reply is not None:
-                    return request_id, reply
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            nodes = {self._pending[request_id] for request_id in request_ids if request_id in self._pending}
-            if not nodes:
-                return None
-            poller = zmq.Poller()
-            for node_id in nodes:
-                poller.register(self._socket(node_id), zmq.POLLIN)
-            for socket, _ in poller.poll(max(1, int(remaining * 1000))):
-                self._drain(socket)
-
-    def _drain(self, socket: zmq.Socket) -> None:
-        """Read every waiting reply; keep those someone awaits, drop the rest."""
-        while True:
-            try:
-                frame = socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                reply = protocol.decode(frame, self.config.max_frame_bytes)
-            except BadRequest:
-                continue  # a garbled reply is treated like a lost one: the attempt times out
-            if not isinstance(reply, dict):
-                continue
-            request_id = reply.get("id")
-            if isinstance(request_id, int) and request_id in self._pending:
-                self._replies[request_id] = reply
+        return self._failover.call(op, args, write=write, timeout_seconds=timeout_seconds, pinned=pinned)
 
     @staticmethod
     def _sleep_until(deadline: float, seconds: float) -> None:
@@ -425,45 +219,7 @@ class Client:
         assert op in protocol.OPS and op not in protocol.WRITE_OPS, "writes need a session: use call()"
         node_ids = list(self.addresses if node_ids is None else node_ids)
         timeout_seconds = self.timeout_seconds if timeout_seconds is None else timeout_seconds
-        deadline = time.monotonic() + timeout_seconds
-        answers: dict[str, object] = {node_id: None for node_id in node_ids}
-        unsent = set(node_ids)
-        sent: dict[int, str] = {}
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                poller = zmq.Poller()
-                for node_id in node_ids:
-                    flags = (zmq.POLLOUT if node_id in unsent else 0) | (zmq.POLLIN if node_id in sent.values() else 0)
-                    if flags:
-                        poller.register(self._socket(node_id), flags)
-                for socket, events in poller.poll(max(1, int(remaining * 1000))):
-                    node_id = next(n for n, s in self._sockets.items() if s is socket)
-                    if events & zmq.POLLOUT and node_id in unsent:
-                        request_id = self._send_now(node_id, socket, op, args)
-                        if request_id is not None:
-                            unsent.discard(node_id)
-                            sent[request_id] = node_id
-                    if events & zmq.POLLIN:
-                        self._drain(socket)
-                for request_id in list(sent):
-                    reply = self._replies.pop(request_id, None)
-                    if reply is None:
-                        continue
-                    node_id = sent.pop(request_id)
-                    self._pending.pop(request_id, None)
-                    answers[node_id] = reply.get("result") if reply.get("ok") else self._finish_error(reply)
-                if not unsent and not sent:
-                    break
-                if until is not None and until(answers):
-                    break
-        finally:
-            for request_id in sent:
-                self._pending.pop(request_id, None)
-                self._replies.pop(request_id, None)
-        return answers
+        return self._connections.broadcast(node_ids, op, args, timeout_seconds, until)
 
     # ------------------------------------------------------------------ cluster state
 
@@ -717,34 +473,9 @@ class Client:
 
     def _probe_chunk_nodes(self, node_ids: set[str], round_seconds: float) -> set[str]:
         """The nodes among node_ids whose chunk service answers a no-op within round_seconds."""
-        sockets: dict[zmq.Socket, str] = {}
-        poller = zmq.Poller()
-        answered: set[str] = set()
-        try:
-            for node_id in sorted(node_ids):
-                socket = self._context.socket(zmq.DEALER)
-                socket.setsockopt(zmq.LINGER, 0)
-                socket.connect("tcp://" + self.chunk_addresses[node_id])
-                socket.send(protocol.request(1, "chunk_has", {"ids": []}), zmq.NOBLOCK)
-                sockets[socket] = node_id
-                poller.register(socket, zmq.POLLIN)
-            deadline = time.monotonic() + round_seconds
-            while len(answered) < len(sockets):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                for socket, _ in poller.poll(max(1, int(remaining * 1000))):
-                    try:
-                        reply = protocol.decode(socket.recv(zmq.NOBLOCK), self.config.max_frame_bytes)
-                    except (zmq.Again, BadRequest):
-                        continue
-                    if isinstance(reply, dict) and reply.get("ok") is True:
-                        answered.add(sockets[socket])
-                    poller.unregister(socket)
-        finally:
-            for socket in sockets:
-                socket.close(linger=0)
-        return answered
+        answers = self._chunk_connections.broadcast(sorted(node_ids), "chunk_has", {"ids": []}, round_seconds)
+        return {node_id for node_id, answer in answers.items()
+                if answer is not None and not isinstance(answer, SandStoreError)}
 
     def rm(self, path: str, recursive: bool = False) -> dict:
         return self.call("rm", {"path": path, "recursive": recursive})

@@ -1,7 +1,8 @@
 """Client side of chunk transfer: stream a file into replicated chunks, and back out.
 
-Used by sandctl for files above inline_max_bytes. Everything runs in the calling thread: one
-DEALER per chunk node and a poller keep up to `max_chunks_in_flight` chunks moving at once, so
+Used by sandctl for files above inline_max_bytes. Everything runs in the calling thread: the
+request engine (sandctl/connection.py, one DEALER per chunk node) keeps up to
+`max_chunks_in_flight` chunks moving at once, so
 memory stays bounded by that many chunks whatever the file size. A replica that fails (error
 reply, no reply within attempt_timeout_seconds) is replaced by another node, and a node that
 failed once is tried last for the rest of the transfer so a dead node costs one timeout, not
@@ -17,7 +18,6 @@ the node counts, logs and removes it.
 from __future__ import annotations
 
 import itertools
-import math
 import queue
 import threading
 import time
@@ -36,7 +36,7 @@ from node.errors import (
     Unavailable,
     error_from_code,
 )
-from node.transport.address import tcp_endpoint
+from node.transport.address import connect_socket
 
 DEFAULT_MAX_FRAME_BYTES = 64 << 20
 DEFAULT_ATTEMPT_TIMEOUT_SECONDS = 5.0
@@ -47,119 +47,9 @@ VERIFY_THREADS = 2
 Progress = Callable[[int], None]  # called with the byte count of each chunk completed
 
 
-class _Connections:
-    """One DEALER per chunk node, opened on first use; replies are matched by request id."""
-
-    def __init__(self, context: zmq.Context, chunk_addresses: dict[str, str], *,
-                 send_high_water_messages: int, max_frame_bytes: int) -> None:
-        self._context = context
-        self._addresses = chunk_addresses
-        self._send_high_water_messages = send_high_water_messages
-        self._max_frame_bytes = max_frame_bytes
-        self._dealers: dict[str, zmq.Socket] = {}
-        self._node_of_dealer: dict[zmq.Socket, str] = {}
-        self._poller = zmq.Poller()
-        self._wakeup: zmq.Socket | None = None
-        self._next_request_id = 1
-
-    def add_wakeup(self, socket: zmq.Socket) -> None:
-        """Also return from poll() when `socket` has messages (they are read and dropped)."""
-        assert self._wakeup is None
-        self._wakeup = socket
-        self._poller.register(socket, zmq.POLLIN)
-
-    def new_request(self, op: str, args: dict) -> tuple[int, bytes]:
-        """(request id, encoded request map). One request may be sent to several nodes: a
-        chunk_put's frames are shared by its replicas, so a chunk in flight costs one copy of
-        its content (replies are matched by node and id)."""
-        request_id = self._next_request_id
-        self._next_request_id += 1
-        return request_id, protocol.request(request_id, op, args)
-
-    def send(self, node: str, frames: list) -> bool:
-        """False when the node's queue is full (treat as a failed attempt)."""
-        dealer = self._dealers.get(node)
-        if dealer is None:
-            dealer = self._context.socket(zmq.DEALER)
-            dealer.setsockopt(zmq.LINGER, 0)
-            # A safety net only: a node has at most one request per chunk in flight, and one that
-            # timed out is tried last afterwards, so even a dead node's queue stays short. ZeroMQ
-            # acknowledges reads in batches, hence the slack over the true in-flight count.
-            dealer.setsockopt(zmq.SNDHWM, self._send_high_water_messages)
-            dealer.connect(tcp_endpoint(self._addresses[node]))
-            self._dealers[node] = dealer
-            self._node_of_dealer[dealer] = node
-            self._poller.register(dealer, zmq.POLLIN)
-        try:
-            # copy=False: ZeroMQ references the content instead of copying it (small frames are
-            # copied anyway). The high-water mark is checked on the first frame only.
-            dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return False
-        return True
-
-    def poll(self, timeout_seconds: float) -> list[tuple[str, int, object]]:
-        """Replies that arrived within the timeout: (node, request id, result or SandStoreError).
-        Frames that are not a well-formed reply are ignored: their attempt times out."""
-        replies = []
-        for dealer, _ in self._poller.poll(timeout=math.ceil(max(0.0, timeout_seconds) * 1000)):
-            if dealer is self._wakeup:
-                _drain(dealer)
-                continue
-            while True:
-                try:
-                    frames = dealer.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                reply = self._parse(frames)
-                if reply is not None:
-                    replies.append((self._node_of_dealer[dealer], *reply))
-        return replies
-
-    def _parse(self, frames: list) -> tuple[int, object] | None:
-        """A reply map, and for chunk_get the content frame after it: the result is then the
-        content as a memoryview of the received frame (no copy)."""
-        if len(frames) not in (1, 2):
-            return None
-        try:
-            reply = protocol.decode(frames[0].buffer, self._max_frame_bytes)
-        except SandStoreError:
-            return None
-        if not isinstance(reply, dict) or type(reply.get("id")) is not int:
-            return None
-        if reply.get("ok") is True and "result" in reply:
-            if len(frames) == 1:
-                return reply["id"], reply["result"]
-            content = frames[1].buffer
-            result = reply["result"]
-            if not isinstance(result, dict) or result.get("size") != len(content):
-                return reply["id"], SandStoreError("malformed chunk_get reply: the content frame does not match its size")
-            return reply["id"], content
-        error = reply.get("error")
-        if reply.get("ok") is False and isinstance(error, dict):
-            code, message = error.get("code"), error.get("message")
-            if isinstance(code, str) and isinstance(message, str):
-                return reply["id"], error_from_code(code, message)
-        return None
-
-    def close(self) -> None:
-        for dealer in self._dealers.values():
-            dealer.close(linger=0)
-        self._dealers.clear()
-        self._node_of_dealer.clear()
-
-
-def _drain(socket: zmq.Socket) -> None:
-    while True:
-        try:
-            socket.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            return
-
-
 class _Verifier:
     """Threads that check fetched chunks against their ids. submit() queues a check; the
-    outcomes come back from results(), and the socket given to _Connections.add_wakeup gets a
+    outcomes come back from results(), and the socket given to Connections.add_wakeup gets a
     message after each one, so the caller's poll wakes up. Jobs are bounded by the caller
     (at most one per chunk in flight)."""
 
@@ -259,8 +149,29 @@ class _Chunk:
         return ", ".join(f"{node}: {error}" for node, error in self.failures.items()) or "no failures yet"
 
 
-def _send_high_water_messages(max_chunks_in_flight: int) -> int:
-    return 4 * max_chunks_in_flight + 16
+def _connections(chunk_addresses: dict[str, str], max_chunks_in_flight: int, max_frame_bytes: int,
+                 context: zmq.Context | None) -> Connections:
+    # Not immediate: a chunk request may wait for a connection being set up, and a node that
+    # does not answer is replaced after attempt_timeout_seconds. The send high-water mark is a
+    # safety net only: a node has at most one request per chunk in flight, and one that timed
+    # out is tried last afterwards, so even a dead node's queue stays short. ZeroMQ acknowledges
+    # reads in batches, hence the slack over the true in-flight count.
+    options = SocketOptions(max_frame_bytes=max_frame_bytes, zero_copy=True,
+                            send_high_water_messages=4 * max_chunks_in_flight + 16)
+    return Connections(chunk_addresses, options, context)
+
+
+def _result_of(reply: Reply) -> object:
+    """What an attempt got: the error, a chunk_get's content (a memoryview of the received
+    frame, checked against the size its reply map states), or the result."""
+    if not reply.ok:
+        return reply.error
+    if reply.content is None:
+        return reply.result
+    result = reply.result
+    if not isinstance(result, dict) or result.get("size") != len(reply.content):
+        return SandStoreError("malformed chunk_get reply: the content frame does not match its size")
+    return reply.content
 
 
 def _rotated(nodes: list[str], position: int) -> list[str]:
@@ -285,7 +196,7 @@ def read_up_to(reader: BinaryIO, size_bytes: int) -> bytes:
 class _Transfer:
     """The shared machinery: attempts, timeouts, suspects and the overall deadline."""
 
-    def __init__(self, connections: _Connections, deadline_seconds: float, attempt_timeout_seconds: float) -> None:
+    def __init__(self, connections: Connections, deadline_seconds: float, attempt_timeout_seconds: float) -> None:
         self.connections = connections
         self.deadline = time.monotonic() + deadline_seconds
         self.attempt_timeout_seconds = attempt_timeout_seconds
@@ -294,7 +205,7 @@ class _Transfer:
 
     def send(self, position: int, chunk: _Chunk, node: str, request_id: int, frames: list) -> None:
         assert node not in chunk.outstanding_nodes
-        if not self.connections.send(node, frames):
+        if not self.connections.send(node, request_id, frames):
             self.suspects.add(node)
             chunk.failures[node] = Unavailable("its request queue is full")
             return
@@ -306,7 +217,7 @@ class _Transfer:
         """Ask `node` to check its copy of a chunk that failed verification here: a corrupt
         copy is then counted, logged and removed there. Best effort: its outcome is ignored."""
         request_id, request = self.connections.new_request("chunk_verify", {"id": chunk_id})
-        if self.connections.send(node, [request]):
+        if self.connections.send(node, request_id, [request]):
             expires = min(time.monotonic() + self.attempt_timeout_seconds, self.deadline)
             self.attempts[(node, request_id)] = _Attempt(REPORT, node, expires)
 
@@ -321,16 +232,17 @@ class _Transfer:
             raise Unavailable(f"the deadline passed with {oldest}")
         next_expiry = min((attempt.expires_seconds for attempt in self.attempts.values()), default=self.deadline)
         outcomes = []
-        for node, request_id, result in self.connections.poll(next_expiry - now):
-            # A late reply to an expired attempt is ignored, unless the same request was sent
-            # to that node again: then it answers the new attempt just as well.
-            attempt = self.attempts.pop((node, request_id), None)
+        for reply in self.connections.poll(next_expiry - now):
+            # A late reply to an expired attempt is dropped by the engine, unless the same
+            # request was sent to that node again: then it answers the new attempt just as well.
+            attempt = self.attempts.pop((reply.node, reply.request_id), None)
             if attempt is not None:
-                outcomes.append((attempt, result))
+                outcomes.append((attempt, _result_of(reply)))
         now = time.monotonic()
         for key, attempt in list(self.attempts.items()):
             if attempt.expires_seconds <= now:
                 del self.attempts[key]
+                self.connections.forget(*key)
                 outcomes.append((attempt, _NoReplyInTime(f"no reply within {self.attempt_timeout_seconds:g}s")))
         for attempt, result in outcomes:
             if isinstance(result, (Unavailable, StoreFull)):
@@ -363,9 +275,7 @@ def put_stream(
     pending: dict[int, _Chunk] = {}
     total_bytes = 0
     end_of_input = False
-    connections = _Connections(context or zmq.Context.instance(), chunk_addresses,
-                               send_high_water_messages=_send_high_water_messages(max_chunks_in_flight),
-                               max_frame_bytes=max_frame_bytes)
+    connections = _connections(chunk_addresses, max_chunks_in_flight, max_frame_bytes, context)
     transfer = _Transfer(connections, deadline_seconds, attempt_timeout_seconds)
 
     def fill(position: int, chunk: _Chunk) -> None:
@@ -445,10 +355,8 @@ def get_stream(
     fetched: dict[int, memoryview] = {}
     active: dict[int, _Chunk] = {}
     next_to_fetch = next_to_write = written_bytes = 0
-    context = context or zmq.Context.instance()
-    connections = _Connections(context, chunk_addresses,
-                               send_high_water_messages=_send_high_water_messages(max_chunks_in_flight),
-                               max_frame_bytes=max_frame_bytes)
+    context = context or shared_context()
+    connections = _connections(chunk_addresses, max_chunks_in_flight, max_frame_bytes, context)
     transfer = _Transfer(connections, deadline_seconds, attempt_timeout_seconds)
     verifier = _Verifier(context, VERIFY_THREADS)
     connections.add_wakeup(verifier.wakeup)

@@ -38,7 +38,7 @@ import zmq
 from node import protocol
 from node.chunks.store import CHUNK_ID_BYTES, INVENTORY_IDS_MAX, ChunkStore
 from node.errors import BadRequest, Refused, SandStoreError, Unavailable, error_from_code
-from node.transport.address import tcp_endpoint
+from node.transport.address import bind_socket, connect_socket
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class ChunkService:
         self._replies = context.socket(zmq.PULL)
         self._replies.setsockopt(zmq.LINGER, 0)
         try:
-            self._router.bind(tcp_endpoint(bind_address))
+            bind_socket(self._router, bind_address)
             self._replies.bind(self._reply_endpoint)
         except zmq.ZMQError:
             self._router.close(linger=0)
@@ -367,7 +367,7 @@ class ChunkService:
         dealer = self._context.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
         try:
-            dealer.connect(tcp_endpoint(address))
+            connect_socket(dealer, address)
             dealer.send(protocol.request(1, "chunk_get", {"id": chunk_id, "verify": False}))
             if not dealer.poll(int(FETCH_TIMEOUT_SECONDS * 1000)):
                 raise Unavailable(f"{source} did not send chunk {chunk_id.hex()} within {FETCH_TIMEOUT_SECONDS:g} s")
