@@ -5,6 +5,11 @@ Bugs are not errors: a broken invariant is an AssertionError and must crash loud
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from node.raft.types import Message
+
 
 class RaftError(Exception):
     """Base class of every error the core raises on purpose."""
@@ -44,3 +49,27 @@ class Compacted(RaftError):
 
 class Unavailable(RaftError):
     """Storage was asked for an index beyond its last entry."""
+
+
+class RejectedMessage(RaftError):
+    """step() refused a peer's message that is malformed or contradicts this node's state
+    (commit beyond the log end, a second leader in one term, a snapshot without meta, an
+    acknowledgement of entries the leader never had, an absurd term, ...). Nothing changed:
+    the driver drops the message and counts it. `lost_state` is False; see StateLost."""
+
+    lost_state = False
+
+    def __init__(self, message: "Message", reason: str) -> None:
+        super().__init__(f"{message.kind.name} from {message.source!r} (term {message.term}) rejected: {reason}")
+        self.kind = message.kind
+        self.source = message.source
+        self.reason = reason
+
+
+class StateLost(RejectedMessage):
+    """The leader speaks of entries this node acknowledged, but its log holds nothing beyond
+    the bootstrap snapshot (a heartbeat's commit lies beyond that log): the node's data
+    directory was most likely wiped or replaced. Rejected like any RejectedMessage; the driver
+    should tell the operator that this node must be removed and added back as a new member."""
+
+    lost_state = True

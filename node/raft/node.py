@@ -17,13 +17,15 @@ import enum
 import random
 from typing import Callable, Iterable
 
-from node.raft import membership
+from node.raft import membership, message_checks
 from node.raft.errors import (
     Compacted,
     ConfChangeInProgress,
     InvalidConfChange,
     NotLeader,
     ProposalDropped,
+    RejectedMessage,
+    StateLost,
     TransferRefused,
 )
 from node.raft.log import RaftLog
@@ -31,6 +33,7 @@ from node.raft.progress import Progress, ProgressState
 from node.raft.quorum import VoteResult, vote_result
 from node.raft.read_only import ReadOnly, ReadRequest
 from node.raft.snapshot_receiver import SnapshotReceiver
+from node.raft.snapshot_sender import SnapshotSender
 from node.raft.storage import Storage
 from node.raft.tracker import ProgressTracker
 from node.raft.types import (
@@ -63,13 +66,13 @@ TRANSFER_CONTEXT = b"transfer"
 BOOTSTRAP_INDEX = 1
 BOOTSTRAP_TERM = 1
 
-# Resend an unanswered snapshot chunk after this many heartbeat rounds.
-SNAPSHOT_CHUNK_RESEND_HEARTBEATS = 2
-
 _AFTER_PERSIST_KINDS = frozenset(
     {MessageKind.VOTE, MessageKind.VOTE_RESPONSE, MessageKind.PRE_VOTE_RESPONSE, MessageKind.APPEND_RESPONSE}
 )
 _LEADER_KINDS = frozenset({MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.INSTALL_SNAPSHOT})
+_REPLICATION_RESPONSE_KINDS = frozenset(
+    {MessageKind.APPEND_RESPONSE, MessageKind.HEARTBEAT_RESPONSE, MessageKind.INSTALL_SNAPSHOT_RESPONSE}
+)
 
 
 class _Campaign(enum.Enum):
@@ -137,8 +140,13 @@ class RaftNode:
         self._tick_role()
 
     def step(self, message: Message) -> None:
+        """Take in one message from a peer. Raises RejectedMessage (changing nothing) for a
+        message that is malformed or contradicts this node's state; the driver drops it."""
         if message.target != self.id or message.source in (self.id, NO_NODE):
             return
+        message_checks.check_shape(message)
+        if message.term >= self.term:
+            self._check_against_state(message)
         if message.term > self.term:
             if message.kind in (MessageKind.VOTE, MessageKind.PRE_VOTE) and self._in_lease(message):
                 return  # leader stickiness: we heard from a live leader very recently
@@ -464,6 +472,45 @@ class RaftNode:
         elif message.kind == MessageKind.PRE_VOTE:
             self._send(MessageKind.PRE_VOTE_RESPONSE, message.source, reject=True)
 
+    # == peer input ============================================================================
+
+    def _check_against_state(self, message: Message) -> None:
+        """Raise RejectedMessage for a current- or higher-term message that no honest peer can
+        send to a node in our state. Reads state only: a rejected message changes nothing."""
+        kind, same_term = message.kind, message.term == self.term
+        if kind in _LEADER_KINDS or kind in (MessageKind.TIMEOUT_NOW, MessageKind.READ_INDEX_RESPONSE):
+            # Only the leader of a term sends these, and a term has at most one leader.
+            if same_term and (self.role == Role.LEADER or self.lead not in (NO_NODE, message.source)):
+                leader = self.id if self.role == Role.LEADER else self.lead
+                raise RejectedMessage(message, f"two leaders in term {self.term}: {leader} and {message.source}")
+        if kind == MessageKind.HEARTBEAT and message.commit > self.log.last_index():
+            # The leader caps a heartbeat's commit at what we acknowledged in its term, and we
+            # acknowledge only what is on our disk: our log lost entries it had.
+            lost = StateLost if self.log.last_index() <= BOOTSTRAP_INDEX else RejectedMessage
+            raise lost(message, f"commit {message.commit} is beyond the log end {self.log.last_index()}")
+        elif kind == MessageKind.APPEND:
+            if message.index == self.log.committed and not self.log.match_term(message.index, message.log_term):
+                # Every later leader holds our committed entries (Leader Completeness).
+                raise RejectedMessage(message, f"entry {message.index} of term {message.log_term} contradicts the committed log")
+        elif kind in (MessageKind.TIMEOUT_NOW, MessageKind.READ_INDEX) and not same_term:
+            # Both go only to a node that already shares the sender's term: the leader sends
+            # TIMEOUT_NOW after we acknowledged it in its term; READ_INDEX goes to our leader.
+            raise RejectedMessage(message, f"{kind.name} from a later term {message.term}")
+        elif kind == MessageKind.READ_INDEX_RESPONSE and not same_term:
+            raise RejectedMessage(message, "answers a read this node never asked in that term")
+        elif kind in _REPLICATION_RESPONSE_KINDS and self.role == Role.LEADER and same_term:
+            self._check_response(message)
+
+    def _check_response(self, message: Message) -> None:
+        """A follower's answer in our term: it can only speak of entries we have."""
+        if message.index > self.log.last_index():
+            raise RejectedMessage(message, f"index {message.index} is beyond the leader's last index {self.log.last_index()}")
+        if message.kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE:
+            progress = self.tracker.progress.get(message.source)
+            sender = progress.snapshot_sender if progress is not None else None
+            if sender is not None and sender.index == message.index and message.snapshot_offset > sender.size_bytes:
+                raise RejectedMessage(message, f"offset {message.snapshot_offset} is beyond the snapshot's {sender.size_bytes} bytes")
+
     # == step functions =======================================================================
 
     def _step_follower(self, message: Message) -> None:
@@ -477,7 +524,9 @@ class RaftNode:
             else:
                 self._handle_snapshot_chunk(message)
         elif message.kind == MessageKind.TIMEOUT_NOW:
-            if self._promotable():
+            # From our leader only: a same-term TIMEOUT_NOW while we know no leader (a
+            # pre-candidate stepped back) is ignored.
+            if message.source == self.lead and self._promotable():
                 self._campaign(_Campaign.ELECTION, transfer=True)
         elif message.kind == MessageKind.READ_INDEX_RESPONSE:
             if not message.reject:
@@ -503,7 +552,7 @@ class RaftNode:
                 self.become_follower(self.term, NO_NODE)
 
     def _step_leader(self, message: Message) -> None:
-        assert message.kind not in _LEADER_KINDS, f"two leaders in term {self.term}: {message.source}"
+        assert message.kind not in _LEADER_KINDS, "refused by _check_against_state"
         if message.kind == MessageKind.READ_INDEX:
             self._handle_read_request(message.context, message.source)
             return
@@ -700,16 +749,16 @@ class RaftNode:
             progress = self.tracker.progress[node]
             commit = min(progress.match, self.log.committed)
             self._send(MessageKind.HEARTBEAT, node, commit=commit, context=context)
-            if progress.state == ProgressState.SNAPSHOT and progress.snapshot_chunk_sent:
-                progress.snapshot_chunk_heartbeats += 1
+            if progress.snapshot_sender is not None:
+                progress.snapshot_sender.heartbeat_sent()
 
     def _handle_heartbeat_response(self, message: Message, progress: Progress) -> None:
         progress.probe_sent = False
         if progress.state == ProgressState.REPLICATE and progress.inflights.full():
             progress.inflights.free_first_one()
         if progress.state == ProgressState.SNAPSHOT:
-            if progress.snapshot_chunk_heartbeats >= SNAPSHOT_CHUNK_RESEND_HEARTBEATS:
-                self._send_snapshot_chunk(message.source, progress)  # the chunk or its answer was lost
+            if progress.snapshot_sender.resend_due():
+                self._send_snapshot_chunk(message.source, progress.snapshot_sender)  # chunk or answer lost
         elif progress.match < self.log.last_index() or progress.state == ProgressState.PROBE:
             self._maybe_send_append(message.source, send_if_empty=True)
         if message.context:
@@ -720,45 +769,43 @@ class RaftNode:
     def _start_snapshot(self, node: NodeId, progress: Progress) -> bool:
         if not progress.recent_active:
             return False  # do not push a snapshot at a node that may be down
-        snapshot = self.log.snapshot()
-        assert snapshot.meta.index > NO_INDEX, "entries are compacted but storage has no snapshot"
-        progress.become_snapshot(snapshot.meta.index)
-        self._send_snapshot_chunk(node, progress)
+        progress.become_snapshot(SnapshotSender(self._snapshot_to_send(), self.config.snapshot_chunk_bytes))
+        self._send_snapshot_chunk(node, progress.snapshot_sender)
         return True
 
-    def _send_snapshot_chunk(self, node: NodeId, progress: Progress) -> None:
+    def _snapshot_to_send(self) -> Snapshot:
+        """An image that lets a follower continue from the log: one another transfer holds
+        already (so several lagging followers share one copy), or else the stored one."""
+        first_index = self.log.first_index()
+        for progress in self.tracker.progress.values():
+            sender = progress.snapshot_sender
+            if sender is not None and sender.index + 1 >= first_index:
+                return sender.snapshot
         snapshot = self.log.snapshot()
-        if snapshot.meta.index != progress.pending_snapshot:
-            progress.become_snapshot(snapshot.meta.index)  # a newer snapshot: start over
-        offset = progress.snapshot_offset
-        assert 0 <= offset <= len(snapshot.data)
-        chunk = snapshot.data[offset : offset + self.config.snapshot_chunk_bytes]
+        assert snapshot.meta.index + 1 >= first_index, "entries are compacted beyond the stored snapshot"
+        return snapshot
+
+    def _send_snapshot_chunk(self, node: NodeId, sender: SnapshotSender) -> None:
+        offset, data, done = sender.next_chunk()
         self._send(
             MessageKind.INSTALL_SNAPSHOT,
             node,
-            snapshot_meta=snapshot.meta,
+            snapshot_meta=sender.meta,
             snapshot_offset=offset,
-            snapshot_data=chunk,
-            snapshot_done=offset + len(chunk) >= len(snapshot.data),
+            snapshot_data=data,
+            snapshot_done=done,
         )
-        progress.snapshot_chunk_sent = True
-        progress.snapshot_chunk_heartbeats = 0
 
     def _handle_snapshot_response(self, message: Message, progress: Progress) -> None:
-        if progress.state != ProgressState.SNAPSHOT or message.index != progress.pending_snapshot:
+        sender = progress.snapshot_sender
+        if sender is None or message.index != sender.index:
             return  # stale: about an earlier transfer
         if message.snapshot_done and not message.reject:
             progress.maybe_update(message.index)
             progress.become_probe()
             self._maybe_send_append(message.source, send_if_empty=True)
-            return
-        if message.reject:
-            progress.snapshot_offset = message.snapshot_offset  # the follower starts over
-        elif message.snapshot_offset > progress.snapshot_offset:
-            progress.snapshot_offset = message.snapshot_offset
-        else:
-            return  # a duplicate answer
-        self._send_snapshot_chunk(message.source, progress)
+        elif sender.answered(message.snapshot_offset, restart=message.reject):
+            self._send_snapshot_chunk(message.source, sender)
 
     # == ReadIndex ==================================================================================
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import enum
 
+from node.raft.snapshot_sender import SnapshotSender
 from node.raft.types import NO_INDEX
 
 
@@ -65,17 +66,18 @@ class Progress:
         self.state = state
         # PROBE: an APPEND is out and unanswered; wait for its answer or a heartbeat response.
         self.probe_sent = False
-        # SNAPSHOT: which snapshot, the next byte offset to send, and whether a chunk is out.
-        self.pending_snapshot = NO_INDEX
-        self.snapshot_offset = 0
-        self.snapshot_chunk_sent = False
-        # Heartbeat rounds since the chunk out was sent: it is resent when they pile up.
-        self.snapshot_chunk_heartbeats = 0
+        # SNAPSHOT: the transfer under way (the image, the offset, the chunk out).
+        self.snapshot_sender: SnapshotSender | None = None
         self.inflights.reset()
+
+    @property
+    def pending_snapshot(self) -> int:
+        """The index of the snapshot being sent (NO_INDEX outside SNAPSHOT)."""
+        return self.snapshot_sender.index if self.snapshot_sender is not None else NO_INDEX
 
     def become_probe(self) -> None:
         # Out of SNAPSHOT, the follower has (or will soon have) the snapshot: probe right after it.
-        pending_snapshot = self.pending_snapshot if self.state == ProgressState.SNAPSHOT else NO_INDEX
+        pending_snapshot = self.pending_snapshot
         self._reset_state(ProgressState.PROBE)
         self.next = max(self.match + 1, pending_snapshot + 1)
         assert self.next > self.match
@@ -84,10 +86,9 @@ class Progress:
         self._reset_state(ProgressState.REPLICATE)
         self.next = self.match + 1
 
-    def become_snapshot(self, snapshot_index: int) -> None:
-        assert snapshot_index > NO_INDEX
+    def become_snapshot(self, sender: SnapshotSender) -> None:
         self._reset_state(ProgressState.SNAPSHOT)
-        self.pending_snapshot = snapshot_index
+        self.snapshot_sender = sender
 
     def maybe_update(self, acknowledged_index: int) -> bool:
         """The follower has everything up to acknowledged_index. False if the ack is stale."""

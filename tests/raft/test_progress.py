@@ -1,6 +1,8 @@
 import pytest
 
 from node.raft.progress import Inflights, Progress, ProgressState
+from node.raft.snapshot_sender import SnapshotSender
+from node.raft.types import Snapshot, SnapshotMeta
 
 
 def test_inflights_bounded_window():
@@ -56,7 +58,7 @@ def test_probe_rejection_uses_the_hint():
 
 def test_snapshot_then_probe_after_it():
     progress = Progress(next_index=3, inflight_messages_max=2)
-    progress.become_snapshot(20)
+    progress.become_snapshot(SnapshotSender(Snapshot(SnapshotMeta(index=20, term=2)), chunk_bytes_max=10))
     assert progress.is_paused()
     progress.become_probe()
     assert (progress.state, progress.next) == (ProgressState.PROBE, 21)
