@@ -27,6 +27,14 @@ SANDCTL_MAY_USE = frozenset({
     "node.chunk_ids",
     "node.transport",
     "node.transport.address",
+    # The trust boundary's client half: keys, roles, and the socket settings a DEALER needs.
+    "node.names",
+    "node.security",
+    "node.security.authorization",
+    "node.security.errors",
+    "node.security.keyring",
+    "node.security.sockets",
+    "node.security.zap",
 })
 FORBIDDEN_LIBRARIES = frozenset({"lmdb"})
 # (module, library) pairs allowed anyway, each with its reason. The benchmark measures this
