@@ -39,6 +39,8 @@ READ_OPS: dict[str, dict[str, str]] = {
     "inspect_term": {},
     "chunk_refs": {},  # every chunk id the namespace references (for GC)
     "digest": {},  # this node's namespace digest and applied index (compare nodes in tests)
+    # One read transaction after the read barrier: applied index, image, digest, chunks (node/backup.py).
+    "namespace_image": {"max_bytes": "int?"},
     # Self-healing data (node/repair/): answered by the leader, which knows which nodes are up.
     # fsck -> {"files": [{"path", "state", "chunks", ...}], "totals": {...}} for files under path.
     "fsck": {"path": "str?", "files_max": "int?"},

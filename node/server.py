@@ -19,7 +19,7 @@ from pathlib import Path
 
 import zmq
 
-from node import protocol
+from node import backup, protocol
 from node.chunks.service import ChunkService
 from node.chunks.store import ChunkStore
 from node.config import ClusterConfig, NodeAddress, check_address, node_data_dir
@@ -50,6 +50,7 @@ NAMESPACE_QUERIES = {
     "ls": lambda namespace, txn, args: namespace.ls(txn, args["path"], recursive=bool(args.get("recursive"))),
     "read": lambda namespace, txn, args: namespace.read(txn, args["path"]),
     "du": lambda namespace, txn, args: namespace.du(txn, args["path"]),
+    "namespace_image": backup.namespace_image,  # sandctl snapshot save
 }
 
 
@@ -198,7 +199,8 @@ class NodeServer:
         if op in protocol.WRITE_OPS:
             self._start_write(Waiter(identity, request_id, now), op, args)
         elif op in NAMESPACE_QUERIES:
-            args["path"] = normalize_path(args["path"])
+            if "path" in args:  # namespace_image has none
+                args["path"] = normalize_path(args["path"])
             waiter = Waiter(identity, request_id, now, op, args)
             if args.get("stale"):
                 self._serve_reads([waiter])

@@ -26,6 +26,7 @@ from tabulate import tabulate
 from node.config import ClusterConfig, NodeAddress, load_config
 from node.errors import IsADirectory, NotFound, Refused, SandStoreError, Unavailable
 
+from sandctl import backup
 from sandctl import cluster as supervisor
 from sandctl import state
 from sandctl.bench import bench_command
@@ -837,15 +838,76 @@ def inspect_term(settings: Settings) -> None:
     _print_table(rows, ["term", "leader", "seen at (UTC)"])
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @global_options
 def snapshot(settings: Settings) -> None:
+    """Back up the cluster to a file (save), start a new cluster from one (restore), or with no
+    subcommand take a snapshot and compact the log now (as `snapshot compact`).
+
+    Example: sandctl snapshot save backup.sandbak
+    """
+    if click.get_current_context().invoked_subcommand is None:
+        _report(settings.client().snapshot(settings.node) or {}, settings)
+
+
+@snapshot.command(name="compact")
+@global_options
+def snapshot_compact(settings: Settings) -> None:
     """Take a snapshot and compact the log now (on --node ID, else the leader).
 
-    Example: sandctl snapshot --node n2
+    Example: sandctl snapshot compact --node n2
     """
-    result = settings.client().snapshot(settings.node)
-    _report(result or {}, settings)
+    _report(settings.client().snapshot(settings.node) or {}, settings)
+
+
+@snapshot.command(name="save")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--with-data/--no-data", default=True, show_default=True,
+              help="Include every chunk the namespace references (else the namespace alone).")
+@global_options
+def snapshot_save(settings: Settings, file: str, with_data: bool) -> None:
+    """Write a consistent, checksummed backup of the namespace (one read on the leader, at a
+    known applied index) and, by default, of every chunk it references, streamed to FILE.
+
+    Example: sandctl snapshot save backup.sandbak
+    """
+    with contextlib.ExitStack() as bars:
+        result = backup.save(settings.client(), file, with_data=with_data,
+                             progress_for=lambda total: bars.enter_context(_progress_bar(settings, total, f"save {file}")))
+    if settings.json_output:
+        _print_json(result)
+        return
+    click.echo(f"saved {result['file']}: namespace at applied index {result['applied']} (digest "
+               f"{result['digest'][:16]}) from {result['served_by']}, {result['chunks']} chunks "
+               f"({_human_bytes(result['chunk_bytes'])}{'' if with_data else ', not included'}), "
+               f"{_human_bytes(result['file_bytes'])} in {result['elapsed_seconds']:.1f} s")
+
+
+@snapshot.command(name="restore")
+@click.argument("file", type=click.Path(dir_okay=False))
+@global_options
+def snapshot_restore(settings: Settings, file: str) -> None:
+    """Start a NEW cluster from the config's nodes in the new, empty --data-dir, holding exactly
+    the backup's namespace and chunks; remember it like `cluster start`. A truncated or
+    altered file is refused before anything is created. The config must name every node id
+    the backup's chunks are stored on (typically a copy of the old config with new ports).
+
+    Example: sandctl snapshot restore backup.sandbak --config new.toml --data-dir ./restored
+    """
+    if settings.data_dir_option is None:
+        raise click.UsageError("snapshot restore needs --data-dir DIR (a new, empty directory)")
+    with contextlib.ExitStack() as bars:
+        result = backup.restore(settings.config(), settings.data_dir(), file,
+                                deadline_seconds=settings.deadline_seconds(),
+                                progress_for=lambda total: bars.enter_context(
+                                    _progress_bar(settings, total, f"restore {file}")))
+    if settings.json_output:
+        _print_json(result)
+        return
+    click.echo(f"restored {result['file']} into a new cluster of {len(result['pids'])} in {result['data_dir']}, "
+               f"leader {result['leader']}: applied index {result['applied']}, digest {result['digest'][:16]}, "
+               f"{result['chunks']} chunks ({_human_bytes(result['chunk_bytes'])}) in "
+               f"{result['elapsed_seconds']:.1f} s")
 
 
 @main.command()
