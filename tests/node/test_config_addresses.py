@@ -133,3 +133,12 @@ def test_ipv6_loopback_sockets_talk():
         server.close()
         client.close()
         context.term()
+
+
+@pytest.mark.parametrize("name", ["local-3", "local-5", "single", "hosts-3"])
+def test_every_shipped_config_loads(name):
+    config = load_config(f"configs/{name}.toml")
+    assert config.nodes
+    if name == "hosts-3":
+        assert {n.bind_address("raft") for n in config.nodes} == {"0.0.0.0:7001"}
+        assert len({n.raft for n in config.nodes}) == 3
