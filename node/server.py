@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from node.metadata.paths import normalize_path
 from node.metadata.state_machine import Namespace
 from node.raft.types import ConfChange, EntryKind
 from node.replicator import Replicator
+from node.replicator.driver import DiskLost
 from node.storage.lmdb_store import NodeStore
 
 log = logging.getLogger("sandstore.server")
@@ -81,7 +83,7 @@ class NodeServer:
         self.client_socket.setsockopt(zmq.LINGER, 0)
         self.client_socket.setsockopt(zmq.MAXMSGSIZE, config.max_frame_bytes)
         self.client_socket.setsockopt(zmq.SNDHWM, 10000)
-        self.client_socket.bind(self.address.endpoint("client"))
+        self.address.bind(self.client_socket, "client")
         self.replicator: Replicator
         if config.replicator == "raft":
             from node.replicator.raft import RaftReplicator
@@ -92,7 +94,7 @@ class NodeServer:
 
             self.replicator = LocalReplicator(config, node_id, self.store, self.namespace, self)
         self.chunk_service = ChunkService(
-            self.context, self.address.endpoint("chunk"), self.chunk_store,
+            self.context, self.address.bind_address("chunk"), self.chunk_store,
             referenced_chunk_ids=self._referenced_chunk_ids,
             gc_grace_seconds=config.gc_grace_seconds,
             max_frame_bytes=config.max_frame_bytes,
@@ -104,7 +106,20 @@ class NodeServer:
         self._last_applied_seq: dict[str, int] = {}  # client -> highest seq applied here
         self._namespace_current = False  # see _referenced_chunk_ids
         self._housekeeping_at = 0.0  # waiter expiry and the namespace check, not every turn
-        self.counters = {"client_requests": 0, "client_bad_requests": 0}
+        self.counters = {"client_requests": 0, "client_bad_requests": 0, "client_internal_errors": 0}
+        # The ops answered at once from local state, by op name (every other op is a write, a
+        # namespace query or a membership change; see _dispatch).
+        self._immediate_ops = {
+            "ping": self._op_ping,
+            "status": self._op_status,
+            "inspect_term": self._op_inspect_term,
+            "inspect_log": self._op_inspect_log,
+            "digest": self._op_digest,
+            "chunk_refs": self._op_chunk_refs,
+            "transfer_leader": self._op_transfer_leader,
+            "snapshot": self._op_snapshot,
+            "gc": self._op_gc,
+        }
 
     # ----- lifecycle
 
@@ -129,6 +144,12 @@ class NodeServer:
             # A Ready that cannot be persisted cannot be advanced: stop cleanly (the store is
             # intact, the transaction was aborted) rather than serve from an unpersisted state.
             log.error("stopping: %s", error)
+            raise SystemExit(1) from None
+        except DiskLost as error:
+            # Fail-stop: a node that forgot what it acknowledged must not vote or serve.
+            line = disk_lost_message(error, self.directory)
+            log.error("stopping: %s", line)
+            print(f"Error: {line}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
         finally:
             self.close()
@@ -193,6 +214,11 @@ class NodeServer:
             if isinstance(error, BadRequest):
                 self.counters["client_bad_requests"] += 1
             self._send(identity, protocol.reply_error(request_id, error))
+        except Exception as error:  # noqa: BLE001 -- one request's bug must not end the node
+            self.counters["client_internal_errors"] += 1
+            log.exception("request %d failed unexpectedly", request_id)
+            internal = SandStoreError(f"internal error on node {self.node_id}: {type(error).__name__}: {error}")
+            self._send(identity, protocol.reply_error(request_id, internal))
 
     def _dispatch(self, identity: bytes, request_id: int, op: str, args: dict) -> None:
         now = time.monotonic()
@@ -212,8 +238,10 @@ class NodeServer:
         elif op in ("add_learner", "promote", "remove_node"):
             self._start_membership_change(Waiter(identity, request_id, now), op, args)
         else:
-            result = getattr(self, "_op_" + op)(args)
-            self._send(identity, protocol.reply_ok(request_id, result))
+            handler = self._immediate_ops.get(op)
+            if handler is None:
+                raise BadRequest(f"op {op!r} is not served by this node version")
+            self._send(identity, protocol.reply_ok(request_id, handler(args)))
 
     # ----- writes
 
@@ -319,7 +347,7 @@ class NodeServer:
 
     def _op_status(self, args: dict) -> dict:
         chunks_stored, chunk_bytes = self.chunk_store.usage()
-        status = self.replicator.status()
+        status = self.replicator.status().to_dict()
         addresses = self.replicator.addresses() or {self.node_id: self.address}
         status.update({
             "id": self.node_id,
@@ -400,6 +428,13 @@ class NodeServer:
             del self._writes_waiting[key]
         for index in [i for i, (_, w) in self._conf_waiting.items() if now - w.started_at > limit_seconds]:
             del self._conf_waiting[index]
+
+
+def disk_lost_message(error: DiskLost, directory: Path) -> str:
+    node = error.node_id
+    return (f"node {node}'s data directory {directory} is empty but the cluster already holds entries up to"
+            f" {error.commit_index}; this node lost its disk. Remove it (sandctl remove-voter {node}), then add"
+            f" it back as a new member (sandctl add-voter {node} ... and start it with sandstore node --join).")
 
 
 def describe_entry(entry) -> dict:

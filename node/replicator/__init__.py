@@ -5,10 +5,10 @@ The server depends only on this interface. Two implementations:
   - LocalReplicator (local.py): `replicator = "none"`; a command is applied right after the local
     durable write (a single node is its own quorum).
 
-Everything runs on the server's one driver thread, so "returns once applied" is a callback:
-the replicator calls `Callbacks.applied(index, command, result)` after the write transaction that
-applied the command has been synced, and `Callbacks.reads_ready(tokens)` when linearizable reads
-registered with `read_barrier` may be served from the local state.
+Everything runs on the server's one driver thread, so "returns once applied" is a callback
+(contracts.Callbacks): `applied(index, command, result)` after the write transaction that applied
+the command committed, `reads_ready(tokens)` when linearizable reads registered with
+`read_barrier` may be served from the local state.
 """
 
 from __future__ import annotations
@@ -17,19 +17,8 @@ from typing import Protocol
 
 import zmq
 
-
-class Callbacks(Protocol):
-    def applied(self, index: int, command: bytes, result: dict) -> None:
-        """A NORMAL command was applied (on this node) with this state-machine result."""
-
-    def conf_applied(self, index: int, term: int) -> None:
-        """A membership-change entry was applied at (index, term)."""
-
-    def reads_ready(self, tokens: list[int]) -> None:
-        """Reads registered with these tokens are now linearizable when served locally."""
-
-    def reads_failed(self, tokens: list[int], error: Exception) -> None:
-        """Reads that cannot be confirmed (lost leadership, no leader)."""
+from node.replicator.contracts import Callbacks  # noqa: F401 -- the server's half of the seam
+from node.replicator.status import ReplicatorStatus
 
 
 class Replicator(Protocol):
@@ -70,7 +59,7 @@ class Replicator(Protocol):
     def addresses(self) -> dict:
         """Every known member's NodeAddress by id (empty when only the config's node exists)."""
 
-    def status(self) -> dict:
+    def status(self) -> ReplicatorStatus:
         """Role, term, commit, applied, log range, membership, peers' last contact, latencies."""
 
     def inspect_term(self) -> dict:

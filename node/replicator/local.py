@@ -13,7 +13,8 @@ import zmq
 
 from node.config import ClusterConfig
 from node.errors import Refused
-from node.replicator import Callbacks
+from node.replicator.contracts import Callbacks
+from node.replicator.status import ReplicatorStatus
 from node.stats import LatencySamples
 
 
@@ -27,6 +28,7 @@ class LocalReplicator:
         self._pending_commands: list[bytes] = []
         self._pending_reads: list[int] = []
         self._applied_index = store.applied_index()
+        self._applied_at_start = self._applied_index
         self.fsync_latency = LatencySamples()
         self.commit_latency = LatencySamples()
 
@@ -81,29 +83,13 @@ class LocalReplicator:
     def addresses(self) -> dict:
         return {}
 
-    def status(self) -> dict:
-        return {
-            "role": "leader",
-            "term": 0,
-            "leader": self._node_id,
-            "vote": "",
-            "commit": self._applied_index,
-            "applied": self._applied_index,
-            "first_index": 0,
-            "last_index": 0,
-            "voters": [self._node_id],
-            "voters_outgoing": [],
-            "learners": [],
-            "progress": {},
-            "last_contact_ms": {},
-            "elections_seen": 0,
-            "commit_latency_ms": self.commit_latency.percentiles(),
-            "fsync_latency_ms": self.fsync_latency.percentiles(),
-            "snapshot_index": 0,
-            "snapshot_bytes": 0,
-            "log_entries": 0,
-            "log_bytes": 0,
-        }
+    def status(self) -> ReplicatorStatus:
+        return ReplicatorStatus(
+            role="leader", term=0, leader=self._node_id, vote="", commit=self._applied_index,
+            applied=self._applied_index, voters=[self._node_id],
+            commit_latency_ms=self.commit_latency.percentiles(), fsync_latency_ms=self.fsync_latency.percentiles(),
+            applied_at_start=self._applied_at_start, reads_pending=len(self._pending_reads),
+        )
 
     def inspect_term(self) -> dict:
         return {"term": 0, "vote": "", "leader": self._node_id, "leader_changes": []}

@@ -1,9 +1,9 @@
-"""RaftReplicator: the driver side of the pure Raft core.
+"""RaftReplicator: production's wiring of LMDB, the namespace and ZeroMQ into the driver.
 
-This is the only code that touches the core. Each `run` is one iteration of DESIGN.md's loop:
-tick if due, then `ready()`; persist entries + hard state, apply committed entries and store
-the applied index in ONE LMDB write transaction (one fsync: group commit); then send the
-messages that promise persisted state; answer reads; `advance`.
+The driver (driver.py) carries out every Ready; this module only adapts the node's LMDB store,
+its Namespace and its PeerTransport to the driver's seams (contracts.py), keeps the tick
+schedule of the real clock, administers membership and leadership, and builds snapshots of its
+own state for log compaction.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import os
 import random
 import threading
 import time
+from contextlib import contextmanager
 
-import msgpack
 import zmq
 
 from node.config import ClusterConfig, NodeAddress
-from node.errors import BadRequest, NoLeader, NotLeader, Refused, SandStoreError
+from node.errors import NoLeader, NotLeader, Refused
 from node.metadata.commands import decode_command
 from node.raft import errors as raft_errors
 from node.raft.node import RaftNode
@@ -26,29 +26,85 @@ from node.raft.types import (
     ConfChange,
     ConfChangeKind,
     ConfChangeStep,
+    ConfState,
     Config,
-    EntryKind,
-    HardState,
-    MessageKind,
-    Ready,
+    Entry,
+    Message,
     Role,
-    Snapshot,
     SnapshotMeta,
 )
-from node.replicator import Callbacks
+from node.replicator.addresses import AddressBook, encode_addresses
+from node.replicator.contracts import Callbacks
+from node.replicator.driver import Driver
+from node.replicator.status import ReplicatorStatus
 from node.snapshot_codec import decode_snapshot, encode_snapshot
 from node.stats import LatencySamples
 from node.transport.peer import PeerTransport
 
 log = logging.getLogger("sandstore.raft")
 
-ADDRESSES_DB = b"driver_node_addresses"
 MAX_LEADER_CHANGES_KEPT = 100
+INCARNATION_BYTES = 8
 
 
-def encode_addresses(addresses) -> bytes:
-    """Member addresses as they travel in conf-change contexts and snapshots (and are stored)."""
-    return msgpack.packb({address.id: [address.raft, address.client, address.chunk] for address in addresses})
+class MeasuredStore:
+    """The driver's Store over NodeStore, timing each batch (its commit is the fsync)."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.fsync_latency = LatencySamples()
+
+    @contextmanager
+    def write_batch(self, durable: bool = True):
+        started = time.monotonic()
+        with self._store.write_batch(durable=durable) as batch:
+            yield batch
+        self.fsync_latency.add_seconds(time.monotonic() - started)
+
+    def hard_state(self):
+        return self._store.hard_state()
+
+
+class NamespaceMachine:
+    """The driver's StateMachine: the file-system namespace plus the member address book, both
+    written in the batch's LMDB transaction."""
+
+    def __init__(self, namespace, addresses: AddressBook) -> None:
+        self._namespace = namespace
+        self._addresses = addresses
+
+    def validate(self, command: bytes) -> None:
+        decode_command(command)
+
+    def apply(self, batch, entry: Entry) -> dict:
+        return self._namespace.apply(batch.txn, entry.index, entry.data)
+
+    def apply_membership(self, batch, entry: Entry, change: ConfChange) -> None:
+        self._addresses.remember(batch.txn, change.context)
+
+    def restore(self, batch, data: bytes) -> None:
+        namespace_data, addresses = decode_snapshot(data)
+        self._namespace.restore(batch.txn, namespace_data)
+        self._addresses.remember(batch.txn, addresses)
+
+
+class ZmqTransport:
+    """The driver's Transport over PeerTransport; peers are every member with a known address."""
+
+    def __init__(self, peer: PeerTransport, addresses: AddressBook) -> None:
+        self.peer = peer
+        self._addresses = addresses
+
+    def send(self, message: Message) -> None:
+        self.peer.send(message)
+
+    def send_forward(self, leader: str, command: bytes) -> None:
+        if leader not in self._addresses:
+            raise NoLeader(f"the leader {leader} has no known address yet; retry shortly")
+        self.peer.send_forward(leader, {"propose": command})
+
+    def set_peers(self, conf_state: ConfState) -> None:
+        self.peer.set_peers(self._addresses.peer_endpoints())
 
 
 class RaftReplicator:
@@ -60,8 +116,8 @@ class RaftReplicator:
         self._namespace = namespace
         self._callbacks = callbacks
         self._tick_seconds = config.tick_ms / 1000.0
-        self._addresses_db = store.env.open_db(ADDRESSES_DB)
-        self._addresses = self._load_addresses()
+        self._addresses = AddressBook(config, node_id, store.env)
+        applied_index = store.applied_index()
         core_config = Config(
             node_id=node_id,
             heartbeat_ticks=config.heartbeat_ticks,
@@ -70,7 +126,7 @@ class RaftReplicator:
             max_inflight_messages=config.max_inflight_messages,
             max_message_bytes=config.max_message_bytes,
             snapshot_chunk_bytes=config.snapshot_chunk_bytes,
-            applied=store.applied_index(),
+            applied=applied_index,
         )
         # A brand-new cluster bootstraps its voters from the config file; a node that joins an
         # existing cluster (add-voter) must not, or it would believe it is a voter of a group
@@ -78,126 +134,69 @@ class RaftReplicator:
         bootstrap_peers = () if join else config.node_ids()
         rng = random.Random(int.from_bytes(os.urandom(8), "big"))
         self.core = RaftNode(core_config, store, rng, peers=bootstrap_peers)
-        self._applied_index = store.applied_index()
-        self.transport = PeerTransport(
-            context, node_id, self._address(node_id).endpoint("raft"), self._peer_endpoints(),
+        peer = PeerTransport(
+            context, node_id, config.node(node_id).bind_address("raft"), self._addresses.peer_endpoints(),
             max_frame_bytes=config.max_frame_bytes,
         )
+        self.transport = ZmqTransport(peer, self._addresses)
+        self._measured_store = MeasuredStore(store)
+        self.driver = Driver(
+            self.core, self._measured_store, NamespaceMachine(namespace, self._addresses), self.transport,
+            self, node_id=node_id, incarnation=os.urandom(INCARNATION_BYTES), applied_index=applied_index,
+            read_timeout_seconds=2 * config.election_ticks_max * self._tick_seconds,
+        )
         self._next_tick_at = time.monotonic() + self._tick_seconds
-        self._read_tokens_waiting: list[int] = []  # registered, read_index not yet asked
-        self._read_contexts: dict[bytes, tuple[list[int], float]] = {}  # ctx -> (tokens, asked at)
-        self._reads_confirmed: list[tuple[int, list[int]]] = []  # (read index, tokens)
-        self._next_read_context = 1
-        self._proposed_at: dict[int, float] = {}  # index -> monotonic time, for commit latency
-        self.commit_latency = LatencySamples()
-        self.fsync_latency = LatencySamples()
         self.leader_changes: list[dict] = []
-        self.elections_seen = 0
-        self._last_leader = ""
-        stored_hard_state = self._store.hard_state()
-        self._durable_term_and_vote = (stored_hard_state.term, stored_hard_state.vote)
-        self._last_contact: dict[str, float] = {}
         self.log_entries_at_start = store.last_index() - store.first_index() + 1
-        self.applied_at_start = self._applied_index
-        self.snapshots_installed = 0
-        self.snapshots_sent = 0
-        self._snapshot_sends: dict[tuple[str, int], float] = {}  # (peer, index) -> started
-        self._snapshot_receive_started: float | None = None
+        self.applied_at_start = applied_index
         self._snapshot_thread: threading.Thread | None = None
         self._snapshot_image: tuple[SnapshotMeta, bytes, float] | None = None
 
-    # ----- membership addresses (learned from the config file and from conf-change entries)
+    # ----- driver callbacks: passed on to the server, leader changes remembered
 
-    def _load_addresses(self) -> dict[str, NodeAddress]:
-        addresses = {address.id: address for address in self._config.nodes}
-        with self._store.env.begin(db=self._addresses_db) as txn:
-            for key, value in txn.cursor():
-                raft, client, chunk = msgpack.unpackb(value)
-                addresses[key.decode()] = NodeAddress(key.decode(), raft, client, chunk)
-        return addresses
+    def applied(self, index: int, command: bytes, result: dict) -> None:
+        self._callbacks.applied(index, command, result)
 
-    def _address(self, node_id: str) -> NodeAddress:
-        return self._addresses[node_id]
+    def conf_applied(self, index: int, term: int) -> None:
+        self._callbacks.conf_applied(index, term)
 
-    def _peer_endpoints(self) -> dict[str, str]:
-        return {
-            node_id: address.endpoint("raft")
-            for node_id, address in self._addresses.items()
-            if node_id != self._node_id
-        }
+    def reads_ready(self, tokens: list[int]) -> None:
+        self._callbacks.reads_ready(tokens)
 
-    def addresses(self) -> dict[str, NodeAddress]:
-        return dict(self._addresses)
+    def reads_failed(self, tokens: list[int], error: Exception) -> None:
+        self._callbacks.reads_failed(tokens, error)
 
-    def _remember_addresses(self, txn, context: bytes) -> None:
-        if not context:
-            return
-        for node_id, (raft, client, chunk) in msgpack.unpackb(context).items():
-            self._addresses[node_id] = NodeAddress(node_id, raft, client, chunk)
-            txn.put(node_id.encode(), msgpack.packb([raft, client, chunk]), db=self._addresses_db)
+    def leader_changed(self, leader: str, term: int, is_self: bool) -> None:
+        self.leader_changes.append({"term": term, "leader": leader, "at_ms": int(time.time() * 1000)})
+        del self.leader_changes[:-MAX_LEADER_CHANGES_KEPT]
 
     # ----- the Replicator interface
 
+    def addresses(self) -> dict[str, NodeAddress]:
+        return self._addresses.all()
+
     def poll_sockets(self) -> list[zmq.Socket]:
-        return [self.transport.socket]
+        return [self.transport.peer.socket]
 
     def on_readable(self, socket: zmq.Socket) -> None:
         now = time.monotonic()
-        for item in self.transport.receive():
+        for item in self.transport.peer.receive():
             if item[0] == "raft":
-                message = item[1]
-                self._last_contact[message.source] = now
-                if message.kind == MessageKind.INSTALL_SNAPSHOT and self._snapshot_receive_started is None:
-                    self._snapshot_receive_started = now
-                elif message.kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done:
-                    self._note_snapshot_sent(message.source, message.index, now)
-                self.core.step(message)
+                self.driver.step(item[1], now)
             else:
                 _, source, payload = item
-                self._last_contact[source] = now
-                self._handle_forward(source, payload)
-
-    def _handle_forward(self, source: str, payload: dict) -> None:
-        command = payload.get("propose")
-        try:
-            if not isinstance(command, bytes):
-                raise BadRequest("the payload holds no command")
-            decode_command(command)  # a peer is not trusted: only valid commands enter the log
-        except SandStoreError as error:
-            log.warning("dropped a malformed forward from %s: %s", source, error)
-            return
-        try:
-            self._propose(command)
-        except (NotLeader, NoLeader, Refused):
-            pass  # the follower's client times out and retries; the session makes that safe
+                self.driver.receive_forward(source, payload.get("propose"), now)
 
     def seconds_until_tick(self, now_seconds: float) -> float:
-        if self.core.has_ready() or self._read_tokens_waiting:
+        if self.driver.has_work():
             return 0.0
         return max(0.0, self._next_tick_at - now_seconds)
 
     def replicate(self, command: bytes) -> None:
-        if self.is_leader():
-            self._propose(command)
-            return
-        leader = self.leader()
-        if not leader or leader not in self._addresses:
-            raise NoLeader("no leader is known right now (election in progress?); retry shortly")
-        self.transport.send_forward(leader, {"propose": command})
-
-    def _propose(self, command: bytes) -> None:
-        try:
-            _, index = self.core.propose(command)
-        except raft_errors.NotLeader as error:
-            if error.leader_hint:
-                raise NotLeader("not the leader", error.leader_hint) from None
-            raise NoLeader("no leader is known right now; retry shortly") from None
-        except raft_errors.ProposalDropped as error:
-            raise NoLeader(f"proposal dropped: {error}; retry shortly") from None
-        self._proposed_at[index] = time.monotonic()
+        self.driver.propose(command, time.monotonic())
 
     def read_barrier(self, token: int) -> None:
-        self._read_tokens_waiting.append(token)
+        self.driver.read_barrier(token)
 
     def is_leader(self) -> bool:
         return self.core.role == Role.LEADER  # asked per client request: no Status snapshot
@@ -212,12 +211,13 @@ class RaftReplicator:
         if self.core.role == Role.LEADER:
             return True
         leader = self.core.lead
-        if not leader or leader not in self._last_contact:
+        last_contact = self.driver.last_contact
+        if not leader or leader not in last_contact:
             return False
-        silence_seconds = now_seconds - self._last_contact[leader]
+        silence_seconds = now_seconds - last_contact[leader]
         if silence_seconds > self._config.election_ticks_max * self._tick_seconds:
             return False
-        return self._applied_index >= self.core.status().commit
+        return self.driver.applied_index >= self.core.status().commit
 
     # ----- membership and leadership administration (leader only)
 
@@ -281,158 +281,7 @@ class RaftReplicator:
         if now_seconds - self._next_tick_at > 1.0:
             # The process was stalled (suspended, swapping): do not replay a burst of ticks.
             self._next_tick_at = now_seconds + self._tick_seconds
-        self._ask_read_index(now_seconds)
-        while self.core.has_ready():
-            self._handle_ready(self.core.ready())
-        self._expire_reads(now_seconds)
-
-    def _ask_read_index(self, now_seconds: float) -> None:
-        if not self._read_tokens_waiting:
-            return
-        tokens, self._read_tokens_waiting = self._read_tokens_waiting, []
-        context = self._next_read_context.to_bytes(8, "big")
-        self._next_read_context += 1
-        try:
-            self.core.read_index(context)
-        except raft_errors.NotLeader:
-            self._callbacks.reads_failed(tokens, NoLeader("no leader is known right now; retry shortly"))
-            return
-        self._read_contexts[context] = (tokens, now_seconds)
-
-    def _expire_reads(self, now_seconds: float) -> None:
-        # A ReadIndex request lost with a leader change is never answered: fail it so the
-        # client retries instead of waiting for its whole deadline.
-        limit_seconds = 2 * self._config.election_ticks_max * self._tick_seconds
-        expired = [ctx for ctx, (_, asked) in self._read_contexts.items() if now_seconds - asked > limit_seconds]
-        for context in expired:
-            tokens, _ = self._read_contexts.pop(context)
-            self._callbacks.reads_failed(tokens, NoLeader("the read could not be confirmed by a leader; retry"))
-
-    def _note_snapshot_sent(self, peer: str, index: int, now: float) -> None:
-        started = self._snapshot_sends.pop((peer, index), None)
-        if started is not None:
-            self.snapshots_sent += 1
-            log.info("sent snapshot at index %d to %s in %.1f ms", index, peer, (now - started) * 1000)
-
-    def _send(self, messages) -> None:
-        for message in messages:
-            if message.kind == MessageKind.INSTALL_SNAPSHOT and message.snapshot_offset == 0:
-                key = (message.target, message.snapshot_meta.index)
-                if key not in self._snapshot_sends:
-                    self._snapshot_sends[key] = time.monotonic()
-                    log.info("sending snapshot at index %d (%d bytes) to %s", message.snapshot_meta.index,
-                             message.snapshot_meta.size_bytes, message.target)
-            self.transport.send(message)
-
-    def _handle_ready(self, ready: Ready) -> None:
-        self._send(ready.messages)
-        applied_results: list[tuple[int, bytes, dict]] = []
-        applied_conf: list[tuple[int, int]] = []
-        # Most Readys of an idle or read-heavy node carry only messages (heartbeats, ReadIndex
-        # rounds): they need no transaction at all.
-        persist = bool(ready.snapshot is not None or ready.entries or ready.hard_state is not None
-                       or ready.committed_entries or ready.conf_state is not None)
-        finished = time.monotonic()
-        if persist:
-            started = finished
-            # Entries, a new term or vote, and snapshots are promises to other nodes: durable
-            # before any message that depends on them. A Ready that only applies committed
-            # entries (and moves the commit index) can be redone from the log, so it skips the
-            # meta-page flush.
-            term_or_vote_changed = self._term_or_vote_changed(ready.hard_state)
-            durable = bool(ready.entries or ready.snapshot is not None or term_or_vote_changed)
-            with self._store.write_batch(durable=durable) as batch:
-                if ready.snapshot is not None:
-                    self._install_snapshot(batch, ready.snapshot)
-                if ready.entries:
-                    batch.append_entries(ready.entries)
-                if ready.hard_state is not None:
-                    batch.set_hard_state(ready.hard_state)
-                for entry in ready.committed_entries:
-                    if entry.kind == EntryKind.NORMAL:
-                        applied_results.append((entry.index, entry.data,
-                                                self._namespace.apply(batch.txn, entry.index, entry.data)))
-                    elif entry.kind == EntryKind.CONF_CHANGE:
-                        self._remember_addresses(batch.txn, ConfChange.decode(entry.data).context)
-                        applied_conf.append((entry.index, entry.term))
-                    assert entry.index == self._applied_index + 1, (entry.index, self._applied_index)
-                    self._applied_index = entry.index
-                if ready.committed_entries:
-                    batch.set_applied_index(self._applied_index)
-                if ready.conf_state is not None:
-                    batch.set_conf_state(ready.conf_state)
-            finished = time.monotonic()
-            self.fsync_latency.add_seconds(finished - started)
-        self._send(ready.messages_after_persist)
-        if ready.snapshot is not None or applied_conf:
-            self.transport.set_peers(self._peer_endpoints())
-        for index, command, result in applied_results:
-            proposed_at = self._proposed_at.pop(index, None)
-            if proposed_at is not None:
-                self.commit_latency.add_seconds(finished - proposed_at)
-            self._callbacks.applied(index, command, result)
-        for index, term in applied_conf:
-            self._callbacks.conf_applied(index, term)
-        if ready.soft_state is not None:
-            self._note_soft_state(ready)
-        for read_state in ready.read_states:
-            entry = self._read_contexts.pop(read_state.context, None)
-            if entry is not None:
-                self._reads_confirmed.append((read_state.index, entry[0]))
-        self._serve_confirmed_reads()
-        self.core.advance(ready)
-
-    def _install_snapshot(self, batch, snapshot: Snapshot) -> None:
-        """A snapshot from the leader replaces log, state machine and known addresses at once."""
-        batch.install_snapshot(snapshot)
-        # The core bootstraps a new cluster from an empty snapshot at index 1 (its voters come
-        # from the config): there is no state-machine image to restore.
-        if snapshot.data:
-            namespace_data, addresses = decode_snapshot(snapshot.data)
-            self._namespace.restore(batch.txn, namespace_data)
-            self._remember_addresses(batch.txn, addresses)
-            self.snapshots_installed += 1
-        self._applied_index = snapshot.meta.index
-        received_in_ms = 0.0
-        if self._snapshot_receive_started is not None:
-            received_in_ms = (time.monotonic() - self._snapshot_receive_started) * 1000
-            self._snapshot_receive_started = None
-        log.info("installed snapshot at index %d (%d bytes), received and restored in %.1f ms",
-                 snapshot.meta.index, len(snapshot.data), received_in_ms)
-
-    def _term_or_vote_changed(self, hard_state: HardState | None) -> bool:
-        if hard_state is None:
-            return False
-        changed = (hard_state.term, hard_state.vote) != self._durable_term_and_vote
-        self._durable_term_and_vote = (hard_state.term, hard_state.vote)
-        return changed
-
-    def _serve_confirmed_reads(self) -> None:
-        if not self._reads_confirmed:
-            return
-        ready_tokens: list[int] = []
-        waiting: list[tuple[int, list[int]]] = []
-        for read_index, tokens in self._reads_confirmed:
-            if read_index <= self._applied_index:
-                ready_tokens.extend(tokens)
-            else:
-                waiting.append((read_index, tokens))
-        self._reads_confirmed = waiting
-        if ready_tokens:
-            self._callbacks.reads_ready(ready_tokens)
-
-    def _note_soft_state(self, ready: Ready) -> None:
-        leader = ready.soft_state.leader
-        term = self.core.status().term
-        if leader and leader != self._last_leader:
-            self.elections_seen += 1
-            self.leader_changes.append({"term": term, "leader": leader, "at_ms": int(time.time() * 1000)})
-            del self.leader_changes[:-MAX_LEADER_CHANGES_KEPT]
-            log.info("leader is now %s (term %d)", leader, term)
-        if ready.soft_state.role != Role.LEADER:
-            # Proposals of a deposed leader may never commit; their latency would mislead.
-            self._proposed_at.clear()
-        self._last_leader = leader
+        self.driver.process(now_seconds)
 
     # ----- snapshots (log compaction)
 
@@ -451,9 +300,10 @@ class RaftReplicator:
             if force:
                 raise Refused("a snapshot is being built right now; try again in a moment")
             return None
-        applied_in_log = self._applied_index - self._store.first_index() + 1
+        applied_index = self.driver.applied_index
+        applied_in_log = applied_index - self._store.first_index() + 1
         if force:
-            if self._applied_index <= self._store.snapshot_meta().index:
+            if applied_index <= self._store.snapshot_meta().index:
                 return None
             return self._store_snapshot(*self._build_snapshot_image())
         if applied_in_log <= self._config.snapshot_threshold_entries:
@@ -470,8 +320,7 @@ class RaftReplicator:
         with self._store.read_transaction() as txn:
             applied, term, conf_state = self._store.applied_state(txn)
             namespace_data = self._namespace.snapshot_data(txn)
-        addresses = encode_addresses(list(self._addresses.values()))
-        data = encode_snapshot(namespace_data, addresses)
+        data = encode_snapshot(namespace_data, self._addresses.encoded())
         meta = SnapshotMeta(index=applied, term=term, conf_state=conf_state, size_bytes=len(data))
         return meta, data, started
 
@@ -491,41 +340,46 @@ class RaftReplicator:
 
     # ----- visibility
 
-    def status(self) -> dict:
+    def status(self) -> ReplicatorStatus:
         core = self.core.status()
         now = time.monotonic()
         snapshot_meta = self._store.snapshot_meta()
-        return {
-            "role": core.role.name.lower(),
-            "term": core.term,
-            "leader": core.leader,
-            "vote": core.vote,
-            "commit": core.commit,
-            "applied": self._applied_index,
-            "first_index": self._store.first_index(),
-            "last_index": core.last_index,
-            "voters": sorted(core.conf_state.voters),
-            "voters_outgoing": sorted(core.conf_state.voters_outgoing),
-            "learners": sorted(core.conf_state.learners),
-            "progress": core.progress,
-            "last_contact_ms": {
-                node_id: (round((now - self._last_contact[node_id]) * 1000) if node_id in self._last_contact else None)
-                for node_id in self._addresses
+        last_contact = self.driver.last_contact
+        counters = self.driver.counters
+        return ReplicatorStatus(
+            role=core.role.name.lower(),
+            term=core.term,
+            leader=core.leader,
+            vote=core.vote,
+            commit=core.commit,
+            applied=self.driver.applied_index,
+            first_index=self._store.first_index(),
+            last_index=core.last_index,
+            voters=sorted(core.conf_state.voters),
+            voters_outgoing=sorted(core.conf_state.voters_outgoing),
+            learners=sorted(core.conf_state.learners),
+            progress=core.progress,
+            last_contact_ms={
+                node_id: (round((now - last_contact[node_id]) * 1000) if node_id in last_contact else None)
+                for node_id in self._addresses.all()
                 if node_id != self._node_id
             },
-            "elections_seen": self.elections_seen,
-            "commit_latency_ms": self.commit_latency.percentiles(),
-            "fsync_latency_ms": self.fsync_latency.percentiles(),
-            "snapshot_index": snapshot_meta.index,
-            "snapshot_bytes": snapshot_meta.size_bytes,
-            "log_entries": self._store.log_entry_count(),
-            "log_entries_at_start": self.log_entries_at_start,
-            "applied_at_start": self.applied_at_start,
-            "snapshots_installed": self.snapshots_installed,
-            "snapshots_sent": self.snapshots_sent,
-            "log_bytes": self._store.log_size_bytes(),
-            "transport": self.transport.counters(),
-        }
+            elections_seen=counters.elections_seen,
+            commit_latency_ms=self.driver.commit_latency.percentiles(),
+            fsync_latency_ms=self._measured_store.fsync_latency.percentiles(),
+            snapshot_index=snapshot_meta.index,
+            snapshot_bytes=snapshot_meta.size_bytes,
+            log_entries=self._store.log_entry_count(),
+            log_entries_at_start=self.log_entries_at_start,
+            applied_at_start=self.applied_at_start,
+            snapshots_installed=counters.snapshots_installed,
+            snapshots_sent=counters.snapshots_sent,
+            log_bytes=self._store.log_size_bytes(),
+            peer_messages_rejected=counters.peer_messages_rejected,
+            forwards_dropped=counters.forwards_dropped,
+            reads_pending=self.driver.reads_pending(),
+            transport=self.transport.peer.counters(),
+        )
 
     def inspect_term(self) -> dict:
         core = self.core.status()
@@ -533,4 +387,4 @@ class RaftReplicator:
                 "leader_changes": list(self.leader_changes)}
 
     def close(self) -> None:
-        self.transport.close()
+        self.transport.peer.close()

@@ -1,20 +1,94 @@
 """A tiny hand-driven network of RaftNodes for transcript-style tests.
 
-Each node's Ready is carried out in the documented order: persist to its MemoryStorage
-(snapshot, entries, hard state), collect the messages, apply committed entries, advance.
-Messages are delivered only when a test says so, so every test is a deterministic transcript.
+Each node's Readys are carried out by the production driver (node/replicator/driver.py) over
+the simulator's in-memory disk (tests/sim/disk.py), whose MemoryStorage the core reads. The
+adapter below adds only what a transcript needs: the messages the driver sends are collected
+instead of delivered (a test delivers them when it says so), the driver's clock stands still,
+and every entry applied and every raw ReadState is recorded for the test to look at. Tests may
+also call a core (`nodes[id]`) directly; a node or storage a test replaces gets a new driver.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Callable, Iterable
 
 from node.raft.memory_storage import MemoryStorage
 from node.raft.node import RaftNode
 from node.raft.types import Config, Entry, Message, MessageKind, ReadState
+from node.replicator.driver import Driver
+
+from tests.sim.disk import Disk, SimStateMachine
 
 FAST = dict(heartbeat_ticks=1, election_ticks_min=10, election_ticks_max=20)
+NOW_SECONDS = 0.0  # transcripts have no clock
+
+
+class _Outbox:
+    """Transport and callbacks of one node's driver: sends are collected, callbacks ignored
+    (the transcripts look at read_states and applied directly)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    def send(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def send_forward(self, leader: str, command: bytes) -> None:
+        raise AssertionError("transcripts propose on the core directly")
+
+    def set_peers(self, conf_state) -> None:
+        pass
+
+    def applied(self, index, command, result) -> None:
+        pass
+
+    def conf_applied(self, index, term) -> None:
+        pass
+
+    def reads_ready(self, tokens) -> None:
+        pass
+
+    def reads_failed(self, tokens, error) -> None:
+        pass
+
+    def leader_changed(self, leader, term, is_self) -> None:
+        pass
+
+
+class _Recorder:
+    """The disk's observer: every entry the driver applies, as the core handed it out."""
+
+    def __init__(self, applied: list[Entry]) -> None:
+        self._applied = applied
+
+    def before_commit(self, batch, disk) -> None:
+        pass
+
+    def on_apply(self, entry: Entry, disk) -> None:
+        self._applied.append(entry)
+
+    def after_commit(self, batch, disk) -> None:
+        pass
+
+
+class _TranscriptMachine(SimStateMachine):
+    """Transcripts snapshot whatever bytes they like: restore keeps no image."""
+
+    def restore(self, batch, data: bytes) -> None:
+        batch.restored = []
+
+
+class _TranscriptDriver(Driver):
+    """The driver, with the raw ReadStates of each Ready kept for the transcript (the driver
+    itself only answers reads it registered)."""
+
+    read_states: list[ReadState]
+
+    def _handle_ready(self, ready, now_seconds):
+        self.read_states.extend(ready.read_states)
+        super()._handle_ready(ready, now_seconds)
 
 
 class Cluster:
@@ -23,7 +97,9 @@ class Cluster:
         voters = node_ids if voters is None else list(voters)
         self.settings = {**FAST, **config}
         self.storages: dict[str, MemoryStorage] = {}
+        self.disks: dict[str, Disk] = {}
         self.nodes: dict[str, RaftNode] = {}
+        self.drivers: dict[str, _TranscriptDriver] = {}
         self.applied: dict[str, list[Entry]] = {}
         self.read_states: dict[str, list[ReadState]] = {}
         for position, node_id in enumerate(node_ids):
@@ -31,40 +107,47 @@ class Cluster:
         self.process_all()  # persist the bootstrap snapshot
 
     def add_node(self, node_id: str, seed: int, peers: Iterable[str] = ()) -> RaftNode:
-        self.storages[node_id] = MemoryStorage()
-        config = Config(node_id=node_id, **self.settings)
-        self.nodes[node_id] = RaftNode(config, self.storages[node_id], random.Random(seed), peers=peers)
         self.applied[node_id] = []
         self.read_states[node_id] = []
+        self.disks[node_id] = disk = Disk()
+        disk.observer = _Recorder(self.applied[node_id])
+        self.storages[node_id] = disk.storage
+        config = Config(node_id=node_id, **self.settings)
+        self.nodes[node_id] = RaftNode(config, disk.storage, random.Random(seed), peers=peers)
         return self.nodes[node_id]
 
     def restart(self, node_id: str, seed: int = 99) -> RaftNode:
         """A crash and restart: only what was persisted survives."""
-        applied_index = self.applied[node_id][-1].index if self.applied[node_id] else 0
-        applied_index = max(applied_index, self.storages[node_id].snapshot().meta.index)
-        config = Config(node_id=node_id, applied=applied_index, **self.settings)
-        self.nodes[node_id] = RaftNode(config, self.storages[node_id], random.Random(seed))
+        disk = self.disks[node_id]
+        config = Config(node_id=node_id, applied=disk.applied_index, **self.settings)
+        self.nodes[node_id] = RaftNode(config, disk.storage, random.Random(seed))
         return self.nodes[node_id]
+
+    def driver(self, node_id: str) -> _TranscriptDriver:
+        """The node's driver, made anew when a test replaced its core (restart) or storage."""
+        node, driver = self.nodes[node_id], self.drivers.get(node_id)
+        if driver is not None and driver.core is node:
+            return driver
+        disk = self.disks[node_id]
+        if disk.storage is not self.storages[node_id]:  # a test swapped the storage
+            disk = self.disks[node_id] = Disk()
+            disk.storage = self.storages[node_id]
+            disk.observer = _Recorder(self.applied[node_id])
+        outbox = _Outbox()
+        driver = _TranscriptDriver(node, disk, _TranscriptMachine(), outbox, outbox, node_id=node_id,
+                                   incarnation=b"transcript", applied_index=node.log.applied,
+                                   read_timeout_seconds=math.inf)
+        driver.read_states = self.read_states[node_id]
+        driver.outbox = outbox
+        self.drivers[node_id] = driver
+        return driver
 
     def process(self, node_id: str) -> list[Message]:
         """Carry out every pending Ready of one node; the messages it wants sent."""
-        node = self.nodes[node_id]
-        storage = self.storages[node_id]
-        outgoing: list[Message] = []
-        while node.has_ready():
-            ready = node.ready()
-            if ready.snapshot is not None:
-                storage.apply_snapshot(ready.snapshot)
-            storage.append(ready.entries)
-            if ready.hard_state is not None:
-                storage.set_hard_state(ready.hard_state)
-            outgoing += ready.messages
-            outgoing += ready.messages_after_persist
-            self.applied[node_id] += ready.committed_entries
-            if ready.conf_state is not None:
-                storage.set_conf_state(ready.conf_state)
-            self.read_states[node_id] += ready.read_states
-            node.advance(ready)
+        driver = self.driver(node_id)
+        while not driver.process(NOW_SECONDS):
+            pass
+        outgoing, driver.outbox.messages = driver.outbox.messages, []
         return outgoing
 
     def process_all(self) -> list[Message]:
@@ -77,7 +160,7 @@ class Cluster:
         """Step each message into its target, then process every node: the replies."""
         for message in messages:
             if message.target in self.nodes and not drop(message):
-                self.nodes[message.target].step(message)
+                self.driver(message.target).step(message, NOW_SECONDS)
         return self.process_all()
 
     def stabilize(self, messages: Iterable[Message] = (), drop: Callable[[Message], bool] = lambda m: False,

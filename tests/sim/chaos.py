@@ -324,7 +324,7 @@ class Chaos:
         own = self.cluster.nodes[leader].disk
         own_storage = own.storage
         noop_index = own_storage.last_index() + 1
-        low = max(own.hard_state.commit + 1, own_storage.first_index())
+        low = max(own.hard_state().commit + 1, own_storage.first_index())
         outdated = False
         for node_id, node in self.cluster.nodes.items():
             if node_id == leader:

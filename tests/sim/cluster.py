@@ -1,12 +1,13 @@
-"""The simulated cluster: nodes with disks, the driver that carries out each Ready, the
-network and the clock. Scenario tests script it directly; chaos.py drives it randomly.
+"""The simulated cluster: nodes with disks, each driven by the PRODUCTION driver
+(node/replicator/driver.py), the network and the clock. Scenario tests script it directly;
+chaos.py drives it randomly.
 
-Driver model (one Ready at a time, as node/server.py does it):
-  1. send Ready.messages (the contract allows them to leave before the disk write);
-  2. persist snapshot, entries and hard state, and apply the committed entries with the
-     applied index and conf state -- all in one write, so a crash sees all of it or none;
-  3. send Ready.messages_after_persist; answer read states; advance().
-A crash "during the disk write" (crash_during_next_write) happens between 1 and 2.
+Each node is a RaftNode core inside a Driver wired to the simulator's doubles: its Disk (the
+Store, which can lose what was not durable), the Disk's SimStateMachine, a SimTransport over
+the simulated network and SimCallbacks (the "server" above the driver: it acknowledges client
+writes once applied on the node that took them, and serves reads when the driver says they are
+safe). The invariant checker watches every message sent, every batch committed and every entry
+applied, and checks each served read against the acknowledged history.
 """
 
 from __future__ import annotations
@@ -16,26 +17,36 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from node.errors import SandStoreError
 from node.raft.errors import RaftError
 from node.raft.node import RaftNode
-from node.raft.types import ConfChange, Config, EntryKind, Message, NodeId, Ready, Role, Status
+from node.raft.types import ConfChange, ConfState, Config, EntryKind, Message, NodeId, Ready, Role, Status
+from node.replicator.driver import Driver
 
-from tests.sim.disk import Disk
+from tests.sim.disk import Batch, Disk, SimulatedCrash
 from tests.sim.invariants import Checker, InvariantViolation
 from tests.sim.network import LinkFaults, Network
 from tests.sim.simulator import EventQueue
 from tests.sim.trace import Trace, describe_message
 
-# A core that keeps producing Readys for one event without settling is a bug.
-READY_ROUNDS_PER_EVENT_MAX = 64
 TICK_PERIOD_MS_DEFAULT = 10
+INCARNATION_BITS = 64
 
 # Small, quick settings: heartbeat every 5 ticks, election timeouts 15..30 ticks.
 CONFIG_DEFAULTS = dict(heartbeat_ticks=5, election_ticks_min=15, election_ticks_max=30)
 
 
 class CoreCrashed(InvariantViolation):
-    """The core raised where it must not (step, tick, ready, advance): a bug in the core."""
+    """The core or the driver raised where it must not (step, tick, ready, advance): a bug."""
+
+
+@dataclass
+class Forward:
+    """A client command a follower's driver forwards to the leader (Transport.send_forward)."""
+
+    source: NodeId
+    target: NodeId
+    command: bytes
 
 
 @dataclass
@@ -44,26 +55,117 @@ class SimNode:
     tick_period_ms: int
     bootstrap_peers: tuple[NodeId, ...]
     disk: Disk = field(default_factory=Disk)
-    raft: RaftNode | None = None
+    driver: Driver | None = None
     incarnation: int = 0
-    # The driver's view of the core, from Ready.soft_state / Ready.hard_state.
-    role: Role = Role.FOLLOWER
-    term: int = 0
-    leader: NodeId = ""
-    crash_during_next_write: bool = False
-    # Proposals this incarnation made as leader and waits to see applied: index -> (term, value).
-    pending: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    # Client writes this incarnation took and has not seen applied yet (values are unique).
+    pending_values: set[bytes] = field(default_factory=set)
+    # Linearizable reads this incarnation registered: token -> read label.
+    reads: dict[int, bytes] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
-        return self.raft is not None
+        return self.driver is not None
+
+    @property
+    def raft(self) -> RaftNode | None:
+        return self.driver.core if self.driver is not None else None
+
+    @property
+    def role(self) -> Role:
+        return self.driver.core.role if self.driver is not None else Role.FOLLOWER
+
+    @property
+    def term(self) -> int:
+        return self.driver.core.term if self.driver is not None else self.disk.hard_state().term
+
+    @property
+    def leader(self) -> NodeId:
+        return self.driver.core.lead if self.driver is not None else ""
+
+    @property
+    def crash_during_next_write(self) -> bool:
+        return self.disk.crash_on_next_batch
+
+    @crash_during_next_write.setter
+    def crash_during_next_write(self, value: bool) -> None:
+        self.disk.crash_on_next_batch = value
+
+
+class SimTransport:
+    """The driver's Transport: every send goes through the checker, then the network."""
+
+    def __init__(self, cluster: "Cluster", node: SimNode) -> None:
+        self._cluster = cluster
+        self._node = node
+
+    def send(self, message: Message) -> None:
+        self._cluster._send(self._node, message)
+
+    def send_forward(self, leader: str, command: bytes) -> None:
+        self._cluster._send_forward(self._node, leader, command)
+
+    def set_peers(self, conf_state: ConfState) -> None:
+        self._cluster.trace.record(self._cluster.now_ms, f"{self._node.node_id} peers {sorted(conf_state.all_nodes())}")
+
+
+class SimCallbacks:
+    """The service above the driver, as node/server.py is in production."""
+
+    def __init__(self, cluster: "Cluster", node: SimNode) -> None:
+        self._cluster = cluster
+        self._node = node
+
+    def applied(self, index: int, command: bytes, result: dict) -> None:
+        if command in self._node.pending_values:
+            self._node.pending_values.discard(command)
+            self._cluster.checker.on_ack(command, index)
+
+    def conf_applied(self, index: int, term: int) -> None:
+        pass
+
+    def reads_ready(self, tokens: list[int]) -> None:
+        for token in tokens:
+            self._cluster._read_served(self._node, token)
+
+    def reads_failed(self, tokens: list[int], error: Exception) -> None:
+        assert isinstance(error, SandStoreError) and str(error), error
+        for token in tokens:
+            self._cluster._read_failed(self._node, token, error)
+
+    def leader_changed(self, leader: str, term: int, is_self: bool) -> None:
+        cluster = self._cluster
+        cluster.trace.record(cluster.now_ms, f"{self._node.node_id} sees leader {leader} term {term}")
+        if is_self:
+            cluster.leader_history.append((cluster.now_ms, term, leader))
+            for listener in cluster.leader_listeners:
+                listener(leader, term)
+
+
+class CommitObserver:
+    """Hands each batch a node's driver commits to the checker (the Disk's observer)."""
+
+    def __init__(self, cluster: "Cluster", node: SimNode) -> None:
+        self._cluster = cluster
+        self._node = node
+
+    def _as_ready(self, batch: Batch) -> Ready:
+        return Ready(hard_state=batch.hard_state, entries=batch.entries, snapshot=batch.snapshot)
+
+    def before_commit(self, batch: Batch, disk: Disk) -> None:
+        node = self._node
+        if batch.snapshot is not None:
+            self._cluster.trace.record(self._cluster.now_ms, f"{node.node_id} restores snapshot {batch.snapshot.meta.index}")
+        self._cluster.checker.before_persist(node.node_id, node.role, node.term, self._as_ready(batch), disk)
+
+    def on_apply(self, entry, disk: Disk) -> None:
+        self._cluster.checker.on_apply(self._node.node_id, entry, disk)
+
+    def after_commit(self, batch: Batch, disk: Disk) -> None:
+        node = self._node
+        self._cluster.checker.after_persist(node.node_id, node.role, node.term, self._as_ready(batch), disk)
 
 
 class Cluster:
-    # Mutation switch for the harness's own tests: a broken driver that sends the promised
-    # messages before its disk write. The checker must catch it (test_checker.py).
-    broken_driver_sends_promises_early = False
-
     def __init__(
         self,
         node_count: int | Iterable[NodeId] = 3,
@@ -82,7 +184,11 @@ class Cluster:
         self.config = dict(CONFIG_DEFAULTS, **(config or {}))
         self.nodes: dict[NodeId, SimNode] = {}
         self.sent_counts: Counter = Counter()  # MessageKind -> messages handed to the network
-        self.read_results: dict[bytes, tuple[NodeId, int]] = {}
+        self.read_results: dict[bytes, tuple[NodeId, int]] = {}  # label -> (node, applied index served at)
+        self.read_failures: dict[bytes, str] = {}  # label -> the error the driver answered with
+        self.reads_issued: dict[bytes, tuple[NodeId, int]] = {}  # label -> (node, incarnation)
+        self.forwards_sent = 0
+        self.power_losses = 0
         self.leader_history: list[tuple[int, int, NodeId]] = []  # (time ms, term, leader)
         # Called as (leader, term) when a node's driver learns it became leader, in the middle
         # of carrying out that Ready: a listener may only schedule() actions, not act at once.
@@ -90,6 +196,7 @@ class Cluster:
         # Called with each message once its target has stepped it and carried out the Readys.
         self.delivery_listeners: list[Callable[[Message], None]] = []
         self.value_counter = 0
+        self._next_read_token = 1
         if isinstance(node_count, int):
             node_ids = [f"n{number}" for number in range(1, node_count + 1)]
         else:
@@ -103,6 +210,10 @@ class Cluster:
     @property
     def now_ms(self) -> int:
         return self.clock.now_ms
+
+    @property
+    def now_seconds(self) -> float:
+        return self.clock.now_ms / 1000.0
 
     def election_timeout_ms(self) -> int:
         """The longest election timeout of any node: the unit liveness bounds are counted in."""
@@ -131,6 +242,8 @@ class Cluster:
             self._on_tick(payload)
         elif kind == "deliver":
             self._on_deliver(payload)
+        elif kind == "forward":
+            self._on_forward(payload)
         elif kind == "call":
             payload()
         else:
@@ -147,30 +260,53 @@ class Cluster:
         to the cluster by a membership change (it must not campaign on its own)."""
         assert node_id not in self.nodes, node_id
         node = SimNode(node_id, tick_period_ms or TICK_PERIOD_MS_DEFAULT, tuple(peers))
+        node.disk.observer = CommitObserver(self, node)
         self.nodes[node_id] = node
         self._start(node)
         # Random phase, so that nodes do not tick in lockstep.
         self.clock.schedule(self.rng.randint(1, node.tick_period_ms), "tick", node_id)
         return node
 
+    def read_timeout_seconds(self, node: SimNode) -> float:
+        return 2 * self.config["election_ticks_max"] * node.tick_period_ms / 1000.0
+
     def _start(self, node: SimNode) -> None:
-        assert node.raft is None
+        assert node.driver is None
         config = Config(node_id=node.node_id, applied=node.disk.applied_index, **self.config)
         core_rng = random.Random(self.rng.getrandbits(64))
+        incarnation = self.rng.getrandbits(INCARNATION_BITS).to_bytes(INCARNATION_BITS // 8, "big")
         node.incarnation += 1
-        node.role, node.term, node.leader = Role.FOLLOWER, node.disk.hard_state.term, ""
         node.crash_during_next_write = False
-        node.pending = {}
-        self._core(node, "start", lambda: setattr(node, "raft", RaftNode(config, node.disk.storage, core_rng, node.bootstrap_peers)))
-        self._drain(node)
+        node.pending_values = set()
+        node.reads = {}
+
+        def start() -> None:
+            core = RaftNode(config, node.disk.storage, core_rng, node.bootstrap_peers)
+            node.driver = Driver(
+                core, node.disk, node.disk.state_machine, SimTransport(self, node), SimCallbacks(self, node),
+                node_id=node.node_id, incarnation=incarnation, applied_index=node.disk.applied_index,
+                read_timeout_seconds=self.read_timeout_seconds(node),
+            )
+
+        self._core(node, "start", start)
+        self._drive(node, "process", lambda: node.driver.process(self.now_seconds))
 
     def crash(self, node_id: NodeId, why: str = "") -> None:
         node = self.nodes[node_id]
         assert node.alive, f"{node_id} is already down"
         self.trace.record(self.now_ms, f"crash {node_id} {why}".rstrip())
-        node.raft = None
-        node.pending = {}
-        node.role, node.leader = Role.FOLLOWER, ""
+        node.driver = None
+        node.pending_values = set()
+        node.reads = {}
+
+    def power_loss(self, node_id: NodeId, lose_all: bool) -> int:
+        """The machine of `node_id` loses power: a crash that also undoes the non-durable
+        batches LMDB may lose (disk.py). Returns how many batches were lost."""
+        self.crash(node_id, "by a power loss")
+        lost = self.nodes[node_id].disk.power_loss(lose_all)
+        self.power_losses += 1
+        self.trace.record(self.now_ms, f"power loss {node_id}: {lost} non-durable batches lost")
+        return lost
 
     def restart(self, node_id: NodeId) -> None:
         node = self.nodes[node_id]
@@ -191,15 +327,27 @@ class Cluster:
         assert node.alive, node_id
         return self._core(node, "status", node.raft.status)
 
-    # -- the core, called safely ------------------------------------------------------------
+    # -- the core and the driver, called safely ---------------------------------------------
 
     def _core(self, node: SimNode, what: str, call: Callable):
         try:
             return call()
         except InvariantViolation:
             raise
-        except Exception as error:  # any exception from these calls is a core bug
-            raise CoreCrashed(f"at {self.now_ms}ms: core of {node.node_id} raised in {what}: {error!r}") from error
+        except Exception as error:  # any exception from these calls is a bug of the core or driver
+            raise CoreCrashed(f"at {self.now_ms}ms: {node.node_id} raised in {what}: {error!r}") from error
+
+    def _drive(self, node: SimNode, what: str, call: Callable) -> None:
+        """Run a driver call; a SimulatedCrash from the disk crashes the node there."""
+        try:
+            settled = self._core(node, what, call)
+        except CoreCrashed as crashed:
+            if isinstance(crashed.__cause__, SimulatedCrash):
+                self.crash(node.node_id, "during its disk write")
+                return
+            raise
+        if settled is False:
+            raise CoreCrashed(f"at {self.now_ms}ms: {node.node_id} kept producing Readys")
 
     def _on_tick(self, node_id: NodeId) -> None:
         node = self.nodes[node_id]
@@ -207,8 +355,7 @@ class Cluster:
         if not node.alive:
             return
         self.trace.record(self.now_ms, f"tick {node_id}")
-        self._core(node, "tick", node.raft.tick)
-        self._drain(node)
+        self._drive(node, "tick", lambda: node.driver.tick(self.now_seconds))
 
     def _on_deliver(self, message: Message) -> None:
         node = self.nodes.get(message.target)
@@ -216,80 +363,42 @@ class Cluster:
             self.trace.record(self.now_ms, f"lost {describe_message(message)}")
             return
         self.trace.record(self.now_ms, f"deliver {describe_message(message)}")
-        self._core(node, f"step({message.kind.name})", lambda: node.raft.step(message))
-        self._drain(node)
+
+        def step() -> bool:
+            node.driver.step(message, self.now_seconds)
+            return node.driver.process(self.now_seconds)
+
+        self._drive(node, f"step({message.kind.name})", step)
         for listener in self.delivery_listeners:
             listener(message)
 
-    def _drain(self, node: SimNode) -> None:
-        for _ in range(READY_ROUNDS_PER_EVENT_MAX):
-            if node.raft is None or not self._core(node, "has_ready", node.raft.has_ready):
-                return
-            ready = self._core(node, "ready", node.raft.ready)
-            self._carry_out(node, ready)
-        raise CoreCrashed(f"at {self.now_ms}ms: {node.node_id} kept producing Readys ({READY_ROUNDS_PER_EVENT_MAX})")
-
-    # -- the driver -------------------------------------------------------------------------
-
-    def _carry_out(self, node: SimNode, ready: Ready) -> None:
-        raft, disk, checker = node.raft, node.disk, self.checker
-        if ready.hard_state is not None:
-            node.term = ready.hard_state.term
-        if ready.soft_state is not None:
-            became_leader = ready.soft_state.role == Role.LEADER and node.role != Role.LEADER
-            node.role, node.leader = ready.soft_state.role, ready.soft_state.leader
-            self.trace.record(self.now_ms, f"{node.node_id} is {node.role.name} term {node.term} leader {node.leader!r}")
-            if became_leader:
-                self.leader_history.append((self.now_ms, node.term, node.node_id))
-                for listener in self.leader_listeners:
-                    listener(node.node_id, node.term)
-        # 1. Messages without a promise may leave before the disk write.
-        for message in ready.messages:
-            self._send(node, message, promised=False)
-        if self.broken_driver_sends_promises_early:
-            for message in ready.messages_after_persist:
-                self._send(node, message, promised=False)
-        if node.crash_during_next_write:
-            self.crash(node.node_id, "during its disk write")
+    def _on_forward(self, forward: Forward) -> None:
+        node = self.nodes.get(forward.target)
+        if node is None or not node.alive or not self.network.connected(forward.source, forward.target):
+            self.trace.record(self.now_ms, f"lost forward {forward.source}->{forward.target} {forward.command!r}")
             return
-        # 2. One write: snapshot, entries, hard state, applied entries, applied index, conf state.
-        checker.before_persist(node.node_id, node.role, node.term, ready, disk)
-        if ready.snapshot is not None:
-            self.trace.record(self.now_ms, f"{node.node_id} restores snapshot {ready.snapshot.meta.index}")
-            disk.restore(ready.snapshot)
-        disk.storage.append(ready.entries)
-        if ready.hard_state is not None:
-            disk.storage.set_hard_state(ready.hard_state)
-        for entry in ready.committed_entries:
-            checker.on_apply(node.node_id, entry, disk)
-            disk.apply(entry)
-            self._acknowledge(node, entry)
-        if ready.conf_state is not None:
-            disk.storage.set_conf_state(ready.conf_state)
-        checker.after_persist(node.node_id, node.role, node.term, ready, disk)
-        # 3. Messages that promise the persisted state, read answers, advance.
-        for message in () if self.broken_driver_sends_promises_early else ready.messages_after_persist:
-            self._send(node, message, promised=True)
-        for read_state in ready.read_states:
-            checker.on_read_state(node.node_id, read_state)
-            self.read_results[read_state.context] = (node.node_id, read_state.index)
-        self._core(node, "advance", lambda: raft.advance(ready))
+        self.trace.record(self.now_ms, f"deliver forward {forward.source}->{forward.target} {forward.command!r}")
 
-    def _acknowledge(self, node: SimNode, entry) -> None:
-        proposed = node.pending.pop(entry.index, None)
-        if proposed is None:
-            return
-        term, value = proposed
-        if entry.term == term and entry.kind == EntryKind.NORMAL and entry.data == value:
-            self.checker.on_ack(value, entry.index)
+        def receive() -> bool:
+            node.driver.receive_forward(forward.source, forward.command, self.now_seconds)
+            return node.driver.process(self.now_seconds)
 
-    def _send(self, node: SimNode, message: Message, promised: bool) -> None:
-        self.checker.on_send(node.node_id, message, node.disk, promised, self._leader_term_at_index)
+        self._drive(node, "receive_forward", receive)
+
+    def _send(self, node: SimNode, message: Message) -> None:
+        self.checker.on_send(node.node_id, message, node.disk, self._leader_term_at_index)
         self.sent_counts[message.kind] += 1
         if not self.network.connected(message.source, message.target):
             return  # cut off already: save the event
         for delay_ms in self.network.delivery_delays_ms(message.source, message.target):
             self.clock.schedule(delay_ms, "deliver", message)
+
+    def _send_forward(self, node: SimNode, leader: NodeId, command: bytes) -> None:
+        self.forwards_sent += 1
+        if leader not in self.nodes or not self.network.connected(node.node_id, leader):
+            return
+        for delay_ms in self.network.delivery_delays_ms(node.node_id, leader):
+            self.clock.schedule(delay_ms, "forward", Forward(node.node_id, leader, command))
 
     def _leader_term_at_index(self, leader_id: NodeId, term: int, index: int) -> int | None:
         """The term the leader of `term` has at `index`, if it still leads and has it on disk."""
@@ -308,7 +417,8 @@ class Cluster:
         return f"{prefix}{self.value_counter}".encode()
 
     def propose(self, node_id: NodeId, value: bytes) -> tuple[int, int]:
-        """Propose on `node_id`; raises the core's NotLeader / ProposalDropped."""
+        """Propose on `node_id`'s core directly; raises the core's NotLeader / ProposalDropped.
+        Acknowledged once `node_id` applies it."""
         node = self.nodes[node_id]
         assert node.alive, node_id
         self.trace.record(self.now_ms, f"propose {value!r} to {node_id}")
@@ -317,9 +427,60 @@ class Cluster:
         except RaftError as error:
             self.trace.note(self.now_ms, f"refused: {error!r}")
             raise
-        node.pending[index] = (term, value)
-        self._drain(node)
+        node.pending_values.add(value)
+        self._drive(node, "process", lambda: node.driver.process(self.now_seconds))
         return term, index
+
+    def client_write(self, node_id: NodeId, value: bytes) -> bool:
+        """A client's write sent to any node, as the server hands it to its driver: proposed if
+        that node leads, forwarded to the leader otherwise. Acknowledged once `node_id` applies
+        it. False if the driver refused it (no leader known)."""
+        node = self.nodes[node_id]
+        assert node.alive, node_id
+        self.trace.record(self.now_ms, f"client write {value!r} to {node_id}")
+        try:
+            node.driver.propose(value, self.now_seconds)
+        except SandStoreError as error:
+            self.trace.note(self.now_ms, f"refused: {error!r}")
+            return False
+        node.pending_values.add(value)
+        self._drive(node, "process", lambda: node.driver.process(self.now_seconds))
+        return True
+
+    def read_index(self, node_id: NodeId, label: bytes) -> None:
+        """A linearizable read on `node_id`, as the server registers it with its driver. It is
+        answered by read_results[label] (served at that node's applied index, checked against
+        every write acknowledged before it was asked) or read_failures[label]."""
+        node = self.nodes[node_id]
+        assert node.alive, node_id
+        assert label not in self.reads_issued, f"read label {label!r} used twice"
+        self.trace.record(self.now_ms, f"read {label!r} on {node_id}")
+        self.checker.on_read_request(label)
+        token = self._next_read_token
+        self._next_read_token += 1
+        node.reads[token] = label
+        self.reads_issued[label] = (node_id, node.incarnation)
+        node.driver.read_barrier(token)
+        self._drive(node, "process", lambda: node.driver.process(self.now_seconds))
+
+    def _read_served(self, node: SimNode, token: int) -> None:
+        label = node.reads.pop(token, None)
+        if label is None:
+            raise InvariantViolation(f"at {self.now_ms}ms: {node.node_id}'s driver answered unknown read token {token}")
+        self.trace.record(self.now_ms, f"read {label!r} served on {node.node_id} at {node.disk.applied_index}")
+        self.checker.on_read_served(node.node_id, label, node.disk)
+        self.read_results[label] = (node.node_id, node.disk.applied_index)
+
+    def _read_failed(self, node: SimNode, token: int, error: Exception) -> None:
+        label = node.reads.pop(token, None)
+        if label is None:
+            raise InvariantViolation(f"at {self.now_ms}ms: {node.node_id}'s driver failed unknown read token {token}")
+        self.trace.record(self.now_ms, f"read {label!r} failed on {node.node_id}: {error}")
+        self.read_failures[label] = str(error)
+
+    def reads_unanswered(self) -> list[bytes]:
+        """Reads registered by a live incarnation that got neither an answer nor an error."""
+        return [label for node in self.nodes.values() if node.alive for label in node.reads.values()]
 
     def claimed_leaders(self) -> list[NodeId]:
         return [node_id for node_id, node in self.nodes.items() if node.alive and node.role == Role.LEADER]
@@ -337,6 +498,7 @@ class Cluster:
     def is_acked(self, value: bytes) -> bool:
         return value in self.checker.acked
 
+
     def change_membership(self, node_id: NodeId, change: ConfChange) -> tuple[int, int]:
         node = self.nodes[node_id]
         assert node.alive, node_id
@@ -347,20 +509,8 @@ class Cluster:
         except RaftError as error:
             self.trace.note(self.now_ms, f"refused: {error!r}")
             raise
-        self._drain(node)
+        self._drive(node, "process", lambda: node.driver.process(self.now_seconds))
         return result
-
-    def read_index(self, node_id: NodeId, context: bytes) -> None:
-        node = self.nodes[node_id]
-        assert node.alive, node_id
-        self.trace.record(self.now_ms, f"read_index {context!r} on {node_id}")
-        self.checker.on_read_request(context)
-        try:
-            node.raft.read_index(context)
-        except RaftError as error:
-            self.trace.note(self.now_ms, f"refused: {error!r}")
-            raise
-        self._drain(node)
 
     def transfer_leadership(self, node_id: NodeId, target: NodeId) -> None:
         node = self.nodes[node_id]
@@ -371,7 +521,7 @@ class Cluster:
         except RaftError as error:
             self.trace.note(self.now_ms, f"refused: {error!r}")
             raise
-        self._drain(node)
+        self._drive(node, "process", lambda: node.driver.process(self.now_seconds))
 
     def take_snapshot(self, node_id: NodeId, keep_entries: int = 0) -> int | None:
         """Snapshot `node_id`'s state machine at its applied index and compact its log."""
@@ -381,7 +531,7 @@ class Cluster:
         self.trace.record(self.now_ms, f"snapshot {node_id} at {node.disk.applied_index} compacted to {compacted_index}")
         if compacted_index is not None:
             self._core(node, "compacted", lambda: node.raft.compacted(compacted_index))
-            self._drain(node)
+            self._drive(node, "process", lambda: node.driver.process(self.now_seconds))
         return compacted_index
 
     # -- network (recorded in the trace) ----------------------------------------------------

@@ -1,4 +1,4 @@
-"""The safety invariants, checked incrementally as the driver carries out each Ready.
+"""The safety invariants, checked incrementally as the production driver carries out each Ready.
 
 Every check is O(entries touched), so it can run after every event. The checker keeps its own
 history, independent of any node, so crashed and restarted nodes are still held to what they
@@ -14,12 +14,12 @@ Invariants (Raft paper, Figure 3, plus the driver contract on Ready):
                        shows the vote / entries / term it promises
   monotonic            persisted term and commit never decrease; one vote per term per node
   commit <= last index on every disk
-  linearizable reads   a ReadIndex answer covers every write acknowledged before the request
+  linearizable reads   a read served on any node reflects every write acknowledged before it was asked
 """
 
 from __future__ import annotations
 
-from node.raft.types import Entry, EntryKind, Message, MessageKind, NodeId, Ready, ReadState, Role
+from node.raft.types import Entry, EntryKind, Message, MessageKind, NodeId, Ready, Role
 
 from tests.sim.disk import AppliedEntry, Disk, decode_state
 from tests.sim.simulator import EventQueue
@@ -59,19 +59,23 @@ class Checker:
 
     # -- messages ---------------------------------------------------------------------------
 
-    def on_send(self, node_id: NodeId, message: Message, disk: Disk, promised: bool, leader_term_at_index) -> None:
-        """`disk` as it is when the message leaves: before the Ready's write for
-        Ready.messages (promised=False), after it for Ready.messages_after_persist."""
+    # Switch for the mutation tests: with it off, a vote granted before it is durable must be
+    # caught end to end (two leaders in one term), not by the direct check.
+    check_vote_before_disk_write = True
+
+    def on_send(self, node_id: NodeId, message: Message, disk: Disk, leader_term_at_index) -> None:
+        """`disk` as it is when the message leaves the driver."""
         self.check_count += 1
-        where = "Ready.messages_after_persist" if promised else "Ready.messages (sent before the disk write)"
+        where = "a message sent before the disk write that backs it"
         if message.source != node_id:
             self.fail(f"{node_id} sent a message with source {message.source!r}")
         if message.target == node_id:
             self.fail(f"{node_id} sent a {message.kind.name} to itself")
-        hard_state = disk.hard_state
+        hard_state = disk.hard_state()
         kind = message.kind
         if kind == MessageKind.VOTE_RESPONSE and not message.reject:
-            if hard_state.term != message.term or hard_state.vote != message.target:
+            if self.check_vote_before_disk_write and (hard_state.term != message.term
+                                                      or hard_state.vote != message.target):
                 self.fail(
                     f"{node_id} granted its term-{message.term} vote to {message.target} in {where}"
                     f" but its disk says term {hard_state.term} vote {hard_state.vote!r}"
@@ -103,8 +107,8 @@ class Checker:
                 f"{node_id} acked index {message.index} to {message.target} in {where}"
                 f" but its disk ends at index {storage.last_index()}"
             )
-        if disk.hard_state.term < message.term:
-            self.fail(f"{node_id} acked in term {message.term} in {where} but its disk says term {disk.hard_state.term}")
+        if disk.hard_state().term < message.term:
+            self.fail(f"{node_id} acked in term {message.term} in {where} but its disk says term {disk.hard_state().term}")
         expected_term = leader_term_at_index(message.target, message.term, message.index)
         if expected_term is None or message.index < storage.first_index():
             return
@@ -119,7 +123,7 @@ class Checker:
     def before_persist(self, node_id: NodeId, role: Role, term: int, ready: Ready, disk: Disk) -> None:
         self.check_count += 1
         if ready.hard_state is not None:
-            old, new = disk.hard_state, ready.hard_state
+            old, new = disk.hard_state(), ready.hard_state
             if new.term < old.term:
                 self.fail(f"{node_id}'s term went back from {old.term} to {new.term}")
             if new.term == old.term and old.vote and new.vote != old.vote:
@@ -181,7 +185,7 @@ class Checker:
                     f" {value[:2]!r} after term {value[2]}, but elsewhere {existing[:2]!r} after term {existing[2]}"
                 )
             previous_term = entry.term
-        commit = disk.hard_state.commit
+        commit = disk.hard_state().commit
         if commit > storage.last_index():
             self.fail(f"{node_id}'s commit {commit} is beyond its last index {storage.last_index()}")
         if role == Role.LEADER:
@@ -191,7 +195,7 @@ class Checker:
         holder = self.leader_of_term.setdefault(term, node_id)
         if holder != node_id:
             self.fail(f"two leaders in term {term}: {holder} and {node_id}")
-        hard_state = disk.hard_state
+        hard_state = disk.hard_state()
         if hard_state.term != term or hard_state.vote != node_id:
             self.fail(f"{node_id} leads term {term} but its disk says term {hard_state.term} vote {hard_state.vote!r}")
         storage = disk.storage
@@ -230,8 +234,8 @@ class Checker:
         self.check_count += 1
         if entry.index != disk.applied_index + 1:
             self.fail(f"{node_id} applied index {entry.index} right after {disk.applied_index}")
-        if entry.index > disk.hard_state.commit:
-            self.fail(f"{node_id} applied index {entry.index} beyond its durable commit {disk.hard_state.commit}")
+        if entry.index > disk.hard_state().commit:
+            self.fail(f"{node_id} applied index {entry.index} beyond its durable commit {disk.hard_state().commit}")
         storage = disk.storage
         if entry.index > storage.last_index():
             self.fail(f"{node_id} applied index {entry.index} that is not on its disk (last {storage.last_index()})")
@@ -263,13 +267,16 @@ class Checker:
     def on_read_request(self, context: bytes) -> None:
         self.read_floor[context] = self.acked_index_max
 
-    def on_read_state(self, node_id: NodeId, read_state: ReadState) -> None:
+    def on_read_served(self, node_id: NodeId, label: bytes, disk: Disk) -> None:
+        """A linearizable read is served from `disk`'s applied state: it must reflect every
+        write acknowledged before the read was asked (its floor). State machine safety makes
+        "applied up to the floor" mean "holds every such write"."""
         self.check_count += 1
-        floor = self.read_floor.get(read_state.context)
+        floor = self.read_floor.get(label)
         if floor is None:
-            self.fail(f"{node_id} answered a read for unknown context {read_state.context!r}")
-        if read_state.index < floor:
+            self.fail(f"{node_id} served a read nobody asked: {label!r}")
+        if disk.applied_index < floor:
             self.fail(
-                f"stale read on {node_id}: read index {read_state.index} for {read_state.context!r}, but a write at"
-                f" index {floor} was acknowledged before the read was asked"
+                f"stale read on {node_id}: read {label!r} served at applied index {disk.applied_index}, but a write"
+                f" at index {floor} was acknowledged before the read was asked"
             )

@@ -24,3 +24,20 @@ def _maybe_commit_without_the_term_check(self: RaftLog, index: int, term: int) -
 def drop_figure_8_rule(monkeypatch) -> None:
     """A leader commits whatever a quorum holds, even an entry of an earlier term."""
     monkeypatch.setattr(RaftLog, "maybe_commit", _maybe_commit_without_the_term_check)
+
+
+# -- the driver (node/replicator/driver.py, the module production runs) -------------------
+
+
+def send_promises_before_persisting(monkeypatch) -> None:
+    """The driver sends Ready.messages_after_persist (vote grants, append acks) before the batch
+    that backs them is written."""
+    from node.replicator.driver import Driver
+
+    persist = Driver._persist
+
+    def persist_after_sending(self, ready, now_seconds):
+        self._send(ready.messages_after_persist, now_seconds)  # (sent again after: a duplicate)
+        return persist(self, ready, now_seconds)
+
+    monkeypatch.setattr(Driver, "_persist", persist_after_sending)

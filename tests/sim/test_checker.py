@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.raft.types import Entry, HardState, Message, MessageKind, Ready, ReadState, Role
+from node.raft.types import Entry, HardState, Message, MessageKind, Ready, Role
 
+from tests.sim import mutants
 from tests.sim.cluster import Cluster
 from tests.sim.disk import Disk
 from tests.sim.invariants import Checker, InvariantViolation
@@ -31,7 +32,7 @@ def test_vote_grant_before_the_vote_is_durable():
     checker = Checker(EventQueue())
     grant = Message(MessageKind.VOTE_RESPONSE, "n2", "n1", term=3)
     with pytest.raises(InvariantViolation, match="granted its term-3 vote"):
-        checker.on_send("n2", grant, disk_with(2), promised=False, leader_term_at_index=lambda *a: None)
+        checker.on_send("n2", grant, disk_with(2), leader_term_at_index=lambda *a: None)
 
 
 def test_log_matching():
@@ -58,12 +59,15 @@ def test_state_machine_safety_and_stale_reads():
         checker.on_apply("n2", Entry(2, 1, data=b"b"), disk_with(2, entries=(Entry(2, 1, data=b"b"),), commit=1))
     checker.on_ack(b"a", 5)
     checker.on_read_request(b"r")
+    behind = disk_with(1)
+    behind.applied_index = 4
     with pytest.raises(InvariantViolation, match="stale read"):
-        checker.on_read_state("n1", ReadState(index=4, context=b"r"))
+        checker.on_read_served("n1", b"r", behind)
 
 
 def test_a_driver_that_sends_promises_before_its_write_is_caught(monkeypatch):
-    monkeypatch.setattr(Cluster, "broken_driver_sends_promises_early", True)
+    """The simulator runs the production driver: a bug planted there is seen at once."""
+    mutants.send_promises_before_persisting(monkeypatch)
     cluster = Cluster(3, seed=1)
     with pytest.raises(InvariantViolation, match="before the disk write"):
         cluster.wait_for_leader()

@@ -152,7 +152,7 @@ def test_no_agreement_without_quorum():
     term, index = cluster.propose(leader, b"q2")
     cluster.run_for(3 * cluster.election_timeout_ms())
     assert b"q2" not in cluster.checker.value_index, "committed without a quorum"
-    assert all(node.disk.hard_state.commit < index for node in cluster.nodes.values())
+    assert all(node.disk.hard_state().commit < index for node in cluster.nodes.values())
     for node_id in cut:
         cluster.reconnect(node_id)
     assert cluster.commit_value(b"q3") is not None
@@ -364,7 +364,7 @@ def figure_8(cluster: Cluster) -> dict:
     assert s5 is not None
     cluster.isolate(s5)
     cluster.crash(s5)
-    term_b = cluster.nodes[s5].disk.hard_state.term
+    term_b = cluster.nodes[s5].disk.hard_state().term
     assert _last(cluster, s5) == (index, term_b), "S5's no-op must sit at X's index"
     s3, s4 = [node_id for node_id in rest if node_id != s5]
     assert _last(cluster, s3)[0] < index and _last(cluster, s4)[0] < index
@@ -379,7 +379,7 @@ def figure_8(cluster: Cluster) -> dict:
     term_c = cluster.nodes[s1].term
     assert cluster.run_until(lambda: cluster.status(s1).progress[s3]["match"] >= index, 1000)
     cluster.isolate(s1)  # the no-op APPEND to S3 already in flight is lost
-    commit_c = cluster.nodes[s1].disk.hard_state.commit
+    commit_c = cluster.nodes[s1].disk.hard_state().commit
     cluster.crash(s1)
     assert _last(cluster, s3) == (index, term_a), "S3 holds X, not S1's no-op"
     assert _last(cluster, s2) == (index + 1, term_c), "S2 holds S1's no-op too"

@@ -1,0 +1,352 @@
+"""Driver: carries out the Raft core's Readys. Production and the simulator run this code.
+
+It depends only on the seams in contracts.py (Store, StateMachine, Transport, Callbacks) and is
+given the time as `now_seconds` arguments: no clock, no thread, no socket here. One `process`
+is one turn of DESIGN.md's loop: ask the ReadIndex for new reads; for each Ready, send the
+messages that promise nothing, persist and apply in ONE batch (durable only when it holds a
+promise: entries, a new term or vote, a snapshot), then send the messages that promise the
+persisted state, tell the callbacks what was applied, serve the reads that became safe, and
+advance; finally expire reads nobody will answer.
+
+Read contexts are `node id / incarnation / counter`: unique across nodes (two followers' reads
+never collide at the leader) and across restarts (an answer meant for a previous incarnation
+matches no read of this one). The incarnation is random bytes chosen by whoever builds the
+driver.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from node.errors import BadRequest, NoLeader, NotLeader, SandStoreError, Unavailable
+from node.raft import errors as raft_errors
+from node.raft.node import RaftNode
+from node.raft.types import ConfChange, EntryKind, Message, MessageKind, Ready, Role
+from node.replicator.contracts import DriverCallbacks, StateMachine, Store, Transport
+from node.stats import LatencySamples
+
+log = logging.getLogger("sandstore.raft")
+
+# A core that keeps producing Readys without settling is handed back to the loop after this
+# many; the loop comes back at once (has_ready), so a busy node cannot starve its clients.
+READY_ROUNDS_PER_PROCESS_MAX = 64
+REJECTED_LOG_INTERVAL_SECONDS = 5.0  # one log line per kind of rejected peer message
+# A new cluster's nodes start from an identical snapshot at this index (README, Bootstrap).
+BOOTSTRAP_INDEX = 1
+
+
+class DiskLost(Exception):
+    """A leader's message proves that this node lost state it had acknowledged: its log holds
+    only the bootstrap snapshot, yet the leader commits beyond it on the strength of this node's
+    earlier acks. Serving on would break Raft's promises: the node must stop (fail-stop)."""
+
+    def __init__(self, node_id: str, leader: str, commit_index: int) -> None:
+        super().__init__(f"node {node_id} holds no entries but leader {leader} commits up to {commit_index}")
+        self.node_id = node_id
+        self.leader = leader
+        self.commit_index = commit_index
+
+
+@dataclass
+class DriverCounters:
+    elections_seen: int = 0
+    snapshots_installed: int = 0
+    snapshots_sent: int = 0
+    peer_messages_rejected: int = 0
+    forwards_dropped: int = 0
+
+
+class Driver:
+    def __init__(self, core: RaftNode, store: Store, state_machine: StateMachine, transport: Transport,
+                 callbacks: DriverCallbacks, *, node_id: str, incarnation: bytes, applied_index: int,
+                 read_timeout_seconds: float) -> None:
+        assert incarnation, "an incarnation makes read contexts unique across restarts"
+        self.core = core
+        self._store = store
+        self._state_machine = state_machine
+        self._transport = transport
+        self._callbacks = callbacks
+        self.node_id = node_id
+        self.applied_index = applied_index
+        self._read_timeout_seconds = read_timeout_seconds
+        self._read_context_prefix = node_id.encode() + b"/" + incarnation + b"/"
+        self._read_counter = 0
+        self._reads_to_ask: list[int] = []  # tokens registered, ReadIndex not yet asked
+        self._read_contexts: dict[bytes, tuple[list[int], float]] = {}  # context -> (tokens, asked at)
+        self._reads_confirmed: list[tuple[int, list[int], float]] = []  # (read index, tokens, asked at)
+        hard_state = store.hard_state()
+        self._durable_term_and_vote = (hard_state.term, hard_state.vote)
+        self._last_leader = ""
+        self._proposed_at: dict[int, float] = {}  # index -> when proposed, for commit latency
+        self.commit_latency = LatencySamples()
+        self.counters = DriverCounters()
+        self.last_contact: dict[str, float] = {}  # peer -> when last heard from
+        self._rejected_logged_at: dict[str, float] = {}  # kind of rejection -> when last logged
+        self._snapshot_sends: dict[tuple[str, int], float] = {}  # (peer, index) -> started
+        self._snapshot_receive_started: float | None = None
+
+    # ----- input from peers
+
+    def step(self, message: Message, now_seconds: float) -> None:
+        """A validated message from a peer. One that contradicts this node's state is dropped,
+        counted and logged; one that proves this node lost its disk raises DiskLost."""
+        self.last_contact[message.source] = now_seconds
+        if message.kind == MessageKind.HEARTBEAT:
+            self._check_disk_not_lost(message)
+        elif message.kind == MessageKind.INSTALL_SNAPSHOT and self._snapshot_receive_started is None:
+            self._snapshot_receive_started = now_seconds
+        elif message.kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done:
+            self._note_snapshot_sent(message.source, message.index, now_seconds)
+        try:
+            self.core.step(message)
+        except raft_errors.RejectedMessage as error:
+            if getattr(error, "lost_state", False):  # the core's own proof (StateLost)
+                raise DiskLost(self.node_id, message.source, message.commit) from None
+            self._rejected(message, error, now_seconds)
+
+    def _check_disk_not_lost(self, message: Message) -> None:
+        # A leader's heartbeat commits at most what this node acknowledged (min(match, commit)):
+        # a commit beyond a log that holds only the bootstrap snapshot means the acks came from
+        # a previous life of this node's disk.
+        if message.commit <= BOOTSTRAP_INDEX or self.applied_index > BOOTSTRAP_INDEX:
+            return  # the common case, decided without asking the core
+        status = self.core.status()
+        if message.term >= status.term and message.commit > status.last_index <= BOOTSTRAP_INDEX:
+            raise DiskLost(self.node_id, message.source, message.commit)
+
+    def _rejected(self, message: Message, error: Exception, now_seconds: float) -> None:
+        self.counters.peer_messages_rejected += 1
+        kind = f"{message.kind.name}:{type(error).__name__}"
+        logged_at = self._rejected_logged_at.get(kind)
+        if logged_at is None or now_seconds - logged_at >= REJECTED_LOG_INTERVAL_SECONDS:
+            self._rejected_logged_at[kind] = now_seconds
+            log.warning("dropped a %s from %s that contradicts this node's state: %s (%d rejected so far)",
+                        message.kind.name, message.source, error, self.counters.peer_messages_rejected)
+
+    def receive_forward(self, source: str, command: object, now_seconds: float) -> None:
+        """A follower's client command, for this node to propose if it leads. A peer is not
+        trusted: only a command the state machine accepts enters the log."""
+        self.last_contact[source] = now_seconds
+        try:
+            if not isinstance(command, bytes):
+                raise BadRequest("the forward holds no command")
+            self._state_machine.validate(command)
+        except SandStoreError as error:
+            self.counters.forwards_dropped += 1
+            log.warning("dropped a malformed forward from %s: %s", source, error)
+            return
+        try:
+            self._propose(command, now_seconds)
+        except (NotLeader, NoLeader):
+            pass  # the follower's client times out and retries; its session makes that safe
+
+    # ----- requests from this node's clients
+
+    def propose(self, command: bytes, now_seconds: float) -> None:
+        """Start replicating `command`: proposed here if this node leads, else forwarded to the
+        leader. Raises NotLeader / NoLeader when neither is possible."""
+        if self.core.role == Role.LEADER:
+            self._propose(command, now_seconds)
+            return
+        leader = self.core.lead
+        if not leader:
+            raise NoLeader("no leader is known right now (election in progress?); retry shortly")
+        self._transport.send_forward(leader, command)
+
+    def _propose(self, command: bytes, now_seconds: float) -> None:
+        try:
+            _, index = self.core.propose(command)
+        except raft_errors.NotLeader as error:
+            if error.leader_hint:
+                raise NotLeader("not the leader", error.leader_hint) from None
+            raise NoLeader("no leader is known right now; retry shortly") from None
+        except raft_errors.ProposalDropped as error:
+            raise NoLeader(f"proposal dropped: {error}; retry shortly") from None
+        self._proposed_at[index] = now_seconds
+
+    def read_barrier(self, token: int) -> None:
+        """Register a linearizable read; answered by Callbacks.reads_ready / reads_failed."""
+        self._reads_to_ask.append(token)
+
+    def has_work(self) -> bool:
+        return bool(self._reads_to_ask) or self.core.has_ready()
+
+    # ----- the loop body
+
+    def tick(self, now_seconds: float) -> bool:
+        self.core.tick()
+        return self.process(now_seconds)
+
+    def process(self, now_seconds: float) -> bool:
+        """Carry out what the core has ready; False if it still has more (come back at once)."""
+        self._ask_read_index(now_seconds)
+        for _ in range(READY_ROUNDS_PER_PROCESS_MAX):
+            if not self.core.has_ready():
+                break
+            self._handle_ready(self.core.ready(), now_seconds)
+        self._expire_reads(now_seconds)
+        return not self.core.has_ready()
+
+    def _new_read_context(self) -> bytes:
+        self._read_counter += 1
+        return self._read_context_prefix + self._read_counter.to_bytes(8, "big")
+
+    def _ask_read_index(self, now_seconds: float) -> None:
+        if not self._reads_to_ask:
+            return
+        tokens, self._reads_to_ask = self._reads_to_ask, []
+        context = self._new_read_context()
+        try:
+            self.core.read_index(context)
+        except raft_errors.NotLeader:
+            self._callbacks.reads_failed(tokens, NoLeader("no leader is known right now; retry shortly"))
+            return
+        self._read_contexts[context] = (tokens, now_seconds)
+
+    def _expire_reads(self, now_seconds: float) -> None:
+        limit_seconds = self._read_timeout_seconds
+        # A ReadIndex request lost with a leader change is never answered: fail it so the client
+        # retries instead of waiting for its whole deadline.
+        expired = [ctx for ctx, (_, asked) in self._read_contexts.items() if now_seconds - asked > limit_seconds]
+        for context in expired:
+            tokens, _ = self._read_contexts.pop(context)
+            self._callbacks.reads_failed(tokens, NoLeader("the read could not be confirmed by a leader; retry"))
+        if not self._reads_confirmed:
+            return
+        waiting = []
+        for read_index, tokens, asked in self._reads_confirmed:
+            if now_seconds - asked <= limit_seconds:
+                waiting.append((read_index, tokens, asked))
+                continue
+            self._callbacks.reads_failed(tokens, Unavailable(
+                f"node {self.node_id} has applied up to index {self.applied_index} but the read needs index"
+                f" {read_index}: it is not catching up with the leader; retry (or read from another node)"))
+        self._reads_confirmed = waiting
+
+    def _handle_ready(self, ready: Ready, now_seconds: float) -> None:
+        self._send(ready.messages, now_seconds)
+        applied, applied_conf = self._persist(ready, now_seconds)
+        self._send(ready.messages_after_persist, now_seconds)
+        if ready.conf_state is not None:  # a snapshot or a membership change took effect
+            self._transport.set_peers(ready.conf_state)
+        for index, command, result in applied:
+            proposed_at = self._proposed_at.pop(index, None)
+            if proposed_at is not None:
+                self.commit_latency.add_seconds(max(0.0, now_seconds - proposed_at))
+            self._callbacks.applied(index, command, result)
+        for index, term in applied_conf:
+            self._callbacks.conf_applied(index, term)
+        if ready.soft_state is not None:
+            self._note_soft_state(ready)
+        for read_state in ready.read_states:
+            waiting = self._read_contexts.pop(read_state.context, None)
+            if waiting is not None:
+                self._reads_confirmed.append((read_state.index, waiting[0], waiting[1]))
+        self._serve_confirmed_reads()
+        self.core.advance(ready)
+
+    def _persist(self, ready: Ready, now_seconds: float) -> tuple[list, list]:
+        """The one batch of a Ready; what it applied: [(index, command, result)], [(index, term)]."""
+        applied: list[tuple[int, bytes, dict]] = []
+        applied_conf: list[tuple[int, int]] = []
+        # Most Readys of an idle or read-heavy node carry only messages (heartbeats, ReadIndex
+        # rounds): they need no batch at all.
+        if not (ready.snapshot is not None or ready.entries or ready.hard_state is not None
+                or ready.committed_entries or ready.conf_state is not None):
+            return applied, applied_conf
+        # Entries, a new term or vote, and snapshots are promises to other nodes: durable before
+        # any message that depends on them. A Ready that only applies committed entries (and
+        # moves the commit index) can be redone from the log, so it may skip the full flush.
+        durable = bool(ready.entries or ready.snapshot is not None or self._term_or_vote_changed(ready))
+        with self._store.write_batch(durable=durable) as batch:
+            if ready.snapshot is not None:
+                self._install_snapshot(batch, ready, now_seconds)
+            if ready.entries:
+                batch.append_entries(ready.entries)
+            if ready.hard_state is not None:
+                batch.set_hard_state(ready.hard_state)
+            for entry in ready.committed_entries:
+                assert entry.index == self.applied_index + 1, (entry.index, self.applied_index)
+                if entry.kind == EntryKind.NORMAL:
+                    applied.append((entry.index, entry.data, self._state_machine.apply(batch, entry)))
+                elif entry.kind == EntryKind.CONF_CHANGE:
+                    self._state_machine.apply_membership(batch, entry, ConfChange.decode(entry.data))
+                    applied_conf.append((entry.index, entry.term))
+                self.applied_index = entry.index
+            if ready.committed_entries:
+                batch.set_applied_index(self.applied_index)
+            if ready.conf_state is not None:
+                batch.set_conf_state(ready.conf_state)
+        if ready.hard_state is not None:
+            self._durable_term_and_vote = (ready.hard_state.term, ready.hard_state.vote)
+        return applied, applied_conf
+
+    def _term_or_vote_changed(self, ready: Ready) -> bool:
+        hard_state = ready.hard_state
+        return hard_state is not None and (hard_state.term, hard_state.vote) != self._durable_term_and_vote
+
+    def _install_snapshot(self, batch, ready: Ready, now_seconds: float) -> None:
+        """A snapshot from the leader replaces the log and the state machine at once."""
+        snapshot = ready.snapshot
+        batch.install_snapshot(snapshot)
+        # The core bootstraps a new cluster from an empty snapshot at index 1 (its voters come
+        # from the config): there is no state-machine image to restore.
+        if snapshot.data:
+            self._state_machine.restore(batch, snapshot.data)
+            self.counters.snapshots_installed += 1
+        self.applied_index = snapshot.meta.index
+        received_in_ms = 0.0
+        if self._snapshot_receive_started is not None:
+            received_in_ms = (now_seconds - self._snapshot_receive_started) * 1000
+            self._snapshot_receive_started = None
+        if snapshot.data:
+            log.info("installed snapshot at index %d (%d bytes), received and restored in %.1f ms",
+                     snapshot.meta.index, len(snapshot.data), received_in_ms)
+
+    def _send(self, messages: tuple[Message, ...], now_seconds: float) -> None:
+        for message in messages:
+            if message.kind == MessageKind.INSTALL_SNAPSHOT and message.snapshot_offset == 0:
+                key = (message.target, message.snapshot_meta.index)
+                if key not in self._snapshot_sends:
+                    self._snapshot_sends[key] = now_seconds
+                    log.info("sending snapshot at index %d (%d bytes) to %s", message.snapshot_meta.index,
+                             message.snapshot_meta.size_bytes, message.target)
+            self._transport.send(message)
+
+    def _note_snapshot_sent(self, peer: str, index: int, now_seconds: float) -> None:
+        started = self._snapshot_sends.pop((peer, index), None)
+        if started is not None:
+            self.counters.snapshots_sent += 1
+            log.info("sent snapshot at index %d to %s in %.1f ms", index, peer, (now_seconds - started) * 1000)
+
+    def _serve_confirmed_reads(self) -> None:
+        if not self._reads_confirmed:
+            return
+        ready_tokens: list[int] = []
+        waiting = []
+        for read in self._reads_confirmed:
+            if read[0] <= self.applied_index:
+                ready_tokens.extend(read[1])
+            else:
+                waiting.append(read)
+        self._reads_confirmed = waiting
+        if ready_tokens:
+            self._callbacks.reads_ready(ready_tokens)
+
+    def _note_soft_state(self, ready: Ready) -> None:
+        leader = ready.soft_state.leader
+        if leader and leader != self._last_leader:
+            self.counters.elections_seen += 1
+            term = self.core.term
+            log.info("leader is now %s (term %d)", leader, term)
+            self._callbacks.leader_changed(leader, term, leader == self.node_id)
+        if ready.soft_state.role != Role.LEADER:
+            # Proposals of a deposed leader may never commit; their latency would mislead.
+            self._proposed_at.clear()
+        self._last_leader = leader
+
+    # ----- what the loop and the status need to know
+
+    def reads_pending(self) -> int:
+        return len(self._reads_to_ask) + len(self._read_contexts) + len(self._reads_confirmed)
