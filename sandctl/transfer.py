@@ -34,9 +34,9 @@ from node.errors import (
     SandStoreError,
     StoreFull,
     Unavailable,
-    error_from_code,
 )
-from node.transport.address import connect_socket
+
+from sandctl.connection import Connections, Reply, SocketOptions, shared_context
 
 DEFAULT_MAX_FRAME_BYTES = 64 << 20
 DEFAULT_ATTEMPT_TIMEOUT_SECONDS = 5.0
