@@ -430,7 +430,8 @@ def tree_command(settings: Settings, path: str, depth_max: int | None, stale: bo
         return
     for line in lines:
         click.echo(line)
-    click.echo(f"\n{directories} directories, {len(shown) - directories} files")
+    files = len(shown) - directories
+    click.echo(f"\n{directories} director{'y' if directories == 1 else 'ies'}, {files} file{'' if files == 1 else 's'}")
 
 
 # ---------------------------------------------------------------------- changing the namespace

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.config import ClusterConfig, NodeAddress, load_config, node_data_dir, render_config
-from node.errors import Refused, SandStoreError
+from node.errors import NoLeader, Refused, SandStoreError, Unavailable
 
 from sandctl import state
 from sandctl.client import Client
 from sandctl.errors import AlreadyRunning, NodeExited, NotRunning
+from sandctl.output import seconds_text
 
 PID_FILE_NAME = "node.pid"
 LOG_FILE_NAME = "node.log"
@@ -264,9 +265,13 @@ def wait_for_leader_while_alive(
         remaining = deadline - time.monotonic()
         try:
             return client.wait_for_leader(min(LEADER_ROUND_SECONDS, max(remaining, 0.001)), exclude=exclude)
-        except SandStoreError:
+        except (NoLeader, Unavailable) as error:
             if time.monotonic() >= deadline:
-                raise
+                # The round's own message would name the last round's slice of the deadline.
+                waited = seconds_text(deadline_seconds)
+                if isinstance(error, NoLeader):
+                    raise NoLeader(f"no leader was elected within {waited}") from None
+                raise Unavailable(f"no node answered within {waited}") from None
 
 
 def start_cluster(config: ClusterConfig, data_dir: str | os.PathLike, deadline_seconds: float) -> tuple[dict[str, int], str]:

@@ -28,7 +28,8 @@ class Health:
         voters = f"{self.voters_up}/{len(self.voters)} voters up"
         learners = f", {len(self.learners)} learner{'s' if len(self.learners) != 1 else ''}" if self.learners else ""
         if self.nodes_up == 0:
-            return f"unhealthy: no node answered (0/{self.nodes_known} up); is the cluster running?"
+            return (f"unhealthy: no node answered (0/{self.nodes_known} up): is the cluster running? "
+                    "(start it with `sandctl cluster start`)")
         if self.leader is None:
             return f"unhealthy: no leader ({voters}{learners})"
         if not self.healthy:

@@ -75,10 +75,10 @@ def test_invalid_config_is_one_line_naming_the_key(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_missing_config_file_is_a_config_error(tmp_path):
+def test_missing_config_file_exits_5_like_any_missing_local_file(tmp_path):
     result = run("status", "--config", str(tmp_path / "nope.toml"))
-    assert result.exit_code == 1
-    assert "does not exist" in result.stderr
+    assert result.exit_code == 5
+    assert stderr_lines(result) == [f"Error: config file {tmp_path / 'nope.toml'} does not exist"]
 
 
 def test_traceback_only_when_asked(tmp_path):
@@ -94,9 +94,14 @@ def collect_commands(group: click.Group, prefix: str = ""):
             yield from collect_commands(command, prefix + name + " ")
 
 
+# The verbs where --node means something (a read that may be --stale, or a node to inspect).
+VERBS_WITH_NODE = {"get", "cat", "head", "tail", "ls", "stat", "find", "tree", "status", "gc", "snapshot",
+                   "snapshot compact", "inspect log", "inspect term"}
+
+
 def test_every_verb_has_an_example_and_the_global_options():
     assert "Exit status" in main.help and "Example:" in main.help
-    global_options = {"--config", "--data-dir", "--node", "--timeout", "--json", "--traceback"}
+    global_options = {"--config", "--data-dir", "--timeout", "--json", "--traceback"}
     for name, command in collect_commands(main):
         assert "Example:" in (command.help or ""), name
         if not isinstance(command, click.Group):
@@ -104,10 +109,21 @@ def test_every_verb_has_an_example_and_the_global_options():
             assert global_options <= options, name
 
 
+def test_node_option_only_where_it_means_something_with_a_real_description():
+    seen = set()
+    for name, command in collect_commands(main):
+        node = [param for param in command.params if "--node" in param.opts]
+        if node:
+            seen.add(name)
+            assert "debugging" not in node[0].help and len(node[0].help) > 20, name
+    assert seen == VERBS_WITH_NODE
+
+
 def test_config_resolution_option_then_environment_then_remembered(fake_nodes, tmp_path, monkeypatch):
     paths = {
         node_id: write_config_with_handler(
-            fake_nodes, tmp_path, lambda op, args, node_id=node_id: status_of(node_id, "leader", node_id),
+            fake_nodes, tmp_path,
+            lambda op, args, node_id=node_id: {**status_of(node_id, "leader", node_id), "voters": ["n1"]},
             name=f"{node_id}.toml",
         )
         for node_id in ("remembered", "environment", "option")
@@ -167,8 +183,9 @@ def test_put_into_a_directory_uses_the_local_name(namespace_cluster, tmp_path):
     local.write_bytes(b"a")
     assert run("mkdir", "/docs", "--config", config).exit_code == 0
     assert run("put", str(local), "/docs", "--config", config).exit_code == 0
-    assert run("put", str(local), "/docs/", "--config", config).exit_code == 0
-    assert namespace.data == {"/docs/a.txt": b"a"}
+    local.write_bytes(b"b")
+    assert run("put", "-f", str(local), "/docs/", "--config", config).exit_code == 0
+    assert namespace.data == {"/docs/a.txt": b"b"}
 
 
 def test_get_into_an_existing_local_directory(namespace_cluster, tmp_path):
@@ -206,7 +223,7 @@ def test_namespace_errors_from_the_in_memory_cluster(namespace_cluster, tmp_path
     namespace.op_mkdir({"path": "/d"})
     namespace.op_write_file({"path": "/d/f", "data": b"1"})
     assert run("mkdir", "/d", "--config", config).exit_code == 1  # exists
-    assert run("ls", "/d/f", "--config", config).exit_code == 1  # not a directory
+    assert run("mkdir", "/d/f/g", "--config", config).exit_code == 1  # not a directory
     assert run("rm", "/d", "--config", config).exit_code == 1  # not empty
     assert run("stat", "/nope", "--config", config).exit_code == 5
     assert run("mv", "/d", "/e", "--config", config).exit_code == 0
@@ -299,15 +316,18 @@ def test_ls_formats(namespace_cluster):
 
 
 def test_status_table_and_json_with_a_down_node(fake_nodes, tmp_path):
-    node = fake_nodes("n1", lambda op, args: status_of("n1", "leader", "n1"))
+    node = fake_nodes("n1", lambda op, args: {**status_of("n1", "leader", "n1"), "voters": ["n1", "n2"]})
     path = tmp_path / "two.toml"
     path.write_text(render_config(make_config({"n1": node.address, "n2": f"127.0.0.1:{free_port()}"})))
     result = run("status", "--json", "--config", str(path), "--timeout", "0.5")
-    assert result.exit_code == 0
+    assert result.exit_code == 3  # one of two voters: no quorum
     statuses = json.loads(result.stdout)
     assert statuses["n1"]["role"] == "leader" and statuses["n2"] is None
-    table = run("status", "--config", str(path), "--timeout", "0.5").stdout
-    assert "leader" in table and "down" in table
+    table = run("status", "--config", str(path), "--timeout", "0.5")
+    assert table.exit_code == 3
+    lines = table.stdout.splitlines()
+    assert lines[0] == "unhealthy: leader n1 (term 2) but only 1/2 voters up: no quorum"
+    assert lines[3].split()[:3] == ["n1", "up", "leader"] and lines[4].split() == ["n2", "down"]
 
 
 def test_cluster_status_without_processes(tmp_path, namespace_cluster):
@@ -339,7 +359,7 @@ def test_add_voter_adds_a_learner_waits_for_it_then_promotes(fake_nodes, tmp_pat
                  "--chunk", f"127.0.0.1:{free_port()}", "--config", str(path), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"node": "n4", "pid": None, "caught_up_to": 7}
-    assert [op for op in n1.ops() if op != "status"] == ["add_learner", "promote"]
+    assert [op for op in n1.ops() if op not in ("status", "ping")] == ["add_learner", "promote"]
     assert n1.requests_of("add_learner") == [{"node": "n4", "raft": n1.requests_of("add_learner")[0]["raft"],
                                               "client": n4.address,
                                               "chunk": n1.requests_of("add_learner")[0]["chunk"]}]
@@ -354,7 +374,7 @@ def test_unreadable_local_file_exits_1_and_stores_nothing(namespace_cluster, tmp
     def refuse(path, mode="r", *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("sandctl.cli.open", refuse, raising=False)
+    monkeypatch.setattr("sandctl.tree_transfer.open", refuse, raising=False)
     result = run("put", str(local), "/secret.txt", "--config", config)
     assert result.exit_code == 1
     assert stderr_lines(result) == [f"Error: {local}: permission denied"]
