@@ -15,6 +15,7 @@ from __future__ import annotations
 import msgpack
 
 from node.errors import BadRequest
+from node.names import is_valid_node_id  # the one node-id rule (config, wire, membership, keys)
 from node.packing import packb
 from node.raft.types import ConfState, Entry, EntryKind, Message, MessageKind, SnapshotMeta
 
@@ -22,7 +23,6 @@ WIRE_VERSION = 1
 FRAME_RAFT = 1
 FRAME_FORWARD = 2
 
-MAX_NODE_ID_BYTES = 64
 # Terms, indexes, offsets and sizes from a peer stay far below 2^63: the core adds to them
 # (index + 1, term + 1, offset + length) and LMDB keys them as unsigned 64-bit integers, so a
 # hostile 2^64 - 1 must not get in and overflow there.
@@ -41,16 +41,6 @@ _ENTRY_KINDS = {int(kind): kind for kind in EntryKind}
 class CodecError(BadRequest):
     """A peer frame is oversized, undecodable, of an unknown version or kind, or has a field of
     the wrong type, count or range. The frame is dropped; the sender is not trusted."""
-
-
-def is_valid_node_id(value: object) -> bool:
-    """The rule node/config.py applies to [[nodes]].id: 1-64 letters, digits, - or _."""
-    return (
-        type(value) is str
-        and 0 < len(value) <= MAX_NODE_ID_BYTES
-        and value.replace("-", "").replace("_", "").isalnum()
-        and value.isascii()
-    )
 
 
 # --- encoding ---------------------------------------------------------------------------
