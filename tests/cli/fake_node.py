@@ -155,6 +155,9 @@ class Namespace:
     def op_status(self, args: dict) -> dict:
         return status_of(self.node_id, "leader", self.node_id)
 
+    def op_ping(self, args: dict) -> dict:
+        return {}
+
     def op_mkdir(self, args: dict) -> dict:
         path = args["path"]
         if path in self.entries:
