@@ -23,9 +23,8 @@ import msgpack
 
 from node.errors import BadRequest, NotFound, Refused
 from node.metadata.tables import NamespaceTables
+from node.names import NODE_ID_RULE, is_valid_node_id
 from node.packing import packb
-
-NODE_ID_BYTES_MAX = 64
 
 
 class ChunkReplicas(NamedTuple):
@@ -109,7 +108,7 @@ def iterate(txn: lmdb.Transaction, tables: NamespaceTables) -> Iterator[tuple[by
 
 
 def check_node_id(node: str) -> str:
-    """Replica node ids arrive in log entries: short names, as the config allows."""
-    if not node or len(node.encode()) > NODE_ID_BYTES_MAX or not node.replace("-", "").replace("_", "").isalnum():
-        raise BadRequest(f"{node!r} is not a node id")
+    """Replica node ids arrive in log entries: checked by the rule the config uses."""
+    if not is_valid_node_id(node):
+        raise BadRequest(f"{node!r} is not a node id ({NODE_ID_RULE})")
     return node
