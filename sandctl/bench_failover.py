@@ -21,6 +21,7 @@ from sandctl.bench_load import Lane
 from sandctl.bench_stats import CpuMeter
 from sandctl.bench_workloads import BenchContext
 from sandctl.client import Client
+from sandctl.connection import Reply
 
 KILL_COUNT = 3
 WRITER_THREADS = 4
@@ -94,7 +95,7 @@ def verify_acknowledged(context: BenchContext, data_by_path: dict[str, bytes]) -
         path = next(order, None)
         return None if path is None else ("read", {"path": path, "stale": False})
 
-    def on_reply(lane: Lane, op: str, args: dict, reply: dict) -> None:
+    def on_reply(lane: Lane, op: str, args: dict, reply: Reply) -> None:
         answers[args["path"]] = reply
 
     if paths:
@@ -104,10 +105,10 @@ def verify_acknowledged(context: BenchContext, data_by_path: dict[str, bytes]) -
     lost = unverified = 0
     for path in paths:
         reply = answers.get(path)
-        if reply is not None and reply.get("ok"):
-            lost += (reply.get("result") or {}).get("data") != data_by_path[path]
+        if reply is not None and reply.ok:
+            lost += (reply.result or {}).get("data") != data_by_path[path]
             continue
-        if reply is not None and (reply.get("error") or {}).get("code") == "NOT_FOUND":
+        if reply is not None and reply.code == "NOT_FOUND":
             lost += 1
             continue
         # No reply, or "ask elsewhere": the failover-aware client settles it.

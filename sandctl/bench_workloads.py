@@ -17,6 +17,7 @@ from node.config import ClusterConfig
 from sandctl.bench_load import Lane, LoadResult, PipelinedLoad
 from sandctl.bench_stats import latency_summary_ms, rate_per_second
 from sandctl.client import Client
+from sandctl.connection import Reply
 
 WRITE_FILE_BYTES = 100
 SMALL_FILE_BYTES = 4096
@@ -79,8 +80,8 @@ def _file_writer(directory: str, payload_of: Callable[[str], bytes], written: di
         data = payload_of(path)
         return "write_file", {"path": path, "data": data, "size": len(data)}
 
-    def on_reply(lane: Lane, op: str, args: dict, reply: dict) -> None:
-        if written is not None and reply.get("ok"):
+    def on_reply(lane: Lane, op: str, args: dict, reply: Reply) -> None:
+        if written is not None and reply.ok:
             written[args["path"]] = args["data"]
 
     return make_request, on_reply
@@ -108,8 +109,8 @@ def _file_reader(paths: list[str], expected: dict[str, bytes], stale: bool, once
             return None
         return "read", {"path": path, "stale": stale}
 
-    def on_reply(lane: Lane, op: str, args: dict, reply: dict) -> None:
-        if reply.get("ok") and (reply.get("result") or {}).get("data") != expected[args["path"]]:
+    def on_reply(lane: Lane, op: str, args: dict, reply: Reply) -> None:
+        if reply.ok and (reply.result or {}).get("data") != expected[args["path"]]:
             mismatches[0] += 1
 
     return make_request, on_reply, mismatches

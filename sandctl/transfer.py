@@ -269,66 +269,87 @@ def put_stream(
     get enough replicas before the deadline (chunks already stored are left to GC)."""
     assert chunk_addresses, "no chunk nodes to write to"
     assert chunk_size_bytes > 0 and replication >= 1 and max_chunks_in_flight >= 1
-    nodes = sorted(chunk_addresses)
-    copies = min(replication, len(nodes))
-    results: list[list | None] = []
-    pending: dict[int, _Chunk] = {}
-    total_bytes = 0
-    end_of_input = False
     connections = _connections(chunk_addresses, max_chunks_in_flight, max_frame_bytes, context)
-    transfer = _Transfer(connections, deadline_seconds, attempt_timeout_seconds)
-
-    def fill(position: int, chunk: _Chunk) -> None:
-        while len(chunk.done_nodes) + len(chunk.outstanding_nodes) < copies:
-            node = chunk.next_candidate(transfer.suspects)
-            if node is None:
-                raise Unavailable(
-                    f"chunk {position} ({chunk.chunk_id.hex()[:16]}) on {len(chunk.done_nodes)} of {copies} "
-                    f"replicas ({chunk.describe_failures()})")
-            transfer.send(position, chunk, node, chunk.request_id, chunk.frames)
-
     try:
-        while True:
-            while not end_of_input and len(pending) < max_chunks_in_flight:
-                data = read_up_to(reader, chunk_size_bytes)
-                if not data:
-                    end_of_input = True
-                    break
-                position = len(results)
-                results.append(None)
-                total_bytes += len(data)
-                chunk_id, size = chunk_id_of(data), len(data)
-                request_id, request = connections.new_request("chunk_put", {"id": chunk_id})
-                chunk = _Chunk(chunk_id, size, _rotated(nodes, position), request_id=request_id,
-                               frames=[request, data])
-                del data  # only the chunk holds it: one copy of the content per chunk in flight
-                pending[position] = chunk
-                fill(position, chunk)
-            if not pending:
-                break
-            assert len(pending) <= max_chunks_in_flight
-            oldest = pending[min(pending)]
-            oldest_state = (f"chunk {min(pending)} ({oldest.chunk_id.hex()[:16]}) on {len(oldest.done_nodes)} of "
-                            f"{copies} replicas ({oldest.describe_failures()})")
-            for attempt, result in transfer.wait(oldest_state):
-                chunk = pending[attempt.position]
-                chunk.outstanding_nodes.remove(attempt.node)
-                if isinstance(result, SandStoreError):
-                    chunk.failures[attempt.node] = result
-                elif attempt.node not in chunk.done_nodes:
-                    chunk.done_nodes.append(attempt.node)
-                if len(chunk.done_nodes) == copies:
-                    replicas = [node for node in chunk.candidates if node in chunk.done_nodes]
-                    results[attempt.position] = [chunk.chunk_id, chunk.size, replicas]
-                    del pending[attempt.position]
-                    if progress is not None:
-                        progress(chunk.size)
-                else:
-                    fill(attempt.position, chunk)
+        stream = _PutStream(_Transfer(connections, deadline_seconds, attempt_timeout_seconds), sorted(chunk_addresses),
+                            min(replication, len(chunk_addresses)), progress)
+        return stream.run(reader, chunk_size_bytes, max_chunks_in_flight)
     finally:
         connections.close()
-    assert all(result is not None for result in results)
-    return results, total_bytes
+
+
+class _PutStream:
+    """One put: chunks read in order, each sent to `copies` replicas, failed ones replaced."""
+
+    def __init__(self, transfer: _Transfer, nodes: list[str], copies: int, progress: Progress | None) -> None:
+        self.transfer = transfer
+        self.nodes = nodes
+        self.copies = copies
+        self.progress = progress
+        self.results: list[list | None] = []  # per chunk in file order, once all its replicas have it
+        self.pending: dict[int, _Chunk] = {}  # by position
+        self.total_bytes = 0
+
+    def run(self, reader: BinaryIO, chunk_size_bytes: int, max_chunks_in_flight: int) -> tuple[list[list], int]:
+        end_of_input = False
+        while True:
+            while not end_of_input and len(self.pending) < max_chunks_in_flight:
+                end_of_input = not self._start_next(reader, chunk_size_bytes)
+            if not self.pending:
+                break
+            assert len(self.pending) <= max_chunks_in_flight
+            for attempt, result in self.transfer.wait(self._oldest_state()):
+                self._on_outcome(attempt, result)
+        assert all(result is not None for result in self.results)
+        return self.results, self.total_bytes
+
+    def _start_next(self, reader: BinaryIO, chunk_size_bytes: int) -> bool:
+        """Read the next chunk and send it to its first replicas; False at the end of input."""
+        data = read_up_to(reader, chunk_size_bytes)
+        if not data:
+            return False
+        position = len(self.results)
+        self.results.append(None)
+        self.total_bytes += len(data)
+        chunk_id, size = chunk_id_of(data), len(data)
+        request_id, request = self.transfer.connections.new_request("chunk_put", {"id": chunk_id})
+        chunk = _Chunk(chunk_id, size, _rotated(self.nodes, position), request_id=request_id, frames=[request, data])
+        del data  # only the chunk holds it: one copy of the content per chunk in flight
+        self.pending[position] = chunk
+        self._fill(position, chunk)
+        return True
+
+    def _fill(self, position: int, chunk: _Chunk) -> None:
+        """Send the chunk to more nodes until `copies` have it or are being asked."""
+        while len(chunk.done_nodes) + len(chunk.outstanding_nodes) < self.copies:
+            node = chunk.next_candidate(self.transfer.suspects)
+            if node is None:
+                raise Unavailable(self._describe(position, chunk))
+            self.transfer.send(position, chunk, node, chunk.request_id, chunk.frames)
+
+    def _on_outcome(self, attempt: _Attempt, result: object) -> None:
+        chunk = self.pending[attempt.position]
+        chunk.outstanding_nodes.remove(attempt.node)
+        if isinstance(result, SandStoreError):
+            chunk.failures[attempt.node] = result
+        elif attempt.node not in chunk.done_nodes:
+            chunk.done_nodes.append(attempt.node)
+        if len(chunk.done_nodes) < self.copies:
+            self._fill(attempt.position, chunk)
+            return
+        replicas = [node for node in chunk.candidates if node in chunk.done_nodes]
+        self.results[attempt.position] = [chunk.chunk_id, chunk.size, replicas]
+        del self.pending[attempt.position]
+        if self.progress is not None:
+            self.progress(chunk.size)
+
+    def _oldest_state(self) -> str:
+        position = min(self.pending)
+        return self._describe(position, self.pending[position])
+
+    def _describe(self, position: int, chunk: _Chunk) -> str:
+        return (f"chunk {position} ({chunk.chunk_id.hex()[:16]}) on {len(chunk.done_nodes)} of {self.copies} "
+                f"replicas ({chunk.describe_failures()})")
 
 
 def get_stream(
@@ -352,71 +373,105 @@ def get_stream(
     for chunk_id, size, replicas in chunks:
         assert type(chunk_id) is bytes and len(chunk_id) == CHUNK_ID_BYTES, "a chunk id is 32 bytes"
         assert type(size) is int and size >= 0 and isinstance(replicas, (list, tuple))
-    fetched: dict[int, memoryview] = {}
-    active: dict[int, _Chunk] = {}
-    next_to_fetch = next_to_write = written_bytes = 0
     context = context or shared_context()
     connections = _connections(chunk_addresses, max_chunks_in_flight, max_frame_bytes, context)
-    transfer = _Transfer(connections, deadline_seconds, attempt_timeout_seconds)
     verifier = _Verifier(context, VERIFY_THREADS)
     connections.add_wakeup(verifier.wakeup)
-
-    def try_next(position: int, chunk: _Chunk) -> None:
-        while not chunk.outstanding_nodes:
-            node = chunk.next_candidate(transfer.suspects)
-            if node is None:
-                raise _give_up(position, chunk)
-            request_id, request = connections.new_request("chunk_get", {"id": chunk.chunk_id, "verify": False})
-            transfer.send(position, chunk, node, request_id, [request])
-
-    def failed(position: int, node: str, error: SandStoreError) -> None:
-        chunk = active[position]
-        chunk.outstanding_nodes.remove(node)
-        chunk.failures[node] = error
-        try_next(position, chunk)
-
     try:
-        while next_to_write < len(chunks) or transfer.reports_outstanding():
-            while next_to_fetch < len(chunks) and next_to_fetch - next_to_write < max_chunks_in_flight:
-                chunk_id, size, replicas = chunks[next_to_fetch]
-                known = sorted(node for node in replicas if node in chunk_addresses)
-                chunk = _Chunk(chunk_id, size, _rotated(known, next_to_fetch))
-                active[next_to_fetch] = chunk
-                try_next(next_to_fetch, chunk)
-                next_to_fetch += 1
-            assert len(active) + len(fetched) <= max_chunks_in_flight
-            if next_to_write < len(chunks):
-                oldest = active[next_to_write]  # everything before it is written, so it is being fetched
-                waiting_for = f"chunk {next_to_write} not fetched ({oldest.describe_failures()})"
-            else:
-                waiting_for = "reports of corrupt replicas unanswered"
-            for attempt, result in transfer.wait(waiting_for):
-                if attempt.position == REPORT:
-                    continue
-                if isinstance(result, SandStoreError):
-                    failed(attempt.position, attempt.node, result)
-                else:
-                    # The node stays outstanding for this chunk until its content is checked.
-                    verifier.submit(attempt.position, attempt.node, active[attempt.position], result)
-            for position, node, content, error in verifier.results():
-                if error is None:
-                    del active[position]
-                    fetched[position] = content
-                else:
-                    if isinstance(error, ChecksumMismatch):
-                        transfer.report_corrupt(node, active[position].chunk_id)
-                    failed(position, node, error)
-            while next_to_write in fetched:
-                data = fetched.pop(next_to_write)
-                writer.write(data)
-                written_bytes += len(data)
-                next_to_write += 1
-                if progress is not None:
-                    progress(len(data))
+        stream = _GetStream(_Transfer(connections, deadline_seconds, attempt_timeout_seconds), verifier,
+                            chunk_addresses, chunks, writer, progress)
+        return stream.run(max_chunks_in_flight)
     finally:
         verifier.close()
         connections.close()
-    return written_bytes
+
+
+class _GetStream:
+    """One get: up to max_chunks_in_flight chunks fetched ahead of the writer, each verified
+    by the verifier threads, written strictly in order."""
+
+    def __init__(self, transfer: _Transfer, verifier: _Verifier, chunk_addresses: dict[str, str], chunks: list[list],
+                 writer: BinaryIO, progress: Progress | None) -> None:
+        self.transfer = transfer
+        self.verifier = verifier
+        self.known_nodes = set(chunk_addresses)
+        self.chunks = chunks
+        self.writer = writer
+        self.progress = progress
+        self.active: dict[int, _Chunk] = {}  # being fetched or verified, by position
+        self.fetched: dict[int, memoryview] = {}  # verified, waiting for the chunks before them
+        self.next_to_fetch = self.next_to_write = self.written_bytes = 0
+
+    def run(self, max_chunks_in_flight: int) -> int:
+        while self.next_to_write < len(self.chunks) or self.transfer.reports_outstanding():
+            while (self.next_to_fetch < len(self.chunks)
+                   and self.next_to_fetch - self.next_to_write < max_chunks_in_flight):
+                self._start_next()
+            assert len(self.active) + len(self.fetched) <= max_chunks_in_flight
+            for attempt, result in self.transfer.wait(self._waiting_for()):
+                self._on_outcome(attempt, result)
+            for position, node, content, error in self.verifier.results():
+                self._on_verified(position, node, content, error)
+            self._write_ready()
+        return self.written_bytes
+
+    def _start_next(self) -> None:
+        position = self.next_to_fetch
+        chunk_id, size, replicas = self.chunks[position]
+        known = sorted(node for node in replicas if node in self.known_nodes)
+        chunk = _Chunk(chunk_id, size, _rotated(known, position))
+        self.active[position] = chunk
+        self._try_next(position, chunk)
+        self.next_to_fetch += 1
+
+    def _try_next(self, position: int, chunk: _Chunk) -> None:
+        """Ask the next candidate replica; _give_up's error when none is left."""
+        while not chunk.outstanding_nodes:
+            node = chunk.next_candidate(self.transfer.suspects)
+            if node is None:
+                raise _give_up(position, chunk)
+            request_id, request = self.transfer.connections.new_request("chunk_get", {"id": chunk.chunk_id,
+                                                                                       "verify": False})
+            self.transfer.send(position, chunk, node, request_id, [request])
+
+    def _failed(self, position: int, node: str, error: SandStoreError) -> None:
+        chunk = self.active[position]
+        chunk.outstanding_nodes.remove(node)
+        chunk.failures[node] = error
+        self._try_next(position, chunk)
+
+    def _on_outcome(self, attempt: _Attempt, result: object) -> None:
+        if attempt.position == REPORT:
+            return
+        if isinstance(result, SandStoreError):
+            self._failed(attempt.position, attempt.node, result)
+        else:
+            # The node stays outstanding for this chunk until its content is checked.
+            self.verifier.submit(attempt.position, attempt.node, self.active[attempt.position], result)
+
+    def _on_verified(self, position: int, node: str, content: memoryview, error: SandStoreError | None) -> None:
+        if error is None:
+            del self.active[position]
+            self.fetched[position] = content
+            return
+        if isinstance(error, ChecksumMismatch):
+            self.transfer.report_corrupt(node, self.active[position].chunk_id)
+        self._failed(position, node, error)
+
+    def _write_ready(self) -> None:
+        while self.next_to_write in self.fetched:
+            data = self.fetched.pop(self.next_to_write)
+            self.writer.write(data)
+            self.written_bytes += len(data)
+            self.next_to_write += 1
+            if self.progress is not None:
+                self.progress(len(data))
+
+    def _waiting_for(self) -> str:
+        if self.next_to_write < len(self.chunks):
+            oldest = self.active[self.next_to_write]  # everything before it is written, so it is being fetched
+            return f"chunk {self.next_to_write} not fetched ({oldest.describe_failures()})"
+        return "reports of corrupt replicas unanswered"
 
 
 def _verify(chunk: _Chunk, result: object) -> SandStoreError | None:

@@ -112,7 +112,7 @@ def test_error_replies_are_counted_by_code(fake_node_factory):
     replies = []
     with PipelinedLoad([node.endpoint], max_frame_bytes=1 << 20) as load:
         result = load.run(_writes, outstanding=4, duration_seconds=30, max_requests=16,
-                          on_reply=lambda lane, op, args, reply: replies.append(reply["ok"]))
+                          on_reply=lambda lane, op, args, reply: replies.append(reply.ok))
     assert result.errors_by_code == {"NOT_LEADER": 8}
     assert result.operations == 8
     assert sorted(replies) == [False] * 8 + [True] * 8
