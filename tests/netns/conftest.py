@@ -1,0 +1,50 @@
+"""Clusters on real network namespaces: each node its own host and address, clients on another.
+
+These tests need root (CI runs as root) and iproute2. Everything a test creates -- the
+namespaces (and with them their links, routes and cut rules) and the processes, by pid -- is
+removed in teardown, also when the test fails. Names start with the pid and a counter, so
+parallel runs on one machine do not collide, and nothing is created in the root namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from sandctl.bench_partition import CLIENT_HOST, NetCluster
+from sandctl.netlab import NetLab, is_root
+
+if not is_root() or shutil.which("ip") is None:
+    pytest.skip("network namespace tests need root and iproute2", allow_module_level=True)
+
+
+@pytest.fixture
+def netns(tmp_path, monkeypatch):
+    """make(node_count, extra_hosts=0, ipv6=False, settings=None) -> (lab, cluster, agent):
+    the cluster started, a leader elected, the agent ready in the client namespace."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    made: list[tuple[NetLab, list]] = []
+
+    def make(node_count: int, *, extra_hosts: int = 0, ipv6: bool = False, settings: dict | None = None):
+        hosts = [f"h{i}" for i in range(1, node_count + extra_hosts + 1)] + [CLIENT_HOST]
+        lab = NetLab(hosts, ipv6=ipv6)
+        agents: list = []
+        made.append((lab, agents))
+        cluster = NetCluster(lab, tmp_path / f"cluster{len(made)}", node_count, settings)
+        cluster.start_all()
+        agent = cluster.agent()
+        agents.append(agent)
+        agent.wait_for_leader()
+        return lab, cluster, agent
+
+    yield make
+    for lab, agents in made:
+        try:
+            for agent in agents:
+                agent.close()
+        finally:
+            lab.close()
+    left = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    assert not [name for name in left for lab, _ in made if name.startswith(lab.prefix + "-")]
