@@ -24,12 +24,15 @@ from node import backup, protocol
 from node.chunks.service import ChunkService
 from node.chunks.store import ChunkStore
 from node.config import ClusterConfig, NodeAddress, check_address, node_data_dir
-from node.errors import BadRequest, Refused, SandStoreError, StoreFull, TooLarge
+from node.errors import BadRequest, NotLeader, Refused, SandStoreError, StoreFull, TooLarge, Unavailable
 from node.metadata.commands import decode_command, encode_command
 from node.metadata.paths import normalize_path
 from node.metadata.state_machine import Namespace
 from node.raft.types import ConfChange, EntryKind
 from node.replicator import Replicator
+from node.repair.fsck import fsck_report  # self-healing data (node/repair/)
+from node.repair.planner import ChunkRecord
+from node.repair.scheduler import FSCK_FILES_MAX, Membership, RepairScheduler
 from node.replicator.driver import DiskLost
 from node.storage.lmdb_store import NodeStore
 
@@ -51,7 +54,7 @@ NAMESPACE_QUERIES = {
     "stat": lambda namespace, txn, args: namespace.stat(txn, args["path"]),
     "ls": lambda namespace, txn, args: namespace.ls(txn, args["path"], recursive=bool(args.get("recursive"))),
     "read": lambda namespace, txn, args: namespace.read(txn, args["path"]),
-    "du": lambda namespace, txn, args: namespace.du(txn, args["path"]),
+    "du": lambda namespace, txn, args: namespace.du(txn, args["path"], args.get("nodes_down", frozenset())),
     "namespace_image": backup.namespace_image,  # sandctl snapshot save
 }
 
@@ -98,7 +101,15 @@ class NodeServer:
             referenced_chunk_ids=self._referenced_chunk_ids,
             gc_grace_seconds=config.gc_grace_seconds,
             max_frame_bytes=config.max_frame_bytes,
+            scrub_bytes_per_second=config.scrub_bytes_per_second,
+            peer_chunk_address=lambda node_id: self._chunk_addresses.get(node_id),
+            replica_recorded_here=self._replica_recorded_here,
         )
+        # Self-healing data (node/repair/): the leader's repair scheduler, run from housekeeping.
+        self._chunk_addresses = {address.id: address.chunk for address in config.nodes}  # replaced whole
+        self.repair = RepairScheduler(config, node_id, context=self.context, membership=self._repair_membership,
+                                      propose=self.replicator.replicate, read_records=self._chunk_records,
+                                      read_record=self._chunk_record)
         self._writes_waiting: dict[tuple[str, int], list[Waiter]] = {}
         self._conf_waiting: dict[int, tuple[int, Waiter]] = {}  # index -> (term, waiter)
         self._reads_waiting: dict[int, Waiter] = {}
@@ -119,6 +130,8 @@ class NodeServer:
             "transfer_leader": self._op_transfer_leader,
             "snapshot": self._op_snapshot,
             "gc": self._op_gc,
+            "fsck": self._op_fsck,  # self-healing data
+            "rebalance": lambda args: self.repair.request_rebalance(),
         }
 
     # ----- lifecycle
@@ -173,9 +186,11 @@ class NodeServer:
                 self._expire_waiters(now)
                 # Read by the chunk service's threads (a plain bool: atomic under the GIL).
                 self._namespace_current = self.replicator.namespace_is_current(now)
+                self.repair.run(now)  # self-healing data: cheap; does nothing on a follower
 
     def close(self) -> None:
         log.info("node %s stopping", self.node_id)
+        self.repair.close()
         self.chunk_service.stop()
         self.replicator.close()
         self.client_socket.close(linger=0)
@@ -227,6 +242,8 @@ class NodeServer:
         elif op in NAMESPACE_QUERIES:
             if "path" in args:  # namespace_image has none
                 args["path"] = normalize_path(args["path"])
+            if op == "du":  # copies on nodes the leader sees down are not live (self-healing data)
+                args["nodes_down"] = self.repair.nodes_down()
             waiter = Waiter(identity, request_id, now, op, args)
             if args.get("stale"):
                 self._serve_reads([waiter])
@@ -278,6 +295,7 @@ class NodeServer:
                 del last_seq[next(iter(last_seq))]  # the oldest client: a retry then costs a proposal
         for waiter in self._writes_waiting.pop((decoded.client, decoded.seq), ()):
             self._send_result(waiter, result)
+        self.repair.applied(decoded.client, decoded.seq, result)  # self-healing data
 
     def _send_result(self, waiter: Waiter, result: dict) -> None:
         if result.get("ok"):
@@ -357,6 +375,7 @@ class NodeServer:
             "chunks_stored": chunks_stored,
             "chunk_bytes": chunk_bytes,
             "counters": dict(self.counters),
+            "repair": self.repair.status(),  # self-healing data: progress, on the leader
         })
         return status
 
@@ -396,6 +415,44 @@ class NodeServer:
         return self.chunk_store.collect_garbage(
             self._referenced_chunk_ids(), time.time(),
             self.config.gc_grace_seconds if grace is None else float(grace), bool(args.get("dry_run")))
+
+    # ----- self-healing data (node/repair/): what the repair scheduler and fsck read
+
+    def _repair_membership(self) -> Membership:
+        status = self.replicator.status()
+        addresses = self.replicator.addresses() or {self.node_id: self.address}
+        self._chunk_addresses = {node_id: address.chunk for node_id, address in addresses.items()}
+        ages = {node_id: None if ms is None else ms / 1000 for node_id, ms in status.last_contact_ms.items()}
+        members = frozenset(status.voters) | frozenset(status.voters_outgoing) | frozenset(status.learners)
+        return Membership(status.role == "leader", members, ages, dict(self._chunk_addresses))
+
+    def _chunk_records(self) -> list[ChunkRecord]:
+        with self.store.read_transaction() as txn:
+            return [ChunkRecord(chunk_id, replicas.size, replicas.nodes)
+                    for chunk_id, replicas in self.namespace.chunk_replicas(txn)]
+
+    def _chunk_record(self, chunk_id: bytes) -> ChunkRecord | None:
+        with self.store.read_transaction() as txn:
+            replicas = self.namespace.recorded_replicas(txn, chunk_id)
+        return None if replicas is None else ChunkRecord(chunk_id, replicas.size, replicas.nodes)
+
+    def _replica_recorded_here(self, chunk_id: bytes) -> bool:
+        with self.store.read_transaction() as txn:
+            return self.namespace.replica_recorded(txn, chunk_id, self.node_id)
+
+    def _op_fsck(self, args: dict) -> dict:
+        status = self.replicator.status()
+        if status.role != "leader":
+            raise NotLeader("fsck is answered by the leader", status.leader)
+        files_max = min(max(1, args.get("files_max") or FSCK_FILES_MAX), FSCK_FILES_MAX)
+        with self.store.read_transaction() as txn:
+            report = fsck_report(self.namespace.files_under(txn, args.get("path") or "/"), self.repair.chunk_report,
+                                 self.repair.pending_targets(), files_max=files_max)
+        if report is None:
+            raise Unavailable("the leader is still taking its first look at the replicas; retry in a moment")
+        report["target"] = min(self.config.replication, len(self._chunk_addresses))
+        report["repair"] = self.repair.status()
+        return report
 
     def _referenced_chunk_ids(self) -> set[bytes]:
         # Called from the chunk service's threads too: LMDB read transactions are per thread.

@@ -295,6 +295,10 @@ class Namespace:
         """(chunk id, ChunkReplicas) of every referenced chunk, in id order (repair planning)."""
         return replicas.iterate(txn, self._tables)
 
+    def recorded_replicas(self, txn: lmdb.Transaction, chunk_id: bytes):
+        """The chunk's ChunkReplicas, or None if no file references it."""
+        return replicas.get(txn, self._tables, chunk_id)
+
     def replica_recorded(self, txn: lmdb.Transaction, chunk_id: bytes, node: str) -> bool:
         known = replicas.get(txn, self._tables, chunk_id)
         return known is not None and node in known.nodes

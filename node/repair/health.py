@@ -2,7 +2,7 @@
 
 A recorded replica is, as the leader sees it now:
   LIVE     on a member that answers, which holds the chunk (or whose inventory is not known yet)
-  MISSING  on a member that answers but does not hold it (lost disk, corrupt copy removed)
+  MISSING  on a member that answers but was found to lack it (lost disk, corrupt copy removed)
   DOWN     on a member silent for less than replica_timeout_seconds: not live, not replaced yet
   DEAD     on a member silent for longer: its copy is re-made elsewhere
   REMOVED  on a node that is no longer a member: re-made elsewhere, and the record is dropped
@@ -15,7 +15,7 @@ again, and MISSING with no live copy at all (unreadable until a node holding it 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 
@@ -56,15 +56,18 @@ class NodeView:
 
 @dataclass(frozen=True)
 class ClusterView:
-    """Everything the classification needs besides the records: which nodes are up, what
-    each up node holds (None: inventory not known yet, assume it holds what is recorded), and
-    which copies were found corrupt."""
+    """Everything the classification needs besides the records: which nodes are up, which
+    recorded copies were found missing (a fresh inventory lacked them), which copies were
+    found corrupt (a label for fsck until the chunk is healthy again; the copy itself was
+    removed, so it is missing too), and the inventories taken this round (for stray copies;
+    only those taken after the records were read, so absent for most nodes most rounds)."""
 
     nodes: Mapping[str, NodeView]
     replication: int
     replica_timeout_seconds: float
-    inventories: Mapping[str, frozenset | set | None]
+    missing: Mapping[bytes, frozenset | set]  # chunk id -> up nodes found not to hold it
     corrupt: Mapping[bytes, frozenset | set]  # chunk id -> nodes whose copy was found corrupt
+    inventories: Mapping[str, frozenset | set] = field(default_factory=dict)
 
     @property
     def target(self) -> int:
@@ -75,14 +78,10 @@ class ClusterView:
     def up_members(self) -> list[str]:
         return sorted(node for node, view in self.nodes.items() if view.member and view.up)
 
-    def holds(self, node: str, chunk_id: bytes) -> bool:
-        inventory = self.inventories.get(node)
-        return inventory is None or chunk_id in inventory
 
 
 def replica_states(chunk_id: bytes, recorded: tuple[str, ...] | list[str], view: ClusterView) -> dict[str, Replica]:
     states = {}
-    corrupt_here = view.corrupt.get(chunk_id, ())
     for node in recorded:
         node_view = view.nodes.get(node)
         if node_view is None or not node_view.member:
@@ -90,7 +89,7 @@ def replica_states(chunk_id: bytes, recorded: tuple[str, ...] | list[str], view:
         elif not node_view.up:
             dead = node_view.down_seconds >= view.replica_timeout_seconds
             states[node] = Replica.DEAD if dead else Replica.DOWN
-        elif node in corrupt_here or not view.holds(node, chunk_id):
+        elif node in view.missing.get(chunk_id, ()):
             states[node] = Replica.MISSING
         else:
             states[node] = Replica.LIVE

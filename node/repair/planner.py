@@ -132,8 +132,7 @@ def plan(records: Iterable[ChunkRecord], view: ClusterView, *, in_flight: set[by
 
 def _strays(record: ChunkRecord, view: ClusterView, up: list[str]) -> list[str]:
     """Up members that hold a copy (by their known inventory) not recorded there."""
-    return [node for node in up if node not in record.nodes
-            and view.inventories.get(node) is not None and record.chunk_id in view.inventories[node]]
+    return [node for node in up if node not in record.nodes and record.chunk_id in view.inventories.get(node, ())]
 
 
 def _plan_record_drops(record: ChunkRecord, states: dict[str, Replica], result: Plan) -> None:

@@ -15,19 +15,20 @@ def chunk(number: int) -> bytes:
     return bytes([number]) * 32
 
 
-def view(up=("n1", "n2", "n3"), down=(), dead=(), removed=(), inventories=None, corrupt=None, replication=3):
+def view(up=("n1", "n2", "n3"), down=(), dead=(), removed=(), inventories=None, corrupt=None, replication=3,
+         missing=None):
     nodes = {node: NodeView(node, True, True) for node in up}
     nodes.update({node: NodeView(node, True, False, 5.0) for node in down})
     nodes.update({node: NodeView(node, True, False, TIMEOUT_SECONDS + 1) for node in dead})
     nodes.update({node: NodeView(node, False, False, 1.0) for node in removed})
-    return ClusterView(nodes, replication, TIMEOUT_SECONDS, inventories or {}, corrupt or {})
+    return ClusterView(nodes, replication, TIMEOUT_SECONDS, missing or {}, corrupt or {}, inventories or {})
 
 
 def test_replica_states_and_chunk_health():
     cluster = view(up=("n1", "n2", "n4"), down=("n3",), dead=("n5",), removed=("n6",),
-                   inventories={"n2": set(), "n4": None}, corrupt={chunk(1): {"n4"}})
+                   missing={chunk(1): {"n2"}}, corrupt={chunk(1): {"n2"}})
     states = replica_states(chunk(1), ("n1", "n2", "n3", "n4", "n5", "n6"), cluster)
-    assert states == {"n1": Replica.LIVE, "n2": Replica.MISSING, "n3": Replica.DOWN, "n4": Replica.MISSING,
+    assert states == {"n1": Replica.LIVE, "n2": Replica.MISSING, "n3": Replica.DOWN, "n4": Replica.LIVE,
                       "n5": Replica.DEAD, "n6": Replica.REMOVED}
     assert chunk_health(chunk(1), states, cluster) is Health.CORRUPT
     assert chunk_health(chunk(2), states, cluster) is Health.UNDER_REPLICATED
@@ -81,7 +82,7 @@ def test_a_degraded_write_waits_for_a_third_node_and_is_healed_when_one_is_up():
 
 def test_missing_and_removed_records_are_dropped_but_never_the_last():
     records = [ChunkRecord(chunk(1), 10, ("n1", "n2", "n6")), ChunkRecord(chunk(2), 10, ("n2", "n6"))]
-    cluster = view(up=("n1", "n2", "n3"), removed=("n6",), inventories={"n2": {chunk(1)}})
+    cluster = view(up=("n1", "n2", "n3"), removed=("n6",), missing={chunk(2): {"n2"}})
     result = plan(records, cluster, copies_max=0)
     assert result.record_drops == [Drop(chunk(1), "n6"), Drop(chunk(2), "n2", confirm_absent=True)]
     # chunk 2: n2 lacks it and n6 is gone: one record stays, and it counts as missing.
@@ -136,7 +137,8 @@ def test_random_views_never_plan_below_target_or_the_last_record(seed):
                    down=[n for n, s in states.items() if s == "down"],
                    dead=[n for n, s in states.items() if s == "dead"],
                    removed=[n for n, s in states.items() if s == "removed"],
-                   inventories={n: set() for n in names if rng.random() < 0.3})
+                   missing={chunk(i): {n for n in names if rng.random() < 0.2} for i in range(30)},
+                   inventories={n: {chunk(i) for i in range(30) if rng.random() < 0.2} for n in names})
     records = [ChunkRecord(chunk(i), rng.randint(1, 1000), tuple(sorted(rng.sample(names, rng.randint(1, 5)))))
                for i in range(30)]
     result = plan(records, cluster, copies_max=rng.randint(0, 10), moves_max=rng.randint(0, 3))
