@@ -1,0 +1,91 @@
+"""Clusters across hosts, configured the way the README's "Running on several machines" says:
+each node binds the wildcard and advertises its host's address, started with
+`sandstore node --config FILE --id ID` in its own namespace; clients run on another host."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+SMALL = b"hello from another host\n"
+CHUNKED_BYTES = 300_000  # above inline_max_bytes: stored in chunks on the chunk ports
+
+
+def sandctl_ok(cluster, *args: str) -> str:
+    result = cluster.sandctl(*args)
+    assert result.returncode == 0, f"sandctl {' '.join(args)}: {result.stderr.strip()}"
+    return result.stdout
+
+
+def put_files(cluster, tmp_path) -> dict[str, bytes]:
+    files = {"/docs/small.txt": SMALL, "/docs/chunked.bin": os.urandom(CHUNKED_BYTES)}
+    sandctl_ok(cluster, "mkdir", "-p", "/docs")
+    for remote, data in files.items():
+        local = tmp_path / remote.rsplit("/", 1)[1]
+        local.write_bytes(data)
+        sandctl_ok(cluster, "put", str(local), remote)
+    return files
+
+
+def read_back(cluster, tmp_path, files: dict[str, bytes], *node_args: str) -> None:
+    for remote, data in files.items():
+        copy = tmp_path / ("copy-" + remote.rsplit("/", 1)[1])
+        sandctl_ok(cluster, "get", *node_args, remote, str(copy))
+        assert copy.read_bytes() == data, remote
+
+
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_three_hosts_bind_the_wildcard_and_advertise_their_address(netns, tmp_path, ipv6):
+    lab, cluster, agent = netns(3, ipv6=ipv6)
+    config_text = cluster.config_path.read_text()
+    assert ('raft_bind = "[::]:7001"' if ipv6 else 'raft_bind = "0.0.0.0:7001"') in config_text
+    assert f'raft = "{cluster.address("n1", "raft")}"' in config_text
+    assert cluster.address("n1", "raft").startswith("[" if ipv6 else "10.")
+    files = put_files(cluster, tmp_path)
+    read_back(cluster, tmp_path, files)
+    assert sandctl_ok(cluster, "cat", "/docs/small.txt").encode() == SMALL
+    status = json.loads(sandctl_ok(cluster, "status", "--json"))
+    text = json.dumps(status)
+    for node in cluster.node_ids:
+        assert node in text
+    statuses = agent.status()
+    assert sorted(statuses) == cluster.node_ids
+    assert [s["role"] for s in statuses.values()].count("leader") == 1
+    assert all(s is not None and s["applied"] >= 1 for s in statuses.values())
+
+
+def test_a_new_host_joins_and_a_host_that_lost_its_disk_comes_back(netns, tmp_path):
+    lab, cluster, agent = netns(3, extra_hosts=1)
+    files = put_files(cluster, tmp_path)
+
+    # A new host: its entry added to the config, `sandstore node --join`, then add-voter.
+    cluster.place("n4", "h4")
+    cluster.write_config(["n1", "n2", "n3", "n4"])
+    cluster.start("n4", join=True)
+    sandctl_ok(cluster, "add-voter", "n4", "--raft", cluster.address("n4", "raft"),
+               "--client", cluster.address("n4", "client"), "--chunk", cluster.address("n4", "chunk"))
+    agent.wait("n4 is a voter", lambda a: "n4" in (a.status()[a.wait_for_leader()]["voters"] or []))
+
+    # n2's disk is lost: remove it, and bring the host back as a new member with a fresh id.
+    cluster.kill("n2")
+    shutil.rmtree(cluster.data_dir / "n2")
+    sandctl_ok(cluster, "remove-voter", "n2")
+    cluster.place("n5", "h2")
+    cluster.write_config(["n1", "n3", "n4", "n5"])
+    cluster.start("n5", join=True)
+    sandctl_ok(cluster, "add-voter", "n5", "--raft", cluster.address("n5", "raft"),
+               "--client", cluster.address("n5", "client"), "--chunk", cluster.address("n5", "chunk"))
+
+    def voters(a) -> list[str]:
+        leader = a.wait_for_leader()
+        return sorted(a.status()[leader]["voters"] or [])
+
+    agent.wait("n1 n3 n4 n5 are the voters", lambda a: voters(a) == ["n1", "n3", "n4", "n5"])
+    read_back(cluster, tmp_path, files)
+    # The replacement serves every file from its own state.
+    assert sandctl_ok(cluster, "cat", "--node", "n5", "--stale", "/docs/small.txt").encode() == SMALL
