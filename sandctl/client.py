@@ -20,7 +20,7 @@ from node.config import ClusterConfig
 from node.errors import AlreadyExists, BadRequest, NoLeader, NotFound, SandStoreError, TooLarge, Unavailable
 
 from sandctl import transfer
-from sandctl.connection import Connections, SocketOptions, shared_context
+from sandctl.connection import Connections, SocketOptions
 from sandctl.failover import ATTEMPT_TIMEOUT_SECONDS, BACKOFF_SECONDS_MAX, BACKOFF_SECONDS_MIN, Failover
 
 __all__ = ["ATTEMPT_TIMEOUT_SECONDS", "CHUNKS_IN_FLIGHT", "TRANSFER_BYTES_PER_SECOND_MIN", "Client"]
@@ -127,7 +127,6 @@ class Client:
         self._chunk_connections = Connections(self.chunk_addresses, options)
         self._failover = Failover(self._connections, attempt_timeout_seconds=attempt_timeout_seconds,
                                   unreachable_seconds=unreachable_seconds)
-        self._context = shared_context()
         self._seq = 0
         self._closed = False
 
@@ -403,14 +402,16 @@ class Client:
 
     def _put_stream(self, reader, copies: int, size_bytes_expected: int,
                     progress: Progress | None) -> tuple[list[list], int]:
-        reachable = self.wait_for_chunk_nodes(copies)
+        # Degraded writes: min_write_replicas durable copies suffice (the leader heals the rest).
+        copies_min = min(self.config.write_replicas_min(), copies)
+        reachable = self.wait_for_chunk_nodes(copies_min)
         return transfer.put_stream(
             {node_id: self.chunk_addresses[node_id] for node_id in reachable}, reader,
             chunk_size_bytes=self.config.chunk_size_bytes, replication=copies,
             deadline_seconds=self._transfer_deadline_seconds(size_bytes_expected),
-            max_chunks_in_flight=CHUNKS_IN_FLIGHT, progress=progress, context=self._context,
+            max_chunks_in_flight=CHUNKS_IN_FLIGHT, progress=progress,
             attempt_timeout_seconds=min(transfer.DEFAULT_ATTEMPT_TIMEOUT_SECONDS, self.timeout_seconds),
-            max_frame_bytes=self.config.max_frame_bytes,
+            max_frame_bytes=self.config.max_frame_bytes, min_replicas=copies_min,
         )
 
     def get_file(self, path: str, writer: BinaryIO, *, progress: Progress | None = None, stale: bool = False) -> dict:
@@ -440,7 +441,7 @@ class Client:
                 addresses = {node_id: addresses[node_id] for node_id in reachable}
         transfer.get_stream(
             addresses, chunks, writer, deadline_seconds=self._transfer_deadline_seconds(record.get("size", 0)),
-            max_chunks_in_flight=CHUNKS_IN_FLIGHT, progress=progress, context=self._context,
+            max_chunks_in_flight=CHUNKS_IN_FLIGHT, progress=progress,
             attempt_timeout_seconds=min(transfer.DEFAULT_ATTEMPT_TIMEOUT_SECONDS, self.timeout_seconds),
             max_frame_bytes=self.config.max_frame_bytes,
         )
@@ -466,8 +467,8 @@ class Client:
                 down = sorted(set(self.chunk_addresses) - reachable)
                 raise Unavailable(
                     f"only {len(reachable)} of {len(self.chunk_addresses)} nodes accept chunks (no answer from "
-                    f"{', '.join(down)}) and each chunk needs {count} replicas; nothing was stored "
-                    f"(waited {timeout_seconds:g} s)")
+                    f"{', '.join(down)}) and each chunk needs at least {count} durable copies "
+                    f"(min_write_replicas); nothing was stored (waited {timeout_seconds:g} s)")
             self._sleep_until(deadline, backoff_seconds)
             backoff_seconds = min(backoff_seconds * 2, BACKOFF_SECONDS_MAX)
 

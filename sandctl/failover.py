@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from node.errors import ERRORS_BY_CODE, NotLeader, TimedOut, Unavailable
 
@@ -51,169 +50,45 @@ def _is_final(reply: Reply) -> bool:
     return reply.ok or (reply.code not in RETRY_NOTHING_CHANGED and reply.code not in RETRY_OUTCOME_UNKNOWN)
 
 
-@dataclass
-class _CallState:
-    """One call's attempts: every request sent for it stays pending until the call ends, so a
-    late answer to an earlier attempt still counts."""
+class LeaderTracker:
+    """Which node a client believes leads, and whether a status or a hint said so recently
+    (leader_confirmed) or it merely answered. Shared by every call of one client; no I/O."""
 
-    op: str
-    write: bool
-    deadline: float
-    timeout_seconds: float
-    attempts: set[tuple[str, int]] = field(default_factory=set)  # (node, request id) sent
-    unresolved: set[tuple[str, int]] = field(default_factory=set)  # writes with no "nothing changed"
-    last_problem: str = "no node answered"
-    backoff_seconds: float = BACKOFF_SECONDS_MIN
-    redirect: str | None = None
-    redirects_in_a_row: int = 0  # hints can chase each other during an election: bound that
-    connected_any: bool = False
-
-    def back_off(self) -> None:
-        time.sleep(max(0.0, min(self.backoff_seconds, self.deadline - time.monotonic())))
-        self.backoff_seconds = min(self.backoff_seconds * 2, BACKOFF_SECONDS_MAX)
-
-    def failure(self) -> Exception:
-        if self.unresolved:
-            return TimedOut(f"{self.op} got no answer within {self.timeout_seconds:g} s; it may or may not "
-                            f"have been applied ({self.last_problem})")
-        if self.write:
-            return Unavailable(f"{self.op} was not applied: no leader answered within {self.timeout_seconds:g} s "
-                               f"({self.last_problem})")
-        return Unavailable(f"no node answered {self.op} within {self.timeout_seconds:g} s ({self.last_problem})")
-
-
-class Failover:
-    """Calls with failover over one Connections (immediate sockets: "not sent" proves "not
-    applied"). leader is the node believed to lead; leader_confirmed says whether a status or
-    a hint said so, or it merely answered."""
-
-    def __init__(self, connections: Connections, *, attempt_timeout_seconds: float = ATTEMPT_TIMEOUT_SECONDS,
-                 unreachable_seconds: float | None = None) -> None:
-        assert connections.options.immediate, "failover relies on unsent meaning unapplied"
-        assert unreachable_seconds is None or unreachable_seconds > 0
-        self.connections = connections
-        self.attempt_timeout_seconds = attempt_timeout_seconds
-        self.unreachable_seconds = unreachable_seconds
+    def __init__(self, addresses: dict[str, str]) -> None:
+        self.addresses = addresses
         self.leader: str | None = None
-        self._leader_confirmed_at: float | None = None  # when a status or hint said it leads
-        self._leader_probe: tuple[str, int] | None = None  # a status asked of an unconfirmed leader
-        self._leader_probe_sent_at = 0.0
-
-    @property
-    def addresses(self):
-        return self.connections.addresses
+        self._confirmed_at: float | None = None
 
     @property
     def leader_confirmed(self) -> bool:
-        confirmed_at = self._leader_confirmed_at
+        confirmed_at = self._confirmed_at
         return confirmed_at is not None and time.monotonic() - confirmed_at < LEADER_CONFIRMATION_SECONDS
 
     def set_leader(self, node: str | None, confirmed: bool) -> None:
         self.leader = node
-        self._leader_confirmed_at = time.monotonic() if confirmed and node is not None else None
+        self._confirmed_at = time.monotonic() if confirmed and node is not None else None
 
-    # ----- one call
-
-    def call(self, op: str, frame_args: dict, *, write: bool, timeout_seconds: float, pinned: str | None) -> object:
-        """Send op until a final answer or the deadline; returns the result or raises the named
-        error (NotLeader only when pinned to a follower)."""
-        self._harvest_leader_probe()
-        state = _CallState(op, write, time.monotonic() + timeout_seconds, timeout_seconds)
-        rotation = self._rotation(pinned)
-        started = time.monotonic()
-        try:
-            while time.monotonic() < state.deadline:
-                target = state.redirect or next(rotation)
-                state.redirect = None
-                request_id = self._send(state, target, op, frame_args)
-                if request_id is None:
-                    self._on_not_sent(state, target, pinned, started)
-                    continue
-                reply = self._await_attempt(state, (target, request_id))
-                if reply is None:
-                    state.last_problem = f"{target} did not answer within {self.attempt_timeout_seconds:g} s"
-                    continue
-                if reply.ok:
-                    self._on_success(reply.node, pinned)
-                    return reply.result
-                self._on_retryable_error(state, reply, pinned)
-        finally:
-            for node, request_id in state.attempts:
-                self.connections.forget(node, request_id)
-        raise state.failure()
-
-    def _send(self, state: _CallState, target: str, op: str, args: dict) -> int | None:
-        wait_seconds = min(CONNECT_WAIT_SECONDS, state.deadline - time.monotonic())
-        request_id = self.connections.request(target, op, args, connect_wait_seconds=max(wait_seconds, 0.001))
-        if request_id is not None:
-            state.connected_any = True
-            state.attempts.add((target, request_id))
-            if state.write:
-                state.unresolved.add((target, request_id))
-        return request_id
-
-    def _on_not_sent(self, state: _CallState, target: str, pinned: str | None, started: float) -> None:
-        state.last_problem = f"cannot connect to {target} ({self.addresses[target]})"
-        if (self.unreachable_seconds is not None and not state.connected_any
-                and time.monotonic() - started >= self.unreachable_seconds):
-            # Nothing was sent, so nothing changed: say so now rather than at the deadline.
-            raise Unavailable(self._unreachable_message(pinned))
-        state.back_off()
-
-    def _on_success(self, node: str, pinned: str | None) -> None:
-        if pinned is not None:
-            return
+    def served_by(self, node: str, call_started: float) -> bool:
+        """Record that `node` served a call started at call_started; True if its status should
+        be asked (it is not known to lead, and another node could be the leader)."""
         if node != self.leader:
+            if self.leader_confirmed and self._confirmed_at >= call_started:
+                return False  # the leader became known while this call was under way: keep it
             self.set_leader(node, confirmed=False)
-        if not self.leader_confirmed and self._leader_probe is None and len(self.addresses) > 1:
-            self._probe_leader(node)  # with one node known there is nowhere else to go
+        return not self.leader_confirmed and len(self.addresses) > 1
 
-    def _on_retryable_error(self, state: _CallState, reply: Reply, pinned: str | None) -> None:
-        """Raise a final error; otherwise choose the next attempt (a hinted leader at once,
-        or the next node after a backoff)."""
-        error = reply.error
-        state.last_problem = f"{reply.node}: {str(error) or error.code}"
-        if _is_final(reply):
-            raise error
-        if isinstance(error, NotLeader):
-            hint = error.leader
-            if pinned is not None:
-                raise NotLeader(f"{pinned} is not the leader" + (f" (the leader is {hint})" if hint else ""), hint)
-            if self.leader == reply.node:
-                self.set_leader(None, confirmed=False)
-            if (hint and hint != reply.node and hint in self.addresses
-                    and state.redirects_in_a_row < len(self.addresses)):
-                state.redirects_in_a_row += 1
-                state.redirect = hint
-                self.set_leader(hint, confirmed=True)  # the hint comes from the Raft core's own knowledge
-                return
-        state.redirects_in_a_row = 0
-        state.back_off()
+    def on_status(self, node: str, status: object) -> None:
+        """A status answer from `node`, asked because it served a call: follow its hint."""
+        if not isinstance(status, dict) or self.leader != node:
+            return  # failed, or the client has moved on since asking
+        if status.get("role") == "leader":
+            self.set_leader(node, confirmed=True)
+            return
+        hint = status.get("leader")
+        if isinstance(hint, str) and hint in self.addresses and hint != node:
+            self.set_leader(hint, confirmed=True)
 
-    def _await_attempt(self, state: _CallState, current: tuple[str, int]) -> Reply | None:
-        """The current attempt's reply, or a final answer to an earlier attempt of this call;
-        None when the attempt times out. "Nothing changed" answers to earlier attempts only
-        clear their unresolved mark."""
-        attempt_deadline = min(state.deadline, time.monotonic() + self.attempt_timeout_seconds)
-        while True:
-            remaining = attempt_deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            for reply in self.connections.poll(remaining):
-                key = (reply.node, reply.request_id)
-                if key == self._leader_probe:
-                    self._on_leader_probe(reply)
-                    continue
-                if key not in state.attempts:
-                    continue
-                if reply.code in RETRY_NOTHING_CHANGED:
-                    state.unresolved.discard(key)
-                if key == current or _is_final(reply):
-                    return reply
-                # An old attempt's "try elsewhere": that attempt is over; keep waiting for ours.
-                state.attempts.discard(key)
-
-    def _rotation(self, pinned: str | None) -> Iterator[str]:
+    def rotation(self, pinned: str | None) -> Iterator[str]:
         """Targets in the order to try: the pinned node forever, or the believed leader first
         and then every known node in config order, round and round."""
         if pinned is not None:
@@ -227,16 +102,209 @@ class Failover:
 
         return targets()
 
-    def _unreachable_message(self, pinned: str | None) -> str:
-        names = [pinned] if pinned is not None else list(self.addresses)
-        where = ", ".join(f"{name} ({self.addresses[name]})" for name in names)
+
+class CallPlan:
+    """The failover decisions of one call, without I/O, so the blocking and the asyncio
+    clients retry alike. The driver loops while time_left(): send to next_target(), report
+    sent() or not_sent(), then feed every reply of this call's attempts to on_reply() until it
+    returns the reply to act on (or the attempt times out: timed_out()), and act on it with
+    answered(). Every request sent stays an attempt of the call until the call ends, so a
+    late answer to an earlier attempt still counts."""
+
+    def __init__(self, tracker: LeaderTracker, op: str, *, write: bool, timeout_seconds: float,
+                 pinned: str | None, attempt_timeout_seconds: float, unreachable_seconds: float | None) -> None:
+        self.tracker = tracker
+        self.op = op
+        self.write = write
+        self.timeout_seconds = timeout_seconds
+        self.pinned = pinned
+        self.attempt_timeout_seconds = attempt_timeout_seconds
+        self.unreachable_seconds = unreachable_seconds
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout_seconds
+        self.attempts: set[tuple[str, int]] = set()  # (node, request id) sent
+        self.unresolved: set[tuple[str, int]] = set()  # writes with no "nothing changed" answer
+        self.current: tuple[str, int] | None = None
+        self.last_problem = "no node answered"
+        self.backoff_seconds = BACKOFF_SECONDS_MIN
+        self._redirect: str | None = None
+        self._redirects_in_a_row = 0  # hints can chase each other during an election: bound that
+        self._connected_any = False
+        self._rotation = tracker.rotation(pinned)
+
+    def time_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def next_target(self) -> str:
+        target, self._redirect = self._redirect or next(self._rotation), None
+        return target
+
+    def connect_wait_seconds(self) -> float:
+        return max(0.001, min(CONNECT_WAIT_SECONDS, self.time_left()))
+
+    def attempt_deadline(self) -> float:
+        return min(self.deadline, time.monotonic() + self.attempt_timeout_seconds)
+
+    def sent(self, node: str, request_id: int) -> None:
+        self._connected_any = True
+        self.current = (node, request_id)
+        self.attempts.add(self.current)
+        if self.write:
+            self.unresolved.add(self.current)
+
+    def not_sent(self, target: str) -> float:
+        """The backoff before the next attempt; Unavailable at once when no node could be
+        reached for unreachable_seconds (nothing was sent, so nothing changed)."""
+        self.last_problem = f"cannot connect to {target} ({self.tracker.addresses[target]})"
+        if (self.unreachable_seconds is not None and not self._connected_any
+                and time.monotonic() - self.started >= self.unreachable_seconds):
+            raise Unavailable(self._unreachable_message())
+        return self._next_backoff()
+
+    def timed_out(self, target: str) -> None:
+        self.last_problem = f"{target} did not answer within {self.attempt_timeout_seconds:g} s"
+
+    def on_reply(self, reply: Reply) -> bool:
+        """True if this reply (to one of this call's attempts) is the one to act on: the
+        current attempt's, or a final answer to an earlier one. Earlier attempts' "nothing
+        changed" answers only clear their unresolved mark."""
+        key = (reply.node, reply.request_id)
+        assert key in self.attempts
+        if reply.code in RETRY_NOTHING_CHANGED:
+            self.unresolved.discard(key)
+        if key == self.current or _is_final(reply):
+            return True
+        self.attempts.discard(key)  # an old attempt's "try elsewhere": that attempt is over
+        return False
+
+    def answered(self, reply: Reply) -> float:
+        """Act on a reply on_reply chose. A success is recorded (the caller returns its
+        result); a final error is raised; otherwise the seconds to back off before the next
+        attempt (0 to follow a leader hint at once)."""
+        if reply.ok:
+            return 0.0
+        error = reply.error
+        self.last_problem = f"{reply.node}: {str(error) or error.code}"
+        if _is_final(reply):
+            raise error
+        if isinstance(error, NotLeader):
+            hint = error.leader
+            if self.pinned is not None:
+                raise NotLeader(f"{self.pinned} is not the leader" + (f" (the leader is {hint})" if hint else ""), hint)
+            if self.tracker.leader == reply.node:
+                self.tracker.set_leader(None, confirmed=False)
+            if (hint and hint != reply.node and hint in self.tracker.addresses
+                    and self._redirects_in_a_row < len(self.tracker.addresses)):
+                self._redirects_in_a_row += 1
+                self._redirect = hint
+                self.tracker.set_leader(hint, confirmed=True)  # the hint comes from the Raft core's own knowledge
+                return 0.0
+        self._redirects_in_a_row = 0
+        return self._next_backoff()
+
+    def succeeded(self, reply: Reply) -> bool:
+        """Record the serving node; True if the caller should ask its status in the background."""
+        return self.pinned is None and self.tracker.served_by(reply.node, self.started)
+
+    def failure(self) -> Exception:
+        """What the caller learns at the deadline."""
+        if self.unresolved:
+            return TimedOut(f"{self.op} got no answer within {self.timeout_seconds:g} s; it may or may not "
+                            f"have been applied ({self.last_problem})")
+        if self.write:
+            return Unavailable(f"{self.op} was not applied: no leader answered within {self.timeout_seconds:g} s "
+                               f"({self.last_problem})")
+        return Unavailable(f"no node answered {self.op} within {self.timeout_seconds:g} s ({self.last_problem})")
+
+    def backoff_until_deadline(self, seconds: float) -> float:
+        return max(0.0, min(seconds, self.time_left()))
+
+    def _next_backoff(self) -> float:
+        seconds = self.backoff_seconds
+        self.backoff_seconds = min(self.backoff_seconds * 2, BACKOFF_SECONDS_MAX)
+        return seconds
+
+    def _unreachable_message(self) -> str:
+        addresses = self.tracker.addresses
+        names = [self.pinned] if self.pinned is not None else list(addresses)
+        where = ", ".join(f"{name} ({addresses[name]})" for name in names)
         return (f"cannot connect to {where} for {self.unreachable_seconds:g} s: is the cluster running? "
                 "(start it with `sandctl cluster start`)")
+
+
+class Failover:
+    """Blocking calls with failover over one Connections (immediate sockets: "not sent"
+    proves "not applied"), driving a CallPlan per call."""
+
+    def __init__(self, connections: Connections, *, attempt_timeout_seconds: float = ATTEMPT_TIMEOUT_SECONDS,
+                 unreachable_seconds: float | None = None) -> None:
+        assert connections.options.immediate, "failover relies on unsent meaning unapplied"
+        assert unreachable_seconds is None or unreachable_seconds > 0
+        self.connections = connections
+        self.tracker = LeaderTracker(connections.addresses)
+        self.attempt_timeout_seconds = attempt_timeout_seconds
+        self.unreachable_seconds = unreachable_seconds
+        self._leader_probe: tuple[str, int] | None = None  # a status asked of a node that served a call
+        self._leader_probe_sent_at = 0.0
+
+    @property
+    def leader(self) -> str | None:
+        return self.tracker.leader
+
+    @property
+    def leader_confirmed(self) -> bool:
+        return self.tracker.leader_confirmed
+
+    def set_leader(self, node: str | None, confirmed: bool) -> None:
+        self.tracker.set_leader(node, confirmed)
+
+    def call(self, op: str, args: dict, *, write: bool, timeout_seconds: float, pinned: str | None) -> object:
+        """Send op until a final answer or the deadline; returns the result or raises the named
+        error (NotLeader only when pinned to a follower)."""
+        self._harvest_leader_probe()
+        plan = CallPlan(self.tracker, op, write=write, timeout_seconds=timeout_seconds, pinned=pinned,
+                        attempt_timeout_seconds=self.attempt_timeout_seconds,
+                        unreachable_seconds=self.unreachable_seconds)
+        try:
+            while plan.time_left() > 0:
+                target = plan.next_target()
+                request_id = self.connections.request(target, op, args, plan.connect_wait_seconds())
+                if request_id is None:
+                    time.sleep(plan.backoff_until_deadline(plan.not_sent(target)))
+                    continue
+                plan.sent(target, request_id)
+                reply = self._await_attempt(plan)
+                if reply is None:
+                    plan.timed_out(target)
+                    continue
+                if reply.ok:
+                    if plan.succeeded(reply) and self._leader_probe is None:
+                        self._probe_leader(reply.node)
+                    return reply.result
+                time.sleep(plan.backoff_until_deadline(plan.answered(reply)))
+        finally:
+            for node, request_id in plan.attempts:
+                self.connections.forget(node, request_id)
+        raise plan.failure()
+
+    def _await_attempt(self, plan: CallPlan) -> Reply | None:
+        """The reply to act on, or None when the current attempt times out."""
+        attempt_deadline = plan.attempt_deadline()
+        while True:
+            remaining = attempt_deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            for reply in self.connections.poll(remaining):
+                key = (reply.node, reply.request_id)
+                if key == self._leader_probe:
+                    self._on_leader_probe(reply)
+                elif key in plan.attempts and plan.on_reply(reply):
+                    return reply
 
     # ----- returning to the leader
 
     def _probe_leader(self, node: str) -> None:
-        """Ask `node`, which answered but is not known to lead, for its status, without waiting."""
+        """Ask `node`, which served a call but is not known to lead, for its status, without waiting."""
         request_id = self.connections.request(node, "status", {})
         self._leader_probe = None if request_id is None else (node, request_id)
         self._leader_probe_sent_at = time.monotonic()
@@ -255,12 +323,4 @@ class Failover:
 
     def _on_leader_probe(self, reply: Reply) -> None:
         self._leader_probe = None
-        status = reply.result if reply.ok else None
-        if not isinstance(status, dict) or self.leader != reply.node:
-            return  # failed, or the client has moved on since asking
-        if status.get("role") == "leader":
-            self.set_leader(reply.node, confirmed=True)
-            return
-        hint = status.get("leader")
-        if isinstance(hint, str) and hint in self.addresses and hint != reply.node:
-            self.set_leader(hint, confirmed=True)
+        self.tracker.on_status(reply.node, reply.result if reply.ok else None)
