@@ -205,6 +205,16 @@ def remove_principal(directory: str | os.PathLike, kind: str, name: str) -> None
     _fsync_directory(public_path.parent)
 
 
+def check_cluster_identity(stored_cluster_id: str | None, keys_cluster_id: str, data_directory: str) -> str:
+    """What a node checks at start: the cluster id its data was made with (kept in its store;
+    None on a node's first start, which then stores `keys_cluster_id`) against its keys
+    directory's. KeysError when they differ: this data belongs to another cluster."""
+    if stored_cluster_id is not None and stored_cluster_id != keys_cluster_id:
+        raise KeysError(f"the data in {data_directory} belongs to cluster {stored_cluster_id}, but the keys "
+                        f"directory is of cluster {keys_cluster_id}: refusing to start with another cluster's keys")
+    return keys_cluster_id
+
+
 # ----- reading
 
 

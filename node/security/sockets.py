@@ -26,8 +26,10 @@ from node.security.authorization import (
     ROLE_ADMIN,
     ROLE_NODE,
     Principal,
+    authorize,
 )
-from node.security.keyring import KeyPair, KeyRing, directory_signature
+from node.security.errors import Unauthorized
+from node.security.keyring import KeyPair, KeyRing, directory_signature, keys_dir_for
 from node.security.zap import (
     MODE_CURVE,
     MODE_PLAINTEXT,
@@ -84,6 +86,12 @@ class ServerSecurity:
             log.info("CurveZMQ on every port: node %s of cluster %s, %d keys authorized", node_id,
                      self._keyring.cluster_id, len(self._keyring.principals))
 
+    @classmethod
+    def for_node(cls, context: zmq.Context, config, node_id: str, data_dir: str | os.PathLike) -> "ServerSecurity":
+        """What NodeServer makes at start: keys from `data_dir`'s keys directory, the mode from
+        config.security. KeysError (one line) when the keys are missing or unusable."""
+        return cls(context, keys_dir_for(data_dir), node_id, mode=config.security)
+
     @property
     def cluster_id(self) -> str:
         return self._keyring.cluster_id
@@ -123,6 +131,16 @@ class ServerSecurity:
         if len(self._plaintext_principals) >= PLAINTEXT_PRINCIPALS_MAX:
             self._plaintext_principals.clear()
         self._plaintext_principals[user_id] = principal
+        return principal
+
+    def authorize_request(self, frame: zmq.Frame, op: str) -> Principal:
+        """For the client and chunk ports, once per request after its op is known: the sender,
+        if its role allows `op`. Unauthorized (wire code REFUSED) otherwise, also for a key
+        revoked since the connection was made: answer the request with that error."""
+        principal = self.principal_of(frame)
+        if principal is None:
+            raise Unauthorized("this key was revoked: the request was refused")
+        authorize(principal, op)
         return principal
 
     def peer_node_id(self, frame: zmq.Frame) -> str | None:
@@ -184,6 +202,11 @@ class ClientSecurity:
         self._keypair = KeyPair(b"")
         if mode == MODE_CURVE:
             self._keypair = self._keyring.keypair(kind, name)
+
+    @classmethod
+    def for_node(cls, config, node_id: str, data_dir: str | os.PathLike) -> "ClientSecurity":
+        """A node's own identity for the DEALERs it opens (peer raft links, chunk repairs)."""
+        return cls(keys_dir_for(data_dir), KIND_NODE, node_id, mode=config.security)
 
     @classmethod
     def for_client(cls, keys_directory: str | os.PathLike, name: str | None = None, *,

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import zmq
 
-from node.security import KIND_CLIENT, KIND_NODE, ClientSecurity, HandshakeWatch, KeyRing, Principal
+from node.security import KIND_CLIENT, KIND_NODE, ClientSecurity, HandshakeWatch, KeyRing, Principal, Unauthorized
 from node.security.keyring import remove_principal
 from tests.security.conftest import QUIET_POLL_MS, make_keys, received, wait_until
 
@@ -159,3 +160,22 @@ def test_secret_files_are_0600_and_the_directory_0700(keys_dir):
     for path in keys_dir.iterdir():
         if path.is_dir():
             assert os.stat(path).st_mode & 0o777 == 0o700, path
+
+
+def test_a_request_loop_refuses_admin_ops_to_a_read_write_key(sockets, keys_dir):
+    """What the client and chunk ports do per request: the role comes from the key."""
+    server = sockets.start_server(keys_dir)
+    router, address = sockets.router("client")
+    rw, _ = sockets.dealer(address, ClientSecurity.for_client(keys_dir, "rw"))
+    admin, _ = sockets.dealer(address, ClientSecurity.for_client(keys_dir, "admin"))
+    frames = request_answered(router, rw, b"gc")
+    with pytest.raises(Unauthorized, match=r"client rw \(read-write\) may not run gc: it needs an admin key"):
+        server.authorize_request(frames[1], "gc")
+    assert server.authorize_request(frames[1], "write_file") == Principal(KIND_CLIENT, "rw", "read-write")
+    frames = request_answered(router, admin, b"gc")
+    assert server.authorize_request(frames[1], "gc").name == "admin"
+    remove_principal(keys_dir, KIND_CLIENT, "admin")
+    server.reload_if_changed()
+    with pytest.raises(Unauthorized, match="revoked"):
+        server.authorize_request(request_answered(router, admin, b"gc")[1], "gc")
+

@@ -112,3 +112,12 @@ def test_the_keys_directory_is_in_the_data_directory_unless_overridden(tmp_path,
     assert keys_dir_for(tmp_path) == tmp_path / "keys"
     monkeypatch.setenv("SANDSTORE_KEYS_DIR", str(tmp_path / "elsewhere"))
     assert keys_dir_for(tmp_path) == tmp_path / "elsewhere"
+
+
+def test_a_node_refuses_keys_of_another_cluster_than_its_data():
+    from node.security.keyring import check_cluster_identity
+
+    assert check_cluster_identity(None, "a" * 32, "/data/n1") == "a" * 32  # first start: stored from the keys
+    assert check_cluster_identity("a" * 32, "a" * 32, "/data/n1") == "a" * 32
+    with pytest.raises(KeysError, match=f"the data in /data/n1 belongs to cluster {'a' * 32}, but the keys"):
+        check_cluster_identity("a" * 32, "b" * 32, "/data/n1")
