@@ -262,17 +262,23 @@ def put_stream(
     context: zmq.Context | None = None,
     attempt_timeout_seconds: float = DEFAULT_ATTEMPT_TIMEOUT_SECONDS,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    min_replicas: int | None = None,
 ) -> tuple[list[list], int]:
     """Store everything `reader` yields as chunks on `replication` distinct nodes each (capped
     by the node count). Returns ([[chunk id, size, [replica node ids]], ...], total size) in
-    file order, once every chunk is durable on all its replicas. Unavailable if a chunk cannot
-    get enough replicas before the deadline (chunks already stored are left to GC)."""
+    file order, once every chunk is durable on all its replicas, or (degraded write) on at
+    least min_replicas of them when the others failed: the leader heals the rest. Unavailable
+    if a chunk cannot get min_replicas (default: replication) before the deadline (chunks
+    already stored are left to GC)."""
     assert chunk_addresses, "no chunk nodes to write to"
     assert chunk_size_bytes > 0 and replication >= 1 and max_chunks_in_flight >= 1
+    copies = min(replication, len(chunk_addresses))
+    copies_min = copies if min_replicas is None else min(min_replicas, copies)
+    assert 1 <= copies_min <= copies
     connections = _connections(chunk_addresses, max_chunks_in_flight, max_frame_bytes, context)
     try:
         stream = _PutStream(_Transfer(connections, deadline_seconds, attempt_timeout_seconds), sorted(chunk_addresses),
-                            min(replication, len(chunk_addresses)), progress)
+                            copies, progress, copies_min)
         return stream.run(reader, chunk_size_bytes, max_chunks_in_flight)
     finally:
         connections.close()
@@ -281,10 +287,12 @@ def put_stream(
 class _PutStream:
     """One put: chunks read in order, each sent to `copies` replicas, failed ones replaced."""
 
-    def __init__(self, transfer: _Transfer, nodes: list[str], copies: int, progress: Progress | None) -> None:
+    def __init__(self, transfer: _Transfer, nodes: list[str], copies: int, progress: Progress | None,
+                 copies_min: int) -> None:
         self.transfer = transfer
         self.nodes = nodes
         self.copies = copies
+        self.copies_min = copies_min  # a chunk is done with this many once the others failed
         self.progress = progress
         self.results: list[list | None] = []  # per chunk in file order, once all its replicas have it
         self.pending: dict[int, _Chunk] = {}  # by position
@@ -323,6 +331,9 @@ class _PutStream:
         """Send the chunk to more nodes until `copies` have it or are being asked."""
         while len(chunk.done_nodes) + len(chunk.outstanding_nodes) < self.copies:
             node = chunk.next_candidate(self.transfer.suspects)
+            enough = len(chunk.done_nodes) + len(chunk.outstanding_nodes) >= self.copies_min
+            if enough and (node is None or node in self.transfer.suspects):
+                return  # degraded: no healthy node left for more copies; the leader heals the rest
             if node is None:
                 raise Unavailable(self._describe(position, chunk))
             self.transfer.send(position, chunk, node, chunk.request_id, chunk.frames)
@@ -336,7 +347,8 @@ class _PutStream:
             chunk.done_nodes.append(attempt.node)
         if len(chunk.done_nodes) < self.copies:
             self._fill(attempt.position, chunk)
-            return
+            if chunk.outstanding_nodes or len(chunk.done_nodes) < self.copies_min:
+                return
         replicas = [node for node in chunk.candidates if node in chunk.done_nodes]
         self.results[attempt.position] = [chunk.chunk_id, chunk.size, replicas]
         del self.pending[attempt.position]
