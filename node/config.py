@@ -43,6 +43,7 @@ class NodeAddress:
     raft_bind: str = ""
     client_bind: str = ""
     chunk_bind: str = ""
+    metrics: str = ""  # optional host:port where this node serves Prometheus metrics over HTTP (bound as given)
 
     def advertised(self, role: str) -> str:
         assert role in ROLES, role
@@ -175,7 +176,7 @@ def _check_bind(where: str, role: str, advertised: HostPort, bind: HostPort) -> 
 
 
 def _parse_node(where: str, raw: dict) -> NodeAddress:
-    extra_keys = set(raw) - {"id", *ROLES, *(role + "_bind" for role in ROLES)}
+    extra_keys = set(raw) - {"id", "metrics", *ROLES, *(role + "_bind" for role in ROLES)}
     if extra_keys:
         raise ConfigError(f"unknown setting {where}.{sorted(extra_keys)[0]}")
     node_id = raw.get("id")
@@ -198,6 +199,12 @@ def _parse_node(where: str, raw: dict) -> NodeAddress:
             if _overlap(bind, other):
                 raise ConfigError(f"{where}.{role} binds {bind}, which {where}.{other_role} already binds")
         binds.append((role, bind))
+    if "metrics" in raw:  # node/metrics.py
+        metrics_bind = _host_port(f"{where}.metrics", raw["metrics"])
+        for other_role, other in binds:
+            if _overlap(metrics_bind, other):
+                raise ConfigError(f"{where}.metrics binds {metrics_bind}, which {where}.{other_role} already binds")
+        values["metrics"] = raw["metrics"]
     return NodeAddress(id=node_id, **values)
 
 
@@ -321,6 +328,8 @@ def render_config(config: ClusterConfig) -> str:
             lines.append(f'{role} = "{address.advertised(role)}"')
             if getattr(address, role + "_bind"):
                 lines.append(f'{role}_bind = "{getattr(address, role + "_bind")}"')
+        if address.metrics:
+            lines.append(f'metrics = "{address.metrics}"')
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import zmq
 
-from node import backup, protocol
+from node import backup, metrics, protocol
 from node.chunks.service import ChunkService
 from node.chunks.store import ChunkStore
 from node.config import ClusterConfig, NodeAddress, check_address, node_data_dir
@@ -117,6 +117,8 @@ class NodeServer:
         self._last_applied_seq: dict[str, int] = {}  # client -> highest seq applied here
         self._namespace_current = False  # see _referenced_chunk_ids
         self._housekeeping_at = 0.0  # waiter expiry and the namespace check, not every turn
+        self.requests_by_op = dict.fromkeys(protocol.OPS, 0)  # for the metrics endpoint
+        self.metrics = metrics.MetricsEndpoint(self.address.metrics, node_id)
         self.counters = {"client_requests": 0, "client_bad_requests": 0, "client_internal_errors": 0}
         # The ops answered at once from local state, by op name (every other op is a write, a
         # namespace query or a membership change; see _dispatch).
@@ -186,11 +188,13 @@ class NodeServer:
                 self._expire_waiters(now)
                 # Read by the chunk service's threads (a plain bool: atomic under the GIL).
                 self._namespace_current = self.replicator.namespace_is_current(now)
+                self.metrics.serve_pending(self._metrics_readings)
                 self.repair.run(now)  # self-healing data: cheap; does nothing on a follower
 
     def close(self) -> None:
         log.info("node %s stopping", self.node_id)
         self.repair.close()
+        self.metrics.close()
         self.chunk_service.stop()
         self.replicator.close()
         self.client_socket.close(linger=0)
@@ -237,6 +241,7 @@ class NodeServer:
 
     def _dispatch(self, identity: bytes, request_id: int, op: str, args: dict) -> None:
         now = time.monotonic()
+        self.requests_by_op[op] += 1
         if op in protocol.WRITE_OPS:
             self._start_write(Waiter(identity, request_id, now), op, args)
         elif op in NAMESPACE_QUERIES:
@@ -378,6 +383,13 @@ class NodeServer:
             "repair": self.repair.status(),  # self-healing data: progress, on the leader
         })
         return status
+
+    def _metrics_readings(self) -> metrics.NodeReadings:
+        return metrics.NodeReadings(
+            status=self._op_status({}), requests_by_op=dict(self.requests_by_op),
+            chunk_counters={**self.chunk_store.counters(), **self.chunk_service.counters()},
+            store_used_fraction=self.store.used_fraction(), store_map_size_bytes=self.store.map_size_bytes,
+            taken_at=time.monotonic())
 
     def _op_inspect_term(self, args: dict) -> dict:
         return self.replicator.inspect_term()
