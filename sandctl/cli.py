@@ -20,7 +20,7 @@ from node.config import NodeAddress
 from node.errors import Refused, SandStoreError, Unavailable
 
 from sandctl import backup
-from sandctl import cli_files, cli_health, output
+from sandctl import cli_files, cli_health, cli_repair, output
 from sandctl import cluster as supervisor
 from sandctl import state
 from sandctl.bench import bench_command
@@ -91,7 +91,7 @@ def main() -> None:
     pass
 
 
-for _command in cli_files.COMMANDS + cli_health.COMMANDS:
+for _command in cli_files.COMMANDS + cli_health.COMMANDS + cli_repair.COMMANDS:
     main.add_command(_command)
 
 

@@ -153,6 +153,7 @@ def _plan_surplus(record: ChunkRecord, live: list[str], target: int, used: dict[
     fullest_first = sorted(live, key=lambda node: (-used.get(node, 0), node))
     for node in fullest_first[: len(live) - target]:
         result.surplus_drops.append(Drop(record.chunk_id, node, delete=True))
+        used[node] -= record.size  # the next chunk's surplus comes off the next fullest node
 
 
 def _plan_repair(record: ChunkRecord, states: dict[str, Replica], view: ClusterView, up: list[str], target: int,

@@ -1,9 +1,9 @@
 """A byte-rate bound shared by threads: each transfer pays for its bytes before it starts.
 
-acquire(n) returns when the bytes granted so far, n included, fit in rate * elapsed plus one
-transfer: the next transfer may start only once the previous ones' bytes have "drained" at
-the configured rate. So bytes moved by any moment t are at most rate * (t - first start) plus
-the largest single transfer, whatever the concurrency.
+acquire(n) returns once the bytes granted so far, n included, fit in rate * (time since the
+first acquire): a transfer starts only after its own bytes have "drained" at the configured
+rate. So the bytes started by any moment t are at most rate * (t - first acquire), whatever
+the concurrency: an upper bound, never a burst.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ class Throttle:
         """Book size_bytes; returns the clock time at which they may start."""
         assert size_bytes >= 0
         with self._lock:
-            start = max(self._clock(), self._free_at)
-            self._free_at = start + size_bytes / self._bytes_per_second
-        return start
+            self._free_at = max(self._clock(), self._free_at) + size_bytes / self._bytes_per_second
+            return self._free_at
 
     def acquire(self, size_bytes: int, cancelled: Callable[[], bool] = lambda: False) -> bool:
         """Wait until size_bytes may start; False if cancelled() turned true meanwhile."""

@@ -146,3 +146,10 @@ def test_random_views_never_plan_below_target_or_the_last_record(seed):
         record = next(r for r in records if r.chunk_id == copy.chunk_id)
         assert copy.target not in record.nodes and cluster.nodes[copy.target].up
         assert replica_states(copy.chunk_id, record.nodes, cluster)[copy.source] is Replica.LIVE
+
+
+def test_surplus_of_many_chunks_is_spread_over_the_nodes():
+    records = [ChunkRecord(chunk(number), 10, ("n1", "n2", "n3", "n4")) for number in range(8)]
+    result = plan(records, view(up=("n1", "n2", "n3", "n4")), copies_max=0)
+    dropped = sorted(drop.node for drop in result.surplus_drops)
+    assert dropped == ["n1", "n1", "n2", "n2", "n3", "n3", "n4", "n4"]
