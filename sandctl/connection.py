@@ -102,17 +102,8 @@ class Connections:
         socket = self._sockets.get(node)
         if socket is None:
             assert not self._closed, "Connections used after close"
-            options = self.options
             socket = self._context.socket(zmq.DEALER)
-            socket.setsockopt(zmq.LINGER, 0)
-            socket.setsockopt(zmq.IMMEDIATE, 1 if options.immediate else 0)
-            socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
-            socket.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_INTERVAL_MS_MAX)
-            socket.setsockopt(zmq.SNDHWM, options.send_high_water_messages)
-            socket.setsockopt(zmq.RCVHWM, options.receive_high_water_messages)
-            # A reply map plus at most one content frame, each up to max_frame_bytes.
-            socket.setsockopt(zmq.MAXMSGSIZE, 2 * options.max_frame_bytes)
-            connect_socket(socket, self.addresses[node])  # host:port, bracketed IPv6 literals too
+            connect_dealer(socket, self.addresses[node], self.options)
             self._sockets[node] = socket
             self._node_of_socket[socket] = node
             self._poller.register(socket, zmq.POLLIN)
@@ -254,6 +245,20 @@ class Connections:
         finally:
             for node in unsent:
                 self._poller.modify(self._sockets[node], zmq.POLLIN)
+
+
+def connect_dealer(socket: zmq.Socket, address: str, options: SocketOptions) -> None:
+    """Set a new DEALER's options and connect it to "host:port" (bracketed IPv6 literals too)."""
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.IMMEDIATE, 1 if options.immediate else 0)
+    socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
+    socket.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_INTERVAL_MS_MAX)
+    socket.setsockopt(zmq.CONNECT_TIMEOUT, RECONNECT_INTERVAL_MS_MAX)  # a SYN lost in a partition is retried soon, not after the kernel's backoff (seconds past the heal)
+    socket.setsockopt(zmq.SNDHWM, options.send_high_water_messages)
+    socket.setsockopt(zmq.RCVHWM, options.receive_high_water_messages)
+    # A reply map plus at most one content frame, each up to max_frame_bytes.
+    socket.setsockopt(zmq.MAXMSGSIZE, 2 * options.max_frame_bytes)
+    connect_socket(socket, address)
 
 
 def parse_reply(node: str, frames: list, max_frame_bytes: int) -> Reply | None:

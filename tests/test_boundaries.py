@@ -110,7 +110,7 @@ def test_importing_the_cli_and_the_client_loads_no_storage_engine():
     forbidden = sorted(FORBIDDEN_LIBRARIES) + ["node.chunks", "node.storage", "node.raft", "node.metadata",
                                                "node.server", "node.replicator"]
     script = (
-        "import sys, sandctl.cli, sandctl.client, sandctl.transfer, sandctl.connection, sandctl.failover\n"
+        "import sys, sandctl.cli, sandctl.client, sandctl.transfer, sandctl.connection, sandctl.failover, sandctl.async_client\n"
         f"loaded = sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') for f in {forbidden!r}))\n"
         "print(','.join(loaded))\n"
     )

@@ -1,0 +1,270 @@
+"""An asyncio client beside the blocking `Client`: many requests in flight on one DEALER per node.
+
+Same wire engine (sandctl/connection.py: socket options, request ids, reply parsing), same
+failover decisions (sandctl/failover.py: CallPlan and LeaderTracker), so the two clients retry
+alike and raise the same named errors. The sockets live on the process's one ZeroMQ context
+(an asyncio shadow of shared_context()).
+
+Sessions: a write carries (client id, seq), and the state machine refuses a seq below the last
+one it applied for that client id. Writes in flight at once may be applied in any order, so
+each gets a session of its own from a pool: a session is lent to one write at a time (its
+retries reuse its seq) and returned when the write is over, so the pool grows to the number of
+writes ever in flight at once.
+
+Use one AsyncClient per event loop, from that loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+
+from node import protocol
+from node.config import ClusterConfig
+from node.errors import BadRequest, SandStoreError, TooLarge
+
+from sandctl.connection import Reply, SocketOptions, connect_dealer, parse_reply, shared_context
+from sandctl.failover import ATTEMPT_TIMEOUT_SECONDS, LEADER_CONFIRMATION_SECONDS, CallPlan, LeaderTracker
+
+SESSIONS_MAX = 4096  # writes in flight at once per AsyncClient
+
+
+@dataclass
+class _Session:
+    client_id: str
+    seq: int = 0
+
+
+class _AsyncConnections:
+    """One asyncio DEALER per node and one reader task per socket, which hands each reply to
+    the queue of the call that waits for it (by node and request id)."""
+
+    def __init__(self, addresses: dict[str, str], options: SocketOptions) -> None:
+        assert options.immediate, "failover relies on unsent meaning unapplied"
+        self.addresses = addresses
+        self.options = options
+        self._context = zmq.asyncio.Context.shadow(shared_context())
+        self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._readers: list[asyncio.Task] = []
+        self._waiting: dict[tuple[str, int], asyncio.Queue] = {}
+        self._next_request_id = 1
+
+    def _socket(self, node: str) -> zmq.asyncio.Socket:
+        socket = self._sockets.get(node)
+        if socket is None:
+            socket = self._context.socket(zmq.DEALER)
+            connect_dealer(socket, self.addresses[node], self.options)
+            self._sockets[node] = socket
+            self._readers.append(asyncio.get_running_loop().create_task(self._read(node, socket)))
+        return socket
+
+    async def request(self, node: str, op: str, args: dict, replies: asyncio.Queue,
+                      connect_wait_seconds: float) -> int | None:
+        """Send op to node; its reply will be put on `replies`. None if no connection came up
+        within connect_wait_seconds (immediate sockets: nothing was queued)."""
+        socket = self._socket(node)
+        if not socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
+            if not await socket.poll(max(1, round(connect_wait_seconds * 1000)), zmq.POLLOUT):
+                return None
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        try:
+            await socket.send(protocol.request(request_id, op, args), zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        self._waiting[(node, request_id)] = replies
+        return request_id
+
+    def forget(self, node: str, request_id: int) -> None:
+        self._waiting.pop((node, request_id), None)
+
+    async def _read(self, node: str, socket: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await socket.recv_multipart()
+            reply = parse_reply(node, frames, self.options.max_frame_bytes)
+            if reply is None:
+                continue  # malformed: its request times out
+            replies = self._waiting.pop((node, reply.request_id), None)
+            if replies is not None:
+                replies.put_nowait(reply)
+
+    async def close(self) -> None:
+        for reader in self._readers:
+            reader.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        for socket in self._sockets.values():
+            socket.close(linger=0)
+        self._sockets.clear()
+        self._waiting.clear()
+
+
+class AsyncClient:
+    """The asyncio counterpart of sandctl.client.Client (namespace and status calls)."""
+
+    def __init__(self, config: ClusterConfig, *, timeout_seconds: float | None = None, client_id: str | None = None,
+                 attempt_timeout_seconds: float = ATTEMPT_TIMEOUT_SECONDS,
+                 unreachable_seconds: float | None = None) -> None:
+        self.config = config
+        self.timeout_seconds = config.request_timeout_seconds if timeout_seconds is None else timeout_seconds
+        if self.timeout_seconds <= 0:
+            raise BadRequest(f"timeout must be positive, got {self.timeout_seconds}")
+        self.client_id = client_id or "sandctl-" + secrets.token_hex(8)
+        self.attempt_timeout_seconds = attempt_timeout_seconds
+        self.unreachable_seconds = unreachable_seconds
+        self.addresses: dict[str, str] = {address.id: address.client for address in config.nodes}
+        self._connections = _AsyncConnections(self.addresses, SocketOptions(config.max_frame_bytes, immediate=True))
+        self._tracker = LeaderTracker(self.addresses)
+        self._free_sessions: list[_Session] = []
+        self._sessions_made = 0
+        self._probing = False
+        self._background: set[asyncio.Task] = set()
+
+    @property
+    def leader(self) -> str | None:
+        return self._tracker.leader
+
+    async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._connections.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ----- the one request path
+
+    async def call(self, op: str, args: dict, *, write: bool = False, deadline_seconds: float | None = None,
+                   node: str | None = None) -> object:
+        """As Client.call: one request with failover; the result or the named error."""
+        if op not in protocol.OPS:
+            raise BadRequest(f"unknown op {op!r}")
+        if node is not None and node not in self.addresses:
+            self.config.node(node)  # raises ConfigError naming the known ids
+        session = self._lend_session() if op in protocol.WRITE_OPS else None
+        try:
+            args = dict(args)
+            if session is not None:
+                session.seq += 1  # once per call: every retry of this write reuses it
+                args["client"], args["seq"] = session.client_id, session.seq
+            protocol.validate_request({"v": protocol.PROTOCOL_VERSION, "id": 1, "op": op, "args": args})
+            timeout_seconds = self.timeout_seconds if deadline_seconds is None else deadline_seconds
+            plan = CallPlan(self._tracker, op, write=write or op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS,
+                            timeout_seconds=timeout_seconds, pinned=node,
+                            attempt_timeout_seconds=self.attempt_timeout_seconds,
+                            unreachable_seconds=self.unreachable_seconds)
+            return await self._drive(plan, op, args)
+        finally:
+            if session is not None:
+                self._free_sessions.append(session)
+
+    async def _drive(self, plan: CallPlan, op: str, args: dict) -> object:
+        replies: asyncio.Queue[Reply] = asyncio.Queue()
+        try:
+            while plan.time_left() > 0:
+                target = plan.next_target()
+                request_id = await self._connections.request(target, op, args, replies, plan.connect_wait_seconds())
+                if request_id is None:
+                    await asyncio.sleep(plan.backoff_until_deadline(plan.not_sent(target)))
+                    continue
+                plan.sent(target, request_id)
+                reply = await self._await_attempt(plan, replies)
+                if reply is None:
+                    plan.timed_out(target)
+                    continue
+                if reply.ok:
+                    if plan.succeeded(reply) and not self._probing:
+                        self._start_probe(reply.node)
+                    return reply.result
+                await asyncio.sleep(plan.backoff_until_deadline(plan.answered(reply)))
+        finally:
+            for node, request_id in plan.attempts:
+                self._connections.forget(node, request_id)
+        raise plan.failure()
+
+    @staticmethod
+    async def _await_attempt(plan: CallPlan, replies: asyncio.Queue) -> Reply | None:
+        attempt_deadline = plan.attempt_deadline()
+        while True:
+            remaining = attempt_deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                reply = await asyncio.wait_for(replies.get(), remaining)
+            except asyncio.TimeoutError:
+                return None
+            if plan.on_reply(reply):
+                return reply
+
+    def _lend_session(self) -> _Session:
+        if self._free_sessions:
+            return self._free_sessions.pop()
+        assert self._sessions_made < SESSIONS_MAX, f"more than {SESSIONS_MAX} writes in flight"
+        self._sessions_made += 1
+        return _Session(f"{self.client_id}-{self._sessions_made}")
+
+    def _start_probe(self, node: str) -> None:
+        """Ask a node that served a call but is not known to lead who leads, in the background."""
+        self._probing = True
+        task = asyncio.get_running_loop().create_task(self._probe(node))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _probe(self, node: str) -> None:
+        try:
+            status = await self.call("status", {}, node=node, deadline_seconds=LEADER_CONFIRMATION_SECONDS)
+        except SandStoreError:
+            return
+        finally:
+            self._probing = False
+        self._tracker.on_status(node, status)
+
+    # ----- namespace and status
+
+    async def status(self, node: str) -> dict:
+        return await self.call("status", {}, node=node)
+
+    async def mkdir(self, path: str, parents: bool = False) -> dict:
+        return await self.call("mkdir", {"path": path, "parents": parents})
+
+    async def write_file(self, path: str, data: bytes, mode: int = 0o644, parents: bool = False, *,
+                         into_directory: str | None = None, overwrite: bool = True) -> dict:
+        """As Client.write_file: inline content up to the config's inline_max_bytes."""
+        if len(data) > self.config.inline_max_bytes:
+            raise TooLarge(f"{path}: {len(data)} bytes exceed inline_max_bytes ({self.config.inline_max_bytes})")
+        args = {"path": path, "data": bytes(data), "size": len(data), "mode": mode, "parents": parents}
+        if into_directory is not None:
+            args["into_directory"] = into_directory
+        if not overwrite:
+            args["overwrite"] = False
+        return await self.call("write_file", args)
+
+    async def stat(self, path: str, stale: bool = False, node: str | None = None) -> dict:
+        return await self.call("stat", {"path": path, "stale": stale}, node=node)
+
+    async def ls(self, path: str, recursive: bool = False, stale: bool = False) -> list[dict]:
+        return await self.call("ls", {"path": path, "recursive": recursive, "stale": stale})
+
+    async def read(self, path: str, stale: bool = False, node: str | None = None) -> tuple[dict, bytes]:
+        """(stat, content) of an inline file; node pins the read to one node (a stale read
+        there is served from that node's own state)."""
+        result = dict(await self.call("read", {"path": path, "stale": stale}, node=node))
+        data = result.pop("data", None)
+        if data is None:
+            raise TooLarge(f"{path} is stored in chunks; read it with Client.get_file")
+        return result, data
+
+    async def rm(self, path: str, recursive: bool = False) -> dict:
+        return await self.call("rm", {"path": path, "recursive": recursive})
+
+    async def mv(self, src: str, dst: str, *, overwrite: bool = True) -> dict:
+        return await self.call("mv", {"src": src, "dst": dst} if overwrite else {"src": src, "dst": dst,
+                                                                                 "overwrite": False})
