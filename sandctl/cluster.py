@@ -24,6 +24,7 @@ from node.errors import NoLeader, Refused, SandStoreError, Unavailable
 from sandctl import state
 from sandctl.client import Client
 from sandctl.errors import AlreadyRunning, NodeExited, NotRunning
+from sandctl.keys import ensure_local_cluster_keys
 from sandctl.output import seconds_text
 
 PID_FILE_NAME = "node.pid"
@@ -161,6 +162,7 @@ def spawn_node(config: ClusterConfig, data_dir: str | os.PathLike, node_id: str,
         raise AlreadyRunning(f"node {node_id} is already running (pid {current.pid})")
     directory = node_data_dir(data_dir, node_id)
     directory.mkdir(parents=True, exist_ok=True)
+    ensure_local_cluster_keys(data_dir, [node_id])  # the cluster's keys on first start; kept after
     log_path = log_file(data_dir, node_id)
     command = [
         sys.executable, "-m", "node.cli", "node",
