@@ -16,6 +16,7 @@ import click
 from node.errors import AlreadyExists, InvalidPath, IsADirectory, NotADirectory, NotFound
 
 from sandctl import output
+from sandctl import repair  # self-healing data: live and pending replicas
 from sandctl.cli_base import READ_NODE_HELP, Settings, global_options, node_option, refuse_json
 from sandctl.errors import LocalFileNotFound
 from sandctl.remote_files import (
@@ -366,9 +367,14 @@ def stat_command(settings: Settings, path: str, show_chunks: bool, stale: bool) 
     output.print_record(fields)
     if show_chunks and chunks:
         click.echo()
-        output.print_table([[position, bytes(chunk_id).hex(), size, ",".join(replicas)]
-                            for position, (chunk_id, size, replicas) in enumerate(chunks)],
-                           ["#", "chunk id (BLAKE2b-256)", "size", "replicas"])
+        states = repair.chunk_states(settings.client(), path)  # live / not live / pending (self-healing data)
+        rows = []
+        for position, (chunk_id, size, replicas) in enumerate(chunks):
+            state = states.get(bytes(chunk_id).hex(), {})
+            rows.append([position, bytes(chunk_id).hex(), size, ",".join(state.get("live", replicas)),
+                         ",".join(f"{node} ({why})" for node, why in state.get("not_live", {}).items()),
+                         state.get("pending") or ""])
+        output.print_table(rows, ["#", "chunk id (BLAKE2b-256)", "size", "live replicas", "not live", "pending"])
 
 
 @command(name="find")

@@ -9,6 +9,7 @@ from node.errors import SandStoreError, Unavailable
 
 from sandctl import cluster as supervisor
 from sandctl import output
+from sandctl import repair  # self-healing data: the leader's repair progress
 from sandctl.cli_base import Settings, global_options, node_option
 from sandctl.errors import EXIT_UNAVAILABLE
 from sandctl.health import MEMORY_NOTE, Health, health_of, leader_of, membership_of, process_memory, role_of
@@ -93,6 +94,8 @@ def status(settings: Settings, wide: bool) -> None:
             elections = max((s.get("elections_seen", 0) for s in statuses.values() if s), default=0)
             click.echo(f"commit latency {_latency(leader_status.get('commit_latency_ms'))}; fsync latency "
                        f"{_latency(leader_status.get('fsync_latency_ms'))}; elections seen: {elections}")
+            for line in repair.repair_lines(leader_status.get("repair") or {}):
+                click.echo(line)
     if settings.node is None and not health.healthy:
         raise click.exceptions.Exit(EXIT_UNAVAILABLE)
 

@@ -8,6 +8,8 @@ fsck's exit status (documented in `sandctl fsck --help` and the README):
 
 from __future__ import annotations
 
+from node.errors import SandStoreError
+
 from sandctl.client import Client
 
 EXIT_HEALTHY = 0
@@ -52,3 +54,15 @@ def repair_lines(repair: dict) -> list[str]:
 
 def _mib(count: int) -> str:
     return f"{count / (1 << 20):.1f} MiB"
+
+
+def chunk_states(client: Client, path: str) -> dict[str, dict]:
+    """For `stat --chunks`: by chunk id (hex), the chunks of path that are not healthy, with
+    their live replicas, the others and why ("down", "dead", "missing", "removed"), and the
+    node a repair copy is being made to. Empty when the leader cannot be asked (the recorded
+    replicas are shown as they are)."""
+    try:
+        report = fsck(client, path, files_max=1)
+    except SandStoreError:
+        return {}
+    return {chunk["id"]: chunk for entry in report["files"] for chunk in entry["bad_chunks"]}
