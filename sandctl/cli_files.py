@@ -101,8 +101,9 @@ def _progress_bar(settings: Settings, length: int, label: str):
 
 def _summary_line(verb: str, summary: TransferSummary) -> str:
     skipped = f", {len(summary.skipped)} skipped (exist)" if summary.skipped else ""
-    return (f"{verb} {summary.files} files ({output.human_bytes(summary.bytes)}) and {summary.directories} new "
-            f"directories from {summary.source} to {summary.target} in {summary.seconds:.1f} s{skipped}")
+    return (f"{verb} {output.counted(summary.files, 'file')} ({output.human_bytes(summary.bytes)}) and "
+            f"{output.counted(summary.directories, 'new directory', 'new directories')} from {summary.source} "
+            f"to {summary.target} in {summary.seconds:.1f} s{skipped}")
 
 
 # ---------------------------------------------------------------------- put and get
@@ -436,8 +437,8 @@ def tree_command(settings: Settings, path: str, depth_max: int | None, stale: bo
         return
     for line in lines:
         click.echo(line)
-    files = len(shown) - directories
-    click.echo(f"\n{directories} director{'y' if directories == 1 else 'ies'}, {files} file{'' if files == 1 else 's'}")
+    click.echo(f"\n{output.counted(directories, 'directory', 'directories')}, "
+               f"{output.counted(len(shown) - directories, 'file')}")
 
 
 # ---------------------------------------------------------------------- changing the namespace
@@ -489,7 +490,8 @@ def cp(settings: Settings, src: str, dst: str, recursive: bool, force: bool, no_
         output.print_json(copied)
     else:
         skipped = f", {copied['skipped']} skipped (exist)" if copied["skipped"] else ""
-        click.echo(f"copied {copied['files']} files and {copied['dirs']} new directories from "
+        click.echo(f"copied {output.counted(copied['files'], 'file')} and "
+                   f"{output.counted(copied['dirs'], 'new directory', 'new directories')} from "
                    f"{copied['source']} to {copied['target']}{skipped}")
 
 

@@ -54,6 +54,11 @@ def print_record(fields: list[tuple[str, object]]) -> None:
     click.echo(record_text(fields))
 
 
+def counted(count: int, singular: str, plural: str | None = None) -> str:
+    """"1 file", "2 files", "1 directory", "0 directories"."""
+    return f"{count} {singular if count == 1 else (plural or singular + 's')}"
+
+
 def human_bytes(count: int) -> str:
     """1023B, 1.5K, 3.2M, ... (powers of 1024, like ls -h and du -h)."""
     value = float(count)
