@@ -21,17 +21,19 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from collections import deque
+
 import zmq
-import zmq.asyncio
 
 from node import protocol
 from node.config import ClusterConfig
 from node.errors import BadRequest, SandStoreError, TooLarge
 
-from sandctl.connection import Reply, SocketOptions, connect_dealer, parse_reply, shared_context
+from sandctl.connection import RECEIVE_BATCH_MAX, Reply, SocketOptions, connect_dealer, parse_reply, shared_context
 from sandctl.failover import ATTEMPT_TIMEOUT_SECONDS, LEADER_CONFIRMATION_SECONDS, CallPlan, LeaderTracker
 
 SESSIONS_MAX = 4096  # writes in flight at once per AsyncClient
+CONNECT_POLL_SECONDS = 0.005  # how often a request waiting for a connection looks again
 
 
 @dataclass
@@ -40,64 +42,113 @@ class _Session:
     seq: int = 0
 
 
+class _Replies:
+    """The replies of one call's attempts, as they arrive, and a wait for the next one."""
+
+    __slots__ = ("arrived", "_waiter")
+
+    def __init__(self) -> None:
+        self.arrived: deque[Reply] = deque()
+        self._waiter: asyncio.Future | None = None
+
+    def put(self, reply: Reply) -> None:
+        self.arrived.append(reply)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next(self, timeout_seconds: float) -> Reply | None:
+        """The next reply, or None after timeout_seconds (a timer, not a task per wait)."""
+        if not self.arrived:
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            timer = loop.call_later(timeout_seconds, _wake, self._waiter)
+            try:
+                await self._waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return self.arrived.popleft() if self.arrived else None
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class _AsyncConnections:
-    """One asyncio DEALER per node and one reader task per socket, which hands each reply to
-    the queue of the call that waits for it (by node and request id)."""
+    """One DEALER per node, read from the event loop: the socket's file descriptor is watched
+    with loop.add_reader and every reply waiting is read at once and handed to the call that
+    waits for it (by node and request id). Plain sockets rather than zmq.asyncio's: those make
+    a future per message sent and received, several times the CPU per request of the blocking
+    engine. ZeroMQ's descriptor is edge-triggered, so the sockets are also drained after each
+    send (a send can consume the edge of a reply that arrived meanwhile)."""
 
     def __init__(self, addresses: dict[str, str], options: SocketOptions) -> None:
         assert options.immediate, "failover relies on unsent meaning unapplied"
         self.addresses = addresses
         self.options = options
-        self._context = zmq.asyncio.Context.shadow(shared_context())
-        self._sockets: dict[str, zmq.asyncio.Socket] = {}
-        self._readers: list[asyncio.Task] = []
-        self._waiting: dict[tuple[str, int], asyncio.Queue] = {}
+        self._context = shared_context()
+        self._loop = asyncio.get_running_loop()
+        self._sockets: dict[str, zmq.Socket] = {}
+        self._waiting: dict[tuple[str, int], _Replies] = {}
         self._next_request_id = 1
 
-    def _socket(self, node: str) -> zmq.asyncio.Socket:
+    def _socket(self, node: str) -> zmq.Socket:
         socket = self._sockets.get(node)
         if socket is None:
             socket = self._context.socket(zmq.DEALER)
             connect_dealer(socket, self.addresses[node], self.options)
             self._sockets[node] = socket
-            self._readers.append(asyncio.get_running_loop().create_task(self._read(node, socket)))
+            self._loop.add_reader(socket.getsockopt(zmq.FD), self._drain, node, socket)
         return socket
 
-    async def request(self, node: str, op: str, args: dict, replies: asyncio.Queue,
+    async def request(self, node: str, op: str, args: dict, replies: _Replies,
                       connect_wait_seconds: float) -> int | None:
         """Send op to node; its reply will be put on `replies`. None if no connection came up
         within connect_wait_seconds (immediate sockets: nothing was queued)."""
         socket = self._socket(node)
-        if not socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
-            if not await socket.poll(max(1, round(connect_wait_seconds * 1000)), zmq.POLLOUT):
-                return None
+        if not socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT and not await self._writable(socket, connect_wait_seconds):
+            return None
         request_id = self._next_request_id
         self._next_request_id += 1
         try:
-            await socket.send(protocol.request(request_id, op, args), zmq.NOBLOCK)
+            socket.send(protocol.request(request_id, op, args), zmq.NOBLOCK)
         except zmq.Again:
             return None
         self._waiting[(node, request_id)] = replies
+        self._drain(node, socket)
         return request_id
+
+    @staticmethod
+    async def _writable(socket: zmq.Socket, wait_seconds: float) -> bool:
+        """Wait for a connection to come up (the rare path: a node just started or is down)."""
+        deadline = time.monotonic() + wait_seconds
+        while not socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(CONNECT_POLL_SECONDS)
+        return True
 
     def forget(self, node: str, request_id: int) -> None:
         self._waiting.pop((node, request_id), None)
 
-    async def _read(self, node: str, socket: zmq.asyncio.Socket) -> None:
-        while True:
-            frames = await socket.recv_multipart()
-            reply = parse_reply(node, frames, self.options.max_frame_bytes)
+    def _drain(self, node: str, socket: zmq.Socket) -> None:
+        max_frame_bytes = self.options.max_frame_bytes
+        for _ in range(RECEIVE_BATCH_MAX):
+            if socket.closed or not socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return
+            reply = parse_reply(node, socket.recv_multipart(zmq.NOBLOCK), max_frame_bytes)
             if reply is None:
                 continue  # malformed: its request times out
             replies = self._waiting.pop((node, reply.request_id), None)
             if replies is not None:
-                replies.put_nowait(reply)
+                replies.put(reply)
+        # More are waiting: read them on the next loop round, so one socket cannot starve the loop.
+        self._loop.call_soon(self._drain, node, socket)
 
-    async def close(self) -> None:
-        for reader in self._readers:
-            reader.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
+    def close(self) -> None:
         for socket in self._sockets.values():
+            self._loop.remove_reader(socket.getsockopt(zmq.FD))
             socket.close(linger=0)
         self._sockets.clear()
         self._waiting.clear()
@@ -117,7 +168,7 @@ class AsyncClient:
         self.attempt_timeout_seconds = attempt_timeout_seconds
         self.unreachable_seconds = unreachable_seconds
         self.addresses: dict[str, str] = {address.id: address.client for address in config.nodes}
-        self._connections = _AsyncConnections(self.addresses, SocketOptions(config.max_frame_bytes, immediate=True))
+        self._connections: _AsyncConnections | None = None  # made in the event loop, on first use
         self._tracker = LeaderTracker(self.addresses)
         self._free_sessions: list[_Session] = []
         self._sessions_made = 0
@@ -132,7 +183,8 @@ class AsyncClient:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self._connections.close()
+        if self._connections is not None:
+            self._connections.close()
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -167,7 +219,10 @@ class AsyncClient:
                 self._free_sessions.append(session)
 
     async def _drive(self, plan: CallPlan, op: str, args: dict) -> object:
-        replies: asyncio.Queue[Reply] = asyncio.Queue()
+        if self._connections is None:
+            self._connections = _AsyncConnections(self.addresses, SocketOptions(self.config.max_frame_bytes,
+                                                                                immediate=True))
+        replies = _Replies()
         try:
             while plan.time_left() > 0:
                 target = plan.next_target()
@@ -191,17 +246,14 @@ class AsyncClient:
         raise plan.failure()
 
     @staticmethod
-    async def _await_attempt(plan: CallPlan, replies: asyncio.Queue) -> Reply | None:
+    async def _await_attempt(plan: CallPlan, replies: _Replies) -> Reply | None:
         attempt_deadline = plan.attempt_deadline()
         while True:
             remaining = attempt_deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            try:
-                reply = await asyncio.wait_for(replies.get(), remaining)
-            except asyncio.TimeoutError:
-                return None
-            if plan.on_reply(reply):
+            reply = await replies.next(remaining)
+            if reply is not None and plan.on_reply(reply):
                 return reply
 
     def _lend_session(self) -> _Session:
