@@ -23,6 +23,8 @@ from node.errors import SandStoreError
 from sandctl import state
 from sandctl.bench_cluster import LocalCluster
 from sandctl.bench_failover import failover_workload
+from sandctl.bench_partition import partition_workload
+from sandctl.bench_repair import repair_workload
 from sandctl.bench_machine import measure_machine, write_random_file
 from sandctl.bench_report import add_machine_ratios, render_table, save_report
 from sandctl.bench_transfer import put_get_workload
@@ -37,7 +39,8 @@ from sandctl.bench_workloads import (
 from sandctl.client import Client
 from sandctl.errors import EXIT_REFUSED, exit_status
 
-WORKLOADS = ("write", "read", "small", "put", "get", "failover")
+WORKLOADS = ("write", "read", "small", "put", "get", "failover", "repair", "partition")
+DEFAULT_WORKLOADS = WORKLOADS[:-1]  # partition needs root and builds its own cluster: asked for by name
 DURATION_SECONDS_DEFAULT = 5.0
 FILE_SIZE_MIB_DEFAULT = 256
 LMDB_MEASURE_SECONDS_MAX = 3.0
@@ -62,6 +65,8 @@ def _run_workloads(context: BenchContext, workloads: tuple[str, ...], concurrenc
         ("small", lambda: small_workload(context)),
         ("put", lambda: put_get_workload(context, test_file, set(workloads))),
         ("failover", lambda: failover_workload(context, cluster, before_verify)),
+        ("repair", lambda: repair_workload(context, cluster, test_file)),
+        ("partition", lambda: partition_workload(context, progress)),
     ]
     rows: list[dict] = []
     for name, run in steps:
@@ -80,7 +85,7 @@ def run_bench(
     *,
     config: ClusterConfig | None,
     data_dir: Path,
-    workloads: tuple[str, ...] = WORKLOADS,
+    workloads: tuple[str, ...] = DEFAULT_WORKLOADS,
     duration_seconds: float = DURATION_SECONDS_DEFAULT,
     concurrency_levels: tuple[int, ...] | None = None,
     local: bool = False,
@@ -181,7 +186,10 @@ def bench_command(workloads: tuple[str, ...], duration_seconds: float, concurren
                   data_dir_option: str | None, as_json: bool) -> None:
     """Benchmark the running cluster (or a throwaway one with --local).
 
-    Workloads: write, read, small, put, get, failover (default: all; failover needs --local).
+    Workloads: write, read, small, put, get, failover, repair (default: all; failover and repair
+    need --local; repair replaces a killed node and times full re-replication);
+    partition (as root, by name: its own cluster in network namespaces, leader isolated for
+    --duration seconds, 5 times).
     Exits 1 if the failover workload lost an acknowledged write.
 
     Example: sandctl bench --local write read --duration 2
@@ -191,7 +199,7 @@ def bench_command(workloads: tuple[str, ...], duration_seconds: float, concurren
         data_dir = state.resolve_data_dir(data_dir_option, config_path)
         config = None if local else load_config(config_path)
         report = run_bench(
-            config=config, data_dir=data_dir, workloads=workloads or WORKLOADS, duration_seconds=duration_seconds,
+            config=config, data_dir=data_dir, workloads=workloads or DEFAULT_WORKLOADS, duration_seconds=duration_seconds,
             concurrency_levels=concurrency_levels or None, local=local, keep=keep,
             file_size_bytes=file_size_mib << 20, progress=lambda message: click.echo(message, err=True),
         )

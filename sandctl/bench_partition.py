@@ -259,18 +259,20 @@ class _Agent:
                     self._data_by_path[path] = data
 
     def _prober(self) -> None:
-        """Every node's status, individually and often, to find how long any node was mute."""
+        """Every node's status, often, to find how long any node did not answer. A new client
+        (new connections) each round: this measures the node, not how soon an old connection
+        notices the heal (that is the client library's business)."""
         from sandctl.client import Client
 
-        with Client(self._config, timeout_seconds=WRITER_CALL_TIMEOUT_SECONDS) as client:
-            while not self._stop.is_set():
+        while not self._stop.is_set():
+            with Client(self._config, timeout_seconds=WRITER_CALL_TIMEOUT_SECONDS) as client:
                 answers = client.status_all(STATUS_PROBE_TIMEOUT_SECONDS)
-                now = time.monotonic()
-                with self._lock:
-                    for node, answer in answers.items():
-                        if answer is not None:
-                            self._answers.setdefault(node, []).append(now)
-                self._stop.wait(STATUS_PROBE_INTERVAL_SECONDS)
+            now = time.monotonic()
+            with self._lock:
+                for node, answer in answers.items():
+                    if answer is not None:
+                        self._answers.setdefault(node, []).append(now)
+            self._stop.wait(STATUS_PROBE_INTERVAL_SECONDS)
 
     def handle(self, request: dict) -> dict:
         op = request["op"]
@@ -404,6 +406,7 @@ def _one_repetition(agent: ClientAgent, lab: NetLab, cluster: NetCluster, isolat
         "heal_to_recovered_ms": round((recovered_at - healed_at) * 1000.0, 1),
         "longest_ack_gap_ms": round(gap * 1000.0, 1),
         "longest_status_silence_after_heal_ms": round(max(mute.values(), default=0.0) * 1000.0, 1),
+        "status_silence_after_heal_ms_by_node": {node: round(seconds * 1000.0, 1) for node, seconds in sorted(mute.items())},
         "writes_outcome_unknown": stopped["outcome_unknown"],
     }
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from sandctl.bench_machine import MB
 from sandctl.bench_stats import ratio
 
 TABLE_HEADERS = ("workload", "mode", "outstanding", "rate", "p50 ms", "p99 ms", "p99.9 ms", "errors",
@@ -25,6 +26,8 @@ def add_machine_ratios(rows: list[dict], machine: dict) -> None:
             row["writes_per_fsync"] = ratio(rate, commits_per_second)
         if row.get("workload") in ("put", "get") and "throughput_mb_per_second" in row:
             row["fraction_of_replication_ceiling"] = ratio(row["throughput_mb_per_second"], ceiling)
+        if row.get("workload") == "repair" and "repair_mb_per_second" in row:
+            row["fraction_of_replication_ceiling"] = ratio(row["repair_mb_per_second"], ceiling)
 
 
 def _rate(row: dict) -> str:
@@ -35,6 +38,16 @@ def _rate(row: dict) -> str:
     if row["workload"] == "failover":
         kills = ", ".join(f"{ms:g}" for ms in row.get("kill_to_ack_ms", []))
         return f"kill->ack ms: {kills}; lost {row.get('writes_lost')} of {row.get('writes_acknowledged')}"
+    if row["workload"] == "partition":
+        def joined(key: str) -> str:
+            return ", ".join(f"{ms:g}" for ms in row.get(key, []))
+        return (f"cut->ack ms: {joined('cut_to_ack_ms')}; heal->recovered ms: {joined('heal_to_recovered_ms')}; "
+                f"longest gap ms: {joined('longest_ack_gap_ms')}; "
+                f"status silence after heal ms: {joined('longest_status_silence_after_heal_ms')}; "
+                f"lost {row.get('writes_lost')} of {row.get('writes_acknowledged')}")
+    if row["workload"] == "repair":
+        return (f"{row['repair_mb_per_second']:g} MB/s re-copied ({row['repair_bytes'] / MB:g} MB in "
+                f"{row['repair_seconds']:g} s; limit {row['repair_limit_mb_per_second']:g} MB/s)")
     if "throughput_mb_per_second" in row:
         return f"{row['throughput_mb_per_second']:g} MB/s, peak {row['client_peak_memory_mib']:g} MiB"
     if "files_per_second" in row:

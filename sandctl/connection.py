@@ -254,6 +254,7 @@ def connect_dealer(socket: zmq.Socket, address: str, options: SocketOptions) -> 
     socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
     socket.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_INTERVAL_MS_MAX)
     socket.setsockopt(zmq.CONNECT_TIMEOUT, RECONNECT_INTERVAL_MS_MAX)  # a SYN lost in a partition is retried soon, not after the kernel's backoff (seconds past the heal)
+    socket.setsockopt(zmq.TCP_MAXRT, 4 * RECONNECT_INTERVAL_MS_MAX)  # unacknowledged for 2 s (a partition): reconnect, instead of waiting out TCP's retransmission backoff after the heal
     socket.setsockopt(zmq.SNDHWM, options.send_high_water_messages)
     socket.setsockopt(zmq.RCVHWM, options.receive_high_water_messages)
     # A reply map plus at most one content frame, each up to max_frame_bytes.

@@ -49,9 +49,11 @@ PEER_TCP_RETRANSMIT_MS_MAX = 2000
 PEER_TCP_KEEPALIVE_IDLE_SECONDS = 1
 PEER_TCP_KEEPALIVE_INTERVAL_SECONDS = 1
 PEER_TCP_KEEPALIVE_PROBES = 2
-PEER_CONNECT_TIMEOUT_MS = 500
+# A connection attempt into a partition is abandoned after PEER_CONNECT_TIMEOUT_MS and retried
+# PEER_RECONNECT_INTERVAL_MS_MAX later at most, so a healed link is back within their sum.
+PEER_CONNECT_TIMEOUT_MS = 300
 PEER_RECONNECT_INTERVAL_MS = 100
-PEER_RECONNECT_INTERVAL_MS_MAX = 500
+PEER_RECONNECT_INTERVAL_MS_MAX = 200
 QUEUE_MESSAGES_MAX = 64  # per peer and direction; Raft resends what is dropped
 LINK_EVENTS_INTERVAL_SECONDS = 0.1  # how often link up/down events are read
 
