@@ -177,7 +177,13 @@ class AsyncClient:
 
     @property
     def leader(self) -> str | None:
+        """The node believed to lead; setting it (e.g. from a blocking Client's wait_for_leader)
+        sends the next calls there first."""
         return self._tracker.leader
+
+    @leader.setter
+    def leader(self, node: str | None) -> None:
+        self._tracker.set_leader(node, confirmed=node is not None)
 
     async def close(self) -> None:
         for task in self._background:

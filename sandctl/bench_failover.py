@@ -21,7 +21,6 @@ from sandctl.bench_load import Lane
 from sandctl.bench_stats import CpuMeter
 from sandctl.bench_workloads import BenchContext
 from sandctl.client import Client
-from sandctl.connection import Reply
 
 KILL_COUNT = 3
 WRITER_THREADS = 4
@@ -88,27 +87,22 @@ def verify_acknowledged(context: BenchContext, data_by_path: dict[str, bytes]) -
     """Read every acknowledged path back (linearizable). Returns counts: lost (missing or
     other bytes) and unverified (no definite answer even after retries)."""
     paths = sorted(data_by_path)
-    answers: dict[str, dict] = {}
+    answers: dict[str, object] = {}  # path -> its bytes, or the SandStoreError the read raised
     order = iter(paths)
 
-    def make_request(lane: Lane) -> tuple[str, dict] | None:
+    def make_operation(lane: Lane):
         path = next(order, None)
-        return None if path is None else ("read", {"path": path, "stale": False})
-
-    def on_reply(lane: Lane, op: str, args: dict, reply: Reply) -> None:
-        answers[args["path"]] = reply
+        return None if path is None else (lambda client: _read_or_error(client, path, answers))
 
     if paths:
-        with context.load(context.leader_endpoints()) as load:
-            load.run(make_request, outstanding=VERIFY_OUTSTANDING, duration_seconds=RECOVERY_DEADLINE_SECONDS,
-                     on_reply=on_reply)
+        context.load(make_operation, outstanding=VERIFY_OUTSTANDING, duration_seconds=RECOVERY_DEADLINE_SECONDS)
     lost = unverified = 0
     for path in paths:
-        reply = answers.get(path)
-        if reply is not None and reply.ok:
-            lost += (reply.result or {}).get("data") != data_by_path[path]
+        answer = answers.get(path)
+        if isinstance(answer, bytes):
+            lost += answer != data_by_path[path]
             continue
-        if reply is not None and reply.code == "NOT_FOUND":
+        if isinstance(answer, NotFound):
             lost += 1
             continue
         # No reply, or "ask elsewhere": the failover-aware client settles it.
@@ -126,6 +120,15 @@ def verify_acknowledged(context: BenchContext, data_by_path: dict[str, bytes]) -
             unverified += 1
     assert lost + unverified <= len(paths)
     return {"writes_acknowledged": len(paths), "writes_lost": lost, "writes_unverified": unverified}
+
+
+async def _read_or_error(client, path: str, answers: dict[str, object]) -> None:
+    """Read path (linearizable) into answers: its bytes, or the error (a definite NotFound
+    counts as lost; anything else is settled by the blocking client's retries)."""
+    try:
+        _stat, answers[path] = await client.read(path)
+    except SandStoreError as error:
+        answers[path] = error
 
 
 def _wait_caught_up(context: BenchContext, node_id: str, deadline: float) -> None:

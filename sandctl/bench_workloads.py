@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from node.config import ClusterConfig
 
-from sandctl.bench_load import Lane, LoadResult, PipelinedLoad
+from sandctl.async_client import AsyncClient
+from sandctl.bench_load import Lane, LoadResult, Operation, ResultHandler, run_load
 from sandctl.bench_stats import latency_summary_ms, rate_per_second
 from sandctl.client import Client
-from sandctl.connection import Reply
 
 WRITE_FILE_BYTES = 100
 SMALL_FILE_BYTES = 4096
@@ -38,16 +38,14 @@ class BenchContext:
     duration_seconds: float
     request_timeout_seconds: float
 
-    def leader_endpoints(self) -> list[str]:
+    def load(self, make_operation, *, outstanding: int, duration_seconds: float,
+             on_result: ResultHandler | None = None, max_requests: int | None = None) -> LoadResult:
+        """Run concurrent calls through the asyncio client (sandctl/bench_load.py), once a
+        leader is known, so a step does not start in the middle of an election."""
         leader = self.client.wait_for_leader(self.request_timeout_seconds)
-        return ["tcp://" + self.client.addresses[leader]]
-
-    def all_endpoints(self) -> list[str]:
-        return ["tcp://" + address for address in self.client.addresses.values()]
-
-    def load(self, endpoints: list[str]) -> PipelinedLoad:
-        return PipelinedLoad(endpoints, max_frame_bytes=self.config.max_frame_bytes,
-                             request_timeout_seconds=self.request_timeout_seconds)
+        return run_load(self.config, make_operation, outstanding=outstanding, duration_seconds=duration_seconds,
+                        on_result=on_result, max_requests=max_requests,
+                        request_timeout_seconds=self.request_timeout_seconds, leader=leader)
 
     def directory(self, name: str) -> str:
         path = f"{self.root}/{name}"
@@ -72,19 +70,19 @@ def result_row(workload: str, mode: str, outstanding: int, load: LoadResult, rat
 
 
 def _file_writer(directory: str, payload_of: Callable[[str], bytes], written: dict[str, bytes] | None):
-    """make_request for unique-path writes; remembers each path's bytes if asked."""
+    """make_operation for unique-path writes; on_result remembers each path's bytes if asked."""
     numbers = itertools.count()
 
-    def make_request(lane: Lane) -> tuple[str, dict]:
+    def make_operation(lane: Lane) -> Operation:
         path = f"{directory}/f{next(numbers)}"
         data = payload_of(path)
-        return "write_file", {"path": path, "data": data, "size": len(data)}
+        return lambda client: client.write_file(path, data)
 
-    def on_reply(lane: Lane, op: str, args: dict, reply: Reply) -> None:
-        if written is not None and reply.ok:
-            written[args["path"]] = args["data"]
+    def on_result(lane: Lane, stat: object) -> None:
+        if written is not None:
+            written[stat["path"]] = payload_of(stat["path"])
 
-    return make_request, on_reply
+    return make_operation, on_result
 
 
 def _payload(size_bytes: int):
@@ -98,22 +96,30 @@ def _payload(size_bytes: int):
     return payload_of
 
 
-def _file_reader(paths: list[str], expected: dict[str, bytes], stale: bool, once: bool):
-    """make_request for reads of existing paths (cycled, or each once); on_reply checks bytes."""
+def _file_reader(paths: list[str], expected: dict[str, bytes], stale: bool, once: bool,
+                 nodes: list[str] | None = None):
+    """make_operation for reads of existing paths (cycled, or each once), lane i pinned to
+    nodes[i % len(nodes)] when nodes are given; on_result checks the bytes."""
     order = iter(paths) if once else itertools.cycle(paths)
     mismatches = [0]
 
-    def make_request(lane: Lane) -> tuple[str, dict] | None:
+    def make_operation(lane: Lane) -> Operation | None:
         path = next(order, None)
         if path is None:
             return None
-        return "read", {"path": path, "stale": stale}
+        node = nodes[lane.index % len(nodes)] if nodes else None
+        return lambda client: _read_checked(client, path, stale, node)
 
-    def on_reply(lane: Lane, op: str, args: dict, reply: Reply) -> None:
-        if reply.ok and (reply.result or {}).get("data") != expected[args["path"]]:
-            mismatches[0] += 1
+    def on_result(lane: Lane, path_and_data: object) -> None:
+        path, data = path_and_data
+        mismatches[0] += data != expected[path]
 
-    return make_request, on_reply, mismatches
+    return make_operation, on_result, mismatches
+
+
+async def _read_checked(client: AsyncClient, path: str, stale: bool, node: str | None) -> tuple[str, bytes]:
+    _stat, data = await client.read(path, stale=stale, node=node)
+    return path, data
 
 
 def write_workload(context: BenchContext, concurrency_levels: tuple[int, ...]) -> list[dict]:
@@ -122,10 +128,9 @@ def write_workload(context: BenchContext, concurrency_levels: tuple[int, ...]) -
     payload_of = _payload(WRITE_FILE_BYTES)
     for outstanding in concurrency_levels:
         directory = context.directory(f"write-{outstanding}")
-        make_request, on_reply = _file_writer(directory, payload_of, None)
-        with context.load(context.leader_endpoints()) as load:
-            result = load.run(make_request, outstanding=outstanding, duration_seconds=context.duration_seconds,
-                              on_reply=on_reply)
+        make_operation, on_result = _file_writer(directory, payload_of, None)
+        result = context.load(make_operation, outstanding=outstanding, duration_seconds=context.duration_seconds,
+                              on_result=on_result)
         rows.append(result_row("write", f"{WRITE_FILE_BYTES} B", outstanding, result, "ops_per_second"))
     return rows
 
@@ -133,11 +138,10 @@ def write_workload(context: BenchContext, concurrency_levels: tuple[int, ...]) -
 def _populate(context: BenchContext, directory: str, count: int, size_bytes: int) -> dict[str, bytes]:
     """Write count files (pipelined, bounded by count, not by time); returns path -> bytes."""
     written: dict[str, bytes] = {}
-    make_request, on_reply = _file_writer(directory, _payload(size_bytes), written)
-    with context.load(context.leader_endpoints()) as load:
-        # A generous time budget: the count, not the clock, ends this phase.
-        load.run(make_request, outstanding=SMALL_OUTSTANDING, duration_seconds=max(30.0, context.duration_seconds),
-                 on_reply=on_reply, max_requests=count)
+    make_operation, on_result = _file_writer(directory, _payload(size_bytes), written)
+    # A generous time budget: the count, not the clock, ends this phase.
+    context.load(make_operation, outstanding=SMALL_OUTSTANDING, duration_seconds=max(30.0, context.duration_seconds),
+                 on_result=on_result, max_requests=count)
     return written
 
 
@@ -149,11 +153,12 @@ def read_workload(context: BenchContext, concurrency_levels: tuple[int, ...]) ->
     rows = []
     for stale in (False, True):
         for outstanding in concurrency_levels:
-            make_request, on_reply, mismatches = _file_reader(paths, written, stale, once=False)
-            endpoints = context.all_endpoints() if stale else context.leader_endpoints()
-            with context.load(endpoints) as load:
-                result = load.run(make_request, outstanding=outstanding, duration_seconds=context.duration_seconds,
-                                  on_reply=on_reply)
+            # Stale reads spread over every node (lanes pinned round-robin); linearizable ones
+            # go where the client sends them: the leader.
+            nodes = sorted(context.client.addresses) if stale else None
+            make_operation, on_result, mismatches = _file_reader(paths, written, stale, once=False, nodes=nodes)
+            result = context.load(make_operation, outstanding=outstanding, duration_seconds=context.duration_seconds,
+                                  on_result=on_result)
             if mismatches[0]:
                 result.errors_by_code[MISMATCH_CODE] += mismatches[0]
             mode = "stale" if stale else "linearizable"
@@ -165,19 +170,17 @@ def small_workload(context: BenchContext) -> list[dict]:
     """4 KiB files: put for the run's duration, then get each of them once."""
     directory = context.directory("small")
     written: dict[str, bytes] = {}
-    make_request, on_reply = _file_writer(directory, _payload(SMALL_FILE_BYTES), written)
-    with context.load(context.leader_endpoints()) as load:
-        put = load.run(make_request, outstanding=SMALL_OUTSTANDING, duration_seconds=context.duration_seconds,
-                       on_reply=on_reply)
+    make_operation, on_result = _file_writer(directory, _payload(SMALL_FILE_BYTES), written)
+    put = context.load(make_operation, outstanding=SMALL_OUTSTANDING, duration_seconds=context.duration_seconds,
+                       on_result=on_result)
     rows = [result_row("small", "put 4 KiB", SMALL_OUTSTANDING, put, "files_per_second")]
     paths = sorted(written)
     if not paths:
         return rows
-    make_request, on_reply, mismatches = _file_reader(paths, written, stale=False, once=True)
-    with context.load(context.leader_endpoints()) as load:
-        # Each file once; the budget only guards against a stalled cluster.
-        get = load.run(make_request, outstanding=SMALL_OUTSTANDING, duration_seconds=max(30.0, 10 * context.duration_seconds),
-                       on_reply=on_reply)
+    make_operation, on_result, mismatches = _file_reader(paths, written, stale=False, once=True)
+    # Each file once; the budget only guards against a stalled cluster.
+    get = context.load(make_operation, outstanding=SMALL_OUTSTANDING,
+                       duration_seconds=max(30.0, 10 * context.duration_seconds), on_result=on_result)
     if mismatches[0]:
         get.errors_by_code[MISMATCH_CODE] += mismatches[0]
     rows.append(result_row("small", "get 4 KiB", SMALL_OUTSTANDING, get, "files_per_second"))
