@@ -32,6 +32,7 @@ from sandctl.cli_base import (  # noqa: F401 - Settings and global_options are u
 )
 from sandctl.cli_files import _progress_bar
 from sandctl.errors import EXIT_REFUSED
+from sandctl.keys import keys_group
 
 MAIN_HELP = """SandStore's command line: files, cluster status, local cluster supervision.
 
@@ -425,6 +426,7 @@ def _bench(settings: Settings, **options) -> None:
 
 main.add_command(click.command("bench", params=list(_BENCH_OWN_PARAMS), help=bench_command.help,
                                 short_help=bench_command.short_help)(global_options(_bench)))
+main.add_command(keys_group)  # sandctl keys create-client|list|revoke (sandctl/keys.py)
 
 
 if __name__ == "__main__":

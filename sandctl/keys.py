@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import click
 from tabulate import tabulate
 
-from node.errors import SandStoreError
 from node.security.authorization import CLIENT_ROLES, KIND_CLIENT, KIND_NODE, ROLE_ADMIN, ROLE_NODE
-from node.security.errors import KeysError
 from node.security.keyring import (
     CLUSTER_FILE_NAME,
     KeyPair,
@@ -34,8 +30,7 @@ from node.security.keyring import (
     remove_principal,
 )
 from node.security.sockets import DEFAULT_CLIENT_NAME
-from sandctl import state
-from sandctl.errors import EXIT_REFUSED
+from sandctl.cli_base import Settings, global_options
 
 
 def ensure_local_cluster_keys(data_dir: str | os.PathLike, node_ids: list[str], *,
@@ -86,68 +81,44 @@ def list_keys(data_dir: str | os.PathLike) -> dict:
 # ----- the CLI group (registered in sandctl/cli.py with `main.add_command(keys_group)`)
 
 
-def _data_dir(config_option: str | None, data_dir_option: str | None) -> Path:
-    return state.resolve_data_dir(data_dir_option, state.resolve_config_path(config_option))
-
-
-def _fail(error: SandStoreError) -> None:
-    click.echo(f"Error: {error}", err=True)
-    sys.exit(EXIT_REFUSED)
-
-
-_config_option = click.option("--config", "config_option", metavar="FILE", default=None,
-                              help="Cluster config (default: $SANDSTORE_CONFIG, the remembered one).")
-_data_dir_option = click.option("--data-dir", "data_dir_option", metavar="DIR", default=None,
-                                help="Cluster data directory; keys live in DIR/keys (or $SANDSTORE_KEYS_DIR).")
-_json_option = click.option("--json", "json_output", is_flag=True, help="Print JSON instead of text.")
-
-
 @click.group("keys")
 def keys_group() -> None:
-    """Client keys of the cluster (CurveZMQ): create, list, revoke."""
+    """Client keys of the cluster (CurveZMQ): create, list, revoke.
+
+    Example: sandctl keys create-client alice --role read-write
+    """
 
 
 @keys_group.command("create-client")
 @click.argument("name")
 @click.option("--role", type=click.Choice(CLIENT_ROLES), required=True,
               help="read-write: file verbs and status; admin: also membership, snapshot, gc, transfer-leader.")
-@_config_option
-@_data_dir_option
-@_json_option
-def create_client_command(name: str, role: str, config_option: str | None, data_dir_option: str | None,
-                          json_output: bool) -> None:
+@global_options
+def create_client_command(settings: Settings, name: str, role: str) -> None:
     """Create a client key; use it with SANDSTORE_CLIENT=NAME.
 
     Example: sandctl keys create-client alice --role read-write
     """
-    data_dir = _data_dir(config_option, data_dir_option)
-    try:
-        keypair = create_client_key(data_dir, name, role)
-    except KeysError as error:
-        _fail(error)
-    directory = keys_dir_for(data_dir)
-    if json_output:
+    data_dir = settings.data_dir()
+    keypair = create_client_key(data_dir, name, role)
+    secret_file = keys_dir_for(data_dir) / "clients" / f"{name}.secret"
+    if settings.json_output:
         click.echo(json.dumps({"name": name, "role": role, "public_key": keypair.public_key.decode("ascii"),
-                               "secret_file": str(directory / "clients" / f"{name}.secret")}))
+                               "secret_file": str(secret_file)}))
         return
-    click.echo(f"created client {name} ({role}); secret in {directory / 'clients' / (name + '.secret')} "
-               f"(0600). Use it with: SANDSTORE_CLIENT={name} sandctl ...")
+    click.echo(f"created client {name} ({role}); secret in {secret_file} (0600). "
+               f"Use it with: SANDSTORE_CLIENT={name} sandctl ...")
 
 
 @keys_group.command("list")
-@_config_option
-@_data_dir_option
-@_json_option
-def list_command(config_option: str | None, data_dir_option: str | None, json_output: bool) -> None:
+@global_options
+def list_command(settings: Settings) -> None:
     """List the keys this cluster authorizes (nodes and clients, public halves only).
 
     Example: sandctl keys list
     """
-    try:
-        listing = list_keys(_data_dir(config_option, data_dir_option))
-    except KeysError as error:
-        _fail(error)
-    if json_output:
+    listing = list_keys(settings.data_dir())
+    if settings.json_output:
         click.echo(json.dumps(listing))
         return
     click.echo(f"cluster {listing['cluster_id']} ({listing['directory']})")
@@ -157,15 +128,14 @@ def list_command(config_option: str | None, data_dir_option: str | None, json_ou
 
 @keys_group.command("revoke")
 @click.argument("name")
-@_config_option
-@_data_dir_option
-def revoke_command(name: str, config_option: str | None, data_dir_option: str | None) -> None:
+@global_options
+def revoke_command(settings: Settings, name: str) -> None:
     """Revoke a client key: every node refuses it within about a second, on open connections too.
 
     Example: sandctl keys revoke alice
     """
-    try:
-        revoke_client_key(_data_dir(config_option, data_dir_option), name)
-    except KeysError as error:
-        _fail(error)
+    revoke_client_key(settings.data_dir(), name)
+    if settings.json_output:
+        click.echo(json.dumps({"revoked": name}))
+        return
     click.echo(f"revoked client {name}")
