@@ -9,6 +9,7 @@ sees half a file, a failed get leaves none, and an existing file is never clobbe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import posixpath
 import stat as stat_module
@@ -20,11 +21,17 @@ from typing import Callable
 
 from node.errors import AlreadyExists, IsADirectory, NotADirectory
 
+from sandctl.async_client import AsyncClient
 from sandctl.client import Client
 from sandctl.errors import LocalFileError, LocalFileNotFound
 from sandctl.remote_files import Overwrite, exists_message, remote_type, walk
 
 Progress = Callable[[int], None]
+
+# Small (inline) files of a tree travel this many at a time, each in one request: the leader
+# commits them in shared batches instead of one consensus round after another. Memory stays
+# within this many times inline_max_bytes.
+SMALL_FILES_IN_FLIGHT_MAX = 32
 
 
 @dataclass
@@ -123,11 +130,13 @@ def put_tree(client: Client, local_root: Path, remote: str, policy: Overwrite,
             client.mkdir(path)
             summary.directories += 1
     skip = set(present) if policy is Overwrite.SKIP else set()
-    for file in files:
+    summary.skipped.extend(posixpath.join(root, f.relative) for f in files if posixpath.join(root, f.relative) in skip)
+    wanted = [file for file in files if posixpath.join(root, file.relative) not in skip]
+    small = [file for file in wanted if file.size <= client.config.inline_max_bytes]
+    large = [file for file in wanted if file.size > client.config.inline_max_bytes]
+    grown = asyncio.run(_put_small_files(client, local_root, root, small, policy, progress, summary))
+    for file in large + grown:
         path = posixpath.join(root, file.relative)
-        if path in skip:
-            summary.skipped.append(path)
-            continue
         with open_local(local_root / file.relative) as reader:
             try:
                 client.put_file(path, reader, size_hint=file.size, mode=file.mode, progress=progress,
@@ -154,6 +163,87 @@ def _conflict_message(present: list[str], total: int) -> str:
         return exists_message(present[0])
     return (f"{len(present)} of {total} files already exist, e.g. {present[0]} "
             "(use -f to overwrite them, -n to skip them); nothing was transferred")
+
+
+def _async_client(client: Client) -> AsyncClient:
+    return AsyncClient(client.config, timeout_seconds=client.timeout_seconds,
+                       unreachable_seconds=client.unreachable_seconds)
+
+
+async def _in_flight(jobs: list, work) -> None:
+    """Run `await work(job)` for every job, SMALL_FILES_IN_FLIGHT_MAX at a time; the first
+    failure cancels the rest and is raised as itself."""
+    pending = iter(jobs)
+
+    async def worker() -> None:
+        for job in pending:  # one shared iterator: each job is taken once
+            await work(job)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(SMALL_FILES_IN_FLIGHT_MAX, len(jobs))):
+                group.create_task(worker())
+    except BaseExceptionGroup as errors:
+        raise errors.exceptions[0] from None
+
+
+async def _put_small_files(client: Client, local_root: Path, root: str, files: list[LocalFile], policy: Overwrite,
+                           progress: Progress | None, summary: TransferSummary) -> list[LocalFile]:
+    """Store the small files, many in flight; returns those that have grown past inline size
+    since the scan (the caller streams them)."""
+    grown: list[LocalFile] = []
+    if not files:
+        return grown
+    inline_max_bytes = client.config.inline_max_bytes
+
+    async def store(file: LocalFile) -> None:
+        path = posixpath.join(root, file.relative)
+        with open_local(local_root / file.relative) as reader:
+            data = reader.read(inline_max_bytes + 1)
+        if len(data) > inline_max_bytes:
+            grown.append(file)
+            return
+        try:
+            await async_client.write_file(path, data, file.mode, overwrite=policy is Overwrite.FORCE)
+        except AlreadyExists:
+            if policy is not Overwrite.SKIP:  # created by someone else since the comparison
+                raise
+            summary.skipped.append(path)
+            return
+        summary.files += 1
+        summary.bytes += len(data)
+        if progress is not None and data:
+            progress(len(data))
+
+    async with _async_client(client) as async_client:
+        await _in_flight(files, store)
+    return grown
+
+
+async def _get_small_files(client: Client, entries: list[tuple[dict, Path]], policy: Overwrite,
+                           progress: Progress | None, stale: bool, summary: TransferSummary) -> None:
+    """Copy the inline files, many in flight, each to its local path under the policy."""
+    if not entries:
+        return
+
+    async def fetch(job: tuple[dict, Path]) -> None:
+        entry, target = job
+        info, data = await async_client.read(entry["path"], stale=stale)
+
+        def fill(file) -> dict:
+            file.write(data)
+            return info
+
+        if _place_local(target, policy, fill) is None:
+            summary.skipped.append(str(target))
+            return
+        summary.files += 1
+        summary.bytes += len(data)
+        if progress is not None and data:
+            progress(len(data))
+
+    async with _async_client(client) as async_client:
+        await _in_flight(entries, fetch)
 
 
 def get_tree(client: Client, remote: str, local: Path, policy: Overwrite, progress: Progress | None = None,
@@ -194,7 +284,11 @@ def get_tree(client: Client, remote: str, local: Path, policy: Overwrite, progre
         if not path.is_dir():
             _make_local_directory(path)
             summary.directories += 1
+    small = [(entry, local_path(entry)) for entry in files if entry.get("inline")]
+    asyncio.run(_get_small_files(client, small, policy, progress, stale, summary))
     for entry in files:
+        if entry.get("inline"):
+            continue
         path = local_path(entry)
         if get_to_local(client, entry["path"], path, policy, progress, stale) is None:
             summary.skipped.append(str(path))
@@ -218,6 +312,12 @@ def _make_local_directory(path: Path) -> None:
 def get_to_local(client: Client, remote: str, target: Path, policy: Overwrite, progress: Progress | None,
                  stale: bool) -> dict | None:
     """Copy one remote file to target under the policy; its stat, or None if skipped (-n)."""
+    return _place_local(target, policy, lambda file: client.get_file(remote, file, progress=progress, stale=stale))
+
+
+def _place_local(target: Path, policy: Overwrite, fill: Callable) -> dict | None:
+    """Write a local file at target under the policy: fill(file) writes the content into a
+    temporary file next to it and returns the stat; None if skipped (-n)."""
     if target.exists():
         if target.is_dir():
             raise LocalFileError(f"local {target} is a directory")
@@ -235,7 +335,7 @@ def get_to_local(client: Client, remote: str, target: Path, policy: Overwrite, p
     temporary = Path(file.name)
     try:
         with file:
-            info = client.get_file(remote, file, progress=progress, stale=stale)
+            info = fill(file)
             file.flush()
             os.fsync(file.fileno())
         os.chmod(temporary, info.get("mode", 0o644) & 0o777)
