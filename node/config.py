@@ -17,6 +17,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from node.errors import ConfigError
+from node.names import NODE_ID_RULE, is_valid_node_id
+from node.security.sockets import check_security_mode
 from node.transport.address import AddressError, HostPort, bind_socket, parse_host_port, tcp_endpoint
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -71,6 +73,7 @@ class ClusterConfig:
     nodes: tuple[NodeAddress, ...]
     path: str = ""
     replicator: str = "raft"
+    security: str = "curve"  # CurveZMQ on every port; "plaintext" only when a config says so (README: Security)
     tick_ms: int = 10
     heartbeat_ticks: int = 5
     election_ticks_min: int = 15
@@ -180,9 +183,8 @@ def _parse_node(where: str, raw: dict) -> NodeAddress:
     if extra_keys:
         raise ConfigError(f"unknown setting {where}.{sorted(extra_keys)[0]}")
     node_id = raw.get("id")
-    if not isinstance(node_id, str) or not node_id or len(node_id) > 64 or not node_id.isascii() \
-            or not node_id.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"{where}.id must be a short name of letters, digits, - or _, got {node_id!r}")
+    if not is_valid_node_id(node_id):
+        raise ConfigError(f"{where}.id must be {NODE_ID_RULE}, got {node_id!r}")
     values: dict[str, str] = {}
     binds: list[tuple[str, HostPort]] = []
     for role in ROLES:
@@ -268,6 +270,8 @@ def parse_config(document: dict, path: str = "") -> ClusterConfig:
         elif key == "replicator":
             if value not in REPLICATORS:
                 raise ConfigError(f"cluster.replicator must be one of {', '.join(REPLICATORS)}, got {value!r}")
+        elif key == "security":
+            value = check_security_mode(f"cluster.{key}", value)
         settings[key] = value
 
     raw_nodes = document.get("nodes")
