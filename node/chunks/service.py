@@ -48,6 +48,7 @@ QUEUED_REQUESTS_PER_WORKER = 2
 RECEIVE_HIGH_WATER_MESSAGES = 64
 # A repair copy pulled from another node must arrive within this (a 64 MiB frame at a few MB/s).
 FETCH_TIMEOUT_SECONDS = 30.0
+FETCH_POLL_SLICE_MS = 100
 SCRUB_BATCH_IDS = 256  # ids read per scrub step (one short read transaction)
 SCRUB_IDLE_SECONDS = 1.0  # an empty store is looked at again after this
 _GC_JOB = object()  # a queue item meaning "run the periodic garbage collection"
@@ -369,8 +370,13 @@ class ChunkService:
         try:
             connect_socket(dealer, address)
             dealer.send(protocol.request(1, "chunk_get", {"id": chunk_id, "verify": False}))
-            if not dealer.poll(int(FETCH_TIMEOUT_SECONDS * 1000)):
-                raise Unavailable(f"{source} did not send chunk {chunk_id.hex()} within {FETCH_TIMEOUT_SECONDS:g} s")
+            deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
+            # In slices, so that stop() is not held up by a slow source.
+            while not dealer.poll(FETCH_POLL_SLICE_MS):
+                if self._stopping.is_set():
+                    raise Unavailable("the chunk service is stopping")
+                if time.monotonic() >= deadline:
+                    raise Unavailable(f"{source} did not send chunk {chunk_id.hex()} within {FETCH_TIMEOUT_SECONDS:g} s")
             frames = dealer.recv_multipart(copy=False)
         finally:
             dealer.close(linger=0)

@@ -50,6 +50,7 @@ DELETE_ATTEMPTS_MAX = 20  # a surplus delete waits for its node to apply the dro
 DELETE_RETRY_SECONDS = 0.1
 RATE_WINDOW_SECONDS = 10.0
 INVENTORY_PAGE_IDS = 65536
+CLOSE_WAIT_SECONDS = 2.0
 CORRUPT_CHUNKS_MAX = 100_000  # corrupt marks kept (labels for fsck), a bound on memory
 FSCK_FILES_MAX = 100_000
 
@@ -114,7 +115,7 @@ class RepairScheduler:
         # Written by the driver thread, read by the worker: replaced whole, never mutated.
         self._view: tuple[int, dict[str, NodeView], dict[str, str]] | None = None
         self._down_since: dict[str, float] = {}
-        self._view_at = 0.0
+        self._view_at = float("-inf")
         # Worker state.
         self._nodes: dict[str, _NodeChunks] = {}
         self._corrupt: dict[bytes, set[str]] = {}
@@ -234,13 +235,17 @@ class RepairScheduler:
         return chunk_health(chunk_id, states, view), states
 
     def close(self) -> None:
+        """Stop the threads. A copy blocked on a chunk port is not waited for: the server's
+        Context.term() that follows interrupts its call (the thread then closes its socket)."""
         self._stopping.set()
         self._wake.set()
+        self._stop_leading()
         for _ in self._threads[1:]:
             self._copies.put(None)
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
         for thread in self._threads:
             if thread.is_alive():
-                thread.join(timeout=FETCH_CALL_TIMEOUT_SECONDS)
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # ----- proposals from the worker and copy threads
 
@@ -284,7 +289,8 @@ class RepairScheduler:
             try:
                 self._round(view[1], view[2], generation)
             except Exception:  # a failing round must not end repairs; the next one starts over
-                log.exception("repair round failed")
+                if not self._stopping.is_set():  # (at shutdown the context's end interrupts calls)
+                    log.exception("repair round failed")
 
     def _round(self, nodes: dict[str, NodeView], addresses: dict[str, str], generation: int) -> None:
         now = self._clock()
@@ -519,7 +525,8 @@ class RepairScheduler:
                 if generation == self._leading_generation:
                     self._copy(copy, generation)
             except Exception:
-                log.exception("repair copy of chunk %s failed", copy.chunk_id.hex())
+                if not self._stopping.is_set():
+                    log.exception("repair copy of chunk %s failed", copy.chunk_id.hex())
             finally:
                 self._in_flight.pop(copy.chunk_id, None)
                 self._wake.set()
