@@ -80,7 +80,10 @@ class NetCluster:
         self.data_dir = self.directory / "data"
         self.logs_dir = self.directory / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "HOME": str(self.directory / "home"), "SANDSTORE_CONFIG": str(self.config_path)}
+        # Nodes and clients share one machine's disk here, so one keys directory serves them all
+        # (on real hosts each node gets its own key: README, "Security").
+        self.env = {**os.environ, "HOME": str(self.directory / "home"), "SANDSTORE_CONFIG": str(self.config_path),
+                    "SANDSTORE_DATA_DIR": str(self.data_dir), "SANDSTORE_KEYS_DIR": str(self.data_dir / "keys")}
         self.processes: dict[str, subprocess.Popen] = {}
         self._settings = {**NETNS_CLUSTER_SETTINGS, **(settings or {})}
         self._hosts = {node_id: f"h{i}" for i, node_id in enumerate(self.node_ids, start=1)}
@@ -113,6 +116,9 @@ class NetCluster:
 
     def start(self, node_id: str, *, join: bool = False) -> subprocess.Popen:
         """`sandstore node --config FILE --id ID` inside the node's namespace."""
+        from sandctl.keys import ensure_local_cluster_keys
+
+        ensure_local_cluster_keys(self.data_dir, [node_id])
         argv = [str(Path(sys.executable).with_name("sandstore")), "node", "--config", str(self.config_path),
                 "--id", node_id, "--data-dir", str(self.data_dir),
                 "--log-file", str(self.logs_dir / f"{node_id}.log")]
