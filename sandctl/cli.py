@@ -24,12 +24,7 @@ from sandctl import cli_files, cli_health, cli_repair, output
 from sandctl import cluster as supervisor
 from sandctl import state
 from sandctl.bench import bench_command
-from sandctl.cli_base import (  # noqa: F401 - Settings and global_options are used by verb modules via here
-    UNREACHABLE_SECONDS,
-    Settings,
-    global_options,
-    node_option,
-)
+from sandctl.cli_base import Settings, global_options, node_option
 from sandctl.cli_files import _progress_bar
 from sandctl.errors import EXIT_REFUSED
 from sandctl.keys import keys_group

@@ -20,7 +20,6 @@ from sandctl import repair  # self-healing data: live and pending replicas
 from sandctl.cli_base import READ_NODE_HELP, Settings, global_options, node_option, refuse_json
 from sandctl.errors import LocalFileNotFound
 from sandctl.remote_files import (
-    OVERWRITE_HELP,
     Overwrite,
     copy_record,
     exists_message,

@@ -17,7 +17,6 @@ from node.errors import AlreadyExists, IsADirectory, NotFound
 
 from sandctl.client import Client
 
-OVERWRITE_HELP = "An existing target is refused unless -f; -n skips it silently."
 TAIL_BUFFER_BYTES_MAX = 64 << 20  # tail -n keeps at most this much of a file without newlines
 
 
