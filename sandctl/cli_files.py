@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from node.errors import AlreadyExists, InvalidPath, IsADirectory, NotADirectory, NotFound
+from node.errors import AlreadyExists, IsADirectory, NotADirectory, NotFound
 
 from sandctl import output
 from sandctl import repair  # self-healing data: live and pending replicas
@@ -22,7 +22,7 @@ from sandctl.errors import LocalFileNotFound
 from sandctl.remote_files import (
     Overwrite,
     copy_record,
-    exists_message,
+    copy_tree,
     find,
     landed_path,
     overwrite_policy,
@@ -30,10 +30,9 @@ from sandctl.remote_files import (
     put_file_checked,
     read_head,
     read_tail,
-    remote_type,
     walk,
 )
-from sandctl.tree_transfer import TransferSummary, get_to_local, get_tree, open_local, put_tree, scan_local_tree
+from sandctl.tree_transfer import TransferSummary, get_to_local, get_tree, open_local, put_tree
 
 COMMANDS: list[click.Command] = []
 
@@ -66,7 +65,8 @@ stale_option = click.option(
 
 
 class _TreeProgress:
-    """One progress bar for a whole transfer (stderr, only when stdout is a terminal)."""
+    """One progress bar for a whole transfer (stderr, only when stdout is a terminal and the
+    output is not JSON); a TreeProgress of sandctl/tree_transfer.py."""
 
     def __init__(self, settings: Settings, label: str) -> None:
         self._enabled = not settings.json_output and sys.stdout.isatty()
@@ -88,12 +88,18 @@ class _TreeProgress:
             self._bar = None
 
 
+    def callback(self):
+        """The per-piece callback, or None when no bar is shown (nothing to call)."""
+        return self if self._bar is not None else None
+
+
 @contextlib.contextmanager
 def _progress_bar(settings: Settings, length: int, label: str):
+    """A progress callback for one transfer of `length` bytes (None without a terminal)."""
     progress = _TreeProgress(settings, label)
     progress.begin(length)
     try:
-        yield progress if progress._bar is not None else None
+        yield progress.callback()
     finally:
         progress.end()
 
@@ -134,9 +140,7 @@ def put(settings: Settings, local: str, remote: str, recursive: bool, force: boo
         if not root.is_dir():
             raise (LocalFileNotFound(f"{local}: no such local directory") if not root.exists()
                    else NotADirectory(f"{local} is a file (put it without -r)"))
-        total_bytes = sum(file.size for file in scan_local_tree(root)[1])
         progress = _TreeProgress(settings, f"put {local}")
-        progress.begin(total_bytes)
         try:
             summary = put_tree(client, root, remote, policy, progress)
         finally:
@@ -196,11 +200,7 @@ def get(settings: Settings, remote: str, local: str, recursive: bool, force: boo
         _get_to_stdout(client, remote, stale)
         return
     if recursive:
-        entries = walk(client, remote, stale=stale)
-        if entries[0].get("type") != "dir":
-            raise NotADirectory(f"{remote} is a file (get it without -r)")
         progress = _TreeProgress(settings, f"get {remote}")
-        progress.begin(sum(entry.get("size", 0) for entry in entries if entry.get("type") != "dir"))
         try:
             summary = get_tree(client, remote, Path(local), policy, progress, stale)
         finally:
@@ -484,7 +484,7 @@ def cp(settings: Settings, src: str, dst: str, recursive: bool, force: bool, no_
         return
     if not recursive:
         raise IsADirectory(f"{src} is a directory (use cp -r)")
-    copied = _copy_tree(client, source["path"], landed_path(client, dst, name), policy)
+    copied = copy_tree(client, source["path"], landed_path(client, dst, name), policy)
     if settings.json_output:
         output.print_json(copied)
     else:
@@ -492,39 +492,6 @@ def cp(settings: Settings, src: str, dst: str, recursive: bool, force: bool, no_
         click.echo(f"copied {output.counted(copied['files'], 'file')} and "
                    f"{output.counted(copied['dirs'], 'new directory', 'new directories')} from "
                    f"{copied['source']} to {copied['target']}{skipped}")
-
-
-def _copy_tree(client, source: str, target: str, policy: Overwrite) -> dict:
-    if target == source or target.startswith(source.rstrip("/") + "/"):
-        raise InvalidPath(f"cannot copy directory {source} into itself ({target})")
-    entries = walk(client, source)
-    existing = {entry["path"]: entry.get("type") for entry in (walk(client, target) if remote_type(client, target)
-                                                               else [])}
-
-    def moved(path: str) -> str:
-        return target + path[len(source):] if source != "/" else posixpath.join(target, path.lstrip("/"))
-
-    present = [moved(e["path"]) for e in entries if e.get("type") != "dir" and moved(e["path"]) in existing]
-    if present and policy is Overwrite.REFUSE:
-        raise AlreadyExists(exists_message(present[0]) if len(present) == 1 else
-                            f"{len(present)} files already exist, e.g. {present[0]} "
-                            "(use -f to overwrite them, -n to skip them); nothing was copied")
-    copied = {"source": source, "target": target, "files": 0, "dirs": 0, "skipped": 0}
-    for entry in entries:
-        path = moved(entry["path"])
-        if entry.get("type") == "dir":
-            if existing.get(path) == "file":
-                raise NotADirectory(f"{path} is a file; {entry['path']} is a directory")
-            if path not in existing:
-                client.mkdir(path)
-                copied["dirs"] += 1
-        elif path in existing and policy is Overwrite.SKIP:
-            copied["skipped"] += 1
-        elif copy_record(client, entry["path"], {"path": path}, policy) is None:
-            copied["skipped"] += 1
-        else:
-            copied["files"] += 1
-    return copied
 
 
 @command()

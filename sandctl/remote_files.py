@@ -13,7 +13,7 @@ import posixpath
 from collections import deque
 from typing import BinaryIO
 
-from node.errors import AlreadyExists, IsADirectory, NotFound
+from node.errors import AlreadyExists, InvalidPath, IsADirectory, NotADirectory, NotFound
 
 from sandctl.client import Client
 
@@ -219,3 +219,43 @@ def read_tail(client: Client, path: str, count: int, by_lines: bool, stale: bool
     buffer = TailBuffer(count, by_lines)
     client.get_file(path, buffer, stale=stale)
     return buffer.value()
+
+
+def copy_tree(client: Client, source: str, target: str, policy: Overwrite) -> dict:
+    """Copy the directory tree at source to target (created) inside the store, file records
+    only (see copy_record). Every conflict is found before anything is copied."""
+    if target == source or target.startswith(source.rstrip("/") + "/"):
+        raise InvalidPath(f"cannot copy directory {source} into itself ({target})")
+    entries = walk(client, source)
+    existing = {entry["path"]: entry.get("type") for entry in
+                (walk(client, target) if remote_type(client, target) is not None else [])}
+
+    def moved(path: str) -> str:
+        return target + path[len(source.rstrip("/")):]
+
+    present = []
+    for entry in entries:
+        path = moved(entry["path"])
+        if entry.get("type") == "dir" and existing.get(path) == "file":
+            raise NotADirectory(f"{path} is a file; {entry['path']} is a directory")
+        if entry.get("type") != "dir" and existing.get(path) == "dir":
+            raise IsADirectory(f"{path} is a directory; {entry['path']} is a file")
+        if entry.get("type") != "dir" and path in existing:
+            present.append(path)
+    if present and policy is Overwrite.REFUSE:
+        raise AlreadyExists(exists_message(present[0]) if len(present) == 1 else
+                            f"{len(present)} files already exist, e.g. {present[0]} "
+                            "(use -f to overwrite them, -n to skip them); nothing was copied")
+    copied = {"source": source, "target": target, "files": 0, "dirs": 0, "skipped": 0}
+    for entry in entries:
+        path = moved(entry["path"])
+        if entry.get("type") == "dir":
+            if path not in existing:
+                client.mkdir(path)
+                copied["dirs"] += 1
+        elif (path in existing and policy is Overwrite.SKIP) or \
+                copy_record(client, entry["path"], {"path": path}, policy) is None:
+            copied["skipped"] += 1
+        else:
+            copied["files"] += 1
+    return copied

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from node.errors import AlreadyExists, IsADirectory, NotADirectory
 
@@ -27,6 +27,16 @@ from sandctl.errors import LocalFileError, LocalFileNotFound
 from sandctl.remote_files import Overwrite, exists_message, remote_type, walk
 
 Progress = Callable[[int], None]
+
+
+class TreeProgress(Protocol):
+    """Progress of a whole tree transfer: begin(total bytes) once the tree is known, then a
+    call with the byte count of each piece moved."""
+
+    def begin(self, total_bytes: int) -> None: ...
+
+    def __call__(self, count: int) -> None: ...
+
 
 # Small (inline) files of a tree travel this many at a time, each in one request: the leader
 # commits them in shared batches instead of one consensus round after another. Memory stays
@@ -99,7 +109,7 @@ def scan_local_tree(root: Path) -> tuple[list[str], list[LocalFile]]:
 
 
 def put_tree(client: Client, local_root: Path, remote: str, policy: Overwrite,
-             progress: Progress | None = None) -> TransferSummary:
+             progress: TreeProgress | None = None) -> TransferSummary:
     """Store the local directory tree at remote (inside it, under the local name, if remote
     is an existing directory or ends in /)."""
     started = time.monotonic()
@@ -121,6 +131,9 @@ def put_tree(client: Client, local_root: Path, remote: str, policy: Overwrite,
             present.append(path)
     if present and policy is Overwrite.REFUSE:
         raise AlreadyExists(_conflict_message(present, len(files)))
+    if progress is not None:
+        progress.begin(sum(file.size for file in files if policy is not Overwrite.SKIP
+                           or posixpath.join(root, file.relative) not in existing))
     if root not in existing:
         client.mkdir(root)
         summary.directories += 1
@@ -246,7 +259,7 @@ async def _get_small_files(client: Client, entries: list[tuple[dict, Path]], pol
         await _in_flight(entries, fetch)
 
 
-def get_tree(client: Client, remote: str, local: Path, policy: Overwrite, progress: Progress | None = None,
+def get_tree(client: Client, remote: str, local: Path, policy: Overwrite, progress: TreeProgress | None = None,
              stale: bool = False) -> TransferSummary:
     """Copy the remote directory tree to local (inside it, under the remote name, if local
     is an existing directory)."""
@@ -279,6 +292,9 @@ def get_tree(client: Client, remote: str, local: Path, policy: Overwrite, progre
             present.append(str(path))
     if present and policy is Overwrite.REFUSE:
         raise AlreadyExists(_conflict_message(present, len(files)))
+    if progress is not None:
+        skipped = set(present) if policy is Overwrite.SKIP else set()
+        progress.begin(sum(entry.get("size", 0) for entry in files if str(local_path(entry)) not in skipped))
     for entry in directories:
         path = local_path(entry)
         if not path.is_dir():

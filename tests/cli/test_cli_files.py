@@ -410,3 +410,37 @@ def test_node_hints_name_the_command_line_flag(fake_nodes, tmp_path, error, line
     path.write_text(render_config(make_config({"n1": node.address})))
     result = run("mkdir", "/a/b", "--config", str(path))
     assert stderr_lines(result) == [line]
+
+
+class RecordingProgress:
+    """A TreeProgress that remembers the announced total and the bytes reported."""
+
+    def __init__(self) -> None:
+        self.totals: list[int] = []
+        self.moved = 0
+
+    def begin(self, total_bytes: int) -> None:
+        self.totals.append(total_bytes)
+
+    def __call__(self, count: int) -> None:
+        self.moved += count
+
+
+def test_one_progress_for_the_whole_tree_transfer(fake_nodes, tmp_path):
+    from sandctl.client import Client
+    from sandctl.remote_files import Overwrite
+    from sandctl.tree_transfer import get_tree, put_tree
+
+    node = fake_nodes("n1", Namespace())
+    make_tree(tmp_path / "src", TREE)
+    total = sum(len(data) for data in TREE.values())
+    with Client(make_config({"n1": node.address})) as client:
+        sent = RecordingProgress()
+        summary = put_tree(client, tmp_path / "src", "/", Overwrite.REFUSE, sent)
+        assert (sent.totals, sent.moved, summary.bytes) == ([total], total, total)
+        received = RecordingProgress()
+        get_tree(client, "/src", tmp_path / "out", Overwrite.REFUSE, received)
+        assert (received.totals, received.moved) == ([total], total)
+        skipping = RecordingProgress()
+        put_tree(client, tmp_path / "src", "/", Overwrite.SKIP, skipping)
+        assert (skipping.totals, skipping.moved) == ([0], 0)
