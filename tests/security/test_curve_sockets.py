@@ -179,3 +179,16 @@ def test_a_request_loop_refuses_admin_ops_to_a_read_write_key(sockets, keys_dir)
     with pytest.raises(Unauthorized, match="revoked"):
         server.authorize_request(request_answered(router, admin, b"gc")[1], "gc")
 
+
+
+def test_a_message_from_a_socket_nobody_configured_has_no_principal(sockets, keys_dir):
+    server = sockets.start_server(keys_dir)
+    unconfigured = sockets.context.socket(zmq.ROUTER)  # a ROUTER someone forgot to configure
+    unconfigured.setsockopt(zmq.LINGER, 0)
+    sockets.closables.append(unconfigured)
+    number = unconfigured.bind_to_random_port("tcp://127.0.0.1")
+    dealer, _ = sockets.dealer(f"127.0.0.1:{number}")
+    frames = request_answered(unconfigured, dealer, b"hello")
+    assert server.principal_of(frames[1]) is None and server.peer_node_id(frames[1]) is None
+    with pytest.raises(Unauthorized):
+        server.authorize_request(frames[1], "status")
