@@ -15,13 +15,25 @@ cluster's voters as membership, term 1 and nothing voted. This is the README's b
 with a non-empty state machine: every node starts with the namespace byte for byte as in the
 image, so its digest equals the source's at the backup's index. Replaying the files into an
 empty cluster could not give that: inode numbers, times, sessions and the applied index
-would all differ. Chunks are not the node's business here: the client puts them to the
-replicas the records name, through the chunk port, after the nodes started.
+would all differ. The chunks that name this node as a replica go into its chunk store in the
+same step, each checked against its id, so the node starts holding exactly what the image
+records (its repair machinery finds nothing missing to act on).
+
+`seed` seeds every node of the new config in one process, reading on stdin (sandctl writes it
+from the backup file, one chunk in memory at a time; each chunk is sent once, whatever its
+replica count):
+
+    stream = image length (8 bytes big-endian) + image
+             + index length (8 bytes) + index (msgpack [[chunk id, size, [node ids]], ...])
+             + the content of each indexed chunk, in index order (its size from the index)
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import hashlib
+import struct
 import sys
 from pathlib import Path
 
@@ -29,6 +41,8 @@ import click
 import lmdb
 import msgpack
 
+from node.chunk_ids import CHUNK_ID_BYTES
+from node.chunks.store import ChunkStore
 from node.config import ClusterConfig, load_config, node_data_dir
 from node.errors import BadRequest, Refused, SandStoreError, TooLarge
 from node.metadata.state_machine import Namespace
@@ -36,12 +50,14 @@ from node.metadata.replicas import ChunkReplicas
 from node.metadata.tables import KEY_APPLIED_INDEX, TABLE_NAMES, unpack_uint64
 from node.raft.node import BOOTSTRAP_INDEX, BOOTSTRAP_TERM
 from node.raft.types import ConfState, HardState, Snapshot, SnapshotMeta
-from node.replicator.raft import encode_addresses
+from node.replicator.addresses import encode_addresses
 from node.snapshot_codec import encode_snapshot
 from node.storage.lmdb_store import NodeStore
 
 IMAGE_CHECKSUM_BYTES = 32  # BLAKE2b-256 of the image bytes, as the backup file checks sections
 SEED_EXIT_REFUSED = 1
+SEED_LENGTH = struct.Struct(">Q")
+SEED_CHUNKS_IN_FLIGHT = 4
 
 
 def image_checksum(image: bytes) -> str:
@@ -110,6 +126,62 @@ def seed_node(config: ClusterConfig, node_id: str, data_dir: str | Path, image: 
         store.close()
 
 
+def import_chunks(config: ClusterConfig, data_dir: str | Path, index: list, stream) -> int:
+    """Store the chunks of `index`, read from `stream` in order, in the chunk store of each
+    node their entry names; each durable and checked against its id (ChecksumMismatch
+    otherwise). Returns the bytes read."""
+    _check_index(config, index)
+    stores = {node_id: ChunkStore(node_data_dir(data_dir, node_id), config.chunk_map_size_bytes)
+              for node_id in sorted({node_id for _, _, nodes in index for node_id in nodes})}
+    total_bytes = 0
+    # Several puts at once: each store group-commits them (one fsync for several chunks) and
+    # the stores are written in parallel while the next chunk is read; at most
+    # SEED_CHUNKS_IN_FLIGHT chunks are in memory.
+    in_flight: collections.deque[list[concurrent.futures.Future]] = collections.deque()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(SEED_CHUNKS_IN_FLIGHT * len(stores or [None])) as pool:
+            for position, (chunk_id, size, nodes) in enumerate(index):
+                if len(in_flight) == SEED_CHUNKS_IN_FLIGHT:
+                    for future in in_flight.popleft():
+                        future.result()  # ChecksumMismatch, StoreFull: raised here
+                content = _read_exactly(stream, size, f"chunk {position}")
+                in_flight.append([pool.submit(stores[node_id].put, chunk_id, content) for node_id in nodes])
+                total_bytes += size
+            while in_flight:
+                for future in in_flight.popleft():
+                    future.result()
+    finally:
+        for store in stores.values():
+            store.close()
+    return total_bytes
+
+
+def _check_index(config: ClusterConfig, index: object) -> None:
+    known = set(config.node_ids())
+    if not isinstance(index, list):
+        raise BadRequest("the chunk index is not a list")
+    for entry in index:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], bytes)
+                and len(entry[0]) == CHUNK_ID_BYTES and isinstance(entry[1], int)
+                and 0 < entry[1] <= config.max_frame_bytes and isinstance(entry[2], list) and entry[2]
+                and set(entry[2]) <= known):
+            raise BadRequest("the chunk index holds a malformed entry or a node the config does not have")
+
+
+def _read_exactly(stream, size: int, what: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise BadRequest(f"the restore stream ended inside {what}")
+    return data
+
+
+def _read_block(stream, what: str, max_bytes: int) -> bytes:
+    (size,) = SEED_LENGTH.unpack(_read_exactly(stream, SEED_LENGTH.size, f"the length of {what}"))
+    if size > max_bytes:
+        raise BadRequest(f"{what} claims {size} bytes (at most {max_bytes})")
+    return _read_exactly(stream, size, what)
+
+
 @click.group()
 def main() -> None:
     """Node-side restore steps (run by `sandctl snapshot restore`)."""
@@ -117,19 +189,28 @@ def main() -> None:
 
 @main.command("seed")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--id", "node_id", required=True)
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--applied", type=click.IntRange(min=0), required=True, help="The backup's applied index.")
 @click.option("--digest", required=True, help="The namespace digest the image must restore to.")
-def seed_command(config_path: str, node_id: str, data_dir: str, applied: int, digest: str) -> None:
-    """Seed one node of a new cluster from the namespace image on stdin.
+def seed_command(config_path: str, data_dir: str, applied: int, digest: str) -> None:
+    """Seed every node of a new cluster from the image and chunks streamed on stdin (see the
+    module docstring). Nothing may run in DATA_DIR yet.
 
-    Example: python -m node.backup seed --config c.toml --id n1 --data-dir d --applied 7 --digest HEX < image
+    Example: python -m node.backup seed --config c.toml --data-dir d --applied 7 --digest HEX < stream
     """
+    stream = sys.stdin.buffer
     try:
-        seed_node(load_config(config_path), node_id, data_dir, sys.stdin.buffer.read(), applied, digest)
+        config = load_config(config_path)
+        image = _read_block(stream, "the image", config.max_frame_bytes)
+        index = msgpack.unpackb(_read_block(stream, "the chunk index", config.max_frame_bytes), raw=False)
+        for node_id in config.node_ids():
+            seed_node(config, node_id, data_dir, image, applied, digest)
+        import_chunks(config, data_dir, index, stream)
     except SandStoreError as error:
         click.echo(f"Error: {error}", err=True)
+        sys.exit(SEED_EXIT_REFUSED)
+    except ValueError as error:  # msgpack's errors for a garbled index
+        click.echo(f"Error: undecodable chunk index: {type(error).__name__}", err=True)
         sys.exit(SEED_EXIT_REFUSED)
 
 

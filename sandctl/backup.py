@@ -6,17 +6,19 @@ barrier, node/backup.py), then streams every chunk the image references from its
 time. The file is written under a temporary name and renamed when complete.
 
 Restore reads the whole file once to check it, before anything is created; then seeds each
-node of the NEW cluster's config from the image (`python -m node.backup seed`, the node's
-code, in its own process: this package never opens a node's store), starts the cluster, and
-puts every chunk on exactly the replicas its records name, through the chunk port, where each
-is verified and fsynced. The new cluster's Raft history is its own (term 1, a new log,
-the new config's members and addresses), its namespace is the backup's byte for byte.
+node of the NEW cluster's config (`python -m node.backup seed`, the node's code in its own
+process: this package never opens a node's store) with the image as its initial snapshot and
+the chunks its records place on it, verified and fsynced, reading the file a second time; then
+starts the cluster and checks its digest. The new cluster's Raft history is its own (term 1, a
+new log, the new config's members and addresses); its namespace and chunks are the backup's.
 
 File format, version 1 (integers big-endian):
 
     file    = MAGIC (8 bytes, b"SANDBAK\\n") + FORMAT_VERSION (2 bytes) + section...
-    section = kind (1 byte) + length (8 bytes) + payload (length bytes)
-              + BLAKE2b-256 of (kind + length + payload) (32 bytes)
+    section = kind (1 byte) + length (8 bytes) + payload (length bytes) + checksum (32 bytes):
+              BLAKE2b-256 of (kind + length + payload); for a CHUNK section of (kind + length
+              + chunk id), the id being the BLAKE2b-256 of the content, which every reader
+              checks (so each byte is hashed once, not twice)
 
     kind 1 HEADER       once, first: msgpack map (format, created_ns, applied, digest,
                         image_bytes, image_blake2b, with_data, chunks, chunk_bytes, served_by)
@@ -73,6 +75,7 @@ READ_PIECE_BYTES = 1 << 20
 # large, since every record names its chunks) and a few fields travel with it.
 IMAGE_SHARE_OF_FRAME = 0.5
 SEED_TIMEOUT_SECONDS = 120.0
+SEED_LENGTH = struct.Struct(">Q")  # lengths and counts in the seed stream (node/backup.py)
 
 _PREFIX = struct.Struct(">8sH")
 _SECTION = struct.Struct(">BQ")
@@ -110,10 +113,16 @@ class BackupWriter:
         self.bytes_written = len(prefix)
         self._ended = False
 
-    def section(self, kind: int, *parts: bytes | memoryview) -> None:
+    def section(self, kind: int, payload: bytes) -> None:
         assert not self._ended, "a section after END"
-        assert kind in SECTION_NAMES and kind != SECTION_END, kind
-        self._write(kind, parts)
+        assert kind in SECTION_NAMES and kind not in (SECTION_END, SECTION_CHUNK), kind
+        self._write(kind, (payload,))
+
+    def chunk(self, chunk_id: bytes, content: bytes | memoryview) -> None:
+        """A CHUNK section; the caller has checked that content hashes to chunk_id."""
+        assert not self._ended, "a section after END"
+        assert len(chunk_id) == CHUNK_ID_BYTES, chunk_id
+        self._write(SECTION_CHUNK, (chunk_id, content))
 
     def end(self) -> None:
         self._write(SECTION_END, (self._final.digest(),))
@@ -123,7 +132,7 @@ class BackupWriter:
         length = sum(len(part) for part in parts)
         assert length <= SECTION_BYTES_MAX, length
         head = _SECTION.pack(kind, length)
-        checksum = _checksum(head, *parts)
+        checksum = _checksum(head, parts[0]) if kind == SECTION_CHUNK else _checksum(head, *parts)
         self._file.write(head)
         for part in parts:
             self._file.write(part)
@@ -160,7 +169,10 @@ class BackupReader:
                                 f"more than the file holds (truncated?)")
         payload = self._read(length, f"the {name} section")
         checksum = self._read(CHECKSUM_BYTES, f"the {name} section's checksum")
-        if _checksum(head, payload) != checksum:
+        covered = memoryview(payload)[:CHUNK_ID_BYTES] if kind == SECTION_CHUNK else payload
+        if kind == SECTION_CHUNK and length < CHUNK_ID_BYTES:
+            raise BackupCorrupt(f"the chunk section {self.sections_read + 1} is too short to hold a chunk id")
+        if _checksum(head, covered) != checksum:
             raise BackupCorrupt(f"the {name} section {self.sections_read + 1} fails its checksum (altered)")
         self.sections_read += 1
         if kind == SECTION_END:
@@ -219,17 +231,19 @@ def _check_chunk_index(chunks: object) -> list:
 
 
 def read_backup(path: str | os.PathLike, on_chunk: Callable[[bytes, memoryview], None] | None = None,
-                progress: Progress | None = None) -> BackupContents:
+                progress: Progress | None = None, verify_content: bool = True) -> BackupContents:
     """Read and check the whole file (one chunk in memory at a time). on_chunk(id, content)
-    is called for each chunk after its checks. BackupCorrupt on any problem."""
+    is called for each chunk after its checks. verify_content=False skips hashing chunk
+    contents, for a consumer that checks each against its id itself. BackupCorrupt on any
+    problem."""
     path = Path(path)
     try:
-        return _read_backup(path, on_chunk, progress)
+        return _read_backup(path, on_chunk, progress, verify_content)
     except BackupCorrupt as error:
         raise BackupCorrupt(f"{path}: {error}; refused") from None
 
 
-def _read_backup(path: Path, on_chunk, progress: Progress | None) -> BackupContents:
+def _read_backup(path: Path, on_chunk, progress: Progress | None, verify_content: bool) -> BackupContents:
     with open(path, "rb") as file:
         size_bytes = os.fstat(file.fileno()).st_size
         reader = BackupReader(file, size_bytes)
@@ -257,7 +271,7 @@ def _read_backup(path: Path, on_chunk, progress: Progress | None) -> BackupConte
             if bytes(payload[:CHUNK_ID_BYTES]) != chunk_id or len(payload) - CHUNK_ID_BYTES != size:
                 raise BackupCorrupt(f"chunk {chunk_id.hex()} is missing or out of order")
             content = payload[CHUNK_ID_BYTES:]
-            if chunk_id_of(content) != chunk_id:
+            if verify_content and chunk_id_of(content) != chunk_id:
                 raise BackupCorrupt(f"chunk {chunk_id.hex()} does not hash to its id")
             if on_chunk is not None:
                 on_chunk(chunk_id, content)
@@ -295,7 +309,7 @@ class _ChunkSections:
                 if len(self._pending) < chunk_size:
                     break
                 piece, self._pending = memoryview(bytes(self._pending)), bytearray()
-            self._backup.section(SECTION_CHUNK, chunk_id, piece)
+            self._backup.chunk(chunk_id, piece)  # get_stream checked it against its id
             self._position += 1
         return size
 
@@ -387,65 +401,70 @@ def restore(config: ClusterConfig, data_dir: str | os.PathLike, path: str | os.P
         raise Refused(f"the backup's chunks are stored on {', '.join(missing)}, which {config.path} does not have: "
                       "the new cluster's config needs those node ids")
     for node_id in config.node_ids():
-        if (node_data_dir(data_dir, node_id) / "raft.lmdb").exists() or supervisor.node_process(data_dir, node_id).alive:
-            raise Refused(f"{node_data_dir(data_dir, node_id)} already holds a node: restore needs a new, empty data directory")
-    for node_id in config.node_ids():
-        _seed(config, data_dir, node_id, contents)
-    state.remember(config.path, data_dir)
-    pids, leader = supervisor.start_cluster(config, data_dir, deadline_seconds)
-    imported = 0
-    with Client(config, timeout_seconds=deadline_seconds) as client:
+        if node_data_dir(data_dir, node_id).exists() or supervisor.node_process(data_dir, node_id).alive:
+            raise Refused(f"{node_data_dir(data_dir, node_id)} exists: restore needs a new, empty data directory")
+    seeding = _Seeding(config, data_dir, contents)
+    try:
         if header["with_data"] and contents.chunks:
             progress = progress_for(header["chunk_bytes"]) if progress_for is not None else None
-            replicas_of = {chunk_id: replicas for chunk_id, _, replicas in contents.chunks}
-            client.wait_for_chunk_nodes(len(config.nodes), deadline_seconds)
-
-            def import_chunk(chunk_id: bytes, content: memoryview) -> None:
-                _put_on_replicas(client, chunk_id, content, replicas_of[chunk_id], deadline_seconds)
-
-            read_backup(path, on_chunk=import_chunk, progress=progress)  # checked again as it is read
-            imported = len(contents.chunks)
+            # Read again, framing and checksums checked again; every node that stores a chunk
+            # checks its content against its id.
+            read_backup(path, on_chunk=seeding.send_chunk, progress=progress, verify_content=False)
+        seeding.finish()
+    finally:
+        seeding.kill()
+    seeded_seconds = time.monotonic() - started
+    state.remember(config.path, data_dir)
+    pids, leader = supervisor.start_cluster(config, data_dir, deadline_seconds)
+    with Client(config, timeout_seconds=deadline_seconds) as client:
         restored = client.call("digest", {}, node=leader)
     if restored["digest"] != header["digest"]:
         raise SandStoreError(f"the restored cluster's digest {restored['digest']} differs from the backup's "
                              f"{header['digest']}")
+    imported = len(contents.chunks) if header["with_data"] else 0
     return {"file": str(path), "config": config.path, "data_dir": str(data_dir), "leader": leader,
             "pids": pids, "applied": header["applied"], "digest": restored["digest"], "chunks": imported,
             "chunk_bytes": header["chunk_bytes"] if imported else 0, "with_data": header["with_data"],
-            "elapsed_seconds": round(time.monotonic() - started, 3)}
+            "seeded_seconds": round(seeded_seconds, 3), "elapsed_seconds": round(time.monotonic() - started, 3)}
 
 
-def _seed(config: ClusterConfig, data_dir: Path, node_id: str, contents: BackupContents) -> None:
-    command = [sys.executable, "-m", "node.backup", "seed", "--config", str(Path(config.path).resolve()),
-               "--id", node_id, "--data-dir", str(data_dir.resolve()),
-               "--applied", str(contents.header["applied"]), "--digest", contents.header["digest"]]
-    result = subprocess.run(command, input=contents.image, capture_output=True, timeout=SEED_TIMEOUT_SECONDS,
-                            check=False)
-    if result.returncode != 0:
-        lines = result.stderr.decode(errors="replace").strip().splitlines()
-        message = lines[-1].removeprefix("Error: ") if lines else f"exit status {result.returncode}"
-        raise Refused(f"cannot seed node {node_id}: {message}")
+class _Seeding:
+    """`python -m node.backup seed`: the node's own code writes every new node's stores (this
+    package never opens them), fed the stream node/backup.py describes."""
 
+    def __init__(self, config: ClusterConfig, data_dir: Path, contents: BackupContents) -> None:
+        command = [sys.executable, "-m", "node.backup", "seed", "--config", str(Path(config.path).resolve()),
+                   "--data-dir", str(data_dir.resolve()), "--applied", str(contents.header["applied"]),
+                   "--digest", contents.header["digest"]]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE)
+        self._broken = False
+        index = msgpack.packb(contents.chunks if contents.header["with_data"] else [])
+        self._send(SEED_LENGTH.pack(len(contents.image)), contents.image, SEED_LENGTH.pack(len(index)), index)
 
-def _put_on_replicas(client: Client, chunk_id: bytes, content: memoryview, replicas: list[str],
-                     deadline_seconds: float) -> None:
-    """Store one chunk on exactly these nodes (durable and verified there)."""
-    addresses = {node: client.chunk_addresses[node] for node in replicas}
-    stored, _size = transfer.put_stream(addresses, _OneChunk(content), chunk_size_bytes=len(content),
-                                        replication=len(replicas), deadline_seconds=deadline_seconds,
-                                        max_chunks_in_flight=1, max_frame_bytes=client.config.max_frame_bytes)
-    assert len(stored) == 1 and stored[0][0] == chunk_id and sorted(stored[0][2]) == sorted(replicas), stored
+    def send_chunk(self, chunk_id: bytes, content: memoryview) -> None:
+        self._send(content)
 
+    def _send(self, *parts: bytes | memoryview) -> None:
+        if self._broken:
+            return
+        try:
+            for part in parts:
+                self._process.stdin.write(part)
+        except BrokenPipeError:
+            self._broken = True  # it exited: finish() reports why
 
-class _OneChunk:
-    """A reader that yields one chunk's content once (no copy)."""
+    def finish(self) -> None:
+        """Wait for the seeding; Refused with its error line if it failed."""
+        _, errors = self._process.communicate(timeout=SEED_TIMEOUT_SECONDS)  # closes stdin: end of stream
+        if self._process.returncode != 0:
+            lines = errors.decode(errors="replace").strip().splitlines()
+            reason = lines[-1].removeprefix("Error: ") if lines else f"exit status {self._process.returncode}"
+            raise Refused(f"seeding the new cluster failed ({reason}); delete the new data directory before "
+                          "trying again")
 
-    def __init__(self, content: memoryview) -> None:
-        self._content: memoryview | None = content
-
-    def read(self, size: int) -> bytes | memoryview:
-        content, self._content = self._content, None
-        if content is None:
-            return b""
-        assert len(content) <= size
-        return content
+    def kill(self) -> None:
+        """Stop the seeder if it still runs (after a failure here): only our own child."""
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()

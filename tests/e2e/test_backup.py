@@ -180,6 +180,13 @@ def test_truncated_and_altered_backups_are_refused_with_one_line(cluster, tmp_pa
     restored = sandctl_json(cluster, "snapshot", "restore", str(path), "--config", str(new_config_path),
                             "--data-dir", str(target))
     assert restored["digest"] == saved["digest"]
+    # A data directory that already holds a node is refused, and left as it was.
+    before = sorted(str(path) for path in target.rglob("*"))
+    again = e2e_tools.run_sandctl(cluster.home, "snapshot", "restore", str(path), "--config", str(new_config_path),
+                                  "--data-dir", str(target), timeout_seconds=60)
+    assert again.returncode == 1 and again.stderr.decode().count("\n") == 1, again.stderr.decode()
+    assert "restore needs a new, empty data directory" in again.stderr.decode()
+    assert sorted(str(path) for path in target.rglob("*")) == before
 
 
 def test_the_format_checks_every_section_and_the_order(tmp_path):
@@ -190,7 +197,10 @@ def test_the_format_checks_every_section_and_the_order(tmp_path):
         with open(path, "wb") as file:
             writer = backup.BackupWriter(file)
             for kind, payload in sections:
-                writer.section(kind, payload)
+                if kind == backup.SECTION_CHUNK:
+                    writer.chunk(payload[:32], payload[32:])
+                else:
+                    writer.section(kind, payload)
             writer.end()
 
     image = b"image bytes"
