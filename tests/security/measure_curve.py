@@ -62,7 +62,7 @@ def serve(keys_dir: str, mode: str) -> None:
 
 
 def measure(keys_dir: str, mode: str, size_bytes: int, seconds: float, *, replicas: int = 1,
-            io_threads: int = 1) -> tuple[float, float]:
+            io_threads: int = 1, window: int | None = None) -> tuple[float, float]:
     """(requests/s, payload MB/s) sending each request to `replicas` ROUTERs (separate child
     processes), as a chunk put sends one chunk to every replica."""
     children = [subprocess.Popen([sys.executable, "-m", "tests.security.measure_curve", "--serve", keys_dir, mode],
@@ -81,7 +81,7 @@ def measure(keys_dir: str, mode: str, size_bytes: int, seconds: float, *, replic
             dealer.recv(copy=False)
             dealers.append(dealer)
         payload = zmq.Frame(b"x" * size_bytes)
-        window = WINDOW_MESSAGES[size_bytes]
+        window = window or WINDOW_MESSAGES[size_bytes]
         done = outstanding = 0
         started = time.perf_counter()
         deadline = started + seconds
@@ -124,6 +124,9 @@ def main() -> None:
                 rate, megabytes = results[mode]
                 cost = 1 - rate / results["off"][0]
                 print(f"{label:>6} {mode:>9} {rate:11.0f} {megabytes:8.1f}  cost vs off {cost:+.0%}", flush=True)
+        off = measure(keys_dir, "off", 100, arguments.seconds, window=1)[0]
+        curve = measure(keys_dir, "curve", 100, arguments.seconds, window=1)[0]
+        print(f"100 B one at a time (round trips/s): off {off:.0f}  curve {curve:.0f}  cost {1 - curve / off:+.0%}")
         print("4 MiB to 3 replicas at once (a chunk put), payload MB/s as the client sees it:")
         for io_threads in (1, 2):
             off = measure(keys_dir, "off", 4 << 20, arguments.seconds, replicas=3, io_threads=io_threads)[1]
