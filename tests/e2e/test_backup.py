@@ -122,6 +122,10 @@ def test_a_backup_under_writes_restores_into_a_new_cluster_with_the_same_digest(
         assert len(present) < len(written)
         for number in present:
             assert new_client.read(f"/load/{number}")[1] == f"value-{number}".encode()
+        # fsck (asked of the leader, retried while it takes its first look): every chunk healthy.
+        report = new_client.call("fsck", {})
+        assert report["totals"]["files"] == report["totals"]["healthy"] == len(present) + 3, report["totals"]
+        assert report["chunk_totals"]["chunks"] == report["chunk_totals"]["healthy"] == 4, report["chunk_totals"]
         # The new cluster is a cluster of its own: it takes writes, the source does not see them.
         new_client.write_file("/after-restore", b"new")
         assert new_client.stat("/after-restore")["size"] == 3
