@@ -34,6 +34,11 @@ from sandctl.failover import ATTEMPT_TIMEOUT_SECONDS, LEADER_CONFIRMATION_SECOND
 
 SESSIONS_MAX = 4096  # writes in flight at once per AsyncClient
 CONNECT_POLL_SECONDS = 0.005  # how often a request waiting for a connection looks again
+# Plain ints: testing zmq.EVENTS against pyzmq's enum flags runs enum code on every request.
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_EVENTS = int(zmq.EVENTS)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 @dataclass
@@ -107,12 +112,12 @@ class _AsyncConnections:
         """Send op to node; its reply will be put on `replies`. None if no connection came up
         within connect_wait_seconds (immediate sockets: nothing was queued)."""
         socket = self._socket(node)
-        if not socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT and not await self._writable(socket, connect_wait_seconds):
+        if not socket.getsockopt(_EVENTS) & _POLLOUT and not await self._writable(socket, connect_wait_seconds):
             return None
         request_id = self._next_request_id
         self._next_request_id += 1
         try:
-            socket.send(protocol.request(request_id, op, args), zmq.NOBLOCK)
+            socket.send(protocol.request(request_id, op, args), _NOBLOCK)
         except zmq.Again:
             return None
         self._waiting[(node, request_id)] = replies
@@ -123,7 +128,7 @@ class _AsyncConnections:
     async def _writable(socket: zmq.Socket, wait_seconds: float) -> bool:
         """Wait for a connection to come up (the rare path: a node just started or is down)."""
         deadline = time.monotonic() + wait_seconds
-        while not socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
+        while not socket.getsockopt(_EVENTS) & _POLLOUT:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(CONNECT_POLL_SECONDS)
@@ -135,9 +140,9 @@ class _AsyncConnections:
     def _drain(self, node: str, socket: zmq.Socket) -> None:
         max_frame_bytes = self.options.max_frame_bytes
         for _ in range(RECEIVE_BATCH_MAX):
-            if socket.closed or not socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if socket.closed or not socket.getsockopt(_EVENTS) & _POLLIN:
                 return
-            reply = parse_reply(node, socket.recv_multipart(zmq.NOBLOCK), max_frame_bytes)
+            reply = parse_reply(node, socket.recv_multipart(_NOBLOCK), max_frame_bytes)
             if reply is None:
                 continue  # malformed: its request times out
             replies = self._waiting.pop((node, reply.request_id), None)
