@@ -1,0 +1,108 @@
+"""The failover decisions without any I/O: a call's plan fed replies by hand, step by step."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.errors import AlreadyExists, NoLeader, NotLeader, TimedOut, Unavailable
+from sandctl.connection import Reply
+from sandctl.failover import BACKOFF_SECONDS_MIN, CallPlan, LeaderTracker
+
+ADDRESSES = {"n1": "127.0.0.1:1", "n2": "127.0.0.1:2", "n3": "127.0.0.1:3"}
+
+
+def plan_for(tracker: LeaderTracker, *, write: bool = True, pinned: str | None = None,
+             unreachable_seconds: float | None = None) -> CallPlan:
+    return CallPlan(tracker, "mkdir", write=write, timeout_seconds=60, pinned=pinned, attempt_timeout_seconds=1,
+                    unreachable_seconds=unreachable_seconds)
+
+
+def error(node: str, request_id: int, exception) -> Reply:
+    return Reply(node, request_id, False, None, exception)
+
+
+def test_a_hint_is_followed_at_once_and_remembered_as_the_leader():
+    tracker = LeaderTracker(dict(ADDRESSES))
+    plan = plan_for(tracker)
+    assert plan.next_target() == "n1"  # no leader known: config order
+    plan.sent("n1", 1)
+    reply = error("n1", 1, NotLeader("not the leader", "n3"))
+    assert plan.on_reply(reply)
+    assert plan.answered(reply) == 0.0  # no backoff before following a hint
+    assert plan.next_target() == "n3"
+    assert tracker.leader == "n3" and tracker.leader_confirmed
+    plan.sent("n3", 2)
+    done = Reply("n3", 2, True, {"path": "/a"})
+    assert plan.on_reply(done) and plan.answered(done) == 0.0
+    assert not plan.succeeded(done)  # a confirmed leader served it: no status question needed
+
+
+def test_no_leader_backs_off_and_rotates_and_the_backoff_grows():
+    plan = plan_for(LeaderTracker(dict(ADDRESSES)))
+    waits = []
+    for request_id, node in enumerate(["n1", "n2", "n3", "n1"], start=1):
+        assert plan.next_target() == node
+        plan.sent(node, request_id)
+        reply = error(node, request_id, NoLeader("election"))
+        assert plan.on_reply(reply)
+        waits.append(plan.answered(reply))
+    assert waits[0] == BACKOFF_SECONDS_MIN and waits == sorted(waits) and waits[-1] > waits[0]
+    # Every attempt answered "nothing changed": at the deadline, Unavailable, never TimedOut.
+    assert isinstance(plan.failure(), Unavailable) and "was not applied" in str(plan.failure())
+
+
+def test_a_silent_write_attempt_makes_the_outcome_unknown():
+    plan = plan_for(LeaderTracker(dict(ADDRESSES)))
+    plan.sent(plan.next_target(), 1)
+    plan.timed_out("n1")
+    assert isinstance(plan.failure(), TimedOut)
+    read = plan_for(LeaderTracker(dict(ADDRESSES)), write=False)
+    read.sent(read.next_target(), 1)
+    read.timed_out("n1")
+    assert isinstance(read.failure(), Unavailable)
+
+
+def test_a_final_answer_to_an_earlier_attempt_counts_and_its_retry_answers_do_not():
+    plan = plan_for(LeaderTracker(dict(ADDRESSES)))
+    plan.sent(plan.next_target(), 1)
+    plan.timed_out("n1")
+    plan.sent(plan.next_target(), 2)
+    # The first attempt's late "try elsewhere" is not the current one: keep waiting.
+    assert not plan.on_reply(error("n1", 1, NoLeader("election")))
+    # A final answer to an earlier attempt is acted on: the refusal is the call's answer.
+    plan.sent("n2", 3)
+    exists = error("n2", 2, AlreadyExists("/a already exists"))
+    assert plan.on_reply(exists)
+    with pytest.raises(AlreadyExists):
+        plan.answered(exists)
+
+
+def test_pinned_calls_raise_not_leader_with_the_hint():
+    plan = plan_for(LeaderTracker(dict(ADDRESSES)), pinned="n2")
+    assert [plan.next_target() for _ in range(3)] == ["n2"] * 3
+    plan.sent("n2", 1)
+    reply = error("n2", 1, NotLeader("not the leader", "n1"))
+    assert plan.on_reply(reply)
+    with pytest.raises(NotLeader, match="the leader is n1") as raised:
+        plan.answered(reply)
+    assert raised.value.leader == "n1"
+
+
+def test_unreachable_everywhere_is_reported_once_the_limit_passed():
+    plan = plan_for(LeaderTracker(dict(ADDRESSES)), unreachable_seconds=1e-9)
+    with pytest.raises(Unavailable, match="is the cluster running"):
+        plan.not_sent(plan.next_target())
+
+
+def test_a_node_that_served_without_being_known_to_lead_is_asked_and_its_hint_followed():
+    tracker = LeaderTracker(dict(ADDRESSES))
+    plan = plan_for(tracker)
+    plan.sent(plan.next_target(), 1)
+    served = Reply("n1", 1, True, {})
+    assert plan.on_reply(served) and plan.succeeded(served)  # ask n1 who leads
+    assert tracker.leader == "n1" and not tracker.leader_confirmed
+    tracker.on_status("n1", {"role": "follower", "leader": "n2"})
+    assert tracker.leader == "n2" and tracker.leader_confirmed
+    assert plan_for(tracker).next_target() == "n2"
+    tracker.on_status("n2", {"role": "follower", "leader": "n9"})  # not asked of n2 and unknown: ignored
+    assert tracker.leader == "n2"
