@@ -17,6 +17,7 @@ import pytest
 
 from sandctl import backup
 from sandctl.client import Client
+from sandctl.keys import list_keys
 
 from e2e_workload import Writer, wait_until
 
@@ -109,6 +110,7 @@ def test_a_backup_under_writes_restores_into_a_new_cluster_with_the_same_digest(
     # Every node of the new cluster holds the namespace of the backup's index, byte for byte.
     assert digests(new_config) == {node: saved["digest"] for node in new_config.node_ids()}
     assert set(digests(cluster.config).values()) != {saved["digest"]}  # the source moved on
+    assert list_keys(restored_dir)["cluster_id"] != list_keys(cluster.data_dir)["cluster_id"]  # a new identity
 
     with Client(new_config, timeout_seconds=20) as new_client:
         assert read_all(new_client, "/data/big.bin") == big
