@@ -55,6 +55,7 @@ from node.errors import NoLeader, NotLeader, Refused, SandStoreError, Unavailabl
 from sandctl import cluster as supervisor
 from sandctl import state, transfer
 from sandctl.client import CHUNKS_IN_FLIGHT, TRANSFER_BYTES_PER_SECOND_MIN, Client
+from sandctl.errors import LocalFileError, LocalFileNotFound
 
 MAGIC = b"SANDBAK\n"
 FORMAT_VERSION = 1
@@ -340,6 +341,10 @@ def save(client: Client, path: str | os.PathLike, *, with_data: bool = True,
     may return a progress callback for the chunk contents."""
     started = time.monotonic()
     path = Path(path)
+    if not path.parent.is_dir():
+        raise LocalFileNotFound(f"local directory {path.parent} does not exist")
+    if path.is_dir():
+        raise LocalFileError(f"{path} is a directory")
     served_by, image_result = fetch_namespace_image(client)
     image, chunks = image_result["image"], image_result["chunks"]
     if hashlib.blake2b(image, digest_size=32).hexdigest() != image_result["image_blake2b"]:
