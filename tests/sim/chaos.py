@@ -31,11 +31,24 @@ from node.raft.errors import RaftError
 from node.raft.types import ConfChange, ConfChangeKind, ConfChangeStep, Message, MessageKind, NodeId, Role
 
 from tests.sim.cluster import Cluster
+from tests.sim.disk import MALFORMED_COMMAND_PREFIX
 from tests.sim.invariants import InvariantViolation, LivenessViolation
 from tests.sim.network import LinkFaults
 
 NODES_PER_RUN_MAX = 7  # bound on the nodes a churning run may add
 LIVENESS_ELECTION_TIMEOUTS = 10
+
+# Clients (see Chaos._client).
+CLIENT_WRITE_SHARE = 0.4  # writes sent to any node (forwarded by followers), not the leader
+MALFORMED_FORWARD_PROBABILITY = 0.02  # a follower's client sends garbage: it must not reach a log
+READ_PROBABILITY = 0.35
+READ_FAN_OUT_MAX = 4  # reads asked on this many nodes at once, followers and stale leaders included
+READ_AFTER_ELECTION_PROBABILITY = 0.5  # a read asked of a new leader before its no-op commits
+CRASH_AFTER_ACK_PROBABILITY = 0.03  # a leader dies right after acknowledging a write
+LEARNERS_SHARE = 0.3  # runs that keep LEARNERS_KEPT learners beside the voters
+LEARNERS_KEPT = 2
+POWER_LOSE_ALL_PROBABILITY = 0.5  # a power loss undoes every non-durable batch, not just the last
+READ_RETRY_MS = 20  # a client whose read failed asks again after this long
 
 # Leader-hunting runs (see the module doc).
 LEADER_HUNT_SHARE = 0.3
@@ -62,11 +75,13 @@ class Plan:
     proposal_interval_ms_max: int
     churn: bool
     leader_hunt: bool = False
+    learners: bool = False  # keep LEARNERS_KEPT learners in the cluster
 
     def describe(self) -> str:
         return (
             f"nodes={self.node_count} ticks_ms={sorted(self.tick_periods_ms.values())} config={self.config}"
             f" faults_ms={self.fault_duration_ms} churn={self.churn} leader_hunt={self.leader_hunt}"
+            f" learners={self.learners}"
         )
 
 
@@ -89,7 +104,9 @@ def make_plan(rng: random.Random, fault_duration_ms: int | None = None, churn: b
         config["pre_vote"] = False
     if rng.random() < 0.15:
         config["check_quorum"] = False
+    learners = rng.random() < LEARNERS_SHARE
     return Plan(
+        learners=learners,
         node_count=node_count,
         tick_periods_ms={node_id: rng.randint(8, 12) for node_id in node_ids},
         config=config,
@@ -155,6 +172,8 @@ class Chaos:
 
     def start(self) -> None:
         self.active = True
+        self.cluster.leader_listeners.append(self._read_on_new_leader)
+        self.cluster.checker.ack_listeners.append(self._on_ack)
         if self.plan.leader_hunt:
             self.cluster.leader_listeners.append(self._on_new_leader)
             self.cluster.delivery_listeners.append(self._on_delivery)
@@ -176,6 +195,8 @@ class Chaos:
     # -- clients ----------------------------------------------------------------------------
 
     def _propose(self) -> None:
+        """One client write: to a node that claims to lead, or to any node (a follower's driver
+        forwards it to its leader); now and then a read on several nodes at once."""
         cluster = self.cluster
         live = cluster.live_nodes()
         if not live:
@@ -183,18 +204,70 @@ class Chaos:
         self.proposal_count += 1
         value = cluster.new_value()
         claimed = cluster.claimed_leaders()
-        target = self.rng.choice(claimed) if claimed else self.rng.choice(live)
-        try:
-            cluster.propose(target, value)
-        except RaftError:
-            pass
-        live = cluster.live_nodes()  # the proposal may have crashed its node mid-write
-        if live and self.rng.random() < 0.2:
-            self.read_count += 1
+        if self.rng.random() < CLIENT_WRITE_SHARE:
+            target = self.rng.choice(live)
+            self._count("client_write")
+            cluster.client_write(target, value)
+            if self.rng.random() < MALFORMED_FORWARD_PROBABILITY:
+                self._forge_forward()
+        else:
+            target = self.rng.choice(claimed) if claimed else self.rng.choice(live)
             try:
-                cluster.read_index(self.rng.choice(live), f"read{self.read_count}".encode())
+                cluster.propose(target, value)
             except RaftError:
                 pass
+        if self.rng.random() < READ_PROBABILITY:
+            self._read_on_several()
+
+    def _forge_forward(self) -> None:
+        """A peer (buggy, or not one of ours) forwards garbage to whoever leads: the leader's
+        driver must drop it, not propose it."""
+        live, leaders = self.cluster.live_nodes(), self.cluster.claimed_leaders()
+        if not leaders:
+            return
+        leader = self.rng.choice(leaders)
+        source = self.rng.choice([n for n in self.cluster.nodes if n != leader])
+        self._count("forged_forward")
+        self.cluster.forge_forward(source, leader, MALFORMED_COMMAND_PREFIX + self.cluster.new_value())
+
+    def _read_on_several(self) -> None:
+        """Reads asked at the same moment on several nodes: followers' ReadIndex requests meet
+        at the leader together, and a leader that does not know it was deposed is asked too."""
+        live = self.cluster.live_nodes()  # a write may have crashed its node mid-write
+        if not live:
+            return
+        targets = set(self.rng.sample(live, self.rng.randint(1, min(READ_FAN_OUT_MAX, len(live)))))
+        targets.update(self.cluster.claimed_leaders())
+        for node_id in sorted(targets):
+            self._read(node_id)
+
+    def _read(self, node_id: NodeId) -> None:
+        if not self.cluster.nodes[node_id].alive:
+            return
+        self.read_count += 1
+        self._count("read")
+        self.cluster.read_index(node_id, f"read{self.read_count}".encode())
+
+    def _read_on_new_leader(self, leader: NodeId, term: int) -> None:
+        # Before its own-term no-op commits, a new leader's commit index may lag what the
+        # previous leader acknowledged: a read it confirms then must wait for the no-op.
+        if self.active and self.rng.random() < READ_AFTER_ELECTION_PROBABILITY:
+            self.cluster.schedule(self.rng.choice((0, 0, 1, 2)), lambda: self._read(leader))
+
+    def _on_ack(self, value: bytes, index: int) -> None:
+        # A leader that dies right after acknowledging: the next leader may not know the write
+        # committed yet (reads right after its election must still see it).
+        if not self.active or self.rng.random() >= CRASH_AFTER_ACK_PROBABILITY:
+            return
+        leaders = self.cluster.claimed_leaders()
+        if leaders:
+            leader = max(leaders, key=lambda n: self.cluster.nodes[n].term)
+            self._count("crash_after_ack")
+            self.cluster.schedule(0, lambda: self._crash_if_alive(leader, "right after an acknowledgement"))
+
+    def _crash_if_alive(self, node_id: NodeId, why: str) -> None:
+        if self.cluster.nodes[node_id].alive:
+            self.cluster.crash(node_id, why)
 
     # -- faults -----------------------------------------------------------------------------
 
@@ -210,9 +283,16 @@ class Chaos:
             (self._faults, 2),
             (self._snapshot, 3),
             (self._transfer, 1),
+            (self._power_loss, 2),
+            (self._bounce, 2),
+            (self._election_storm, 1),
+            (self._long_delays, 1),
         ]
         if self.plan.churn:
             actions.append((self._churn, 3))
+        if self.plan.learners:
+            actions.append((self._keep_learners, 3))
+            actions.append((self._cut_leader_from_voters, 2))
         total = sum(weight for _, weight in actions)
         pick = self.rng.uniform(0, total)
         for action, weight in actions:
@@ -248,6 +328,72 @@ class Chaos:
         if node_id is not None:
             self._count("crash_during_write")
             self.cluster.crash_during_next_write(node_id)
+
+    def _power_loss(self) -> None:
+        node_id = self._live_node(prefer_leader=0.3)
+        if node_id is not None:
+            self._count("power_loss")
+            lost = self.cluster.power_loss(node_id, lose_all=self.rng.random() < POWER_LOSE_ALL_PROBABILITY)
+            if lost:
+                self._count("batches_lost")
+
+    def _bounce(self) -> None:
+        """Crash and restart at once: messages in flight to the old incarnation (answers to its
+        reads, acks of its appends) reach the new one."""
+        node_id = self._live_node(prefer_leader=0.3)
+        if node_id is not None:
+            self._count("bounce")
+            self.cluster.crash(node_id, "to restart at once")
+            self.cluster.restart(node_id)
+
+    def _election_storm(self) -> None:
+        """The leader goes, and several followers will crash in their next disk write: the one
+        that persists a vote they grant in the election that follows."""
+        leaders = self.cluster.claimed_leaders()
+        if not leaders:
+            return
+        self._count("election_storm")
+        for node_id in self.cluster.live_nodes():
+            if node_id not in leaders and self.rng.random() < 0.5:
+                self.cluster.crash_during_next_write(node_id)
+        self.cluster.isolate(self.rng.choice(leaders))
+
+    def _long_delays(self) -> None:
+        """Messages held back for up to two election timeouts: stale-term leaders' appends and
+        heartbeats arrive long after a new leader took over."""
+        self._count("long_delays")
+        hold_ms = 2 * self.cluster.election_timeout_ms()
+        self.cluster.set_faults(LinkFaults(delay_ms_min=1, delay_ms_max=5, reorder_probability=0.3,
+                                           reorder_delay_ms_max=hold_ms))
+
+    def _keep_learners(self) -> None:
+        """Add learners until LEARNERS_KEPT of them stand beside the voters."""
+        leaders = self.cluster.claimed_leaders()
+        if not leaders or len(self.cluster.nodes) >= NODES_PER_RUN_MAX:
+            return
+        leader = max(leaders, key=lambda n: self.cluster.nodes[n].term)
+        if len(self.cluster.nodes[leader].disk.conf_state.learners) >= LEARNERS_KEPT:
+            return
+        self._count("add_learner")
+        try:
+            self.cluster.change_membership(
+                leader, ConfChange(steps=(ConfChangeStep(ConfChangeKind.ADD_LEARNER, self._new_node()),)))
+        except RaftError:
+            pass
+
+    def _cut_leader_from_voters(self) -> None:
+        """The leader keeps only its learners: it must commit nothing, and the voters elect a
+        leader of their own."""
+        leaders = self.cluster.claimed_leaders()
+        if not leaders:
+            return
+        leader = self.rng.choice(leaders)
+        conf = self.cluster.nodes[leader].disk.conf_state
+        if not conf.learners:
+            return
+        self._count("cut_leader_from_voters")
+        with_leader = {leader} | set(conf.learners)
+        self.cluster.partition(sorted(with_leader), sorted(set(self.cluster.nodes) - with_leader))
 
     def _partition(self) -> None:
         node_ids = list(self.cluster.nodes)
@@ -410,16 +556,18 @@ class Chaos:
     # -- the end of the run -----------------------------------------------------------------
 
     def settle_and_check_liveness(self) -> None:
-        """Stop the faults, heal, restart everyone; then one leader and one new value
-        applied on every voter within the bound."""
+        """Stop the faults, heal, restart every node (the live ones too, so that every driver
+        starts afresh while answers to its previous life may still be in flight); then one
+        leader and one new value applied on every voter within the bound."""
         cluster = self.cluster
         self.active = False
         cluster.heal()
         cluster.set_faults(SETTLED_FAULTS)
         for node_id, node in cluster.nodes.items():
             node.crash_during_next_write = False
-            if not node.alive:
-                cluster.restart(node_id)
+            if node.alive:
+                cluster.crash(node_id, "to restart with the others")
+            cluster.restart(node_id)
         bound_ms = LIVENESS_ELECTION_TIMEOUTS * cluster.election_timeout_ms()
         started_ms = cluster.now_ms
         leader = cluster.wait_for_leader(timeout_ms=bound_ms)
@@ -461,6 +609,59 @@ class Chaos:
                 f" {2 * bound_ms}ms of healing; role, term, applied: {states}"
             )
 
+    def check_reads_answered(self) -> None:
+        """In the settled cluster, reads asked on every node at once are all served (no two
+        requesters' contexts collide at the leader, none is forgotten), and no read of a
+        running node is left without an answer or an error."""
+        cluster = self.cluster
+        bound_ms = LIVENESS_ELECTION_TIMEOUTS * cluster.election_timeout_ms()
+
+        def members_caught_up() -> bool:
+            leader = cluster.single_leader()
+            if leader is None:
+                return False
+            conf = cluster.nodes[leader].disk.conf_state
+            commit = cluster.nodes[leader].disk.hard_state().commit
+            return all(cluster.nodes[n].leader == leader and cluster.has_applied(n, commit)
+                       for n in conf.all_nodes())
+
+        if not cluster.run_until(members_caught_up, bound_ms):
+            raise LivenessViolation(f"at {cluster.now_ms}ms: the members did not catch up with the leader")
+        # Each node's client retries a read that failed (a leader change can lose it) until it
+        # is served or the bound is up, as sandctl does.
+        nodes = sorted(cluster.nodes[cluster.single_leader()].disk.conf_state.all_nodes())
+        attempts = {node_id: 0 for node_id in nodes}
+
+        def label(node_id: str) -> bytes:
+            return f"settled-read-{node_id}-{attempts[node_id]}".encode()
+
+        def members() -> list[str]:
+            # A member removed meanwhile (its removal committing now) never hears of it.
+            leader = cluster.single_leader()
+            conf = cluster.nodes[leader].disk.conf_state.all_nodes() if leader else nodes
+            return [node_id for node_id in nodes if node_id in conf]
+
+        def all_served() -> bool:
+            for node_id in members():
+                if label(node_id) in cluster.read_failures and cluster.nodes[node_id].alive:
+                    attempts[node_id] += 1
+                    cluster.schedule(READ_RETRY_MS, lambda node_id=node_id: cluster.read_index(node_id, label(node_id)))
+            return all(label(node_id) in cluster.read_results for node_id in members())
+
+        for node_id in nodes:
+            cluster.read_index(node_id, label(node_id))
+        if not cluster.run_until(all_served, bound_ms):
+            missing = {label(n): cluster.read_failures.get(label(n), "no answer") for n in members()
+                       if label(n) not in cluster.read_results}
+            raise LivenessViolation(
+                f"at {cluster.now_ms}ms: reads asked at once on every member of the settled cluster were not all"
+                f" served within {bound_ms}ms (with retries): {missing}")
+        longest_read_ms = max(int(cluster.read_timeout_seconds(node) * 1000) for node in cluster.nodes.values())
+        cluster.run_for(longest_read_ms + 1)
+        unanswered = cluster.reads_unanswered()
+        if unanswered:
+            raise LivenessViolation(f"at {cluster.now_ms}ms: reads never answered: {unanswered}")
+
     def check_acknowledged_writes(self) -> None:
         """Every acknowledged value is at its index on every voter (durability after crashes)."""
         cluster = self.cluster
@@ -500,6 +701,7 @@ def run_seed(seed: int, verbose: bool = False, fault_duration_ms: int | None = N
         chaos.start()
         cluster.run_for(plan.fault_duration_ms)
         chaos.settle_and_check_liveness()
+        chaos.check_reads_answered()
         chaos.check_acknowledged_writes()
     except Exception as violation:  # noqa: BLE001 -- a harness error is reported with its seed too
         kind = type(violation).__name__

@@ -395,10 +395,17 @@ class Cluster:
 
     def _send_forward(self, node: SimNode, leader: NodeId, command: bytes) -> None:
         self.forwards_sent += 1
-        if leader not in self.nodes or not self.network.connected(node.node_id, leader):
+        self.forge_forward(node.node_id, leader, command)
+
+    def forge_forward(self, source: NodeId, leader: NodeId, command: bytes) -> None:
+        """A forward from `source` to `leader`, delayed or dropped like any message but never
+        duplicated: a client's retry is a new request, which the sessions of the real state
+        machine answer (the simulated one holds every value once)."""
+        if leader not in self.nodes or not self.network.connected(source, leader):
             return
-        for delay_ms in self.network.delivery_delays_ms(node.node_id, leader):
-            self.clock.schedule(delay_ms, "forward", Forward(node.node_id, leader, command))
+        delays_ms = self.network.delivery_delays_ms(source, leader)
+        if delays_ms:
+            self.clock.schedule(delays_ms[0], "forward", Forward(source, leader, command))
 
     def _leader_term_at_index(self, leader_id: NodeId, term: int, index: int) -> int | None:
         """The term the leader of `term` has at `index`, if it still leads and has it on disk."""
@@ -438,6 +445,7 @@ class Cluster:
         node = self.nodes[node_id]
         assert node.alive, node_id
         self.trace.record(self.now_ms, f"client write {value!r} to {node_id}")
+        node.disk.state_machine.validate(value)  # as the server validates what its clients send
         try:
             node.driver.propose(value, self.now_seconds)
         except SandStoreError as error:

@@ -12,6 +12,8 @@ Invariants (Raft paper, Figure 3, plus the driver contract on Ready):
   state machine safety every node applies the same entry at each index, in order, once
   durable promises     a vote grant / append ack / leader message is only sent once the disk
                        shows the vote / entries / term it promises
+  acks kept            a follower never overwrites an entry it acked while still in that term
+  checked forwards     a malformed command forwarded by a peer never reaches a log
   monotonic            persisted term and commit never decrease; one vote per term per node
   commit <= last index on every disk
   linearizable reads   a read served on any node reflects every write acknowledged before it was asked
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from node.raft.types import Entry, EntryKind, Message, MessageKind, NodeId, Ready, Role
 
-from tests.sim.disk import AppliedEntry, Disk, decode_state
+from tests.sim.disk import MALFORMED_COMMAND_PREFIX, AppliedEntry, Disk, decode_state
 from tests.sim.simulator import EventQueue
 
 LEADER_MESSAGE_KINDS = frozenset(
@@ -52,6 +54,11 @@ class Checker:
         self.read_floor: dict[bytes, int] = {}
         self.acked: dict[bytes, int] = {}
         self.acked_index_max = 0
+        # node -> (term, highest index) of the newest APPEND ack it sent: while its term stays
+        # that, those entries are promised to that term's leader and must never be overwritten.
+        self.append_acked: dict[NodeId, tuple[int, int]] = {}
+        # Called as (value, index) when a client's write is acknowledged; may only schedule.
+        self.ack_listeners: list = []
         self.check_count = 0
 
     def fail(self, text: str) -> None:
@@ -101,6 +108,9 @@ class Checker:
                     self.fail(f"{node_id} sent entry {entry.index} of term {entry.term} in a term-{message.term} APPEND")
 
     def _check_append_ack(self, node_id, message: Message, disk: Disk, where: str, leader_term_at_index) -> None:
+        acked_term, acked_index = self.append_acked.get(node_id, (0, 0))
+        if message.term > acked_term or (message.term == acked_term and message.index > acked_index):
+            self.append_acked[node_id] = (message.term, message.index)
         storage = disk.storage
         if storage.last_index() < message.index:
             self.fail(
@@ -135,6 +145,7 @@ class Checker:
                 self.fail(f"{node_id}'s Ready holds non-contiguous entries {before.index}, {after.index}")
             if after.term < before.term:
                 self.fail(f"{node_id}'s Ready holds entries whose term goes down at index {after.index}")
+        self._check_acked_entries_kept(node_id, ready, disk)
         if role == Role.LEADER:
             if ready.snapshot is not None:
                 self.fail(f"{node_id} installed a snapshot while leader of term {term}")
@@ -148,6 +159,26 @@ class Checker:
                     self.fail(f"leader {node_id} of term {term} appended entry {entry.index} with term {entry.term}")
         if ready.snapshot is not None:
             self._check_snapshot(node_id, ready, disk)
+
+    def _check_acked_entries_kept(self, node_id: NodeId, ready: Ready, disk: Disk) -> None:
+        """Within one term only its leader sends entries, and it never contradicts what a
+        follower acked to it: a follower that overwrites such an entry took entries from
+        someone else (a stale leader) and broke the promise its ack made."""
+        acked_term, acked_index = self.append_acked.get(node_id, (0, 0))
+        if not ready.entries or ready.entries[0].index > acked_index:
+            return
+        term = ready.hard_state.term if ready.hard_state is not None else disk.hard_state().term
+        if term != acked_term:
+            return
+        storage = disk.storage
+        for entry in ready.entries:
+            if entry.index > min(acked_index, storage.last_index()):
+                break
+            if entry.index >= storage.first_index() and storage.term(entry.index) != entry.term:
+                self.fail(
+                    f"{node_id} overwrote entry {entry.index} (term {storage.term(entry.index)}, acked in term"
+                    f" {acked_term}) with one of term {entry.term} while still in term {acked_term}"
+                )
 
     def _check_snapshot(self, node_id: NodeId, ready: Ready, disk: Disk) -> None:
         meta = ready.snapshot.meta
@@ -253,6 +284,8 @@ class Checker:
                 f"state machine safety: {node_id} {how} {applied.index}@{applied.term} {applied.data!r}, but"
                 f" {existing.index}@{existing.term} {existing.data!r} was applied there before"
             )
+        if applied.kind == EntryKind.NORMAL and applied.data.startswith(MALFORMED_COMMAND_PREFIX):
+            self.fail(f"{node_id} {how} a malformed command at {applied.index}: a forward was proposed unchecked")
         if applied.kind == EntryKind.NORMAL and applied.data:
             index = self.value_index.setdefault(applied.data, applied.index)
             if index != applied.index:
@@ -263,6 +296,8 @@ class Checker:
     def on_ack(self, value: bytes, index: int) -> None:
         self.acked[value] = index
         self.acked_index_max = max(self.acked_index_max, index)
+        for listener in self.ack_listeners:
+            listener(value, index)
 
     def on_read_request(self, context: bytes) -> None:
         self.read_floor[context] = self.acked_index_max
