@@ -192,3 +192,18 @@ def test_a_message_from_a_socket_nobody_configured_has_no_principal(sockets, key
     assert server.principal_of(frames[1]) is None and server.peer_node_id(frames[1]) is None
     with pytest.raises(Unauthorized):
         server.authorize_request(frames[1], "status")
+
+
+def test_a_curve_router_whose_context_has_no_zap_handler_refuses_everyone(sockets, keys_dir):
+    """Fail closed: libzmq alone would accept any client key when no ZAP handler answers;
+    configure_router sets ZAP_ENFORCE_DOMAIN so it refuses instead."""
+    sockets.start_server(keys_dir)
+    orphan = sockets.client_context.socket(zmq.ROUTER)  # a context without our ZAP thread
+    orphan.setsockopt(zmq.LINGER, 0)
+    sockets.closables.append(orphan)
+    sockets.server.configure_router(orphan, "client")
+    number = orphan.bind_to_random_port("tcp://127.0.0.1")
+    keyed, watch = sockets.dealer(f"127.0.0.1:{number}", ClientSecurity.for_client(keys_dir, "admin"))
+    keyed.send(b"hello")
+    wait_until(watch.refusal, "the handshake to fail without a ZAP handler")
+    assert orphan.poll(QUIET_POLL_MS, zmq.POLLIN) == 0
