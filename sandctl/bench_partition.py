@@ -70,7 +70,8 @@ class NetCluster:
     """Nodes n1..nN, node i on lab host "hi", each binding the wildcard and advertising its
     host's address. Processes are the lab's (killed by pid when the lab closes)."""
 
-    def __init__(self, lab: NetLab, directory: Path, node_count: int, settings: dict | None = None) -> None:
+    def __init__(self, lab: NetLab, directory: Path, node_count: int, settings: dict | None = None, *,
+                 bind_wildcard: bool = True) -> None:
         assert all(f"h{i}" in lab.host_names for i in range(1, node_count + 1))
         assert CLIENT_HOST in lab.host_names
         self.lab = lab
@@ -85,6 +86,9 @@ class NetCluster:
         self.env = {**os.environ, "HOME": str(self.directory / "home"), "SANDSTORE_CONFIG": str(self.config_path),
                     "SANDSTORE_DATA_DIR": str(self.data_dir), "SANDSTORE_KEYS_DIR": str(self.data_dir / "keys")}
         self.processes: dict[str, subprocess.Popen] = {}
+        # False: no *_bind settings, each node binds its advertised address (for comparing with
+        # releases that had no separate bind address).
+        self._bind_wildcard = bind_wildcard
         self._settings = {**NETNS_CLUSTER_SETTINGS, **(settings or {})}
         self._hosts = {node_id: f"h{i}" for i, node_id in enumerate(self.node_ids, start=1)}
         self.write_config(self.node_ids)
@@ -105,7 +109,8 @@ class NetCluster:
         lines = ["[[nodes]]", f'id = "{node_id}"']
         for role, port in NODE_PORTS.items():
             lines.append(f'{role} = "{self.address(node_id, role)}"')
-            lines.append(f'{role}_bind = "{wildcard}:{port}"')
+            if self._bind_wildcard:
+                lines.append(f'{role}_bind = "{wildcard}:{port}"')
         return lines
 
     def write_config(self, node_ids: list[str]) -> None:
@@ -116,9 +121,12 @@ class NetCluster:
 
     def start(self, node_id: str, *, join: bool = False) -> subprocess.Popen:
         """`sandstore node --config FILE --id ID` inside the node's namespace."""
-        from sandctl.keys import ensure_local_cluster_keys
-
-        ensure_local_cluster_keys(self.data_dir, [node_id])
+        try:
+            from sandctl.keys import ensure_local_cluster_keys
+        except ImportError:  # a release without keys (measuring the old behaviour)
+            pass
+        else:
+            ensure_local_cluster_keys(self.data_dir, [node_id])
         argv = [str(Path(sys.executable).with_name("sandstore")), "node", "--config", str(self.config_path),
                 "--id", node_id, "--data-dir", str(self.data_dir),
                 "--log-file", str(self.logs_dir / f"{node_id}.log")]
@@ -419,13 +427,13 @@ def _one_repetition(agent: ClientAgent, lab: NetLab, cluster: NetCluster, isolat
 
 def run_partition_bench(directory: Path, *, repetitions: int = REPETITIONS_DEFAULT,
                         isolation_seconds: float = ISOLATION_SECONDS_DEFAULT, node_count: int = NODE_COUNT,
-                        progress=lambda message: None) -> dict:
+                        bind_wildcard: bool = True, progress=lambda message: None) -> dict:
     """Start a node_count-node cluster in namespaces, isolate its leader `repetitions` times,
     verify every acknowledged write, tear everything down. Returns one result row."""
     assert repetitions > 0 and isolation_seconds > 0
     hosts = [f"h{i}" for i in range(1, node_count + 1)] + [CLIENT_HOST]
     with NetLab(hosts) as lab:
-        cluster = NetCluster(lab, directory, node_count)
+        cluster = NetCluster(lab, directory, node_count, bind_wildcard=bind_wildcard)
         cluster.start_all()
         agent = cluster.agent()
         try:
