@@ -75,6 +75,7 @@ class ServerSecurity:
         self.mode = mode
         self.node_id = node_id
         self._keyring = KeyRing.load(Path(keys_directory))  # KeysError: the node does not start
+        self._by_user_id = _by_user_id(self._keyring)
         self._keypair = KeyPair(b"")
         if mode == MODE_CURVE:
             self._keypair = self._keyring.keypair(KIND_NODE, node_id)
@@ -118,7 +119,7 @@ class ServerSecurity:
         except zmq.ZMQError:  # a connection no ZAP handler vouched for (a socket we did not configure)
             return None
         if self.mode == MODE_CURVE:
-            return self._keyring.principals.get(user_id.encode("ascii"))
+            return self._by_user_id.get(user_id)
         principal = self._plaintext_principals.get(user_id)
         if principal is None:
             principal = self._parse_plaintext(user_id)
@@ -169,6 +170,7 @@ class ServerSecurity:
             log.error("keeping the previous keys: %s now holds cluster %s, this node is of cluster %s",
                       keyring.directory, keyring.cluster_id, self._keyring.cluster_id)
             return False
+        self._by_user_id = _by_user_id(keyring)  # before the keyring: never a principal the ZAP thread refuses
         self._keyring = keyring
         log.info("keys reloaded: %d authorized", len(keyring.principals))
         return True
@@ -189,6 +191,12 @@ class ServerSecurity:
     def close(self) -> None:
         """Stop the ZAP thread. Close (or stop using) the ROUTERs first."""
         self._zap.close()
+
+
+def _by_user_id(keyring: KeyRing) -> dict[str, Principal]:
+    """The keyring's principals by the User-Id string libzmq hands back (the Z85 key), so the
+    per-message lookup is one dict access with no encoding."""
+    return {public_key.decode("ascii"): principal for public_key, principal in keyring.principals.items()}
 
 
 class ClientSecurity:
