@@ -398,20 +398,21 @@ def _one_repetition(agent: ClientAgent, lab: NetLab, cluster: NetCluster, isolat
     agent.ask({"op": "start_writers", "directory": f"/partition/r{number}"})
     agent.wait("writes before the cut", lambda a: a.acks_sent_after(start) > 0)
     time.sleep(STEADY_SECONDS)  # a steady stretch of writes before the cut: the workload, not a wait
-    cut_at = time.monotonic()
+    before_cut = time.monotonic()
     lab.isolate(cluster.host(leader))
+    cut_at = time.monotonic()  # the cut is complete: writes sent from now on cannot reach the old leader
     first_after_cut = agent.wait("a write acknowledged after the cut", lambda a: a.first_ack_sent_after(cut_at))
     time.sleep(max(0.0, cut_at + isolation_seconds - time.monotonic()))  # the isolation lasts this long
     new_leader = agent.wait_for_leader(exclude=(leader,))
     commit_at_heal = agent.status()[new_leader]["commit"]
-    healed_at = time.monotonic()
     lab.heal()
+    healed_at = time.monotonic()
     agent.wait("every node caught up after the heal", lambda a: a.caught_up(cluster.node_ids, commit_at_heal))
     recovered_at = time.monotonic()
     time.sleep(STEADY_SECONDS)  # writes after the heal, to see whether the heal disturbs them
     end = time.monotonic()
     stopped = agent.ask({"op": "stop_writers"})
-    gap = agent.ask({"op": "longest_ack_gap", "start": cut_at, "end": end})["seconds"]
+    gap = agent.ask({"op": "longest_ack_gap", "start": before_cut, "end": end})["seconds"]
     mute = agent.ask({"op": "longest_mute", "start": healed_at, "end": end})["seconds_by_node"]
     return {
         "isolated": leader,

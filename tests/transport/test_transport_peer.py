@@ -243,7 +243,7 @@ class FrozenPeer:
 
     def __init__(self, tmp_path) -> None:
         self.output = open(tmp_path / "peer.out", "w+")
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.transport.peer_process", "n2"],
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.transport.peer_process", "receive", "n2"],
                                         stdout=self.output, cwd=Path(__file__).resolve().parents[2])
         wait_for(lambda: self.lines(), "the peer process printed its address", 20.0)
         self.address = self.lines()[0]
