@@ -40,6 +40,9 @@ from node.repair.throttle import Throttle
 log = logging.getLogger("sandstore.repair")
 
 ROUND_SECONDS = 0.5  # how often the worker looks at the cluster
+# A peer unheard of for this long is not up (its copies are not live). Followers answer every
+# heartbeat, so this is many heartbeats: a loaded machine does not make nodes flicker.
+LIVENESS_SECONDS_MIN = 2.0
 VIEW_INTERVAL_SECONDS = 0.2  # how often the driver thread refreshes the node view
 INVENTORY_INTERVAL_SECONDS = 30.0  # every node's inventory is taken at least this often
 STATS_TIMEOUT_SECONDS = 2.0
@@ -100,7 +103,7 @@ class RepairScheduler:
         self._read_records = read_records
         self._read_record = read_record
         self._clock = clock
-        self._liveness_seconds = max(1.0, 2 * config.election_ticks_max * config.tick_ms / 1000)
+        self._liveness_seconds = max(LIVENESS_SECONDS_MIN, 2 * config.election_ticks_max * config.tick_ms / 1000)
         self._throttle = Throttle(config.repair_bytes_per_second)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
