@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from node.raft.errors import Compacted, Unavailable
 from node.raft.log_unstable import Unstable
-from node.raft.memory_storage import limit_size
+from node.raft.memory_storage import limit_count, limit_size
 from node.raft.storage import Storage
 from node.raft.types import NO_INDEX, NO_TERM, Entry, Snapshot
+
+# Entries one conflict search may look at (see find_conflict_by_term).
+CONFLICT_SEARCH_STEPS_MAX = 1024
 
 
 class RaftLog:
@@ -88,7 +91,14 @@ class RaftLog:
             if len(result) < stored_high - low:
                 return result  # the byte limit was reached inside storage
         if high > self.unstable.offset:
-            result = result + self.unstable.slice(max(low, self.unstable.offset), high)
+            unstable_low = max(low, self.unstable.offset)
+            if max_bytes is not None:
+                # Copy no more of the unstable tail than the limit can take (plus one entry).
+                high = self.unstable.offset + limit_count(
+                    self.unstable.entries, unstable_low - self.unstable.offset, high - self.unstable.offset,
+                    max_bytes - sum(entry.size_bytes() for entry in result), at_least_one=not result,
+                )
+            result = result + self.unstable.slice(unstable_low, high)
         return result if max_bytes is None else limit_size(result, max_bytes)
 
     def entries_from(self, low: int, max_bytes: int | None = None) -> list[Entry]:
@@ -117,9 +127,13 @@ class RaftLog:
 
     def find_conflict_by_term(self, index: int, term: int) -> tuple[int, int]:
         """The largest (i, term(i)) with i <= index and term(i) <= term: where a leader (or a
-        follower) can jump to skip a whole run of conflicting entries at once."""
+        follower) can jump to skip a whole run of conflicting entries at once. Looks at no more
+        than CONFLICT_SEARCH_STEPS_MAX entries: then it returns where it got to (any probe
+        position is safe, a farther one only costs another round trip), so one answer never
+        makes a node read an unbounded stretch of its log."""
         assert index <= self.last_index(), (index, self.last_index())
-        while index > NO_INDEX:
+        lowest = max(NO_INDEX, index - CONFLICT_SEARCH_STEPS_MAX)
+        while index > lowest:
             try:
                 own_term = self.term(index)
             except Compacted:
@@ -127,7 +141,7 @@ class RaftLog:
             if own_term <= term:
                 return index, own_term
             index -= 1
-        return NO_INDEX, NO_TERM
+        return index, self.term_or_zero(index)
 
     def maybe_append(self, previous_index: int, previous_term: int, commit: int, entries: tuple[Entry, ...]) -> int | None:
         """A follower's APPEND handling: None if the log does not hold (previous_index,

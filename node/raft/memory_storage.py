@@ -35,10 +35,9 @@ class MemoryStorage:
         if high > self.last_index() + 1:
             raise Unavailable(f"index {high - 1} is beyond the last index {self.last_index()}")
         offset = self._entries[0].index
-        selected = self._entries[low - offset : high - offset]
-        if max_bytes is None:
-            return list(selected)
-        return limit_size(selected, max_bytes)
+        if max_bytes is not None:
+            high = offset + limit_count(self._entries, low - offset, high - offset, max_bytes)
+        return self._entries[low - offset : high - offset]
 
     def term(self, index: int) -> int:
         offset = self._entries[0].index
@@ -112,6 +111,18 @@ class MemoryStorage:
         kept = self._entries[index - offset :]
         placeholder = Entry(term=kept[0].term, index=kept[0].index, kind=EntryKind.NOOP)
         self._entries = [placeholder] + kept[1:]
+
+
+def limit_count(entries: list[Entry], start: int, stop: int, max_bytes: int, at_least_one: bool = True) -> int:
+    """The end position of the longest run entries[start:end] (end <= stop) within max_bytes,
+    and at least one entry if at_least_one. Looks at no entry beyond the first one that does
+    not fit, so reading a bounded slice costs what it returns, not what the log holds."""
+    total_bytes = 0
+    for position in range(start, stop):
+        total_bytes += entries[position].size_bytes()
+        if total_bytes > max_bytes and (position > start or not at_least_one):
+            return position
+    return stop
 
 
 def limit_size(entries: list[Entry], max_bytes: int) -> list[Entry]:

@@ -13,6 +13,7 @@ confirmed with advance(), so nothing is committed on the strength of an unwritte
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import random
 from typing import Callable, Iterable
@@ -62,6 +63,12 @@ from node.raft.types import (
 # Context of the VOTE a TIMEOUT_NOW triggers: it bypasses leader stickiness.
 TRANSFER_CONTEXT = b"transfer"
 
+# leader_unreachable(): the leader must also have been silent this many heartbeat intervals
+# (a connection can drop and come back while the leader lives) before a follower campaigns, plus
+# a random share of that again, so that the followers of a crashed leader rarely campaign at
+# the same tick and split the vote.
+LEADER_SILENCE_HEARTBEATS_MIN = 2
+
 # The snapshot every node of a brand-new cluster starts from (see __init__).
 BOOTSTRAP_INDEX = 1
 BOOTSTRAP_TERM = 1
@@ -107,7 +114,7 @@ class RaftNode:
             self.term = BOOTSTRAP_TERM
             self.log.restore(bootstrap)
         assert self.log.applied <= self.log.committed, "applied beyond the persisted commit index"
-        self.tracker = ProgressTracker(config.max_inflight_messages)
+        self.tracker = ProgressTracker(config.max_inflight_messages, config.inflight_bytes_max)
         self.tracker.set_conf_state(conf_state, self.log.last_index() + 1)
 
         self.role = Role.FOLLOWER
@@ -121,11 +128,10 @@ class RaftNode:
         self.read_only = ReadOnly()
         self.pending_read_requests: list[tuple[bytes, NodeId]] = []  # until the term's no-op commits
         self.snapshot_receiver: SnapshotReceiver | None = None
+        # Set by leader_unreachable(): campaign once the leader has been silent this long.
+        self.early_campaign_ticks: int | None = None
 
-        self._messages: list[Message] = []
-        self._messages_after_persist: list[Message] = []
-        self._read_states: list[ReadState] = []
-        self._broadcast_due = False  # send appends when the next Ready is built (batching)
+        self._outbox = _Outbox()
         self._previous_soft_state = SoftState()
         self._previous_hard_state = hard_state
         self._ready_in_flight: Ready | None = None
@@ -216,20 +222,31 @@ class RaftNode:
         else:
             self._maybe_send_append(target, send_if_empty=True)
 
+    def leader_unreachable(self, leader: NodeId) -> None:
+        """The driver saw its connection to `leader` drop (a closed TCP connection: the
+        leader's process most likely died). With Config.campaign_on_leader_unreachable, a
+        follower of that leader starts a pre-vote once the leader has been silent for
+        LEADER_SILENCE_HEARTBEATS_MIN heartbeat intervals (and a random share more), and grants
+        pre-votes from then on. Ignored otherwise, and when `leader` is not our leader; any
+        message from the leader cancels it. A live leader is not disturbed: the pre-vote fails
+        while a majority still hears from it (leader stickiness), and changes no term."""
+        if not self.config.campaign_on_leader_unreachable or self.role != Role.FOLLOWER:
+            return
+        if leader == NO_NODE or leader != self.lead or self.early_campaign_ticks is not None:
+            return
+        silence_ticks = LEADER_SILENCE_HEARTBEATS_MIN * self.config.heartbeat_ticks
+        self.early_campaign_ticks = silence_ticks + self._rng.randrange(silence_ticks)
+        assert self.early_campaign_ticks >= silence_ticks
+
     def has_ready(self) -> bool:
-        # Asked on every turn of the driver loop (and when it picks its poll timeout): compare
-        # fields rather than build SoftState/HardState values, and test the cheap parts first.
-        soft, hard = self._previous_soft_state, self._previous_hard_state
-        return bool(
-            self._messages
-            or self._messages_after_persist
-            or self._read_states
-            or self._broadcast_due
-            or self.lead != soft.leader
-            or self.role != soft.role
-            or self.term != hard.term
-            or self.vote != hard.vote
-            or self.log.committed != hard.commit
+        """Whether ready() has anything to hand out. A cheap look (asked on every turn of the
+        driver loop) at exactly the pending state ready() drains: the outbox, the soft and hard
+        state changes, and the log's unstable and committed parts. ready() asserts that it
+        leaves none of it behind."""
+        return (
+            self._outbox.pending()
+            or self._soft_state_if_changed() is not None
+            or self._hard_state_if_changed() is not None
             or self.log.has_next_unstable()
             or self.log.has_next_committed()
         )
@@ -240,7 +257,7 @@ class RaftNode:
         snapshot = self.log.unstable.next_snapshot()
         self.log.unstable.accept_in_progress()
         conf_state = snapshot.meta.conf_state if snapshot is not None else None
-        committed_entries = tuple(self.log.next_committed(self.config.max_message_bytes))
+        committed_entries = tuple(self.log.next_committed(self.config.committed_bytes_per_ready_max))
         if committed_entries:
             self.log.accept_applying(committed_entries[-1].index)
         for entry in committed_entries:
@@ -249,29 +266,29 @@ class RaftNode:
         if self.role == Role.LEADER:
             released_bytes = sum(len(entry.data) for entry in committed_entries)
             self.uncommitted_bytes = max(0, self.uncommitted_bytes - released_bytes)
-        if self._broadcast_due:
-            self._broadcast_due = False
+        if self._outbox.broadcast_due:
+            self._outbox.broadcast_due = False
             if self.role == Role.LEADER:
                 self._broadcast_append()
 
-        soft_state = self._soft_state()
-        hard_state = self._hard_state()
+        soft_state = self._soft_state_if_changed()
+        hard_state = self._hard_state_if_changed()
+        messages, messages_after_persist, read_states = self._outbox.drain()
         ready = Ready(
-            soft_state=soft_state if soft_state != self._previous_soft_state else None,
-            hard_state=hard_state if hard_state != self._previous_hard_state else None,
+            soft_state=soft_state,
+            hard_state=hard_state,
             entries=entries,
             snapshot=snapshot,
             committed_entries=committed_entries,
             conf_state=conf_state,
-            messages=tuple(self._messages),
-            messages_after_persist=tuple(self._messages_after_persist),
-            read_states=tuple(self._read_states),
+            messages=messages,
+            messages_after_persist=messages_after_persist,
+            read_states=read_states,
         )
-        self._previous_soft_state = soft_state
-        self._previous_hard_state = hard_state
-        self._messages.clear()
-        self._messages_after_persist.clear()
-        self._read_states.clear()
+        self._previous_soft_state = soft_state or self._previous_soft_state
+        self._previous_hard_state = hard_state or self._previous_hard_state
+        # Only committed entries beyond committed_bytes_per_ready_max may wait for the next one.
+        assert not self.has_ready() or self.log.has_next_committed(), "ready() left pending state behind"
         self._ready_in_flight = ready
         return ready
 
@@ -336,6 +353,7 @@ class RaftNode:
         # Neither term nor vote change: a pre-election only asks whether we could win.
         self.tracker.reset_votes()
         self.lead = NO_NODE
+        self.early_campaign_ticks = None  # reported once, acted on once
         self.role = Role.PRE_CANDIDATE
         self._step_role = self._step_candidate
         self._tick_role = self._tick_election
@@ -368,6 +386,7 @@ class RaftNode:
             self.term = term
             self.vote = NO_NODE
         self.lead = NO_NODE
+        self.early_campaign_ticks = None
         self.election_elapsed_ticks = 0
         self.heartbeat_elapsed_ticks = 0
         self.randomized_election_ticks = self._rng.randrange(
@@ -380,13 +399,13 @@ class RaftNode:
         self.uncommitted_bytes = 0
         self.read_only = ReadOnly()
         self.pending_read_requests = []
-        self._broadcast_due = False
+        self._outbox.broadcast_due = False
 
     def _promotable(self) -> bool:
         return self.tracker.is_voter(self.id) and self.log.unstable.snapshot is None
 
     def _in_lease(self, message: Message) -> bool:
-        if message.context == TRANSFER_CONTEXT:
+        if message.context == TRANSFER_CONTEXT or self._leader_presumed_gone():
             return False
         return (
             self.config.check_quorum
@@ -394,11 +413,16 @@ class RaftNode:
             and self.election_elapsed_ticks < self.config.election_ticks_min
         )
 
+    def _leader_presumed_gone(self) -> bool:
+        """The driver reported the leader unreachable, and it has been silent long enough."""
+        return self.early_campaign_ticks is not None and self.election_elapsed_ticks >= self.early_campaign_ticks
+
     # == ticks ================================================================================
 
     def _tick_election(self) -> None:
         self.election_elapsed_ticks += 1
-        if self._promotable() and self.election_elapsed_ticks >= self.randomized_election_ticks:
+        timed_out = self.election_elapsed_ticks >= self.randomized_election_ticks
+        if self._promotable() and (timed_out or self._leader_presumed_gone()):
             self.election_elapsed_ticks = 0
             self._campaign(_Campaign.PRE_ELECTION if self.config.pre_vote else _Campaign.ELECTION)
 
@@ -416,7 +440,7 @@ class RaftNode:
             self.lead_transferee = NO_NODE  # a transfer not done within a timeout is abandoned
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed_ticks = 0
-            self._broadcast_heartbeat()
+            self._broadcast_heartbeat(interval_elapsed=True)
 
     # == elections ============================================================================
 
@@ -488,6 +512,14 @@ class RaftNode:
             # acknowledge only what is on our disk: our log lost entries it had.
             lost = StateLost if self.log.last_index() <= BOOTSTRAP_INDEX else RejectedMessage
             raise lost(message, f"commit {message.commit} is beyond the log end {self.log.last_index()}")
+        elif kind == MessageKind.INSTALL_SNAPSHOT:
+            receiver = self.snapshot_receiver
+            if receiver is not None and receiver.is_for(message.snapshot_meta, message.source, message.term):
+                if message.snapshot_offset > receiver.received_bytes:
+                    # The leader sends each chunk only after we asked for its offset. (A copy
+                    # delayed from before a restart of ours may also land here: dropped too.)
+                    raise RejectedMessage(message, f"offset {message.snapshot_offset} does not follow the "
+                                                   f"{receiver.received_bytes} bytes received")
         elif kind == MessageKind.APPEND:
             if message.index == self.log.committed and not self.log.match_term(message.index, message.log_term):
                 # Every later leader holds our committed entries (Leader Completeness).
@@ -516,6 +548,7 @@ class RaftNode:
     def _step_follower(self, message: Message) -> None:
         if message.kind in _LEADER_KINDS:
             self.election_elapsed_ticks = 0
+            self.early_campaign_ticks = None  # the leader is alive after all
             self.lead = message.source
             if message.kind == MessageKind.APPEND:
                 self._handle_append(message)
@@ -530,7 +563,7 @@ class RaftNode:
                 self._campaign(_Campaign.ELECTION, transfer=True)
         elif message.kind == MessageKind.READ_INDEX_RESPONSE:
             if not message.reject:
-                self._read_states.append(ReadState(index=message.index, context=message.context))
+                self._outbox.read_states.append(ReadState(index=message.index, context=message.context))
         # READ_INDEX sent to a non-leader is dropped: its sender times out and retries.
 
     def _step_candidate(self, message: Message) -> None:
@@ -611,7 +644,7 @@ class RaftNode:
             receiver = SnapshotReceiver(meta, message.source, message.term)
             self.snapshot_receiver = receiver
         if message.snapshot_offset != receiver.received_bytes:
-            # Duplicate or out of order: say which offset we need.
+            # A duplicate (a gap was refused in _check_against_state): say which offset we need.
             self._send(
                 MessageKind.INSTALL_SNAPSHOT_RESPONSE,
                 message.source,
@@ -668,14 +701,14 @@ class RaftNode:
         entry = Entry(term=self.term, index=self.log.last_index() + 1, kind=kind, data=data)
         self.log.append([entry])
         self.uncommitted_bytes += len(data)
-        self._broadcast_due = True
+        self._outbox.broadcast_due = True
         return entry.term, entry.index
 
     def _maybe_commit(self) -> bool:
         """Commit what a quorum holds, if it is of this term (Raft paper, figure 8)."""
         if not self.log.maybe_commit(self.tracker.committed_index(), self.term):
             return False
-        self._broadcast_due = True  # followers learn the new commit index
+        self._outbox.broadcast_due = True  # followers learn the new commit index
         self._release_pending_reads()
         return True
 
@@ -686,17 +719,25 @@ class RaftNode:
                     pass  # pipeline: fill the in-flight window
 
     def _maybe_send_append(self, node: NodeId, send_if_empty: bool) -> bool:
-        """Send the follower what it lacks (or a snapshot chunk); False when nothing was sent."""
+        """Send the follower what it lacks (or a snapshot chunk); False when nothing was sent.
+        Reads at most one message's worth of the log: max_message_bytes, and no more than the
+        in-flight window has room for (one entry when the window is empty)."""
         progress = self.tracker.progress[node]
         if progress.is_paused():
             return False
         previous_index = progress.next - 1
+        window_bytes = progress.inflights.bytes_available()
+        assert window_bytes >= 1, "a window without room is full, so paused"
         try:
             previous_term = self.log.term(previous_index)
-            entries = self.log.entries_from(progress.next, self.config.max_message_bytes)
+            entries = self.log.entries_from(progress.next, min(self.config.max_message_bytes, window_bytes))
         except Compacted:
             return self._start_snapshot(node, progress)
         if not entries and not send_if_empty:
+            return False
+        size_bytes = sum(entry.size_bytes() for entry in entries)
+        if size_bytes > window_bytes and progress.inflights.count() > 0:
+            progress.inflights.mark_no_room()  # full in bytes: wait for acknowledgements
             return False
         self._send(
             MessageKind.APPEND,
@@ -706,7 +747,7 @@ class RaftNode:
             entries=tuple(entries),
             commit=self.log.committed,
         )
-        progress.sent_entries(len(entries), entries[-1].index if entries else previous_index)
+        progress.sent_entries(len(entries), entries[-1].index if entries else previous_index, size_bytes)
         return True
 
     def _handle_append_response(self, message: Message, progress: Progress) -> None:
@@ -739,7 +780,11 @@ class RaftNode:
         if message.source == self.lead_transferee and progress.match == self.log.last_index():
             self._send(MessageKind.TIMEOUT_NOW, message.source)
 
-    def _broadcast_heartbeat(self) -> None:
+    def _broadcast_heartbeat(self, interval_elapsed: bool = False) -> None:
+        """One heartbeat to each follower: on the heartbeat tick (`interval_elapsed`), or at
+        once for a ReadIndex round. Only the tick lets each follower's next response resume a
+        paused flow (see Progress.heartbeat_resume_allowed): read rounds can be far more
+        frequent, and must not turn into more probes or snapshot chunks."""
         context = self.read_only.last_pending_context()
         if context:
             self.read_only.round_sent(context)
@@ -749,20 +794,28 @@ class RaftNode:
             progress = self.tracker.progress[node]
             commit = min(progress.match, self.log.committed)
             self._send(MessageKind.HEARTBEAT, node, commit=commit, context=context)
-            if progress.snapshot_sender is not None:
-                progress.snapshot_sender.heartbeat_sent()
+            if interval_elapsed:
+                progress.heartbeat_resume_allowed = True
+                if progress.snapshot_sender is not None:
+                    progress.snapshot_sender.heartbeat_sent()
 
     def _handle_heartbeat_response(self, message: Message, progress: Progress) -> None:
+        if progress.take_heartbeat_resume():
+            self._resume_flow(message.source, progress)
+        if message.context:
+            self._handle_read_ack(message.source, message.context)
+
+    def _resume_flow(self, node: NodeId, progress: Progress) -> None:
+        """The follower is reachable: assume what is out was lost and send one message (a
+        probe, the next APPEND, or the snapshot chunk unanswered for long)."""
         progress.probe_sent = False
         if progress.state == ProgressState.REPLICATE and progress.inflights.full():
             progress.inflights.free_first_one()
         if progress.state == ProgressState.SNAPSHOT:
             if progress.snapshot_sender.resend_due():
-                self._send_snapshot_chunk(message.source, progress.snapshot_sender)  # chunk or answer lost
+                self._send_snapshot_chunk(node, progress.snapshot_sender)
         elif progress.match < self.log.last_index() or progress.state == ProgressState.PROBE:
-            self._maybe_send_append(message.source, send_if_empty=True)
-        if message.context:
-            self._handle_read_ack(message.source, message.context)
+            self._maybe_send_append(node, send_if_empty=True)
 
     # == snapshots (leader side) ==================================================================
 
@@ -843,7 +896,7 @@ class RaftNode:
 
     def _answer_read(self, request: ReadRequest) -> None:
         if request.requester == self.id:
-            self._read_states.append(ReadState(index=request.index, context=request.context))
+            self._outbox.read_states.append(ReadState(index=request.index, context=request.context))
         else:
             self._send(MessageKind.READ_INDEX_RESPONSE, request.requester, index=request.index, context=request.context)
 
@@ -866,7 +919,7 @@ class RaftNode:
                 if self.lead_transferee not in conf_state.voters:
                     self.lead_transferee = NO_NODE
                 self._maybe_commit()
-                self._broadcast_due = True  # new members need their first APPEND
+                self._outbox.broadcast_due = True  # new members need their first APPEND
         return conf_state
 
     # == plumbing ===================================================================================
@@ -878,12 +931,49 @@ class RaftNode:
             kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done
         )
         if promises_persisted_state:
-            self._messages_after_persist.append(message)
+            self._outbox.messages_after_persist.append(message)
         else:
-            self._messages.append(message)
+            self._outbox.messages.append(message)
 
-    def _soft_state(self) -> SoftState:
+    def _soft_state_if_changed(self) -> SoftState | None:
+        """The soft state if it differs from the last Ready's (compared field by field, so
+        that has_ready builds nothing in the common case)."""
+        previous = self._previous_soft_state
+        if self.lead == previous.leader and self.role == previous.role:
+            return None
         return SoftState(leader=self.lead, role=self.role)
 
-    def _hard_state(self) -> HardState:
+    def _hard_state_if_changed(self) -> HardState | None:
+        previous = self._previous_hard_state
+        if self.term == previous.term and self.vote == previous.vote and self.log.committed == previous.commit:
+            return None
         return HardState(term=self.term, vote=self.vote, commit=self.log.committed)
+
+
+class _Outbox:
+    """What the core produced since the last Ready besides state changes: messages, read
+    states, and whether a batched append broadcast is due. has_ready() asks pending();
+    ready() drains it."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.messages_after_persist: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.broadcast_due = False  # send appends when the next Ready is built (batching)
+
+    def pending(self) -> bool:
+        return bool(self.messages or self.messages_after_persist or self.read_states or self.broadcast_due)
+
+    def drain(self) -> tuple[tuple[Message, ...], tuple[Message, ...], tuple[ReadState, ...]]:
+        assert not self.broadcast_due, "ready() sends a due broadcast before draining"
+        drained = (tuple(self.messages), tuple(self.messages_after_persist), tuple(self.read_states))
+        self.messages.clear()
+        self.messages_after_persist.clear()
+        self.read_states.clear()
+        return drained
+
+
+# _soft_state_if_changed / _hard_state_if_changed compare these fields one by one: a field
+# added to either must be compared there too, or has_ready and ready would drift apart.
+assert [each.name for each in dataclasses.fields(SoftState)] == ["leader", "role"]
+assert [each.name for each in dataclasses.fields(HardState)] == ["term", "vote", "commit"]

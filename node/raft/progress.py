@@ -21,45 +21,75 @@ class ProgressState(enum.Enum):
 
 
 class Inflights:
-    """The last indexes of APPENDs sent and not yet acknowledged, oldest first, bounded."""
+    """The APPENDs sent and not yet acknowledged (their last index and size), oldest first,
+    bounded in messages and in bytes."""
 
-    def __init__(self, capacity_messages: int) -> None:
+    def __init__(self, capacity_messages: int, capacity_bytes: int) -> None:
         assert capacity_messages >= 1
+        assert capacity_bytes >= 1
         self.capacity_messages = capacity_messages
-        self._last_indexes: collections.deque[int] = collections.deque()
+        self.capacity_bytes = capacity_bytes
+        self._sent: collections.deque[tuple[int, int]] = collections.deque()  # (last index, bytes)
+        self.bytes = 0
+        # The next message did not fit in the bytes left: full until an acknowledgement (or a
+        # heartbeat response presuming a loss) frees room, so nothing re-reads it meanwhile.
+        self._no_room_for_next = False
 
-    def add(self, last_index: int) -> None:
+    def add(self, last_index: int, size_bytes: int) -> None:
         assert not self.full(), "caller must check full() first"
-        assert not self._last_indexes or last_index > self._last_indexes[-1], "indexes must increase"
-        self._last_indexes.append(last_index)
+        assert not self._sent or last_index > self._sent[-1][0], "indexes must increase"
+        assert size_bytes <= self.bytes_available() or not self._sent, "caller must check bytes_available()"
+        self._sent.append((last_index, size_bytes))
+        self.bytes += size_bytes
 
     def free_le(self, index: int) -> None:
         """Forget every message acknowledged by an ack of `index`."""
-        while self._last_indexes and self._last_indexes[0] <= index:
-            self._last_indexes.popleft()
+        while self._sent and self._sent[0][0] <= index:
+            self.free_first_one()
 
     def free_first_one(self) -> None:
-        if self._last_indexes:
-            self._last_indexes.popleft()
+        if self._sent:
+            _, size_bytes = self._sent.popleft()
+            self.bytes -= size_bytes
+            assert self.bytes >= 0
+            self._no_room_for_next = False
+
+    def mark_no_room(self) -> None:
+        """The next message is larger than bytes_available(): the window counts as full."""
+        assert self._sent, "an empty window always takes one message"
+        self._no_room_for_next = True
 
     def full(self) -> bool:
-        return len(self._last_indexes) >= self.capacity_messages
+        return self._no_room_for_next or len(self._sent) >= self.capacity_messages or self.bytes >= self.capacity_bytes
+
+    def bytes_available(self) -> int:
+        """How many more bytes may go out. One message may exceed it when nothing is in
+        flight (a single entry larger than the window must still be sent, or Raft stalls)."""
+        return max(0, self.capacity_bytes - self.bytes)
 
     def count(self) -> int:
-        return len(self._last_indexes)
+        return len(self._sent)
 
     def reset(self) -> None:
-        self._last_indexes.clear()
+        self._sent.clear()
+        self.bytes = 0
+        self._no_room_for_next = False
 
 
 class Progress:
-    def __init__(self, next_index: int, inflight_messages_max: int) -> None:
+    def __init__(self, next_index: int, inflight_messages_max: int, inflight_bytes_max: int) -> None:
         assert next_index >= 1
         self.match = NO_INDEX
         self.next = next_index
-        self.inflights = Inflights(inflight_messages_max)
+        self.inflights = Inflights(inflight_messages_max, inflight_bytes_max)
         # Set by any message from the follower; CheckQuorum looks at it once per election timeout.
         self.recent_active = False
+        # A heartbeat response may resume a paused flow (resend the probe, free an in-flight
+        # slot, resend a snapshot chunk) once per heartbeat interval: set by the leader's
+        # heartbeat tick, used up by the first response. After a partition heals, the follower
+        # answers a backlog of stale heartbeats at once; without this each answer would make
+        # the leader read and send the whole lag again.
+        self.heartbeat_resume_allowed = False
         self._reset_state(ProgressState.PROBE)
 
     def _reset_state(self, state: ProgressState) -> None:
@@ -101,13 +131,18 @@ class Progress:
         assert self.next > self.match
         return updated
 
-    def sent_entries(self, entry_count: int, last_index: int) -> None:
-        """Record an APPEND carrying entry_count entries ending at last_index."""
+    def take_heartbeat_resume(self) -> bool:
+        """Whether this heartbeat response may resume the flow (see heartbeat_resume_allowed)."""
+        allowed, self.heartbeat_resume_allowed = self.heartbeat_resume_allowed, False
+        return allowed
+
+    def sent_entries(self, entry_count: int, last_index: int, size_bytes: int = 0) -> None:
+        """Record an APPEND carrying entry_count entries (size_bytes) ending at last_index."""
         if self.state == ProgressState.REPLICATE:
             if entry_count > 0:
                 assert last_index + 1 > self.next - 1
                 self.next = last_index + 1
-                self.inflights.add(last_index)
+                self.inflights.add(last_index, size_bytes)
         elif self.state == ProgressState.PROBE:
             self.probe_sent = True
         else:

@@ -9,8 +9,9 @@ from node.raft.types import ConfState, NodeId
 
 
 class ProgressTracker:
-    def __init__(self, inflight_messages_max: int) -> None:
+    def __init__(self, inflight_messages_max: int, inflight_bytes_max: int) -> None:
         self.inflight_messages_max = inflight_messages_max
+        self.inflight_bytes_max = inflight_bytes_max
         self.conf_state = ConfState()
         self.progress: dict[NodeId, Progress] = {}
         self.votes: dict[NodeId, bool] = {}
@@ -35,13 +36,13 @@ class ProgressTracker:
                 del self.progress[node]
         for node in members:
             if node not in self.progress:
-                self.progress[node] = Progress(next_index, self.inflight_messages_max)
+                self.progress[node] = Progress(next_index, self.inflight_messages_max, self.inflight_bytes_max)
                 self.progress[node].recent_active = True
 
     def reset_progress(self, next_index: int) -> None:
         """Fresh Progress for every member (a new term started)."""
         for node in self.progress:
-            self.progress[node] = Progress(next_index, self.inflight_messages_max)
+            self.progress[node] = Progress(next_index, self.inflight_messages_max, self.inflight_bytes_max)
 
     def committed_index(self) -> int:
         match = {node: progress.match for node, progress in self.progress.items()}

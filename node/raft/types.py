@@ -256,10 +256,22 @@ class Config:
     election_ticks_max: int = 30  # timeouts are drawn uniformly from [min, max)
     max_inflight_messages: int = 64  # APPEND messages in flight to one follower
     max_message_bytes: int = 1 << 20  # entries per APPEND are cut at this size (at least one entry)
+    # Entry bytes in flight to one follower; also bounds the log a leader reads for one
+    # follower in one step (at least one entry goes out when nothing is in flight).
+    inflight_bytes_max: int = 8 << 20
+    # Committed entries handed out per Ready (at least one): the size of one apply batch.
+    # Separate from max_message_bytes so that small messages do not make catching up on a
+    # long committed tail take hundreds of Readys.
+    committed_bytes_per_ready_max: int = 4 << 20
     max_uncommitted_bytes: int = 64 << 20  # proposals refused (ProposalDropped) beyond this
     snapshot_chunk_bytes: int = 1 << 20
     pre_vote: bool = True
     check_quorum: bool = True
+    # Whether RaftNode.leader_unreachable() (the driver saw its connection to the leader drop)
+    # starts a pre-vote soon, instead of waiting out the election timeout. Needs pre_vote and
+    # check_quorum: they keep a follower whose connection alone dropped from disturbing a
+    # leader that the others still hear from.
+    campaign_on_leader_unreachable: bool = False
     applied: int = NO_INDEX  # last index the state machine had applied when this node started
 
     def __post_init__(self) -> None:
@@ -269,6 +281,11 @@ class Config:
         assert self.election_ticks_max > self.election_ticks_min
         assert self.max_inflight_messages >= 1
         assert self.max_message_bytes >= 1
+        assert self.inflight_bytes_max >= 1
+        assert self.committed_bytes_per_ready_max >= 1
+        assert not self.campaign_on_leader_unreachable or (self.pre_vote and self.check_quorum), (
+            "campaign_on_leader_unreachable needs pre_vote and check_quorum"
+        )
         assert self.snapshot_chunk_bytes >= 1
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from node.raft.errors import Compacted, Unavailable
-from node.raft.log import RaftLog
+from node.raft.log import CONFLICT_SEARCH_STEPS_MAX, RaftLog
 from node.raft.memory_storage import MemoryStorage
 from node.raft.types import ConfState, Entry, Snapshot, SnapshotMeta
 
@@ -90,6 +90,24 @@ def test_find_conflict_by_term_skips_a_whole_run():
     assert log.find_conflict_by_term(52, 1) == (2, 1)
     assert log.find_conflict_by_term(52, 5) == (52, 2)
     assert log.find_conflict_by_term(30, 0) == (0, 0)
+
+
+def test_find_conflict_by_term_looks_at_a_bounded_stretch_of_the_log():
+    log = stored_log([1] + [2] * 3000)
+    stop = 3001 - CONFLICT_SEARCH_STEPS_MAX
+    assert log.find_conflict_by_term(3001, 1) == (stop, 2)  # where it got to; probing there is safe
+    searches, found = 1, (stop, 2)
+    while found[1] > 1:  # each further answer of the other side continues from there
+        found = log.find_conflict_by_term(found[0], 1)
+        searches += 1
+    assert (found, searches) == ((1, 1), 3)
+
+
+def test_slices_read_no_more_than_the_byte_limit_takes():
+    log = stored_log([1] * 100)
+    log.append(run(101, [2] * 100))  # unstable
+    assert [entry.index for entry in log.slice(99, 201, max_bytes=4 * 24)] == [99, 100, 101, 102]
+    assert [entry.index for entry in log.slice(150, 201, max_bytes=1)] == [150]  # at least one
 
 
 def test_committed_entries_never_pass_what_was_handed_out_for_persisting():

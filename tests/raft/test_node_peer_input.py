@@ -127,13 +127,16 @@ def test_snapshot_without_voters_is_rejected(cluster):
     assert_rejected(cluster.nodes["b"], snapshot_chunk(SnapshotMeta(index=9, term=2)), match="no voters")
 
 
-def test_snapshot_chunks_beyond_the_announced_size_are_rejected(cluster):
+def test_snapshot_chunks_beyond_the_announced_size_or_not_following_are_rejected(cluster):
     meta = SnapshotMeta(index=9, term=2, conf_state=ConfState(voters=frozenset("abc")), size_bytes=8)
     b = cluster.nodes["b"]
     b.step(snapshot_chunk(meta, b"1234", done=False))
     assert b.snapshot_receiver.received_bytes == 4
     assert_rejected(b, snapshot_chunk(meta, b"56789", offset=4, done=False), match="beyond the announced size 8")
     assert_rejected(b, snapshot_chunk(meta, b"56", offset=4, done=True), match="short of the size 8")
+    assert_rejected(b, snapshot_chunk(meta, b"78", offset=6, done=True), match="offset 6 does not follow the 4 bytes")
+    b.step(snapshot_chunk(meta, b"12", offset=0, done=False))  # a duplicate is answered, not refused
+    assert b.snapshot_receiver.received_bytes == 4
     b.step(snapshot_chunk(meta, b"5678", offset=4, done=True))  # the honest last chunk still completes it
     assert b.log.unstable.snapshot.data == b"12345678"
 

@@ -6,12 +6,12 @@ from node.raft.types import Snapshot, SnapshotMeta
 
 
 def test_inflights_bounded_window():
-    inflights = Inflights(capacity_messages=3)
+    inflights = Inflights(capacity_messages=3, capacity_bytes=1 << 20)
     for index in (5, 7, 9):
-        inflights.add(index)
+        inflights.add(index, 10)
     assert inflights.full()
     with pytest.raises(AssertionError):
-        inflights.add(11)
+        inflights.add(11, 10)
     inflights.free_le(7)
     assert (inflights.count(), inflights.full()) == (1, False)
     inflights.free_first_one()
@@ -19,7 +19,7 @@ def test_inflights_bounded_window():
 
 
 def test_probe_sends_one_message_at_a_time():
-    progress = Progress(next_index=5, inflight_messages_max=4)
+    progress = Progress(next_index=5, inflight_messages_max=4, inflight_bytes_max=1 << 20)
     assert progress.state == ProgressState.PROBE and not progress.is_paused()
     progress.sent_entries(entry_count=2, last_index=6)
     assert progress.is_paused() and progress.next == 5  # probing does not move next
@@ -28,7 +28,7 @@ def test_probe_sends_one_message_at_a_time():
 
 
 def test_replicate_pipelines_within_the_window():
-    progress = Progress(next_index=1, inflight_messages_max=2)
+    progress = Progress(next_index=1, inflight_messages_max=2, inflight_bytes_max=1 << 20)
     progress.maybe_update(3)
     progress.become_replicate()
     progress.sent_entries(entry_count=2, last_index=5)
@@ -40,7 +40,7 @@ def test_replicate_pipelines_within_the_window():
 
 
 def test_stale_acks_and_rejections_are_ignored():
-    progress = Progress(next_index=1, inflight_messages_max=2)
+    progress = Progress(next_index=1, inflight_messages_max=2, inflight_bytes_max=1 << 20)
     progress.maybe_update(8)
     progress.become_replicate()
     assert not progress.maybe_update(6)
@@ -50,14 +50,14 @@ def test_stale_acks_and_rejections_are_ignored():
 
 
 def test_probe_rejection_uses_the_hint():
-    progress = Progress(next_index=51, inflight_messages_max=2)
+    progress = Progress(next_index=51, inflight_messages_max=2, inflight_bytes_max=1 << 20)
     assert not progress.maybe_decrease_to(rejected_index=40, match_hint=3)  # not the probe we sent
     assert progress.maybe_decrease_to(rejected_index=50, match_hint=3)
     assert progress.next == 4
 
 
 def test_snapshot_then_probe_after_it():
-    progress = Progress(next_index=3, inflight_messages_max=2)
+    progress = Progress(next_index=3, inflight_messages_max=2, inflight_bytes_max=1 << 20)
     progress.become_snapshot(SnapshotSender(Snapshot(SnapshotMeta(index=20, term=2)), chunk_bytes_max=10))
     assert progress.is_paused()
     progress.become_probe()
