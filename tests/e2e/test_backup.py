@@ -231,11 +231,18 @@ def test_the_format_checks_every_section_and_the_order(tmp_path):
     write(tmp_path / "wrong-id", sections[:3] + [(backup.SECTION_CHUNK, wrong + chunk)])
     with pytest.raises(backup.BackupCorrupt, match="missing or out of order"):
         backup.read_backup(tmp_path / "wrong-id")
-    # A section dropped from the middle with every remaining checksum intact fails the END check.
+    # A chunk section's checksum covers its id; the content is checked against the id.
+    write(tmp_path / "altered-content", sections[:3] + [(backup.SECTION_CHUNK, chunk_id + b"C" + chunk[1:])])
+    with pytest.raises(backup.BackupCorrupt, match="does not hash to its id"):
+        backup.read_backup(tmp_path / "altered-content")
+    # An END section that is intact in itself but does not match the sections before it (as
+    # after a section was swapped for another valid one) fails the final checksum.
     good = (tmp_path / "good").read_bytes()
-    prefix = len(backup.MAGIC) + 2
-    header_section = 9 + len(msgpack.packb(header)) + 32
-    spliced = good[:prefix] + good[prefix + header_section:]
-    (tmp_path / "spliced").write_bytes(spliced)
-    with pytest.raises(backup.BackupCorrupt):
-        backup.read_backup(tmp_path / "spliced")
+    end_kind, end_start, end_length = section_offsets(good)[-1]
+    assert end_kind == backup.SECTION_END
+    head = good[end_start - 9:end_start]
+    forged_payload = hashlib.blake2b(b"another history", digest_size=32).digest()
+    forged = good[:end_start] + forged_payload + hashlib.blake2b(head + forged_payload, digest_size=32).digest()
+    (tmp_path / "forged-end").write_bytes(forged)
+    with pytest.raises(backup.BackupCorrupt, match="final checksum"):
+        backup.read_backup(tmp_path / "forged-end")
