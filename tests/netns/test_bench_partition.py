@@ -7,6 +7,8 @@ from types import SimpleNamespace
 from sandctl import bench_partition
 from sandctl.bench_report import render_table
 
+NEEDS_ROOT = False  # the non-root path is what these check
+
 
 def test_without_root_the_workload_is_unavailable_not_an_error(monkeypatch):
     monkeypatch.setattr(bench_partition, "is_root", lambda: False)
