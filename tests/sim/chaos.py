@@ -169,6 +169,7 @@ class Chaos:
         self.read_count = 0
         self.counts: dict[str, int] = {}
         self._next_node_number = plan.node_count + 1
+        self._episode_ends_ms = 0
 
     def start(self) -> None:
         self.active = True
@@ -272,6 +273,8 @@ class Chaos:
     # -- faults -----------------------------------------------------------------------------
 
     def _act(self) -> None:
+        if self.cluster.now_ms < self._episode_ends_ms:
+            return  # an episode (a scenario that needs time to unfold) is under way
         actions = [
             (self._crash, 3),
             (self._restart, 4),
@@ -287,6 +290,8 @@ class Chaos:
             (self._bounce, 2),
             (self._election_storm, 1),
             (self._long_delays, 1),
+            (self._stale_leader, 2),
+            (self._bounce_with_reads, 2),
         ]
         if self.plan.churn:
             actions.append((self._churn, 3))
@@ -353,10 +358,57 @@ class Chaos:
         if not leaders:
             return
         self._count("election_storm")
+        self._episode(3 * self.cluster.election_timeout_ms())
         for node_id in self.cluster.live_nodes():
             if node_id not in leaders and self.rng.random() < 0.5:
                 self.cluster.crash_during_next_write(node_id)
         self.cluster.isolate(self.rng.choice(leaders))
+
+    def _stale_leader(self) -> None:
+        """A leader hears from nobody, and what it sends is held back for up to two election
+        timeouts: the others elect a new leader and take its entries while the old leader's
+        appends (of entries proposed to it meanwhile) are still arriving."""
+        leaders = self.cluster.claimed_leaders()
+        if not leaders:
+            return
+        leader = self.rng.choice(leaders)
+        others = [n for n in self.cluster.nodes if n != leader]
+        if not others:
+            return
+        self._count("stale_leader")
+        timeout_ms = self.cluster.election_timeout_ms()
+        self._episode(4 * timeout_ms)
+        held = LinkFaults(delay_ms_min=2 * timeout_ms, delay_ms_max=3 * timeout_ms)
+        for node_id in others:
+            self.cluster.block(node_id, leader)
+            self.cluster.network.set_link_faults(leader, node_id, held)
+        for delay_ms in sorted(self.rng.sample(range(1, timeout_ms), 4)):
+            self.cluster.schedule(delay_ms, lambda: self._propose_to(leader))
+
+    def _episode(self, duration_ms: int) -> None:
+        """No other fault for `duration_ms`: the scenario just set up must get to unfold."""
+        self._episode_ends_ms = self.cluster.now_ms + duration_ms
+
+    def _propose_to(self, node_id: NodeId) -> None:
+        if self.active and self.cluster.nodes[node_id].alive:
+            self.proposal_count += 1
+            try:
+                self.cluster.propose(node_id, self.cluster.new_value())
+            except RaftError:
+                pass
+
+    def _bounce_with_reads(self) -> None:
+        """A node with reads outstanding restarts at once and reads again: answers meant for its
+        previous life are still in flight."""
+        waiting = [node_id for node_id, node in self.cluster.nodes.items() if node.alive and node.reads]
+        if not waiting:
+            return
+        node_id = self.rng.choice(waiting)
+        self._count("bounce_with_reads")
+        self.cluster.crash(node_id, "with reads outstanding, to restart at once")
+        self.cluster.restart(node_id)
+        for delay_ms in sorted(self.rng.sample(range(0, 30), 3)):
+            self.cluster.schedule(delay_ms, lambda: self._read(node_id))
 
     def _long_delays(self) -> None:
         """Messages held back for up to two election timeouts: stale-term leaders' appends and
@@ -392,6 +444,7 @@ class Chaos:
         if not conf.learners:
             return
         self._count("cut_leader_from_voters")
+        self._episode(3 * self.cluster.election_timeout_ms())
         with_leader = {leader} | set(conf.learners)
         self.cluster.partition(sorted(with_leader), sorted(set(self.cluster.nodes) - with_leader))
 
@@ -562,6 +615,7 @@ class Chaos:
         cluster = self.cluster
         self.active = False
         cluster.heal()
+        cluster.network.clear_link_faults()
         cluster.set_faults(SETTLED_FAULTS)
         for node_id, node in cluster.nodes.items():
             node.crash_during_next_write = False
@@ -641,8 +695,15 @@ class Chaos:
             conf = cluster.nodes[leader].disk.conf_state.all_nodes() if leader else nodes
             return [node_id for node_id in nodes if node_id in conf]
 
+        leader_when_asked = (cluster.single_leader(), len(cluster.leader_history))
+
         def all_served() -> bool:
             for node_id in members():
+                if label(node_id) in cluster.read_failures and leader_when_asked == (
+                        cluster.single_leader(), len(cluster.leader_history)):
+                    raise LivenessViolation(
+                        f"at {cluster.now_ms}ms: a read on {node_id} failed ({cluster.read_failures[label(node_id)]})"
+                        f" although {leader_when_asked[0]} led throughout: a requester went unanswered")
                 if label(node_id) in cluster.read_failures and cluster.nodes[node_id].alive:
                     attempts[node_id] += 1
                     cluster.schedule(READ_RETRY_MS, lambda node_id=node_id: cluster.read_index(node_id, label(node_id)))

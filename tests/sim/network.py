@@ -54,6 +54,9 @@ class Network:
     def set_link_faults(self, source: NodeId, target: NodeId, faults: LinkFaults) -> None:
         self._link_faults[(source, target)] = faults
 
+    def clear_link_faults(self) -> None:
+        self._link_faults.clear()
+
     def faults(self, source: NodeId, target: NodeId) -> LinkFaults:
         return self._link_faults.get((source, target), self.default_faults)
 
