@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import zmq
@@ -14,13 +13,6 @@ from node.chunks.store import ChunkStore
 MAX_FRAME_BYTES = 8 << 20
 MAP_SIZE_BYTES = 256 << 20
 DEADLINE_SECONDS = 5.0
-
-
-@pytest.fixture
-def context():
-    context = zmq.Context()
-    yield context
-    context.term()  # hangs if a test leaks a socket
 
 
 @pytest.fixture
@@ -100,19 +92,6 @@ def make_client(context):
     yield make
     for client in clients:
         client.close()
-
-
-@pytest.fixture
-def wait_until():
-    """wait_until(condition, what): poll a condition until a deadline."""
-
-    def wait(condition, what: str) -> None:
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while not condition():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.005)  # a polling interval, not a synchronisation point
-
-    return wait
 
 
 @pytest.fixture

@@ -8,15 +8,9 @@ from fake_node import FakeNode
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    """Each test gets its own HOME (so ~/.sandstore/cluster.json is private) and no
-    SANDSTORE_* variables from the developer's shell."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SANDSTORE_CONFIG", raising=False)
-    monkeypatch.delenv("SANDSTORE_DATA_DIR", raising=False)
-    return home
+def _private_home(isolated_home):
+    """Every test here gets tests/conftest.py's isolated_home."""
+    return isolated_home
 
 
 @pytest.fixture

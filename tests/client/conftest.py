@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from tests.chunks.conftest import context, start_service  # noqa: F401  (fixtures, used by name)
+from tests.chunks.conftest import start_service  # noqa: F401  (a fixture, used by name; `context` is tests/conftest.py's)

@@ -104,13 +104,9 @@ def run_sandctl(home: Path, *args: str, input: bytes | None = None, timeout_seco
 
 
 @pytest.fixture
-def e2e_home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SANDSTORE_CONFIG", raising=False)
-    monkeypatch.delenv("SANDSTORE_DATA_DIR", raising=False)
-    return home
+def e2e_home(isolated_home) -> Path:
+    """tests/conftest.py's isolated_home, by the name these tests use."""
+    return isolated_home
 
 
 @pytest.fixture

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from node.errors import TimedOut
 from sandctl.client import Client
 
-WAIT_SECONDS = 30.0
-POLL_SECONDS = 0.02  # a polling interval inside a deadline, not a synchronisation point
-
-
-def wait_until(condition, what: str, deadline_seconds: float = WAIT_SECONDS):
-    """Poll condition() until it returns something truthy (returned) or fail at the deadline."""
-    deadline = time.monotonic() + deadline_seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(POLL_SECONDS)
+from tests.waiting import WAIT_SECONDS, wait_until  # noqa: F401 -- the one wait_until, named here too
 
 
 class Writer(threading.Thread):
