@@ -4,7 +4,6 @@ teardown, also when the test failed."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -21,21 +20,9 @@ from node.security import (
     ServerSecurity,
 )
 from node.security.keyring import create_keys_directory, create_principal
+from tests.waiting import wait_until  # noqa: F401 - the one wait_until, re-exported for these tests
 
-WAIT_SECONDS = 10.0
-POLL_SECONDS = 0.01  # a polling interval inside a deadline, not a synchronisation point
 QUIET_POLL_MS = 300  # "nothing arrives": how long a ROUTER is watched after the condition held
-
-
-def wait_until(condition, what: str, deadline_seconds: float = WAIT_SECONDS):
-    """Poll condition() until it returns something truthy (returned) or fail at the deadline."""
-    deadline = time.monotonic() + deadline_seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(POLL_SECONDS)
 
 
 def make_keys(directory: Path, nodes=("n1", "n2"), clients=(("admin", ROLE_ADMIN), ("rw", ROLE_READ_WRITE))) -> str:

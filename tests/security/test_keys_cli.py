@@ -12,10 +12,11 @@ from sandctl.keys import ensure_local_cluster_keys, keys_group
 
 
 def run(data_dir, *arguments):
+    # Each test has its own HOME (isolated_home): no remembered cluster of the developer's.
     return CliRunner().invoke(keys_group, [*arguments, "--data-dir", str(data_dir)])
 
 
-def test_cluster_start_keys_are_made_once_and_kept(tmp_path, monkeypatch):
+def test_cluster_start_keys_are_made_once_and_kept(tmp_path, monkeypatch, isolated_home):
     monkeypatch.delenv("SANDSTORE_KEYS_DIR", raising=False)
     first = ensure_local_cluster_keys(tmp_path, ["n1", "n2", "n3"])
     assert sorted(map(str, first.listing())) == ["client admin (admin)", "node n1", "node n2", "node n3"]
@@ -26,7 +27,7 @@ def test_cluster_start_keys_are_made_once_and_kept(tmp_path, monkeypatch):
     assert os.stat(tmp_path / "keys").st_mode & 0o777 == 0o700
 
 
-def test_create_list_revoke_a_client(tmp_path, monkeypatch):
+def test_create_list_revoke_a_client(tmp_path, monkeypatch, isolated_home):
     monkeypatch.delenv("SANDSTORE_KEYS_DIR", raising=False)
     ensure_local_cluster_keys(tmp_path, ["n1"])
     created = run(tmp_path, "create-client", "alice", "--role", "read-write")
@@ -46,7 +47,7 @@ def test_create_list_revoke_a_client(tmp_path, monkeypatch):
     assert (KIND_CLIENT, "alice") not in {(p.kind, p.name) for p in KeyRing.load(tmp_path / "keys").listing()}
 
 
-def test_bad_requests_are_one_line_and_exit_1(tmp_path, monkeypatch):
+def test_bad_requests_are_one_line_and_exit_1(tmp_path, monkeypatch, isolated_home):
     monkeypatch.delenv("SANDSTORE_KEYS_DIR", raising=False)
     missing = run(tmp_path, "list")
     assert missing.exit_code == 1 and missing.output.startswith("Error: no cluster keys in ")
