@@ -324,7 +324,8 @@ class _Agent:
                 times = sorted(acked for _, acked, _ in self._acks
                                if request["start"] <= acked <= request["end"])
             edges = [request["start"], *times, request["end"]]
-            return {"seconds": max(b - a for a, b in zip(edges, edges[1:]))}
+            seconds, began_at = max((b - a, a) for a, b in zip(edges, edges[1:]))
+            return {"seconds": seconds, "began_at": began_at}
         if op == "longest_mute":
             with self._lock:
                 gaps = {}
@@ -399,6 +400,7 @@ def _one_repetition(agent: ClientAgent, lab: NetLab, cluster: NetCluster, isolat
     start = time.monotonic()
     agent.ask({"op": "start_writers", "directory": f"/partition/r{number}"})
     agent.wait("writes before the cut", lambda a: a.acks_sent_after(start) > 0)
+    steady_from = time.monotonic()
     time.sleep(STEADY_SECONDS)  # a steady stretch of writes before the cut: the workload, not a wait
     before_cut = time.monotonic()
     lab.isolate(cluster.host(leader))
@@ -414,14 +416,18 @@ def _one_repetition(agent: ClientAgent, lab: NetLab, cluster: NetCluster, isolat
     time.sleep(STEADY_SECONDS)  # writes after the heal, to see whether the heal disturbs them
     end = time.monotonic()
     stopped = agent.ask({"op": "stop_writers"})
-    gap = agent.ask({"op": "longest_ack_gap", "start": before_cut, "end": end})["seconds"]
+    gap = agent.ask({"op": "longest_ack_gap", "start": before_cut, "end": end})
+    steady_gap = agent.ask({"op": "longest_ack_gap", "start": steady_from, "end": before_cut})["seconds"]
     mute = agent.ask({"op": "longest_mute", "start": healed_at, "end": end})["seconds_by_node"]
     return {
         "isolated": leader,
         "new_leader": new_leader,
         "cut_to_ack_ms": round((first_after_cut - cut_at) * 1000.0, 1),
         "heal_to_recovered_ms": round((recovered_at - healed_at) * 1000.0, 1),
-        "longest_ack_gap_ms": round(gap * 1000.0, 1),
+        "longest_ack_gap_ms": round(gap["seconds"] * 1000.0, 1),
+        "longest_ack_gap_before_cut_ms": round(steady_gap * 1000.0, 1),  # the same measure with nothing cut
+        # where it began: seconds after the cut (negative: before it); the heal came at isolation_seconds
+        "longest_ack_gap_began_after_cut_s": round(gap["began_at"] - cut_at, 2),
         "longest_status_silence_after_heal_ms": round(max(mute.values(), default=0.0) * 1000.0, 1),
         "status_silence_after_heal_ms_by_node": {node: round(seconds * 1000.0, 1) for node, seconds in sorted(mute.items())},
         "writes_outcome_unknown": stopped["outcome_unknown"],
