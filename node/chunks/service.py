@@ -51,6 +51,9 @@ FETCH_TIMEOUT_SECONDS = 30.0
 FETCH_POLL_SLICE_MS = 100
 SCRUB_BATCH_IDS = 256  # ids read per scrub step (one short read transaction)
 SCRUB_IDLE_SECONDS = 1.0  # an empty store is looked at again after this
+# A pass over the store takes at least this long: a few small chunks are not re-hashed in a
+# tight loop at the full rate.
+SCRUB_PASS_SECONDS_MIN = 2.0
 _GC_JOB = object()  # a queue item meaning "run the periodic garbage collection"
 _STOP_JOB = None
 _WAKE = b""  # a frame on the reply socket that carries no reply: stop() wakes the I/O thread
@@ -177,6 +180,7 @@ class ChunkService:
         share of the rate after reading it, so the rate is an upper bound whatever the hashing
         speed; a chunk written meanwhile is verified on the next pass."""
         after: bytes | None = None
+        pass_started = time.monotonic()
         while not self._stopping.is_set():
             try:
                 ids, more = self._store.ids_after(after, SCRUB_BATCH_IDS)
@@ -193,8 +197,10 @@ class ChunkService:
             if after is not None or ids:
                 self._count("scrub_passes")
             after = None
-            if not ids and self._stopping.wait(SCRUB_IDLE_SECONDS):
+            pause_seconds = SCRUB_IDLE_SECONDS if not ids else pass_started + SCRUB_PASS_SECONDS_MIN - time.monotonic()
+            if self._stopping.wait(max(0.0, pause_seconds)):
                 return
+            pass_started = time.monotonic()
 
     # --- the I/O thread -------------------------------------------------------------------
 

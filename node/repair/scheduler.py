@@ -124,7 +124,9 @@ class RepairScheduler:
         self._corrupt: dict[bytes, set[str]] = {}
         self._missing: dict[bytes, set[str]] = {}  # recorded copies a fresh inventory lacked
         self._missing_lock = threading.Lock()  # copy threads forget entries as they repair them
-        self._in_flight: dict[bytes, str] = {}  # chunk -> target of the copy in progress
+        # chunk -> target of the copy in progress; the worker adds, copy threads remove, the
+        # driver thread reads (pending_targets): always under _lock, read as copies.
+        self._in_flight: dict[bytes, str] = {}
         self._copies: queue.SimpleQueue = queue.SimpleQueue()
         self._rebalance_requested = False
         self._copied: collections.deque = collections.deque()  # (monotonic time, bytes) for the rate
@@ -227,7 +229,8 @@ class RepairScheduler:
         return {"requested": True, "used_bytes": used}
 
     def pending_targets(self) -> dict[bytes, str]:
-        return dict(self._in_flight)
+        with self._lock:
+            return dict(self._in_flight)
 
     def chunk_report(self, chunk_id: bytes, recorded: list[str]) -> tuple[Health, dict[str, Replica]] | None:
         """(health, replica states) of one chunk by the last round's view; None before one."""
@@ -251,6 +254,10 @@ class RepairScheduler:
                 thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # ----- proposals from the worker and copy threads
+
+    def _count(self, name: str, amount: int) -> None:
+        with self._lock:  # copy threads and the worker count concurrently
+            self.counters[name] += amount
 
     def _propose_async(self, op: str, args: dict) -> _Pending | None:
         with self._lock:
@@ -310,9 +317,10 @@ class RepairScheduler:
         view = ClusterView(nodes, self._config.replication, self._config.replica_timeout_seconds,
                            missing, {chunk_id: frozenset(found) for chunk_id, found in self._corrupt.items()},
                            inventories)
-        copies_free = self._config.repair_copies_in_flight_max - len(self._in_flight)
+        in_flight = frozenset(self.pending_targets())
+        copies_free = self._config.repair_copies_in_flight_max - len(in_flight)
         moves_max = copies_free if self._rebalance_requested else min(1, copies_free)
-        result = plan(records, view, in_flight=frozenset(self._in_flight), copies_max=max(0, copies_free),
+        result = plan(records, view, in_flight=in_flight, copies_max=max(0, copies_free),
                       moves_max=max(0, moves_max), spread_fraction=self._config.rebalance_spread_fraction)
         # fsck reads this on the driver thread: frozen copies, no inventories (they are only
         # valid for the records read before them).
@@ -324,7 +332,7 @@ class RepairScheduler:
             if record.chunk_id in self._corrupt and chunk_health(
                     record.chunk_id, replica_states(record.chunk_id, record.nodes, view), view) is Health.HEALTHY:
                 del self._corrupt[record.chunk_id]  # repaired: no longer labelled corrupt
-        if self._rebalance_requested and not result.moves and not result.copies and not self._in_flight:
+        if self._rebalance_requested and not result.moves and not result.copies and not in_flight:
             self._rebalance_requested = False
 
     def _poll_chunk_ports(self, nodes: dict[str, NodeView], addresses: dict[str, str]) -> set[str]:
@@ -353,7 +361,7 @@ class RepairScheduler:
                     known.corrupt_seen = number
                     if len(self._corrupt) < CORRUPT_CHUNKS_MAX:
                         self._corrupt.setdefault(chunk_id, set()).add(node)
-                    self.counters["corrupt_found"] += 1
+                    self._count("corrupt_found", 1)
                     log.warning("chunk %s: corrupt copy found on %s", chunk_id.hex(), node)
         return answering
 
@@ -370,7 +378,7 @@ class RepairScheduler:
                 log.info("inventory of %s failed: %s", node, error)
                 continue
             known.inventory_at = now
-            self.counters["inventories"] += 1
+            self._count("inventories", 1)
         return inventories
 
     def _note_missing(self, records: list[ChunkRecord], inventories: dict) -> None:
@@ -432,7 +440,8 @@ class RepairScheduler:
         for drop in result.surplus_drops:
             self._drop_surplus(drop, view, addresses)
         for copy in result.copies + result.moves:
-            self._in_flight[copy.chunk_id] = copy.target
+            with self._lock:
+                self._in_flight[copy.chunk_id] = copy.target
             self._copies.put((generation, copy))
 
     def _drop_records(self, drops: list[Drop], addresses: dict[str, str]) -> None:
@@ -457,7 +466,7 @@ class RepairScheduler:
                    for drop in confirmed]
         for drop, pending in waiting:
             if self._wait(pending).get("ok"):
-                self.counters["records_dropped"] += 1
+                self._count("records_dropped", 1)
                 log.info("chunk %s: forgot the replica on %s (not there)", drop.chunk_id.hex(), drop.node)
 
     def _adopt(self, chunk_id: bytes, node: str, addresses: dict[str, str]) -> None:
@@ -469,7 +478,7 @@ class RepairScheduler:
             return
         if self._commit("add_replica", {"chunk": chunk_id, "node": node}).get("ok"):
             self._forget_missing(chunk_id, node)
-            self.counters["adopted"] += 1
+            self._count("adopted", 1)
 
     def _delete_strays(self, strays: list[tuple[bytes, str]], inventories: dict, addresses: dict[str, str]) -> None:
         """Delete copies of healthy chunks that are not recorded, once two inventories in a row
@@ -485,7 +494,7 @@ class RepairScheduler:
             except SandStoreError:
                 continue
             if isinstance(result, dict) and result.get("deleted"):
-                self.counters["strays_deleted"] += 1
+                self._count("strays_deleted", 1)
         for node in inventories:
             self._nodes[node].stray_seen = seen_now.get(node, set())
 
@@ -500,7 +509,7 @@ class RepairScheduler:
         assert len(live) - 1 >= view.target >= 1, (drop, live)
         if not self._commit("drop_replica", {"chunk": drop.chunk_id, "node": drop.node}).get("ok"):
             return
-        self.counters["surplus_dropped"] += 1
+        self._count("surplus_dropped", 1)
         self._delete_copy(drop.chunk_id, drop.node, addresses)
 
     def _delete_copy(self, chunk_id: bytes, node: str, addresses: dict[str, str]) -> None:
@@ -509,7 +518,7 @@ class RepairScheduler:
             try:
                 peers.call(self._context, addresses[node], "chunk_delete", {"id": chunk_id},
                            timeout_seconds=STATS_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
-                self.counters["copies_deleted"] += 1
+                self._count("copies_deleted", 1)
                 return
             except SandStoreError as error:
                 if error.code != "REFUSED" or self._stopping.wait(DELETE_RETRY_SECONDS):
@@ -531,7 +540,8 @@ class RepairScheduler:
                 if not self._stopping.is_set():
                     log.exception("repair copy of chunk %s failed", copy.chunk_id.hex())
             finally:
-                self._in_flight.pop(copy.chunk_id, None)
+                with self._lock:
+                    self._in_flight.pop(copy.chunk_id, None)
                 self._wake.set()
 
     def _copy(self, copy: Copy, generation: int) -> None:
@@ -547,24 +557,24 @@ class RepairScheduler:
                                 {"id": copy.chunk_id, "source": copy.source},
                                 timeout_seconds=FETCH_CALL_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
         except SandStoreError as error:
-            self.counters["copies_failed"] += 1
+            self._count("copies_failed", 1)
             log.warning("chunk %s: copy %s -> %s failed: %s", copy.chunk_id.hex(), copy.source, copy.target, error)
             if isinstance(error, ChecksumMismatch):
                 self._report_corrupt_source(copy, addresses)
             return
         if not (isinstance(result, dict) and result.get("size") == copy.size):
-            self.counters["copies_failed"] += 1
+            self._count("copies_failed", 1)
             return
         with self._lock:
             self._copied.append((self._clock(), copy.size))
-        self.counters["copied_bytes"] += copy.size
+        self._count("copied_bytes", copy.size)
         reply = self._commit("add_replica", {"chunk": copy.chunk_id, "node": copy.target})
         if not reply.get("ok"):
             return  # e.g. the file was deleted meanwhile: the new copy is garbage for GC
-        self.counters["copies"] += 1
+        self._count("copies", 1)
         self._forget_missing(copy.chunk_id, copy.target)
         if copy.drop_after is not None:
-            self.counters["moves"] += 1
+            self._count("moves", 1)
             if self._commit("drop_replica", {"chunk": copy.chunk_id, "node": copy.drop_after}).get("ok"):
                 self._delete_copy(copy.chunk_id, copy.drop_after, addresses)
 
@@ -577,6 +587,10 @@ class RepairScheduler:
             pass  # CHECKSUM: removed there, and the next round sees it missing
 
     # ----- visibility
+
+    def _counters_copy(self) -> dict:
+        with self._lock:
+            return dict(self.counters)
 
     def _publish(self, result: Plan, view: ClusterView, now: float) -> None:
         with self._lock:
@@ -593,13 +607,13 @@ class RepairScheduler:
             "corrupt_chunks": totals.corrupt,
             "bytes_left": totals.bytes_left,
             "rate_bytes_per_second": round(recent_bytes / RATE_WINDOW_SECONDS),
-            "copies_in_flight": len(self._in_flight),
+            "copies_in_flight": len(self.pending_targets()),
             "rebalancing": self._rebalance_requested,
             "used_bytes": result.used_bytes,
             "nodes": {node: {"up": node_view.up, "member": node_view.member,
                              "down_seconds": round(node_view.down_seconds, 1)}
                       for node, node_view in view.nodes.items()},
-            "counters": dict(self.counters),
+            "counters": self._counters_copy(),
         }
 
 
