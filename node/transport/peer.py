@@ -119,12 +119,14 @@ class _Link:
         self.monitor = self.dealer.get_monitor_socket(_LINK_EVENTS)
         connect_socket(self.dealer, address)
 
-    def read_events(self, counters: dict) -> None:
+    def read_events(self, counters: dict) -> bool:
+        """Apply the monitor's queued events; True if the link went down meanwhile."""
+        went_down = False
         while True:
             try:
                 event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return went_down
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.up = True
                 self.ups += 1
@@ -135,6 +137,7 @@ class _Link:
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 if self.up:
                     log.info("link to %s (%s) is down", self.peer, self.address)
+                    went_down = True
                 self.up = False
                 counters["link_downs"] += 1
 
@@ -167,6 +170,7 @@ class PeerTransport:
         self._queue_messages_max = queue_messages_max
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._links: dict[str, _Link] = {}
+        self._lost: list[str] = []  # peers whose link went down, until take_lost_links()
         self._events_read_at = 0.0
         self.socket = context.socket(zmq.ROUTER)
         _set_tcp_options(self.socket)
@@ -218,7 +222,17 @@ class PeerTransport:
             return
         self._events_read_at = now
         for link in self._links.values():
-            link.read_events(self._counters)
+            if link.read_events(self._counters) and link.peer not in self._lost:
+                self._lost.append(link.peer)
+
+    def take_lost_links(self) -> list[str]:
+        """Peers whose established link closed since the last call (peer process gone, or
+        silent past the heartbeat timeout). A follower may treat its leader's lost link as a
+        hint to start a pre-vote early (RaftNode.leader_unreachable) instead of waiting out
+        the election timeout. Reads events at most every LINK_EVENTS_INTERVAL_SECONDS."""
+        self._read_link_events()
+        lost, self._lost = self._lost, []
+        return lost
 
     def send(self, message: Message) -> bool:
         """Queue one Raft message for message.target. False when dropped (counted)."""

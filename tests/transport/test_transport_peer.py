@@ -224,8 +224,11 @@ def test_links_report_up_down_and_drops_per_peer(make_transports, context):
     assert links["n2"]["up"] and links["n2"]["link_ups"] == 1
     # n2 restarts on the same port: the link goes down, comes back, and counts a reconnect.
     address = transports["n2"].bound_address
+    assert n1.take_lost_links() == []
     transports["n2"].close()
     wait_for(lambda: not n1.link_up("n2"), "the link to the stopped n2 is down")
+    assert n1.take_lost_links() == ["n2"]
+    assert n1.take_lost_links() == []
     restarted = PeerTransport(context, "n2", address, {}, max_frame_bytes=MAX_FRAME_BYTES)
     try:
         deliver(n1, restarted, heartbeat("n1", "n2", term=2))
