@@ -65,7 +65,7 @@ def _check_conf_change(message: Message, index: int, data: bytes) -> None:
     is proposed, against the configuration it will apply to)."""
     try:
         change = ConfChange.decode(data)
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise RejectedMessage(message, f"entry {index} is not a membership change: {error}") from None
     if not all(isinstance(step.node, str) for step in change.steps):
         raise RejectedMessage(message, f"entry {index} names a node that is not a string")

@@ -1,7 +1,7 @@
 """What the leader knows about one follower's log, and how fast it may send to it.
 
 States (as in etcd): PROBE sends one APPEND at a time until the follower's position is known;
-REPLICATE pipelines APPENDs optimistically within a bounded window of in-flight messages;
+REPLICATE pipelines APPENDs optimistically within a window bounded in messages and in bytes;
 SNAPSHOT sends a snapshot, one chunk at a time, and no APPENDs.
 """
 
@@ -136,7 +136,7 @@ class Progress:
         allowed, self.heartbeat_resume_allowed = self.heartbeat_resume_allowed, False
         return allowed
 
-    def sent_entries(self, entry_count: int, last_index: int, size_bytes: int = 0) -> None:
+    def sent_entries(self, entry_count: int, last_index: int, size_bytes: int) -> None:
         """Record an APPEND carrying entry_count entries (size_bytes) ending at last_index."""
         if self.state == ProgressState.REPLICATE:
             if entry_count > 0:

@@ -106,10 +106,12 @@ def test_append_contradicting_the_committed_log_is_rejected(cluster):
                                                 entries=(Entry(term=2, index=4),)), match="committed")
 
 
-def test_a_membership_change_that_does_not_decode_is_rejected(cluster):
-    garbage = (Entry(term=2, index=4, kind=EntryKind.CONF_CHANGE, data=b"\xff not json"),)
+@pytest.mark.parametrize("data", [b"\xff not json", b"[" * 100_000, b'{"steps": [[9, "d"]], "context": ""}',
+                                  b'{"steps": [[1, 5]], "context": ""}', b'{"steps": [[1, "d"]], "context": "xyz"}'])
+def test_a_membership_change_that_does_not_decode_is_rejected(cluster, data):
+    garbage = (Entry(term=2, index=4, kind=EntryKind.CONF_CHANGE, data=data),)
     assert_rejected(cluster.nodes["b"], message(K.APPEND, "a", "b", index=3, log_term=2, entries=garbage),
-                    match="not a membership change")
+                    match="entry 4")
 
 
 def snapshot_chunk(meta: SnapshotMeta, data: bytes = b"", offset: int = 0, done: bool = True, term: int = 2) -> Message:

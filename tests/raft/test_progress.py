@@ -21,7 +21,7 @@ def test_inflights_bounded_window():
 def test_probe_sends_one_message_at_a_time():
     progress = Progress(next_index=5, inflight_messages_max=4, inflight_bytes_max=1 << 20)
     assert progress.state == ProgressState.PROBE and not progress.is_paused()
-    progress.sent_entries(entry_count=2, last_index=6)
+    progress.sent_entries(entry_count=2, last_index=6, size_bytes=60)
     assert progress.is_paused() and progress.next == 5  # probing does not move next
     assert progress.maybe_update(6)
     assert (progress.match, progress.next, progress.is_paused()) == (6, 7, False)
@@ -31,8 +31,8 @@ def test_replicate_pipelines_within_the_window():
     progress = Progress(next_index=1, inflight_messages_max=2, inflight_bytes_max=1 << 20)
     progress.maybe_update(3)
     progress.become_replicate()
-    progress.sent_entries(entry_count=2, last_index=5)
-    progress.sent_entries(entry_count=1, last_index=6)
+    progress.sent_entries(entry_count=2, last_index=5, size_bytes=60)
+    progress.sent_entries(entry_count=1, last_index=6, size_bytes=30)
     assert (progress.next, progress.is_paused()) == (7, True)
     progress.maybe_update(5)
     progress.inflights.free_le(5)
@@ -54,6 +54,18 @@ def test_probe_rejection_uses_the_hint():
     assert not progress.maybe_decrease_to(rejected_index=40, match_hint=3)  # not the probe we sent
     assert progress.maybe_decrease_to(rejected_index=50, match_hint=3)
     assert progress.next == 4
+
+
+def test_the_window_is_bounded_in_bytes_too():
+    inflights = Inflights(capacity_messages=10, capacity_bytes=100)
+    inflights.add(5, 60)
+    assert (inflights.full(), inflights.bytes_available()) == (False, 40)
+    inflights.mark_no_room()  # the next message was larger than 40 bytes
+    assert inflights.full()
+    inflights.free_le(5)
+    assert (inflights.full(), inflights.bytes, inflights.bytes_available()) == (False, 0, 100)
+    inflights.add(6, 250)  # alone, an entry larger than the window still goes out
+    assert inflights.full()
 
 
 def test_snapshot_then_probe_after_it():
