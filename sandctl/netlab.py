@@ -8,8 +8,9 @@ partition between machines looks like. Cuts are per direction; `heal` removes th
 
 Nothing touches the root namespace: names start with a per-run prefix, addresses are private to
 the lab's namespaces, and `close` kills the processes it started (by pid) and deletes the
-namespaces, which deletes their links, routes and rules. Needs root (CAP_NET_ADMIN) and
-iproute2; no iptables.
+namespaces, which deletes their links, routes and rules. A run killed before its teardown
+(SIGKILL, a CI timeout) leaves empty namespaces behind; the next lab deletes those whose
+process is gone (`sweep_stale_labs`). Needs root (CAP_NET_ADMIN) and iproute2; no iptables.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import subprocess
 from collections.abc import Sequence
 
 HUB = "hub"
+NAME_PREFIX = "ss"  # every namespace is ss<pid>-<lab number>-<host>
+NETNS_DIRECTORY = "/run/netns"
 CUT_RULE_PRIORITY_MIN = 1000  # below the main table's 32766
 IP_COMMAND_TIMEOUT_SECONDS = 20.0
 PROCESS_STOP_SECONDS = 10.0
@@ -34,6 +37,35 @@ class LabError(RuntimeError):
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_labs() -> list[str]:
+    """Delete the namespaces of labs whose process is gone (killed before its teardown could
+    run) and that hold no process. Returns the names deleted."""
+    try:
+        names = os.listdir(NETNS_DIRECTORY)
+    except FileNotFoundError:
+        return []
+    deleted = []
+    for name in names:
+        owner = name.split("-", 1)[0].removeprefix(NAME_PREFIX)
+        if not name.startswith(NAME_PREFIX) or not owner.isdigit() or _pid_alive(int(owner)):
+            continue
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+        if not pids:
+            _ip("netns", "del", name)
+            deleted.append(name)
+    return deleted
 
 
 def _ip(*args: str) -> None:
@@ -52,7 +84,8 @@ class NetLab:
         assert host_names and len(set(host_names)) == len(host_names)
         assert len(host_names) < 250
         self.ipv6 = ipv6
-        self.prefix = f"ss{os.getpid()}-{next(_lab_numbers)}"
+        sweep_stale_labs()
+        self.prefix = f"{NAME_PREFIX}{os.getpid()}-{next(_lab_numbers)}"
         self.host_names = list(host_names)
         self._namespaces: list[str] = []
         self._processes: list[subprocess.Popen] = []
