@@ -48,6 +48,8 @@ CRASH_AFTER_ACK_PROBABILITY = 0.03  # a leader dies right after acknowledging a 
 LEARNERS_SHARE = 0.3  # runs that keep LEARNERS_KEPT learners beside the voters
 LEARNERS_KEPT = 2
 POWER_LOSE_ALL_PROBABILITY = 0.5  # a power loss undoes every non-durable batch, not just the last
+CUT_WITH_LEARNERS_PROBABILITY = 0.2  # per check once the learners stand: the leader cut off with them
+LEARNER_CHECK_INTERVAL_MS = 50  # how often a learners run tops its learners up
 READ_RETRY_MS = 20  # a client whose read failed asks again after this long
 
 # Leader-hunting runs (see the module doc).
@@ -180,6 +182,8 @@ class Chaos:
             self.cluster.delivery_listeners.append(self._on_delivery)
         self._schedule(self._propose, self.plan.proposal_interval_ms_max)
         self._schedule(self._act, self.plan.action_interval_ms_max)
+        if self.plan.learners:
+            self._schedule(self._keep_learners, LEARNER_CHECK_INTERVAL_MS)
 
     def _schedule(self, action, interval_ms_max: int) -> None:
         def fire() -> None:
@@ -296,8 +300,7 @@ class Chaos:
         if self.plan.churn:
             actions.append((self._churn, 3))
         if self.plan.learners:
-            actions.append((self._keep_learners, 3))
-            actions.append((self._cut_leader_from_voters, 2))
+            actions.append((self._cut_leader_from_voters, 4))
         total = sum(weight for _, weight in actions)
         pick = self.rng.uniform(0, total)
         for action, weight in actions:
@@ -365,25 +368,39 @@ class Chaos:
         self.cluster.isolate(self.rng.choice(leaders))
 
     def _stale_leader(self) -> None:
-        """A leader hears from nobody, and what it sends is held back for up to two election
-        timeouts: the others elect a new leader and take its entries while the old leader's
-        appends (of entries proposed to it meanwhile) are still arriving."""
+        """A leader hears from nobody, and what it sends is held back for two to three election
+        timeouts; it keeps taking proposals. The others elect a new leader, which is cut off
+        from one follower right after that follower acked its first entry (before it learns
+        that it committed). Then the old leader's appends arrive at that follower: they are of
+        an older term and must change nothing."""
         leaders = self.cluster.claimed_leaders()
         if not leaders:
             return
         leader = self.rng.choice(leaders)
         others = [n for n in self.cluster.nodes if n != leader]
-        if not others:
+        if len(others) < 2:
             return
         self._count("stale_leader")
         timeout_ms = self.cluster.election_timeout_ms()
-        self._episode(4 * timeout_ms)
+        self._episode(5 * timeout_ms)
+        self.cluster.set_faults(SETTLED_FAULTS)
         held = LinkFaults(delay_ms_min=2 * timeout_ms, delay_ms_max=3 * timeout_ms)
         for node_id in others:
             self.cluster.block(node_id, leader)
             self.cluster.network.set_link_faults(leader, node_id, held)
         for delay_ms in sorted(self.rng.sample(range(1, timeout_ms), 4)):
             self.cluster.schedule(delay_ms, lambda: self._propose_to(leader))
+        old_term = self.cluster.nodes[leader].term
+        follower = self.rng.choice(others)
+
+        def on_new_leader(new_leader: NodeId, term: int) -> None:
+            if term <= old_term or new_leader == follower or not self.active:
+                return
+            self.cluster.leader_listeners.remove(on_new_leader)
+            # Its no-op reaches the follower 1 ms after the election, the commit 2 ms later.
+            self.cluster.schedule(self.rng.choice((1, 2)), lambda: self.cluster.block(new_leader, follower))
+
+        self.cluster.leader_listeners.append(on_new_leader)
 
     def _episode(self, duration_ms: int) -> None:
         """No other fault for `duration_ms`: the scenario just set up must get to unfold."""
@@ -421,10 +438,14 @@ class Chaos:
     def _keep_learners(self) -> None:
         """Add learners until LEARNERS_KEPT of them stand beside the voters."""
         leaders = self.cluster.claimed_leaders()
-        if not leaders or len(self.cluster.nodes) >= NODES_PER_RUN_MAX:
+        if not leaders:
             return
         leader = max(leaders, key=lambda n: self.cluster.nodes[n].term)
         if len(self.cluster.nodes[leader].disk.conf_state.learners) >= LEARNERS_KEPT:
+            if self.cluster.now_ms >= self._episode_ends_ms and self.rng.random() < CUT_WITH_LEARNERS_PROBABILITY:
+                self._cut_leader_from_voters()
+            return
+        if len(self.cluster.nodes) >= NODES_PER_RUN_MAX:
             return
         self._count("add_learner")
         try:
@@ -434,8 +455,8 @@ class Chaos:
             pass
 
     def _cut_leader_from_voters(self) -> None:
-        """The leader keeps only its learners: it must commit nothing, and the voters elect a
-        leader of their own."""
+        """The leader keeps its learners and a minority of the voters: it must commit nothing,
+        and the majority elects a leader of its own."""
         leaders = self.cluster.claimed_leaders()
         if not leaders:
             return
@@ -445,7 +466,10 @@ class Chaos:
             return
         self._count("cut_leader_from_voters")
         self._episode(3 * self.cluster.election_timeout_ms())
-        with_leader = {leader} | set(conf.learners)
+        # Short of a voter majority by one, with every learner: a quorum only if learners count.
+        voters = sorted(conf.voters - {leader})
+        kept_voters = self.rng.sample(voters, max(0, len(conf.voters) // 2 - 1))
+        with_leader = {leader} | set(conf.learners) | set(kept_voters)
         self.cluster.partition(sorted(with_leader), sorted(set(self.cluster.nodes) - with_leader))
 
     def _partition(self) -> None:
@@ -624,7 +648,10 @@ class Chaos:
             cluster.restart(node_id)
         bound_ms = LIVENESS_ELECTION_TIMEOUTS * cluster.election_timeout_ms()
         started_ms = cluster.now_ms
+        down = self._one_voter_down() if self.plan.learners else None
         leader = cluster.wait_for_leader(timeout_ms=bound_ms)
+        if down is not None:
+            cluster.restart(down)
         if leader is None:
             claims = {n: (cluster.nodes[n].role.name, cluster.nodes[n].term) for n in cluster.live_nodes()}
             raise LivenessViolation(
@@ -662,6 +689,18 @@ class Chaos:
                 f"at {cluster.now_ms}ms: a new value was not applied on every voter within"
                 f" {2 * bound_ms}ms of healing; role, term, applied: {states}"
             )
+
+    def _one_voter_down(self) -> NodeId | None:
+        """Learners runs elect their settled leader with one voter down: a majority of the
+        voters must suffice, however many learners there are."""
+        cluster = self.cluster
+        newest = max(cluster.nodes.values(), key=lambda node: (node.disk.hard_state().term, node.disk.storage.last_index()))
+        conf = newest.disk.conf_state
+        if conf.voters_outgoing or len(conf.voters) < 3 or not conf.learners:
+            return None
+        down = self.rng.choice(sorted(conf.voters))
+        cluster.crash(down, "to settle with a voter down")
+        return down
 
     def check_reads_answered(self) -> None:
         """In the settled cluster, reads asked on every node at once are all served (no two

@@ -137,7 +137,7 @@ class SimCallbacks:
         cluster.trace.record(cluster.now_ms, f"{self._node.node_id} sees leader {leader} term {term}")
         if is_self:
             cluster.leader_history.append((cluster.now_ms, term, leader))
-            for listener in cluster.leader_listeners:
+            for listener in list(cluster.leader_listeners):  # a listener may remove itself
                 listener(leader, term)
 
 

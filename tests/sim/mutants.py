@@ -74,7 +74,7 @@ def accept_stale_term_append(monkeypatch) -> None:
     step = RaftNode.step
 
     def step_accepting_stale_appends(self, message):
-        if (message.kind == MessageKind.APPEND and message.term < self.term and self.role == Role.FOLLOWER
+        if (message.kind == MessageKind.APPEND and message.term < self.term and self.role != Role.LEADER
                 and message.target == self.id):
             self._handle_append(message)
             return
