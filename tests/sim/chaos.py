@@ -765,13 +765,15 @@ class Chaos:
     def check_acknowledged_writes(self) -> None:
         """Every acknowledged value is at its index on every voter (durability after crashes)."""
         cluster = self.cluster
-        leader = cluster.single_leader()
-        assert leader is not None
+        bound_ms = LIVENESS_ELECTION_TIMEOUTS * cluster.election_timeout_ms()
+        # Without pre-vote, a node that restarted late may have called an election meanwhile.
+        leader = cluster.wait_for_leader(timeout_ms=bound_ms)
+        if leader is None:
+            raise LivenessViolation(f"at {cluster.now_ms}ms: no single leader {bound_ms}ms after the reads")
         conf = cluster.nodes[leader].disk.conf_state
         # A retried final value may have been acknowledged after the first one settled: let
         # every voter catch up with the newest acknowledged index first.
         newest = cluster.checker.acked_index_max
-        bound_ms = LIVENESS_ELECTION_TIMEOUTS * cluster.election_timeout_ms()
         if not cluster.run_until(lambda: all(cluster.has_applied(v, newest) for v in conf.voters), bound_ms):
             raise LivenessViolation(f"at {cluster.now_ms}ms: voters did not apply up to acknowledged index {newest}")
         for voter in sorted(conf.voters):

@@ -14,8 +14,9 @@ import pytest
 from tests.sim import chaos
 from tests.sim.chaos import run_seed
 from tests.sim.mutants import FIGURE_8_VIOLATION, drop_figure_8_rule
+from tests.sim.run import DEFAULT_SEED_COUNT
 
-SEED_COUNT = int(os.environ.get("SIM_SEEDS", "500"))
+SEED_COUNT = int(os.environ.get("SIM_SEEDS", str(DEFAULT_SEED_COUNT)))  # what bin/sim runs by default
 SEED_START = int(os.environ.get("SIM_START", "0"))
 CHUNKS = 10
 
