@@ -167,7 +167,7 @@ def test_round_trips_of_edge_sizes_through_files_and_pipes(cluster, tmp_path):
     status = json.loads(sandctl_ok(cluster, "status", "--json").stdout)
     for node_status in status.values():
         assert node_status["chunks_stored"] == sum(-(-size // CHUNK) for size in chunked)
-    assert "chunk bytes" in sandctl_ok(cluster, "status").stdout.decode()
+    assert "chunk bytes" in sandctl_ok(cluster, "status", "--wide").stdout.decode()  # a --wide column
 
 
 # ---------------------------------------------------------------------- dedup and overwrite
