@@ -22,7 +22,8 @@ from node.errors import SandStoreError
 
 from sandctl import state
 from sandctl.bench_cluster import LocalCluster
-from sandctl.bench_failover import failover_workload
+from sandctl.bench_compare import compare_reports, load_report, render_comparison
+from sandctl.bench_failover import KILL_COUNT_DEFAULT, failover_workload
 from sandctl.bench_partition import partition_workload
 from sandctl.bench_repair import repair_workload
 from sandctl.bench_machine import measure_machine, write_random_file
@@ -58,14 +59,15 @@ def _timestamp() -> str:
 
 
 def _run_workloads(context: BenchContext, workloads: tuple[str, ...], concurrency_levels: tuple[int, ...] | None,
-                   test_file: Path, cluster: LocalCluster | None, before_verify, progress: Progress) -> list[dict]:
+                   test_file: Path, cluster: LocalCluster | None, before_verify, progress: Progress,
+                   failover_kills: int = KILL_COUNT_DEFAULT) -> list[dict]:
     """Every requested workload in a fixed order; one that fails becomes a row saying why."""
     steps = [
         ("write", lambda: write_workload(context, concurrency_levels or WRITE_CONCURRENCY_DEFAULT)),
         ("read", lambda: read_workload(context, concurrency_levels or READ_CONCURRENCY_DEFAULT)),
         ("small", lambda: small_workload(context)),
         ("put", lambda: put_get_workload(context, test_file, set(workloads))),
-        ("failover", lambda: failover_workload(context, cluster, before_verify)),
+        ("failover", lambda: failover_workload(context, cluster, before_verify, failover_kills)),
         ("repair", lambda: repair_workload(context, cluster, test_file)),
         ("partition", lambda: partition_workload(context, progress)),
     ]
@@ -96,6 +98,7 @@ def run_bench(
     local_node_count: int = 3,
     before_verify=None,
     progress: Progress = lambda message: None,
+    failover_kills: int = KILL_COUNT_DEFAULT,
 ) -> dict:
     """Measure the machine, run the workloads, save <data_dir>/bench/<timestamp>.json.
 
@@ -133,7 +136,8 @@ def run_bench(
             root = f"{CLUSTER_ROOT}/{timestamp.replace('.', '-')}"
             client.mkdir(root, parents=True)
             context = BenchContext(config, client, root, duration_seconds, REQUEST_TIMEOUT_SECONDS)
-            rows = _run_workloads(context, workloads, concurrency_levels, test_file, cluster, before_verify, progress)
+            rows = _run_workloads(context, workloads, concurrency_levels, test_file, cluster, before_verify, progress,
+                                  failover_kills)
             if not keep and cluster is None:
                 try:
                     client.rm(root, recursive=True)
@@ -181,21 +185,28 @@ def writes_lost(report: dict) -> int:
               help="Cluster config (default: $SANDSTORE_CONFIG, the started cluster, configs/local-3.toml).")
 @click.option("--data-dir", "data_dir_option", type=click.Path(file_okay=False), default=None,
               help="Data directory: results go to DATA_DIR/bench/<timestamp>.json.")
+@click.option("--failover-kills", type=click.IntRange(1, 1000), default=KILL_COUNT_DEFAULT, show_default=True,
+              help="Leader kills in the failover workload (its figure is their median kill->ack).")
+@click.option("--compare", "compare_path", type=click.Path(dir_okay=False), default=None,
+              help="A saved earlier run's JSON: print each figure's ratio to it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def bench_command(workloads: tuple[str, ...], duration_seconds: float, concurrency_levels: tuple[int, ...],
                   file_size_mib: int, local: bool, keep: bool, config_option: str | None,
-                  data_dir_option: str | None, as_json: bool) -> None:
+                  data_dir_option: str | None, failover_kills: int, compare_path: str | None,
+                  as_json: bool) -> None:
     """Benchmark the running cluster (or a throwaway one with --local).
 
     Workloads: write, read, small, put, get, failover, repair (default: all; failover and repair
     need --local; repair replaces a killed node and times full re-replication);
     partition (as root, by name: its own cluster in network namespaces, leader isolated for
     --duration seconds, 5 times).
-    Exits 1 if the failover workload lost an acknowledged write.
+    Exits 1 if the failover workload lost an acknowledged write. --compare FILE prints each
+    figure's ratio to an earlier run saved as FILE (<data dir>/bench/<timestamp>.json).
 
     Example: sandctl bench --local write read --duration 2
     """
     try:
+        earlier = load_report(compare_path) if compare_path else None  # a bad file fails before the run
         config_path = state.resolve_config_path(config_option)
         data_dir = state.resolve_data_dir(data_dir_option, config_path)
         config = None if local else load_config(config_path)
@@ -203,6 +214,7 @@ def bench_command(workloads: tuple[str, ...], duration_seconds: float, concurren
             config=config, data_dir=data_dir, workloads=workloads or WORKLOADS, duration_seconds=duration_seconds,
             concurrency_levels=concurrency_levels or None, local=local, keep=keep,
             file_size_bytes=file_size_mib << 20, progress=lambda message: click.echo(message, err=True),
+            failover_kills=failover_kills,
         )
     except SandStoreError as error:
         click.echo(f"Error: {error}", err=True)
@@ -210,7 +222,12 @@ def bench_command(workloads: tuple[str, ...], duration_seconds: float, concurren
     except OSError as error:
         click.echo(f"Error: {error}", err=True)
         sys.exit(EXIT_REFUSED)
+    if earlier is not None:
+        report["compared_with"] = {"file": compare_path, "figures": compare_reports(earlier, report)}
     click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else render_table(report))
+    if earlier is not None and not as_json:
+        click.echo("")
+        click.echo(render_comparison(report["compared_with"]["figures"], compare_path))
     lost = writes_lost(report)
     if lost:
         click.echo(f"Error: the failover workload lost {lost} acknowledged writes", err=True)

@@ -9,6 +9,7 @@ a linearizable read; one that is missing or has other bytes counts as lost (must
 from __future__ import annotations
 
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -22,11 +23,14 @@ from sandctl.bench_stats import CpuMeter
 from sandctl.bench_workloads import BenchContext
 from sandctl.client import Client
 
-KILL_COUNT = 3
+KILL_COUNT_DEFAULT = 10  # the median of fewer kills says little
 WRITER_THREADS = 4
 PAYLOAD_BYTES = 100
-# A writer notices a dead leader after this long without an answer and tries another node.
-WRITER_ATTEMPT_TIMEOUT_SECONDS = 0.3
+# A writer notices a dead leader after this long without an answer and tries another node. The
+# client does not watch its connections, so this bounds kill->ack from below: short enough not to
+# hide the cluster's own failover (tens of ms), long enough that a slow write on a loaded machine
+# is not abandoned (a retry is safe either way: the session dedups it).
+WRITER_ATTEMPT_TIMEOUT_SECONDS = 0.1
 WRITER_CALL_TIMEOUT_SECONDS = 10.0
 RECOVERY_DEADLINE_SECONDS = 30.0  # a kill with no acknowledged write after this is a failure
 CATCH_UP_POLL_SECONDS = 0.02
@@ -144,7 +148,8 @@ def _wait_caught_up(context: BenchContext, node_id: str, deadline: float) -> Non
 
 
 def failover_workload(context: BenchContext, cluster: LocalCluster | None,
-                      before_verify: Callable[[BenchContext, dict[str, bytes]], None] | None = None) -> list[dict]:
+                      before_verify: Callable[[BenchContext, dict[str, bytes]], None] | None = None,
+                      kill_count: int = KILL_COUNT_DEFAULT) -> list[dict]:
     """before_verify(context, acknowledged) runs after the writers stop and before the read
     back: the tests use it to drop an acknowledged write and see it counted."""
     if cluster is None:
@@ -156,13 +161,14 @@ def failover_workload(context: BenchContext, cluster: LocalCluster | None,
     threads = [threading.Thread(target=_writer, args=(context.config, directory, number, writes, stop),
                                 name=f"bench-failover-writer-{number}", daemon=True)
                for number in range(WRITER_THREADS)]
-    steady_seconds = context.duration_seconds / (KILL_COUNT + 1)
+    assert kill_count >= 1
+    steady_seconds = context.duration_seconds / (kill_count + 1)
     kills = []
     meter = CpuMeter().start()
     for thread in threads:
         thread.start()
     try:
-        for _ in range(KILL_COUNT):
+        for _ in range(kill_count):
             stop.wait(steady_seconds)  # steady writes before each kill
             leader = context.client.wait_for_leader(RECOVERY_DEADLINE_SECONDS)
             with writes.condition:
@@ -193,7 +199,7 @@ def failover_workload(context: BenchContext, cluster: LocalCluster | None,
         before_verify(context, acknowledged)
     row = {
         "workload": "failover",
-        "mode": f"{KILL_COUNT} leader kills",
+        "mode": f"{kill_count} leader kills",
         "outstanding": WRITER_THREADS,
         "operations": len(acknowledged),
         "errors": outcome_unknown + refused,
@@ -203,6 +209,7 @@ def failover_workload(context: BenchContext, cluster: LocalCluster | None,
         "client_cpu_percent": meter.cpu_percent,
         "kills": kills,
         "kill_to_ack_ms": [kill["kill_to_ack_ms"] for kill in kills],
+        "kill_to_ack_ms_median": statistics.median(kill["kill_to_ack_ms"] for kill in kills),
         "writes_outcome_unknown": outcome_unknown,
     }
     row.update(verify_acknowledged(context, acknowledged))

@@ -43,6 +43,7 @@ class LoadResult:
     errors_by_code: Counter = field(default_factory=Counter)
     elapsed_seconds: float = 0.0
     client_cpu_percent: float = 0.0
+    node_figures: dict = field(default_factory=dict)  # sandctl.bench_nodes.step_figures, set by the caller
 
     @property
     def operations(self) -> int:

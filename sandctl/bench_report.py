@@ -13,7 +13,7 @@ from sandctl.bench_machine import MB
 from sandctl.bench_stats import ratio
 
 TABLE_HEADERS = ("workload", "mode", "outstanding", "rate", "p50 ms", "p99 ms", "p99.9 ms", "errors",
-                 "client CPU %", "vs machine")
+                 "client CPU %", "node CPU us/op", "fsyncs/op", "leader changes", "vs machine")
 
 
 def add_machine_ratios(rows: list[dict], machine: dict) -> None:
@@ -37,7 +37,10 @@ def _rate(row: dict) -> str:
         return "failed: " + row["error"]
     if row["workload"] == "failover":
         kills = ", ".join(f"{ms:g}" for ms in row.get("kill_to_ack_ms", []))
-        return f"kill->ack ms: {kills}; lost {row.get('writes_lost')} of {row.get('writes_acknowledged')}"
+        median = row.get("kill_to_ack_ms_median")
+        median_text = f"median {median:g}; " if median is not None else ""
+        return (f"kill->ack ms: {median_text}{kills}; "
+                f"lost {row.get('writes_lost')} of {row.get('writes_acknowledged')}")
     if row["workload"] == "partition":
         def joined(key: str) -> str:
             return ", ".join(f"{ms:g}" for ms in row.get(key, []))
@@ -63,6 +66,16 @@ def _versus_machine(row: dict) -> str:
     return ""
 
 
+def _node_cpu(row: dict) -> str:
+    """Total node CPU per operation, then each node's share: "310 (n1 150, n2 80, n3 80)"."""
+    total = row.get("node_cpu_us_per_op")
+    if total is None:
+        return ""
+    by_node = row.get("node_cpu_us_per_op_by_node") or {}
+    shares = ", ".join(f"{node} {value:.0f}" for node, value in sorted(by_node.items()) if value is not None)
+    return f"{total:.0f} ({shares})" if shares else f"{total:.0f}"
+
+
 def _cell(value: object) -> object:
     return "" if value is None else value
 
@@ -78,7 +91,8 @@ def render_table(report: dict) -> str:
     rows = [
         (row["workload"], row.get("mode", ""), row.get("outstanding", ""), _rate(row),
          _cell(row.get("latency_ms_p50")), _cell(row.get("latency_ms_p99")), _cell(row.get("latency_ms_p999")),
-         _cell(row.get("errors")), _cell(row.get("client_cpu_percent")), _versus_machine(row))
+         _cell(row.get("errors")), _cell(row.get("client_cpu_percent")), _node_cpu(row),
+         _cell(row.get("fsyncs_per_op")), _cell(row.get("leader_changes")), _versus_machine(row))
         for row in report.get("results", [])
     ]
     parts = [

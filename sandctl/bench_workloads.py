@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from node.config import ClusterConfig
 
 from sandctl.async_client import AsyncClient
+from sandctl.bench_nodes import sample_nodes, step_figures
 from sandctl.bench_load import Lane, LoadResult, Operation, ResultHandler, run_load
 from sandctl.bench_stats import latency_summary_ms, rate_per_second
 from sandctl.client import Client
@@ -43,9 +44,12 @@ class BenchContext:
         """Run concurrent calls through the asyncio client (sandctl/bench_load.py), once a
         leader is known, so a step does not start in the middle of an election."""
         leader = self.client.wait_for_leader(self.request_timeout_seconds)
-        return run_load(self.config, make_operation, outstanding=outstanding, duration_seconds=duration_seconds,
-                        on_result=on_result, max_requests=max_requests,
-                        request_timeout_seconds=self.request_timeout_seconds, leader=leader)
+        before = sample_nodes(self.client)
+        result = run_load(self.config, make_operation, outstanding=outstanding, duration_seconds=duration_seconds,
+                          on_result=on_result, max_requests=max_requests,
+                          request_timeout_seconds=self.request_timeout_seconds, leader=leader)
+        result.node_figures = step_figures(before, sample_nodes(self.client), result.operations)
+        return result
 
     def directory(self, name: str) -> str:
         path = f"{self.root}/{name}"
@@ -66,6 +70,7 @@ def result_row(workload: str, mode: str, outstanding: int, load: LoadResult, rat
         "client_cpu_percent": load.client_cpu_percent,
     }
     row.update(latency_summary_ms(load.latencies_seconds))
+    row.update(load.node_figures)
     return row
 
 

@@ -88,6 +88,7 @@ class LocalReplicator:
             role="leader", term=0, leader=self._node_id, vote="", commit=self._applied_index,
             applied=self._applied_index, voters=[self._node_id],
             commit_latency_ms=self.commit_latency.percentiles(), fsync_latency_ms=self.fsync_latency.percentiles(),
+            store_syncs=self._store.sync_counters.to_dict(),
             applied_at_start=self._applied_at_start, reads_pending=len(self._pending_reads),
         )
 

@@ -367,6 +367,7 @@ class RaftReplicator:
             elections_seen=counters.elections_seen,
             commit_latency_ms=self.driver.commit_latency.percentiles(),
             fsync_latency_ms=self._measured_store.fsync_latency.percentiles(),
+            store_syncs=self._store.sync_counters.to_dict(),
             snapshot_index=snapshot_meta.index,
             snapshot_bytes=snapshot_meta.size_bytes,
             log_entries=self._store.log_entry_count(),

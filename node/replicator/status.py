@@ -31,6 +31,7 @@ class ReplicatorStatus:
     elections_seen: int = 0
     commit_latency_ms: dict = field(default_factory=lambda: dict(_NO_SAMPLES))
     fsync_latency_ms: dict = field(default_factory=lambda: dict(_NO_SAMPLES))
+    store_syncs: dict = field(default_factory=dict)  # NodeStore.sync_counters: commits, durable_commits, fsyncs
     snapshot_index: int = 0
     snapshot_bytes: int = 0
     log_entries: int = 0

@@ -12,6 +12,7 @@ write_batch() only; the log bounds are cached in memory and replaced when a batc
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +24,19 @@ from node.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from node.storage import layout
 from node.storage.layout import RaftTables
 from node.storage.write_batch import WriteBatch
+
+@dataclass
+class SyncCounters:
+    """What the store's write batches cost the disk, since the node started (for `status` and
+    `sandctl bench`, which reads them before and after each workload step)."""
+
+    commits: int = 0  # write transactions committed (each one flushes its data pages)
+    durable_commits: int = 0  # of those, batches that asked to survive power loss
+    fsyncs: int = 0  # fdatasync calls those commits made
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
 
 # The Raft tables plus room for the state machine's (node/metadata/) and a few spare.
 MAX_TABLES = 16
@@ -51,6 +65,7 @@ class NodeStore:
         with self.env.begin() as txn:
             self._bounds = layout.read_log_bounds(txn, self._tables)
         self._batch_open = False
+        self.sync_counters = SyncCounters()
 
     def close(self) -> None:
         assert not self._batch_open, "close() inside a write batch"
@@ -174,8 +189,12 @@ class NodeStore:
             batch = WriteBatch(txn, self._tables, self._bounds)
             yield batch
             txn.commit()
+            self.sync_counters.commits += 1
+            self.sync_counters.fsyncs += 1  # sync=True: the commit flushes its data pages
             if durable:
                 self.env.sync(True)
+                self.sync_counters.durable_commits += 1
+                self.sync_counters.fsyncs += 1
         except lmdb.MapFullError:
             txn.abort()
             raise StoreFull(

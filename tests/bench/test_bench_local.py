@@ -39,7 +39,7 @@ def test_every_workload_reports_its_shape_and_counts_a_dropped_write(isolated):
     data_dir = isolated / "data"
     report = run_bench(config=None, data_dir=data_dir, workloads=WORKLOADS, duration_seconds=0.3,
                        concurrency_levels=(1, 4), local=True, file_size_bytes=FILE_SIZE_BYTES,
-                       local_template=TEMPLATE, before_verify=drop_one_acknowledged_write)
+                       local_template=TEMPLATE, before_verify=drop_one_acknowledged_write, failover_kills=3)
 
     # Every process the benchmark started is gone, and only the results file is left.
     assert len(report["cluster"]["pids_started"]) == 3 + 3  # three nodes, three restarts
@@ -70,6 +70,12 @@ def test_every_workload_reports_its_shape_and_counts_a_dropped_write(isolated):
         assert row["ops_per_second"] > 0 and row["writes_per_fsync"] > 0
         assert 0 < row["latency_ms_p50"] <= row["latency_ms_p99"] <= row["latency_ms_p999"]
         assert row["client_cpu_percent"] >= 0
+        # Every node runs here: each one's CPU and syncs per write are measured.
+        assert row["node_cpu_nodes_measured"] == 3
+        assert row["node_cpu_us_per_op"] > 0
+        assert all(value > 0 for value in row["node_cpu_us_per_op_by_node"].values())
+        assert row["fsyncs_per_op"] > 0 and row["synced_commits_per_op"] > 0
+        assert isinstance(row["leader_changes"], int) and row["leader_changes"] >= 0
 
     reads = by_workload["read"]
     assert [(row["mode"], row["outstanding"]) for row in reads] == [
@@ -91,6 +97,7 @@ def test_every_workload_reports_its_shape_and_counts_a_dropped_write(isolated):
     (failover,) = by_workload["failover"]
     assert len(failover["kill_to_ack_ms"]) == 3
     assert all(ms > 0 for ms in failover["kill_to_ack_ms"])
+    assert failover["kill_to_ack_ms_median"] == sorted(failover["kill_to_ack_ms"])[1]
     assert len(dropped) == 1
     assert failover["writes_acknowledged"] >= 1
     assert failover["writes_unverified"] == 0

@@ -215,3 +215,23 @@ def test_applied_index_without_a_log(tmp_path):
         batch.set_applied_index(7)
     assert store.applied_index() == 7
     assert store.last_index() == 0
+
+
+def test_sync_counters_count_commits_and_fsyncs(tmp_path):
+    store = NodeStore(tmp_path, MAP_SIZE_BYTES)
+    assert store.sync_counters.to_dict() == {"commits": 0, "durable_commits": 0, "fsyncs": 0}
+    with store.write_batch() as batch:
+        batch.append_entries(entries(1, 2, term=1))
+    durable = store.sync_counters.to_dict()
+    assert durable["commits"] == durable["durable_commits"] == 1
+    assert durable["fsyncs"] >= 1
+    with store.write_batch(durable=False) as batch:
+        batch.set_applied_index(2)
+    applied = store.sync_counters.to_dict()
+    assert applied["commits"] == 2 and applied["durable_commits"] == 1
+    assert applied["fsyncs"] == durable["fsyncs"] + 1  # an apply-only batch: its commit alone
+    with pytest.raises(RuntimeError):
+        with store.write_batch() as batch:
+            batch.append_entries(entries(3, 3, term=1))
+            raise RuntimeError("aborted")
+    assert store.sync_counters.to_dict() == applied  # an aborted batch costs no sync
