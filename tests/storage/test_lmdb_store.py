@@ -235,3 +235,40 @@ def test_sync_counters_count_commits_and_fsyncs(tmp_path):
             batch.append_entries(entries(3, 3, term=1))
             raise RuntimeError("aborted")
     assert store.sync_counters.to_dict() == applied  # an aborted batch costs no sync
+
+
+def test_used_fraction_is_read_again_after_enough_commits_on_a_large_map(tmp_path, monkeypatch):
+    from node.storage import lmdb_store
+
+    store = NodeStore(tmp_path, 8 << 30)  # sparse file: the map size costs no disk
+    readings = []
+    real_info = store.env.info
+
+    class CountingEnv:  # env.info() counted; everything else passed through
+        def __getattr__(self, name):
+            return getattr(real_env, name)
+
+        def info(self):
+            readings.append(1)
+            return real_info()
+
+    real_env = store.env
+    store.env = CountingEnv()
+    first = store.used_fraction()
+    assert 0.0 < first < 0.01 and len(readings) == 1
+    store.used_fraction()
+    assert len(readings) == 1  # cached: nothing committed since
+    for index in range(1, lmdb_store.USED_FRACTION_REFRESH_COMMITS + 1):
+        with store.write_batch(durable=False) as batch:
+            batch.append_entries([Entry(term=1, index=index, data=b"x" * 4096)])
+        store.used_fraction()
+    assert len(readings) == 2  # read again after USED_FRACTION_REFRESH_COMMITS commits
+    assert store.used_fraction() > first
+
+
+def test_used_fraction_of_a_small_map_is_read_on_every_call(tmp_path):
+    store = NodeStore(tmp_path, 1 << 20)
+    before = store.used_fraction()
+    with store.write_batch() as batch:
+        batch.append_entries([Entry(term=1, index=1, data=b"x" * 200_000)])
+    assert store.used_fraction() > before  # one commit later, already seen
