@@ -367,7 +367,7 @@ def _status_fields(answer: object) -> dict | None:
     if not isinstance(answer, dict):
         return None
     fields = ("role", "term", "leader", "commit", "applied", "snapshots_installed", "snapshots_sent",
-              "snapshot_index", "voters", "learners")
+              "snapshot_index", "voters", "voters_outgoing", "learners")
     result = {name: answer.get(name) for name in fields}
     transport = answer.get("transport") or {}
     result["reconnects"] = transport.get("reconnects")

@@ -64,6 +64,11 @@ def voters(agent) -> list[str]:
     return sorted(agent.status()[leader]["voters"] or [])
 
 
+def member(agent, node_id: str) -> bool:
+    status = agent.status()[agent.wait_for_leader()]
+    return any(node_id in (status[key] or []) for key in ("voters", "voters_outgoing", "learners"))
+
+
 def add_voter(cluster, node_id: str) -> None:
     sandctl_ok(cluster, "add-voter", node_id, "--raft", cluster.address(node_id, "raft"),
                "--client", cluster.address(node_id, "client"), "--chunk", cluster.address(node_id, "chunk"))
@@ -87,6 +92,7 @@ def test_a_host_that_lost_its_disk_comes_back_and_a_new_host_joins(netns, tmp_pa
     assert len(refusal) == 1 and f"remove-voter {lost}" in refusal[0] and "--join" in refusal[0], refusal
     # ... which is: remove it, then add it back as a new member from an empty directory.
     sandctl_ok(cluster, "remove-voter", lost)
+    agent.wait(f"{lost} is no member at all (the joint configuration left)", lambda a: not member(a, lost))
     shutil.rmtree(cluster.data_dir / lost)
     cluster.start(lost, join=True)
     add_voter(cluster, lost)
