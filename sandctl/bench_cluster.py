@@ -28,7 +28,9 @@ class LocalCluster:
         config_path = self.directory / CONFIG_FILE_NAME
         config_path.write_text(render_config(cluster.loopback_config(node_count, template)))
         self.config = load_config(config_path)
-        self.data_dir = self.directory / "data"
+        # The config file sits in the data directory, so a client given only the config finds
+        # the cluster's keys beside it (<data dir>/keys), as for a grown cluster's cluster.toml.
+        self.data_dir = self.directory
         self.pids: dict[str, int] = {}  # the current process of each node
         self.pids_started: list[int] = []  # every process ever started here, restarts included
         self.started = False

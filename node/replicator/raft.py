@@ -126,6 +126,7 @@ class RaftReplicator:
             max_inflight_messages=config.max_inflight_messages,
             max_message_bytes=config.max_message_bytes,
             snapshot_chunk_bytes=config.snapshot_chunk_bytes,
+            campaign_on_leader_unreachable=config.campaign_on_leader_unreachable,
             applied=applied_index,
         )
         # A brand-new cluster bootstraps its voters from the config file; a node that joins an
@@ -281,6 +282,12 @@ class RaftReplicator:
         if now_seconds - self._next_tick_at > 1.0:
             # The process was stalled (suspended, swapping): do not replay a burst of ticks.
             self._next_tick_at = now_seconds + self._tick_seconds
+        # A closed link to the leader (its process died: the kernel closed its connections) is a
+        # hint to pre-vote after a few heartbeats of silence instead of the whole election
+        # timeout. The core ignores it for any peer but its leader, and pre-vote with leader
+        # stickiness keeps a link that alone dropped from disturbing a leader the others hear.
+        for peer in self.transport.peer.take_lost_links():
+            self.core.leader_unreachable(peer)
         self.driver.process(now_seconds)
 
     # ----- snapshots (log compaction)
