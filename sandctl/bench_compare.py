@@ -29,6 +29,7 @@ FIGURES = (
     ("synced_commits_per_op", "synced commits/op", "lower"),
     ("leader_changes", "leader changes", "lower"),
     ("kill_to_ack_ms_median", "kill->ack ms median", "lower"),
+    ("kill_to_leader_ms_median", "kill->new leader ms median", "lower"),
     ("writes_lost", "writes lost", "lower"),
 )
 COMPARE_HEADERS = ("workload", "mode", "outstanding", "figure", "earlier", "now", "now/earlier", "better is")

@@ -34,6 +34,7 @@ WRITER_ATTEMPT_TIMEOUT_SECONDS = 0.1
 WRITER_CALL_TIMEOUT_SECONDS = 10.0
 RECOVERY_DEADLINE_SECONDS = 30.0  # a kill with no acknowledged write after this is a failure
 CATCH_UP_POLL_SECONDS = 0.02
+NEW_LEADER_POLL_SECONDS = 0.005  # pacing of the status polls that time kill -> new leader
 VERIFY_OUTSTANDING = 16
 VERIFY_RETRIES = 3
 
@@ -87,6 +88,11 @@ def _writer(config, directory: str, number: int, writes: AcknowledgedWrites, sto
                 writes.condition.notify_all()
 
 
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
 def verify_acknowledged(context: BenchContext, data_by_path: dict[str, bytes]) -> dict:
     """Read every acknowledged path back (linearizable). Returns counts: lost (missing or
     other bytes) and unverified (no definite answer even after retries)."""
@@ -135,6 +141,22 @@ async def _read_or_error(client, path: str, answers: dict[str, object]) -> None:
         answers[path] = error
 
 
+def _wait_new_leader(context: BenchContext, killed: str, deadline: float) -> float | None:
+    """When a surviving node first reported itself leader (monotonic seconds), or None by the
+    deadline: the cluster's own part of kill->ack, without the client's attempt timeout."""
+    survivors = [node for node in context.config.node_ids() if node != killed]
+
+    def has_leader(answers: dict[str, object]) -> bool:
+        return any(isinstance(answer, dict) and answer.get("role") == "leader" for answer in answers.values())
+
+    while time.monotonic() < deadline:
+        answers = context.client.broadcast("status", {}, survivors, timeout_seconds=0.2, until=has_leader)
+        if has_leader(answers):
+            return time.monotonic()
+        time.sleep(NEW_LEADER_POLL_SECONDS)  # pacing a poll of other processes, not test synchronisation
+    return None
+
+
 def _wait_caught_up(context: BenchContext, node_id: str, deadline: float) -> None:
     """Wait until a restarted node answers and has applied what the leader had committed."""
     leader = context.client.wait_for_leader(max(0.001, deadline - time.monotonic()))
@@ -175,6 +197,7 @@ def failover_workload(context: BenchContext, cluster: LocalCluster | None,
                 seen_before_kill = len(writes.acknowledgements)
             killed_at = time.monotonic()
             cluster.kill(leader)
+            new_leader_at = _wait_new_leader(context, leader, killed_at + RECOVERY_DEADLINE_SECONDS)
             with writes.condition:
                 recovered = writes.condition.wait_for(
                     lambda: writes.first_acknowledgement_sent_after(killed_at, seen_before_kill) is not None,
@@ -183,7 +206,9 @@ def failover_workload(context: BenchContext, cluster: LocalCluster | None,
             if not recovered:
                 raise SandStoreError(f"no write was acknowledged within {RECOVERY_DEADLINE_SECONDS:g} s "
                                      f"of killing leader {leader}")
-            kills.append({"killed": leader, "kill_to_ack_ms": round((acknowledged_at - killed_at) * 1000.0, 1)})
+            kills.append({"killed": leader, "kill_to_ack_ms": round((acknowledged_at - killed_at) * 1000.0, 1),
+                          "kill_to_leader_ms": None if new_leader_at is None
+                          else round((new_leader_at - killed_at) * 1000.0, 1)})
             cluster.restart(leader)
             _wait_caught_up(context, leader, time.monotonic() + RECOVERY_DEADLINE_SECONDS)
         stop.wait(steady_seconds)
@@ -210,6 +235,10 @@ def failover_workload(context: BenchContext, cluster: LocalCluster | None,
         "kills": kills,
         "kill_to_ack_ms": [kill["kill_to_ack_ms"] for kill in kills],
         "kill_to_ack_ms_median": statistics.median(kill["kill_to_ack_ms"] for kill in kills),
+        # The cluster's part: kill -> a survivor reports itself leader (the first status poll
+        # that sees it, so an upper bound); kill->ack adds the client noticing the dead node.
+        "kill_to_leader_ms": [kill["kill_to_leader_ms"] for kill in kills],
+        "kill_to_leader_ms_median": _median_or_none([kill["kill_to_leader_ms"] for kill in kills]),
         "writes_outcome_unknown": outcome_unknown,
     }
     row.update(verify_acknowledged(context, acknowledged))

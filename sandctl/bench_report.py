@@ -39,6 +39,9 @@ def _rate(row: dict) -> str:
         kills = ", ".join(f"{ms:g}" for ms in row.get("kill_to_ack_ms", []))
         median = row.get("kill_to_ack_ms_median")
         median_text = f"median {median:g}; " if median is not None else ""
+        leader_median = row.get("kill_to_leader_ms_median")
+        if leader_median is not None:
+            median_text += f"(kill->new leader median {leader_median:g}) "
         return (f"kill->ack ms: {median_text}{kills}; "
                 f"lost {row.get('writes_lost')} of {row.get('writes_acknowledged')}")
     if row["workload"] == "partition":

@@ -98,6 +98,7 @@ def test_every_workload_reports_its_shape_and_counts_a_dropped_write(isolated):
     assert len(failover["kill_to_ack_ms"]) == 3
     assert all(ms > 0 for ms in failover["kill_to_ack_ms"])
     assert failover["kill_to_ack_ms_median"] == sorted(failover["kill_to_ack_ms"])[1]
+    assert len(failover["kill_to_leader_ms"]) == 3 and all(ms > 0 for ms in failover["kill_to_leader_ms"])
     assert len(dropped) == 1
     assert failover["writes_acknowledged"] >= 1
     assert failover["writes_unverified"] == 0
