@@ -25,6 +25,7 @@ from node.chunks.service import ChunkService
 from node.chunks.store import ChunkStore
 from node.config import ClusterConfig, NodeAddress, check_address, node_data_dir
 from node.errors import BadRequest, NotLeader, Refused, SandStoreError, StoreFull, TooLarge, Unavailable
+from node.names import NODE_ID_RULE, is_valid_node_id
 from node.metadata.commands import decode_command, encode_command
 from node.metadata.paths import normalize_path
 from node.metadata.state_machine import Namespace
@@ -34,6 +35,7 @@ from node.repair.fsck import fsck_report  # self-healing data (node/repair/)
 from node.repair.planner import ChunkRecord
 from node.repair.scheduler import FSCK_FILES_MAX, Membership, RepairScheduler
 from node.replicator.driver import DiskLost
+from node.security import ClientSecurity, ServerSecurity, check_cluster_identity
 from node.storage.lmdb_store import NodeStore
 
 log = logging.getLogger("sandstore.server")
@@ -45,6 +47,8 @@ INSPECT_LOG_LIMIT_MAX = 1000
 STORE_USED_FRACTION_MAX = 0.9
 LAST_APPLIED_SEQ_CLIENTS_MAX = 100_000
 HOUSEKEEPING_INTERVAL_SECONDS = 0.05  # also how fresh "may this node collect chunks?" is
+KEYS_RELOAD_INTERVAL_SECONDS = 1.0  # how soon a revoked or added key takes effect
+CLUSTER_IDENTITY_TABLE = b"cluster_identity"  # LMDB table: the cluster id this store was made for
 _SEND_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _SEND_NOBLOCK = int(zmq.NOBLOCK)
 
@@ -82,7 +86,13 @@ class NodeServer:
         self.namespace = Namespace(self.store.env, session_ttl_ns=int(config.session_ttl_seconds * 1e9))
         self.chunk_store = ChunkStore(self.directory, config.chunk_map_size_bytes)
         self.context = zmq.Context()
+        # The trust boundary (node/security/): every port authenticates every connection.
+        self.security = ServerSecurity.for_node(self.context, config, node_id, data_dir)  # KeysError: no start
+        self.client_security = ClientSecurity.for_node(config, node_id, data_dir)
+        self._check_cluster_identity()
+        self._keys_checked_at = 0.0
         self.client_socket = self.context.socket(zmq.ROUTER)
+        self.security.configure_router(self.client_socket, "client")
         self.client_socket.setsockopt(zmq.LINGER, 0)
         self.client_socket.setsockopt(zmq.MAXMSGSIZE, config.max_frame_bytes)
         self.client_socket.setsockopt(zmq.SNDHWM, 10000)
@@ -91,7 +101,8 @@ class NodeServer:
         if config.replicator == "raft":
             from node.replicator.raft import RaftReplicator
 
-            self.replicator = RaftReplicator(config, node_id, self.store, self.namespace, self, self.context, join=join)
+            self.replicator = RaftReplicator(config, node_id, self.store, self.namespace, self, self.context, join=join,
+                                             security=(self.security, self.client_security))
         else:
             from node.replicator.local import LocalReplicator
 
@@ -104,12 +115,13 @@ class NodeServer:
             scrub_bytes_per_second=config.scrub_bytes_per_second,
             peer_chunk_address=lambda node_id: self._chunk_addresses.get(node_id),
             replica_recorded_here=self._replica_recorded_here,
+            security=(self.security, self.client_security),
         )
         # Self-healing data (node/repair/): the leader's repair scheduler, run from housekeeping.
         self._chunk_addresses = {address.id: address.chunk for address in config.nodes}  # replaced whole
         self.repair = RepairScheduler(config, node_id, context=self.context, membership=self._repair_membership,
                                       propose=self.replicator.replicate, read_records=self._chunk_records,
-                                      read_record=self._chunk_record)
+                                      read_record=self._chunk_record, security=self.client_security)
         self._writes_waiting: dict[tuple[str, int], list[Waiter]] = {}
         self._conf_waiting: dict[int, tuple[int, Waiter]] = {}  # index -> (term, waiter)
         self._reads_waiting: dict[int, Waiter] = {}
@@ -190,6 +202,9 @@ class NodeServer:
                 self._namespace_current = self.replicator.namespace_is_current(now)
                 self.metrics.serve_pending(self._metrics_readings)
                 self.repair.run(now)  # self-healing data: cheap; does nothing on a follower
+                if now >= self._keys_checked_at + KEYS_RELOAD_INTERVAL_SECONDS:
+                    self._keys_checked_at = now
+                    self.security.reload_if_changed()
 
     def close(self) -> None:
         log.info("node %s stopping", self.node_id)
@@ -198,6 +213,7 @@ class NodeServer:
         self.chunk_service.stop()
         self.replicator.close()
         self.client_socket.close(linger=0)
+        self.security.close()  # the ZAP thread, after every ROUTER it answered for
         self.context.term()
         self.store.close()
         self.chunk_store.close()
@@ -207,7 +223,8 @@ class NodeServer:
     def _drain_client_socket(self) -> None:
         for _ in range(MAX_CLIENT_FRAMES_PER_ITERATION):
             try:
-                frames = self.client_socket.recv_multipart(zmq.NOBLOCK, copy=True)
+                # Frames, not bytes: a Frame carries its connection's authenticated key (User-Id).
+                frames = self.client_socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             self.counters["client_requests"] += 1
@@ -216,18 +233,20 @@ class NodeServer:
                 # sensibly, so answer the identity (if any) with BAD_REQUEST.
                 self.counters["client_bad_requests"] += 1
                 if frames:
-                    self._send(frames[0], protocol.reply_error(0, BadRequest("a request is exactly one frame")))
+                    self._send(frames[0].bytes, protocol.reply_error(0, BadRequest("a request is exactly one frame")))
                 continue
             identity, frame = frames
-            self._handle_request(identity, frame)
+            self._handle_request(identity.bytes, frame)
 
-    def _handle_request(self, identity: bytes, frame: bytes) -> None:
+    def _handle_request(self, identity: bytes, frame: zmq.Frame) -> None:
         request_id = 0
         try:
-            request = protocol.decode(frame, self.config.max_frame_bytes)
+            request = protocol.decode(frame.bytes, self.config.max_frame_bytes)
             if isinstance(request, dict) and isinstance(request.get("id"), int):
                 request_id = request["id"]
             request_id, op, args = protocol.validate_request(request)
+            # Before anything runs or is forwarded to the leader: may this key ask for `op`?
+            self.security.authorize_request(frame, op)
             self._dispatch(identity, request_id, op, args)
         except SandStoreError as error:
             if isinstance(error, BadRequest):
@@ -312,6 +331,9 @@ class NodeServer:
     # ----- membership
 
     def _start_membership_change(self, waiter: Waiter, op: str, args: dict) -> None:
+        if not is_valid_node_id(args["node"]):
+            # Committed, an id no node can start with would stop every node at every restart.
+            raise BadRequest(f"node id {args['node']!r} is not valid: {NODE_ID_RULE}")
         if op == "add_learner":
             address = NodeAddress(args["node"], args["raft"], args["client"], args["chunk"])
             for which in ("raft", "client", "chunk"):
@@ -319,12 +341,37 @@ class NodeServer:
                     check_address(which, getattr(address, which))
                 except SandStoreError as error:
                     raise BadRequest(str(error)) from None
+            self._check_new_member(address)
             term, index = self.replicator.add_learner(address)
         elif op == "promote":
             term, index = self.replicator.promote(args["node"])
         else:
             term, index = self.replicator.remove_node(args["node"])
         self._conf_waiting[index] = (term, waiter)
+
+    def _check_new_member(self, address: NodeAddress) -> None:
+        """Refuse a learner that would shadow a member: its id, or an address a member uses (a
+        second "member" at another node's ports is never contacted and only costs quorum)."""
+        members = self.replicator.addresses() or {self.node_id: self.address}
+        status = self.replicator.status()
+        member_ids = set(members) | set(status.voters) | set(status.voters_outgoing) | set(status.learners)
+        if address.id in member_ids:
+            raise Refused(f"{address.id} is already a member; remove it first (sandctl remove-voter {address.id})")
+        for member_id, member in members.items():
+            used = {member.raft, member.client, member.chunk}
+            for which in ("raft", "client", "chunk"):
+                if getattr(address, which) in used:
+                    raise Refused(f"address {getattr(address, which)} ({which}) is already used by member {member_id}")
+
+    def _check_cluster_identity(self) -> None:
+        """Store the keys directory's cluster id on first start; refuse another cluster's keys after."""
+        table = self.store.env.open_db(CLUSTER_IDENTITY_TABLE)
+        with self.store.env.begin(write=True, db=table) as txn:
+            stored = txn.get(b"id")
+            cluster_id = check_cluster_identity(None if stored is None else stored.decode("ascii", "replace"),
+                                                self.security.cluster_id, str(self.directory))
+            if stored is None:
+                txn.put(b"id", cluster_id.encode("ascii"))
 
     def conf_applied(self, index: int, term: int) -> None:
         """Replicator callback: a membership change entry was applied."""
@@ -381,6 +428,7 @@ class NodeServer:
             "chunk_bytes": chunk_bytes,
             "counters": dict(self.counters),
             "repair": self.repair.status(),  # self-healing data: progress, on the leader
+            "security": self.security.status(),  # mode (a loud warning in plain text), cluster id
         })
         return status
 
@@ -424,6 +472,8 @@ class NodeServer:
 
     def _op_gc(self, args: dict) -> dict:
         grace = args.get("grace_seconds")
+        if grace is not None and not (math.isfinite(grace) and grace >= 0):
+            raise BadRequest("grace_seconds must be a finite number >= 0")  # (the store asserts it)
         return self.chunk_store.collect_garbage(
             self._referenced_chunk_ids(), time.time(),
             self.config.gc_grace_seconds if grace is None else float(grace), bool(args.get("dry_run")))

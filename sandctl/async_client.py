@@ -17,6 +17,8 @@ Use one AsyncClient per event loop, from that loop only.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -29,13 +31,15 @@ from node import protocol
 from node.config import ClusterConfig
 from node.errors import BadRequest, SandStoreError, TooLarge
 
+from node.security import ClientSecurity
+
+from sandctl.client import client_security
 from sandctl.connection import RECEIVE_BATCH_MAX, Reply, SocketOptions, connect_dealer, parse_reply, shared_context
 from sandctl.failover import ATTEMPT_TIMEOUT_SECONDS, LEADER_CONFIRMATION_SECONDS, CallPlan, LeaderTracker
 
 SESSIONS_MAX = 4096  # writes in flight at once per AsyncClient
 CONNECT_POLL_SECONDS = 0.005  # how often a request waiting for a connection looks again
 # Plain ints: testing zmq.EVENTS against pyzmq's enum flags runs enum code on every request.
-_POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -85,8 +89,14 @@ class _AsyncConnections:
     with loop.add_reader and every reply waiting is read at once and handed to the call that
     waits for it (by node and request id). Plain sockets rather than zmq.asyncio's: those make
     a future per message sent and received, several times the CPU per request of the blocking
-    engine. ZeroMQ's descriptor is edge-triggered, so the sockets are also drained after each
-    send (a send can consume the edge of a reply that arrived meanwhile)."""
+    engine. ZeroMQ's descriptor is edge-triggered, so a socket is also drained after a send
+    (a send can consume the edge of a reply that arrived meanwhile): once per loop round, after
+    all of that round's sends, not once per send.
+
+    A request's waiter is either a future (a call's first attempt: resolved with its Reply, or
+    at its deadline with a _Replies that collects the late answers) or a _Replies (the later
+    attempts of a call that needed failover). Deadlines are one heap swept by one timer, armed
+    for the earliest: no timer per request."""
 
     def __init__(self, addresses: dict[str, str], options: SocketOptions) -> None:
         assert options.immediate, "failover relies on unsent meaning unapplied"
@@ -95,33 +105,62 @@ class _AsyncConnections:
         self._context = shared_context()
         self._loop = asyncio.get_running_loop()
         self._sockets: dict[str, zmq.Socket] = {}
-        self._waiting: dict[tuple[str, int], _Replies] = {}
+        self._waiting: dict[tuple[str, int], asyncio.Future | _Replies] = {}
         self._next_request_id = 1
+        self._drains_due: set[str] = set()  # nodes whose socket is drained this loop round
+        # (deadline, request id, node, future) of first attempts; request ids are unique per
+        # _AsyncConnections, so the future is never compared. Answered ones stay until due.
+        self._deadlines: list[tuple[float, int, str, asyncio.Future]] = []
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        self._sweep_at = math.inf
 
     def _socket(self, node: str) -> zmq.Socket:
         socket = self._sockets.get(node)
         if socket is None:
             socket = self._context.socket(zmq.DEALER)
-            connect_dealer(socket, self.addresses[node], self.options)
+            connect_dealer(socket, self.addresses[node], self.options, node)
             self._sockets[node] = socket
             self._loop.add_reader(socket.getsockopt(zmq.FD), self._drain, node, socket)
         return socket
+
+    def send(self, node: str, op: str, args: dict) -> int | None:
+        """Send op to node if its connection is up and has room; the request id, or None
+        (immediate sockets: nothing was queued). The caller registers a waiter before it awaits."""
+        socket = self._socket(node)
+        request_id = self._next_request_id
+        try:
+            socket.send(protocol.request(request_id, op, args), _NOBLOCK)
+        except zmq.Again:
+            return None
+        self._next_request_id += 1
+        if node not in self._drains_due:
+            self._drains_due.add(node)
+            self._loop.call_soon(self._due_drain, node, socket)
+        return request_id
+
+    def wait_first(self, node: str, request_id: int, future: asyncio.Future, deadline: float) -> None:
+        """future gets the Reply, or at `deadline` (time.monotonic) a _Replies that the
+        request's late answer will be put on."""
+        self._waiting[(node, request_id)] = future
+        heapq.heappush(self._deadlines, (deadline, request_id, node, future))
+        if deadline < self._sweep_at:
+            if self._sweep_timer is not None:
+                self._sweep_timer.cancel()
+            self._sweep_at = deadline
+            self._sweep_timer = self._loop.call_at(deadline, self._sweep)
 
     async def request(self, node: str, op: str, args: dict, replies: _Replies,
                       connect_wait_seconds: float) -> int | None:
         """Send op to node; its reply will be put on `replies`. None if no connection came up
         within connect_wait_seconds (immediate sockets: nothing was queued)."""
-        socket = self._socket(node)
-        if not socket.getsockopt(_EVENTS) & _POLLOUT and not await self._writable(socket, connect_wait_seconds):
-            return None
-        request_id = self._next_request_id
-        self._next_request_id += 1
-        try:
-            socket.send(protocol.request(request_id, op, args), _NOBLOCK)
-        except zmq.Again:
-            return None
+        request_id = self.send(node, op, args)
+        if request_id is None:
+            if not await self._writable(self._socket(node), connect_wait_seconds):
+                return None
+            request_id = self.send(node, op, args)
+            if request_id is None:
+                return None
         self._waiting[(node, request_id)] = replies
-        self._drain(node, socket)
         return request_id
 
     @staticmethod
@@ -137,21 +176,57 @@ class _AsyncConnections:
     def forget(self, node: str, request_id: int) -> None:
         self._waiting.pop((node, request_id), None)
 
+    def _sweep(self) -> None:
+        """Resolve the first attempts whose deadline has come; arm the timer for the next."""
+        self._sweep_timer = None
+        self._sweep_at = math.inf
+        deadlines = self._deadlines
+        now = time.monotonic()
+        while deadlines and deadlines[0][0] <= now:
+            _deadline, request_id, node, future = heapq.heappop(deadlines)
+            if not future.done():  # still waiting (an answered or cancelled call's future is done)
+                late = _Replies()
+                self._waiting[(node, request_id)] = late
+                future.set_result(late)
+        if deadlines:
+            self._sweep_at = deadlines[0][0]
+            self._sweep_timer = self._loop.call_at(self._sweep_at, self._sweep)
+
+    def _due_drain(self, node: str, socket: zmq.Socket) -> None:
+        self._drains_due.discard(node)
+        self._drain(node, socket)
+
     def _drain(self, node: str, socket: zmq.Socket) -> None:
+        # recv until Again: a refused non-blocking recv has read the socket's pending commands,
+        # which re-arms the descriptor, so no EVENTS check per message is needed.
+        if socket.closed:
+            return
         max_frame_bytes = self.options.max_frame_bytes
+        waiting = self._waiting
         for _ in range(RECEIVE_BATCH_MAX):
-            if socket.closed or not socket.getsockopt(_EVENTS) & _POLLIN:
+            try:
+                frames = socket.recv_multipart(_NOBLOCK)
+            except zmq.Again:
                 return
-            reply = parse_reply(node, socket.recv_multipart(_NOBLOCK), max_frame_bytes)
+            reply = parse_reply(node, frames, max_frame_bytes)
             if reply is None:
                 continue  # malformed: its request times out
-            replies = self._waiting.pop((node, reply.request_id), None)
-            if replies is not None:
-                replies.put(reply)
+            waiter = waiting.pop((node, reply.request_id), None)
+            if waiter is None:
+                continue  # forgotten: its call is over
+            if type(waiter) is _Replies:
+                waiter.put(reply)
+            elif not waiter.done():
+                waiter.set_result(reply)
         # More are waiting: read them on the next loop round, so one socket cannot starve the loop.
-        self._loop.call_soon(self._drain, node, socket)
+        if node not in self._drains_due:
+            self._drains_due.add(node)
+            self._loop.call_soon(self._due_drain, node, socket)
 
     def close(self) -> None:
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
         for socket in self._sockets.values():
             self._loop.remove_reader(socket.getsockopt(zmq.FD))
             socket.close(linger=0)
@@ -164,8 +239,10 @@ class AsyncClient:
 
     def __init__(self, config: ClusterConfig, *, timeout_seconds: float | None = None, client_id: str | None = None,
                  attempt_timeout_seconds: float = ATTEMPT_TIMEOUT_SECONDS,
-                 unreachable_seconds: float | None = None) -> None:
+                 unreachable_seconds: float | None = None, security: ClientSecurity | None = None) -> None:
+        """security: the key to present (default: sandctl.client.client_security(config))."""
         self.config = config
+        self.security = security or client_security(config)
         self.timeout_seconds = config.request_timeout_seconds if timeout_seconds is None else timeout_seconds
         if self.timeout_seconds <= 0:
             raise BadRequest(f"timeout must be positive, got {self.timeout_seconds}")
@@ -218,23 +295,61 @@ class AsyncClient:
             if session is not None:
                 session.seq += 1  # once per call: every retry of this write reuses it
                 args["client"], args["seq"] = session.client_id, session.seq
-            protocol.validate_request({"v": protocol.PROTOCOL_VERSION, "id": 1, "op": op, "args": args})
+            # What validate_request checks of a request this client builds: only the args can be wrong.
+            protocol.validate_args(op, args, protocol.OPS[op])
             timeout_seconds = self.timeout_seconds if deadline_seconds is None else deadline_seconds
-            plan = CallPlan(self._tracker, op, write=write or op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS,
-                            timeout_seconds=timeout_seconds, pinned=node,
-                            attempt_timeout_seconds=self.attempt_timeout_seconds,
-                            unreachable_seconds=self.unreachable_seconds)
-            return await self._drive(plan, op, args)
+            write = write or op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS
+            return await self._call(op, args, write, timeout_seconds, node)
         finally:
             if session is not None:
                 self._free_sessions.append(session)
 
-    async def _drive(self, plan: CallPlan, op: str, args: dict) -> object:
-        if self._connections is None:
-            self._connections = _AsyncConnections(self.addresses, SocketOptions(self.config.max_frame_bytes,
-                                                                                immediate=True))
-        replies = _Replies()
+    async def _call(self, op: str, args: dict, write: bool, timeout_seconds: float, pinned: str | None) -> object:
+        """The fast path: send to the pinned node or the believed leader at once and await one
+        future (no plan, no timer of its own). Anything but a success from that first attempt
+        goes on in _drive with a CallPlan told about the attempt, so failover is unchanged."""
+        connections = self._connections
+        if connections is None:
+            connections = self._connections = _AsyncConnections(
+                self.addresses, SocketOptions(self.config.max_frame_bytes, immediate=True, security=self.security))
+        started = time.monotonic()
+        target = pinned if pinned is not None else self._tracker.leader
+        request_id = None
+        if target is not None and timeout_seconds > 0:
+            request_id = connections.send(target, op, args)
+        if request_id is None:  # no target known, or its connection is not up: the plan waits for one
+            plan = CallPlan(self._tracker, op, write=write, timeout_seconds=timeout_seconds, pinned=pinned,
+                            attempt_timeout_seconds=self.attempt_timeout_seconds,
+                            unreachable_seconds=self.unreachable_seconds, started=started)
+            return await self._drive(plan, op, args, _Replies())
+        future = asyncio.get_running_loop().create_future()
+        connections.wait_first(target, request_id, future, started + min(timeout_seconds, self.attempt_timeout_seconds))
         try:
+            outcome = await future
+        except BaseException:
+            connections.forget(target, request_id)
+            raise
+        if type(outcome) is Reply and outcome.ok:
+            if pinned is None and self._tracker.served_by(outcome.node, started) and not self._probing:
+                self._start_probe(outcome.node)
+            return outcome.result
+        plan = CallPlan(self._tracker, op, write=write, timeout_seconds=timeout_seconds, pinned=pinned,
+                        attempt_timeout_seconds=self.attempt_timeout_seconds,
+                        unreachable_seconds=self.unreachable_seconds, started=started, first_target=target)
+        plan.sent(target, request_id)
+        if type(outcome) is _Replies:  # the attempt's deadline came; a late answer still counts
+            plan.timed_out(target)
+            return await self._drive(plan, op, args, outcome)
+        assert plan.on_reply(outcome), "the current attempt's answer is always acted on"
+        return await self._drive(plan, op, args, _Replies(), first_answer=outcome)
+
+    async def _drive(self, plan: CallPlan, op: str, args: dict, replies: _Replies,
+                     first_answer: Reply | None = None) -> object:
+        """The failover loop (every attempt after a first one that failed, or the first when
+        the fast path could not send it); first_answer: that first attempt's error reply."""
+        try:
+            if first_answer is not None:
+                await asyncio.sleep(plan.backoff_until_deadline(plan.answered(first_answer)))
             while plan.time_left() > 0:
                 target = plan.next_target()
                 request_id = await self._connections.request(target, op, args, replies, plan.connect_wait_seconds())

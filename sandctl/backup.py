@@ -384,7 +384,7 @@ def _fetch_chunks(client: Client, chunks: list, backup: BackupWriter, progress: 
     deadline_seconds = client.timeout_seconds + sum(size for _, size, _ in chunks) / TRANSFER_BYTES_PER_SECOND_MIN
     transfer.get_stream(dict(client.chunk_addresses), chunks, sections, deadline_seconds=deadline_seconds,
                         max_chunks_in_flight=CHUNKS_IN_FLIGHT, progress=progress,
-                        max_frame_bytes=client.config.max_frame_bytes)
+                        max_frame_bytes=client.config.max_frame_bytes, security=client.security)
     assert sections.finished(), "the chunk stream ended early"
 
 

@@ -26,7 +26,7 @@ from sandctl import state
 from sandctl.bench import bench_command
 from sandctl.cli_base import Settings, global_options, node_option
 from sandctl.cli_files import _progress_bar
-from sandctl.errors import EXIT_REFUSED
+from sandctl.errors import EXIT_REFUSED, NodeExited
 from sandctl.keys import keys_group
 
 MAIN_HELP = """SandStore's command line: files, cluster status, local cluster supervision.
@@ -126,8 +126,18 @@ def cluster_start(settings: Settings) -> None:
     config, data_dir = settings.config(), settings.data_dir()
     # Remembered before waiting: should no leader emerge, `sandctl cluster stop` with no
     # flags must still find the processes that were started.
+    previous = state.load_state()
     state.remember(config.path, data_dir)
-    pids, leader = supervisor.start_cluster(config, data_dir, settings.deadline_seconds())
+    try:
+        pids, leader = supervisor.start_cluster(config, data_dir, settings.deadline_seconds())
+    except NodeExited:
+        # Nothing of this cluster runs (start stopped what it started): keep the cluster that was
+        # remembered, which may be the very one holding these ports.
+        if isinstance(previous.get("config"), str) and isinstance(previous.get("data_dir"), str):
+            state.remember(previous["config"], previous["data_dir"])
+        else:
+            state.state_path().unlink(missing_ok=True)
+        raise
     members = [
         {"node": address.id, "pid": pids[address.id], "leader": address.id == leader, "client": address.client,
          "log": str(supervisor.log_file(data_dir, address.id))}

@@ -78,7 +78,7 @@ class Settings:
     def client(self) -> Client:
         if self._client is None:
             self._client = Client(self.config(), node=self.node, timeout_seconds=self.timeout_seconds,
-                                  unreachable_seconds=UNREACHABLE_SECONDS)
+                                  unreachable_seconds=UNREACHABLE_SECONDS, data_dir=self.data_dir_option)
         return self._client
 
     def require_reachable(self) -> Client:

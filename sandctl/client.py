@@ -10,16 +10,21 @@ applies it at most once. Large files stream through sandctl/transfer.py.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import BinaryIO
 
 from node import protocol
 from node.config import ClusterConfig
 from node.errors import AlreadyExists, BadRequest, NoLeader, NotFound, SandStoreError, TooLarge, Unavailable
 
-from sandctl import transfer
+from node.security import ClientSecurity, keys_dir_for
+from node.security.keyring import KEYS_DIR_ENVIRONMENT_VARIABLE, KEYS_DIR_NAME
+
+from sandctl import state, transfer
 from sandctl.connection import Connections, SocketOptions
 from sandctl.failover import ATTEMPT_TIMEOUT_SECONDS, BACKOFF_SECONDS_MAX, BACKOFF_SECONDS_MIN, Failover
 
@@ -87,6 +92,36 @@ def _with_target_options(args: dict, into_directory: str | None, overwrite: bool
     return args
 
 
+def client_keys_dir(config: ClusterConfig, data_dir: str | os.PathLike | None = None) -> Path:
+    """Where a client finds the cluster's keys: $SANDSTORE_KEYS_DIR, else `data_dir`'s keys
+    directory (--data-dir), else a keys directory beside the config file (a grown cluster's
+    <data dir>/cluster.toml), else that of the data dir remembered with the config."""
+    if os.environ.get(KEYS_DIR_ENVIRONMENT_VARIABLE) or data_dir is not None:
+        return keys_dir_for(data_dir if data_dir is not None else ".")
+    if config.path:
+        beside = Path(config.path).parent / KEYS_DIR_NAME
+        if beside.is_dir():
+            return beside
+        return keys_dir_for(state.resolve_data_dir(None, Path(config.path)))
+    return keys_dir_for(state.resolve_data_dir(None, Path(".")))
+
+
+def client_security(config: ClusterConfig, data_dir: str | os.PathLike | None = None) -> ClientSecurity | None:
+    """This user's key for the cluster (client $SANDSTORE_CLIENT, default admin). KeysError,
+    one line, when the key is missing or unusable. None when there is no keys directory at
+    all (most likely no cluster was ever started here): the client then connects without a
+    key, which every node refuses, and a call's Unavailable says where the keys were looked for."""
+    directory = client_keys_dir(config, data_dir)
+    if not directory.exists():
+        return None
+    return ClientSecurity.for_client(directory, mode=config.security)
+
+
+def no_keys_hint(config: ClusterConfig, data_dir: str | os.PathLike | None = None) -> str:
+    return (f"no cluster keys at {client_keys_dir(config, data_dir)} (is a cluster running? `sandctl cluster "
+            "start` creates them; SANDSTORE_KEYS_DIR or --data-dir names another keys directory)")
+
+
 class Client:
     """A connection to one SandStore cluster. Not thread-safe: use one Client per thread.
 
@@ -106,10 +141,15 @@ class Client:
         client_id: str | None = None,
         attempt_timeout_seconds: float = ATTEMPT_TIMEOUT_SECONDS,
         unreachable_seconds: float | None = None,
+        security: ClientSecurity | None = None,
+        data_dir: str | os.PathLike | None = None,
     ) -> None:
+        """security: the key to present (default: client_security(config, data_dir))."""
         if node is not None:
             config.node(node)  # raises ConfigError naming the known ids
         self.config = config
+        self.security = security or client_security(config, data_dir)
+        self._no_keys_hint = "" if self.security is not None else no_keys_hint(config, data_dir)
         self.node = node
         self.timeout_seconds = config.request_timeout_seconds if timeout_seconds is None else timeout_seconds
         if self.timeout_seconds <= 0:
@@ -122,7 +162,7 @@ class Client:
         self.chunk_addresses: dict[str, str] = {address.id: address.chunk for address in config.nodes}
         # Immediate sockets for both: a request to a down node is never queued, so "not sent"
         # proves "not applied", and a probe of a down chunk node finds it silent.
-        options = SocketOptions(max_frame_bytes=config.max_frame_bytes, immediate=True)
+        options = SocketOptions(max_frame_bytes=config.max_frame_bytes, immediate=True, security=self.security)
         self._connections = Connections(self.addresses, options)
         self._chunk_connections = Connections(self.chunk_addresses, options)
         self._failover = Failover(self._connections, attempt_timeout_seconds=attempt_timeout_seconds,
@@ -193,7 +233,16 @@ class Client:
         if pinned is not None and pinned not in self.addresses:
             self.config.node(pinned)  # raises ConfigError naming the known ids
         timeout_seconds = self.timeout_seconds if deadline_seconds is None else deadline_seconds
-        return self._failover.call(op, args, write=write, timeout_seconds=timeout_seconds, pinned=pinned)
+        try:
+            return self._failover.call(op, args, write=write, timeout_seconds=timeout_seconds, pinned=pinned)
+        except Unavailable as error:
+            # A refused handshake looks like silence on the wire: say why, if a node refused.
+            refusal = self._connections.refusal()
+            if refusal is None and "cannot connect" not in str(error):  # (connected, yet unanswered)
+                refusal = self._no_keys_hint
+            if not refusal:
+                raise
+            raise Unavailable(f"{error}; {refusal}") from None
 
     @staticmethod
     def _sleep_until(deadline: float, seconds: float) -> None:
@@ -411,7 +460,7 @@ class Client:
             deadline_seconds=self._transfer_deadline_seconds(size_bytes_expected),
             max_chunks_in_flight=CHUNKS_IN_FLIGHT, progress=progress,
             attempt_timeout_seconds=min(transfer.DEFAULT_ATTEMPT_TIMEOUT_SECONDS, self.timeout_seconds),
-            max_frame_bytes=self.config.max_frame_bytes, min_replicas=copies_min,
+            max_frame_bytes=self.config.max_frame_bytes, min_replicas=copies_min, security=self.security,
         )
 
     def get_file(self, path: str, writer: BinaryIO, *, progress: Progress | None = None, stale: bool = False) -> dict:
@@ -443,7 +492,7 @@ class Client:
             addresses, chunks, writer, deadline_seconds=self._transfer_deadline_seconds(record.get("size", 0)),
             max_chunks_in_flight=CHUNKS_IN_FLIGHT, progress=progress,
             attempt_timeout_seconds=min(transfer.DEFAULT_ATTEMPT_TIMEOUT_SECONDS, self.timeout_seconds),
-            max_frame_bytes=self.config.max_frame_bytes,
+            max_frame_bytes=self.config.max_frame_bytes, security=self.security,
         )
         return record
 

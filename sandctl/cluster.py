@@ -261,9 +261,7 @@ def wait_for_leader_while_alive(
     """wait_for_leader, but fail fast with the log tail if a node we just started exits."""
     deadline = time.monotonic() + deadline_seconds
     while True:
-        for node_id, pid in pids_by_node.items():
-            if not is_node_process(pid, node_id):
-                raise NodeExited(f"node {node_id} (pid {pid}) exited: {_log_tail(data_dir, node_id)}")
+        _raise_if_exited(data_dir, pids_by_node)
         remaining = deadline - time.monotonic()
         try:
             return client.wait_for_leader(min(LEADER_ROUND_SECONDS, max(remaining, 0.001)), exclude=exclude)
@@ -276,11 +274,52 @@ def wait_for_leader_while_alive(
                 raise Unavailable(f"no node answered within {waited}") from None
 
 
+def _raise_if_exited(data_dir: str | os.PathLike, pids_by_node: dict[str, int]) -> None:
+    """NodeExited naming every node that exited, each with the end of its own log."""
+    exited = [(node_id, pid) for node_id, pid in pids_by_node.items() if not is_node_process(pid, node_id)]
+    if exited:
+        raise NodeExited("\n  ".join(f"node {node_id} (pid {pid}) exited: {_log_tail(data_dir, node_id)}"
+                                      for node_id, pid in exited))
+
+
+def _verify_started(client: Client, data_dir: str | os.PathLike, pids: dict[str, int], cluster_id: str,
+                    deadline_seconds: float) -> None:
+    """Every node started here answers from the process we started (its pid: it holds its
+    port, not some other process) as a member of this cluster (its cluster id). Otherwise
+    NodeExited naming each node's problem: a leader alone proves nothing, it may be another
+    cluster's on the same ports."""
+    deadline = time.monotonic() + deadline_seconds
+    problems: dict[str, str] = {}
+    while True:
+        _raise_if_exited(data_dir, pids)
+        answers = client.broadcast("status", {}, list(pids), timeout_seconds=LEADER_ROUND_SECONDS)
+        problems = {}
+        for node_id, pid in pids.items():
+            answer = answers.get(node_id)
+            if not isinstance(answer, dict):
+                problems[node_id] = f"node {node_id} (pid {pid}) does not answer on {config_address(client, node_id)}"
+            elif answer.get("pid") != pid:
+                problems[node_id] = (f"{config_address(client, node_id)} is answered by pid {answer.get('pid')}, not by "
+                                     f"node {node_id} started here (pid {pid}): another process holds the port")
+            elif (answer.get("security") or {}).get("cluster_id") != cluster_id:
+                problems[node_id] = (f"node {node_id} answers as cluster {(answer.get('security') or {}).get('cluster_id')}"
+                                     f", not {cluster_id}")
+        if not problems:
+            return
+        if time.monotonic() >= deadline:
+            raise NodeExited("\n  ".join(problems[node_id] for node_id in sorted(problems)))
+
+
+def config_address(client: Client, node_id: str) -> str:
+    return client.addresses.get(node_id, "?")
+
+
 def start_cluster(config: ClusterConfig, data_dir: str | os.PathLike, deadline_seconds: float) -> tuple[dict[str, int], str]:
     """Start every node, wait for a leader. Returns ({node: pid}, leader id).
 
-    Refuses (nothing started) if any node is already running. If a node exits during start,
-    the others are stopped again and NodeExited names it with the end of its log.
+    Refuses (nothing started) if any node is already running. If a node exits during start, or
+    a node's port is answered by another process or another cluster, the others are stopped
+    again and NodeExited names each node's problem (with the end of its log).
     """
     running = [process for process in node_processes(config, data_dir) if process.alive]
     if running:
@@ -290,8 +329,9 @@ def start_cluster(config: ClusterConfig, data_dir: str | os.PathLike, deadline_s
     try:
         for node_id in config.node_ids():
             pids[node_id] = spawn_node(config, data_dir, node_id)
-        with Client(config, timeout_seconds=deadline_seconds) as client:
+        with Client(config, timeout_seconds=deadline_seconds, data_dir=data_dir) as client:
             leader = wait_for_leader_while_alive(client, data_dir, pids, deadline_seconds)
+            _verify_started(client, data_dir, pids, client.security.cluster_id, deadline_seconds)
     except NodeExited:
         stop_nodes(data_dir, list(pids))
         raise
@@ -314,7 +354,7 @@ class KillLeaderResult:
 def kill_leader(
     config: ClusterConfig, data_dir: str | os.PathLike, *, restart: bool = False, deadline_seconds: float = 10.0
 ) -> KillLeaderResult:
-    with Client(config, timeout_seconds=deadline_seconds) as client:
+    with Client(config, timeout_seconds=deadline_seconds, data_dir=data_dir) as client:
         old_leader = client.wait_for_leader(deadline_seconds)
         process = node_process(data_dir, old_leader)
         if not process.alive:
@@ -342,7 +382,7 @@ def remove_voter(config: ClusterConfig, data_dir: str | os.PathLike, node_id: st
     """Remove node_id from the membership (through joint consensus, by the leader). Once the
     change is applied: stop its process if this machine supervises it, and drop it from the
     remembered <data dir>/cluster.toml so later commands and restarts no longer expect it."""
-    with Client(config, timeout_seconds=deadline_seconds) as client:
+    with Client(config, timeout_seconds=deadline_seconds, data_dir=data_dir) as client:
         result = client.remove_node(node_id)
     process = node_process(data_dir, node_id)
     outcome = stop_nodes(data_dir, [node_id])[node_id] if process.alive else "not running here"
@@ -365,7 +405,7 @@ def add_voter(
         config = write_cluster_config(config.with_node(address), data_dir)
         pid = spawn_node(config, data_dir, address.id, join=True)
     deadline = time.monotonic() + deadline_seconds
-    with Client(config, timeout_seconds=deadline_seconds) as client:
+    with Client(config, timeout_seconds=deadline_seconds, data_dir=data_dir) as client:
         client.add_learner(address.id, address.raft, address.client, address.chunk)
         leader = client.leader or client.wait_for_leader(deadline_seconds)
         target_index = client.status(leader).get("commit", 0)

@@ -27,6 +27,7 @@ import zmq
 
 from node import protocol
 from node.errors import SandStoreError, error_from_code
+from node.security import ClientSecurity, HandshakeWatch
 from node.transport.address import connect_socket
 
 RECONNECT_INTERVAL_MS = 50
@@ -70,6 +71,9 @@ class SocketOptions:
     applied" (the metadata client relies on it).
     zero_copy: receive frames without copying them (a chunk_get's content is handed on as a
     memoryview of the received frame); small replies are cheaper copied.
+    security: the keys the DEALERs present and expect of each node (CurveZMQ, or the cluster
+    id in plain-text mode). None connects unauthenticated: every node refuses that, so only
+    tests of a bare ChunkService (which authorizes nothing) leave it out.
     """
 
     max_frame_bytes: int
@@ -77,6 +81,7 @@ class SocketOptions:
     zero_copy: bool = False
     send_high_water_messages: int = HIGH_WATER_MESSAGES_DEFAULT
     receive_high_water_messages: int = HIGH_WATER_MESSAGES_DEFAULT
+    security: ClientSecurity | None = None
 
 
 class Connections:
@@ -90,6 +95,7 @@ class Connections:
         self._context = context or shared_context()
         self._sockets: dict[str, zmq.Socket] = {}
         self._node_of_socket: dict[zmq.Socket, str] = {}
+        self._watches: dict[str, HandshakeWatch] = {}  # why a node refused our handshake
         self._poller = zmq.Poller()
         self._wakeup: zmq.Socket | None = None
         self._next_request_id = 1
@@ -103,7 +109,9 @@ class Connections:
         if socket is None:
             assert not self._closed, "Connections used after close"
             socket = self._context.socket(zmq.DEALER)
-            connect_dealer(socket, self.addresses[node], self.options)
+            watch = connect_dealer(socket, self.addresses[node], self.options, node, watch=True)
+            if watch is not None:
+                self._watches[node] = watch
             self._sockets[node] = socket
             self._node_of_socket[socket] = node
             self._poller.register(socket, zmq.POLLIN)
@@ -119,11 +127,23 @@ class Connections:
         if self._closed:
             return
         self._closed = True
+        for watch in self._watches.values():
+            watch.close()
+        self._watches.clear()
         for socket in self._sockets.values():
             socket.close(linger=0)
         self._sockets.clear()
         self._node_of_socket.clear()
         self._pending.clear()
+
+    def refusal(self) -> str | None:
+        """Why a node refused our handshake, if one did (a key of another cluster, a revoked
+        key, a node of another security mode): one line, for an Unavailable error."""
+        for node in sorted(self._watches):
+            reason = self._watches[node].refusal()
+            if reason is not None:
+                return reason
+        return None
 
     # ----- requests
 
@@ -247,8 +267,12 @@ class Connections:
                 self._poller.modify(self._sockets[node], zmq.POLLIN)
 
 
-def connect_dealer(socket: zmq.Socket, address: str, options: SocketOptions) -> None:
-    """Set a new DEALER's options and connect it to "host:port" (bracketed IPv6 literals too)."""
+def connect_dealer(socket: zmq.Socket, address: str, options: SocketOptions, node_id: str, *,
+                   watch: bool = False) -> HandshakeWatch | None:
+    """Set a new DEALER's options and connect it to node `node_id` at "host:port" (bracketed
+    IPv6 literals too). The one place client sockets are set up: with options.security, the
+    DEALER presents the client's key and accepts only the holder of `node_id`'s key. watch:
+    also return a HandshakeWatch that can say why a node refused (close it before the socket)."""
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.IMMEDIATE, 1 if options.immediate else 0)
     socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
@@ -259,7 +283,13 @@ def connect_dealer(socket: zmq.Socket, address: str, options: SocketOptions) -> 
     socket.setsockopt(zmq.RCVHWM, options.receive_high_water_messages)
     # A reply map plus at most one content frame, each up to max_frame_bytes.
     socket.setsockopt(zmq.MAXMSGSIZE, 2 * options.max_frame_bytes)
+    handshake_watch = None
+    if options.security is not None:
+        options.security.configure_dealer(socket, node_id)
+        if watch:
+            handshake_watch = options.security.watch(socket, node_id, address)
     connect_socket(socket, address)
+    return handshake_watch
 
 
 def parse_reply(node: str, frames: list, max_frame_bytes: int) -> Reply | None:

@@ -150,14 +150,14 @@ class _Chunk:
 
 
 def _connections(chunk_addresses: dict[str, str], max_chunks_in_flight: int, max_frame_bytes: int,
-                 context: zmq.Context | None) -> Connections:
+                 context: zmq.Context | None, security=None) -> Connections:
     # Not immediate: a chunk request may wait for a connection being set up, and a node that
     # does not answer is replaced after attempt_timeout_seconds. The send high-water mark is a
     # safety net only: a node has at most one request per chunk in flight, and one that timed
     # out is tried last afterwards, so even a dead node's queue stays short. ZeroMQ acknowledges
     # reads in batches, hence the slack over the true in-flight count.
     options = SocketOptions(max_frame_bytes=max_frame_bytes, zero_copy=True,
-                            send_high_water_messages=4 * max_chunks_in_flight + 16)
+                            send_high_water_messages=4 * max_chunks_in_flight + 16, security=security)
     return Connections(chunk_addresses, options, context)
 
 
@@ -263,6 +263,7 @@ def put_stream(
     attempt_timeout_seconds: float = DEFAULT_ATTEMPT_TIMEOUT_SECONDS,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     min_replicas: int | None = None,
+    security=None,  # the client's ClientSecurity (every node refuses a connection without one)
 ) -> tuple[list[list], int]:
     """Store everything `reader` yields as chunks on `replication` distinct nodes each (capped
     by the node count). Returns ([[chunk id, size, [replica node ids]], ...], total size) in
@@ -275,7 +276,7 @@ def put_stream(
     copies = min(replication, len(chunk_addresses))
     copies_min = copies if min_replicas is None else min(min_replicas, copies)
     assert 1 <= copies_min <= copies
-    connections = _connections(chunk_addresses, max_chunks_in_flight, max_frame_bytes, context)
+    connections = _connections(chunk_addresses, max_chunks_in_flight, max_frame_bytes, context, security)
     try:
         stream = _PutStream(_Transfer(connections, deadline_seconds, attempt_timeout_seconds), sorted(chunk_addresses),
                             copies, progress, copies_min)
@@ -375,6 +376,7 @@ def get_stream(
     context: zmq.Context | None = None,
     attempt_timeout_seconds: float = DEFAULT_ATTEMPT_TIMEOUT_SECONDS,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    security=None,  # the client's ClientSecurity (every node refuses a connection without one)
 ) -> int:
     """Fetch `chunks` ([[chunk id, size, [replica node ids]], ...]) in parallel and write them
     to `writer` in order, each verified against its id; returns the bytes written. A failing
@@ -386,7 +388,7 @@ def get_stream(
         assert type(chunk_id) is bytes and len(chunk_id) == CHUNK_ID_BYTES, "a chunk id is 32 bytes"
         assert type(size) is int and size >= 0 and isinstance(replicas, (list, tuple))
     context = context or shared_context()
-    connections = _connections(chunk_addresses, max_chunks_in_flight, max_frame_bytes, context)
+    connections = _connections(chunk_addresses, max_chunks_in_flight, max_frame_bytes, context, security)
     verifier = _Verifier(context, VERIFY_THREADS)
     connections.add_wakeup(verifier.wakeup)
     try:

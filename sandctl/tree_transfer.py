@@ -180,7 +180,7 @@ def _conflict_message(present: list[str], total: int) -> str:
 
 def _async_client(client: Client) -> AsyncClient:
     return AsyncClient(client.config, timeout_seconds=client.timeout_seconds,
-                       unreachable_seconds=client.unreachable_seconds)
+                       unreachable_seconds=client.unreachable_seconds, security=client.security)
 
 
 async def _in_flight(jobs: list, work) -> None:

@@ -75,13 +75,16 @@ class ChunkService:
         scrub_bytes_per_second: int = 0,
         peer_chunk_address: Callable[[str], str | None] = lambda node_id: None,
         replica_recorded_here: Callable[[bytes], bool] = lambda chunk_id: True,
+        security: tuple | None = None,
     ) -> None:
         """`referenced_chunk_ids` is called from a worker thread: it must be thread-safe.
         `clock` gives the wall-clock seconds garbage collection records (see ChunkStore).
         scrub_bytes_per_second: 0 runs no scrub. peer_chunk_address: a member's chunk address
         by node id (None if unknown), for chunk_fetch_from. replica_recorded_here: whether this
         node's applied metadata records the chunk as a replica here (chunk_delete refuses then).
-        Both are called from worker threads and must be thread-safe."""
+        Both are called from worker threads and must be thread-safe. security: (ServerSecurity,
+        ClientSecurity), as every node passes: each request is authorized by its connection's
+        key, and chunk_fetch_from connects with this node's key (None: unit tests only)."""
         assert scrub_bytes_per_second >= 0
         assert gc_grace_seconds >= 0
         assert gc_interval_seconds > 0
@@ -107,7 +110,10 @@ class ChunkService:
         # Changes each start: a leader seeing a new one reads this node's inventory again.
         self.incarnation = secrets.token_hex(8)
 
+        self._security, self._client_security = security or (None, None)
         self._router = context.socket(zmq.ROUTER)
+        if self._security is not None:
+            self._security.configure_router(self._router, "chunk")
         self._router.setsockopt(zmq.LINGER, 0)
         # Frames a little over the limit still get a BAD_REQUEST reply from decode(); ZeroMQ cuts
         # the connection of anything far larger before buffering it.
@@ -301,6 +307,8 @@ class ChunkService:
             if isinstance(request, dict) and type(request.get("id")) is int:
                 request_id = request["id"]  # answer even an invalid request under its own id
             request_id, op, args = protocol.validate_request(request, protocol.CHUNK_OPS)
+            if self._security is not None:
+                self._security.authorize_request(parts[1], op)  # Unauthorized: REFUSED, nothing done
             content_frames = len(parts) - 2
             if content_frames != (op in protocol.CHUNK_DATA_OPS):
                 raise BadRequest(f"{op} takes {int(op in protocol.CHUNK_DATA_OPS)} content frames, got {content_frames}")
@@ -374,6 +382,8 @@ class ChunkService:
         dealer = self._context.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
         try:
+            if self._client_security is not None:
+                self._client_security.configure_dealer(dealer, source)
             connect_socket(dealer, address)
             dealer.send(protocol.request(1, "chunk_get", {"id": chunk_id, "verify": False}))
             deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS

@@ -20,14 +20,17 @@ _request_ids = itertools.count(1)
 
 
 def call(context: zmq.Context, address: str, op: str, args: dict, *, timeout_seconds: float,
-         max_frame_bytes: int) -> object:
-    """The result of `op` at the chunk port `address`; raises the node's error, or Unavailable
-    when no well-formed reply arrives within timeout_seconds."""
+         max_frame_bytes: int, node_id: str = "", security=None) -> object:
+    """The result of `op` at the chunk port `address` (of node `node_id`); raises the node's
+    error, or Unavailable when no well-formed reply arrives within timeout_seconds. security:
+    the calling node's ClientSecurity (None only in unit tests against unsecured services)."""
     assert op in protocol.CHUNK_OPS and op not in protocol.CHUNK_DATA_OPS, op
     request_id = next(_request_ids)
     dealer = context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     try:
+        if security is not None:
+            security.configure_dealer(dealer, node_id)
         dealer.connect(tcp_endpoint(address))
         dealer.send(protocol.request(request_id, op, args))
         if not dealer.poll(max(1, int(timeout_seconds * 1000))):

@@ -92,12 +92,14 @@ class RepairScheduler:
     def __init__(self, config: ClusterConfig, node_id: str, *, context: zmq.Context,
                  membership: Callable[[], Membership], propose: Callable[[bytes], None],
                  read_records: Callable[[], list[ChunkRecord]], read_record: Callable[[bytes], ChunkRecord | None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, security=None) -> None:
         """membership and propose are called on the driver thread only; read_records (every
-        recorded chunk, from a read transaction of this node) and read_record (one) on others."""
+        recorded chunk, from a read transaction of this node) and read_record (one) on others.
+        security: this node's ClientSecurity for its calls to chunk ports (None: unit tests)."""
         self._config = config
         self._node_id = node_id
         self._context = context
+        self._security = security
         self._membership = membership
         self._propose = propose
         self._read_records = read_records
@@ -342,7 +344,7 @@ class RepairScheduler:
             if not (view.up and view.member) or node not in addresses:
                 continue
             try:
-                stats = peers.call(self._context, addresses[node], "chunk_stats", {},
+                stats = self._call(node, addresses[node], "chunk_stats", {},
                                    timeout_seconds=STATS_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
             except SandStoreError as error:
                 log.info("chunk port of %s does not answer: %s", node, error)
@@ -373,7 +375,7 @@ class RepairScheduler:
             if now - known.inventory_at < INVENTORY_INTERVAL_SECONDS:
                 continue
             try:
-                inventories[node] = self._inventory(addresses[node])
+                inventories[node] = self._inventory(node, addresses[node])
             except SandStoreError as error:
                 log.info("inventory of %s failed: %s", node, error)
                 continue
@@ -416,12 +418,16 @@ class RepairScheduler:
             if not found:
                 del self._missing[chunk_id]
 
-    def _inventory(self, address: str) -> frozenset:
+    def _call(self, node: str, address: str, op: str, args: dict, **options) -> object:
+        """peers.call to `node`'s chunk port, presenting this node's key."""
+        return peers.call(self._context, address, op, args, node_id=node, security=self._security, **options)
+
+    def _inventory(self, node: str, address: str) -> frozenset:
         ids: set[bytes] = set()
         after = None
         while True:
             args = {"limit": INVENTORY_PAGE_IDS} if after is None else {"limit": INVENTORY_PAGE_IDS, "after": after}
-            page = peers.call(self._context, address, "chunk_inventory", args,
+            page = self._call(node, address, "chunk_inventory", args,
                               timeout_seconds=INVENTORY_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
             if not (isinstance(page, dict) and isinstance(page.get("ids"), list) and isinstance(page.get("more"), bool)
                     and all(type(i) is bytes and len(i) == 32 for i in page["ids"])):
@@ -453,7 +459,7 @@ class RepairScheduler:
                 by_node[drop.node].append(drop.chunk_id)
         for node, chunk_ids in by_node.items():
             try:
-                holds = peers.call(self._context, addresses[node], "chunk_has", {"ids": chunk_ids},
+                holds = self._call(node, addresses[node], "chunk_has", {"ids": chunk_ids},
                                    timeout_seconds=STATS_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
             except SandStoreError:
                 continue
@@ -472,7 +478,7 @@ class RepairScheduler:
     def _adopt(self, chunk_id: bytes, node: str, addresses: dict[str, str]) -> None:
         """A copy is already on an up node but not recorded: verify it there, then record it."""
         try:
-            peers.call(self._context, addresses[node], "chunk_verify", {"id": chunk_id},
+            self._call(node, addresses[node], "chunk_verify", {"id": chunk_id},
                        timeout_seconds=FETCH_CALL_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
         except SandStoreError:
             return
@@ -489,7 +495,7 @@ class RepairScheduler:
             if chunk_id not in self._nodes[node].stray_seen:
                 continue
             try:  # the node refuses while its own metadata records the copy
-                result = peers.call(self._context, addresses[node], "chunk_delete", {"id": chunk_id},
+                result = self._call(node, addresses[node], "chunk_delete", {"id": chunk_id},
                                     timeout_seconds=STATS_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
             except SandStoreError:
                 continue
@@ -516,7 +522,7 @@ class RepairScheduler:
         """Delete a copy whose record was dropped; the node refuses until it applied the drop."""
         for _ in range(DELETE_ATTEMPTS_MAX):
             try:
-                peers.call(self._context, addresses[node], "chunk_delete", {"id": chunk_id},
+                self._call(node, addresses[node], "chunk_delete", {"id": chunk_id},
                            timeout_seconds=STATS_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
                 self._count("copies_deleted", 1)
                 return
@@ -553,7 +559,7 @@ class RepairScheduler:
                                       or self._leading_generation != generation):
             return
         try:
-            result = peers.call(self._context, addresses[copy.target], "chunk_fetch_from",
+            result = self._call(copy.target, addresses[copy.target], "chunk_fetch_from",
                                 {"id": copy.chunk_id, "source": copy.source},
                                 timeout_seconds=FETCH_CALL_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
         except SandStoreError as error:
@@ -581,7 +587,7 @@ class RepairScheduler:
     def _report_corrupt_source(self, copy: Copy, addresses: dict[str, str]) -> None:
         """The source's copy failed the hash at the target: have the source check (and remove) it."""
         try:
-            peers.call(self._context, addresses[copy.source], "chunk_verify", {"id": copy.chunk_id},
+            self._call(copy.source, addresses[copy.source], "chunk_verify", {"id": copy.chunk_id},
                        timeout_seconds=FETCH_CALL_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
         except SandStoreError:
             pass  # CHECKSUM: removed there, and the next round sees it missing

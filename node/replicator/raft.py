@@ -109,7 +109,8 @@ class ZmqTransport:
 
 class RaftReplicator:
     def __init__(self, config: ClusterConfig, node_id: str, store, namespace, callbacks: Callbacks,
-                 context: zmq.Context, *, join: bool = False) -> None:
+                 context: zmq.Context, *, join: bool = False, security: tuple | None = None) -> None:
+        """security: (ServerSecurity, ClientSecurity) for the raft port and the peer links."""
         self._config = config
         self._node_id = node_id
         self._store = store
@@ -137,7 +138,7 @@ class RaftReplicator:
         self.core = RaftNode(core_config, store, rng, peers=bootstrap_peers)
         peer = PeerTransport(
             context, node_id, config.node(node_id).bind_address("raft"), self._addresses.peer_endpoints(),
-            max_frame_bytes=config.max_frame_bytes,
+            max_frame_bytes=config.max_frame_bytes, security=security,
         )
         self.transport = ZmqTransport(peer, self._addresses)
         self._measured_store = MeasuredStore(store)

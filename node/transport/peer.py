@@ -73,7 +73,9 @@ COUNTER_NAMES = (
     "received",
     "received_bytes",
     "invalid_frames",
-    "spoofed",  # a Message whose source is not the sending connection's identity
+    "spoofed",  # a Message whose source is not the node the sending connection's key belongs to
+    "unauthenticated",  # a frame from a connection without a node key (revoked since it connected)
+    "unknown_sender",  # a frame from a node that is not a member with a known address
     "misdirected",  # a Message addressed to another node
     "link_ups",  # a connection to a peer completed its handshake
     "link_downs",  # a connection to a peer closed (peer gone, silent, or refused)
@@ -95,7 +97,8 @@ def _set_tcp_options(socket: zmq.Socket) -> None:
 class _Link:
     """One peer's outbound DEALER, its monitor (connection events), and its counts."""
 
-    def __init__(self, context: zmq.Context, node_id: str, peer: str, address: str, queue_messages_max: int) -> None:
+    def __init__(self, context: zmq.Context, node_id: str, peer: str, address: str, queue_messages_max: int,
+                 client_security=None) -> None:
         self.peer = peer
         self.address = address
         self.up = False
@@ -116,6 +119,9 @@ class _Link:
         self.dealer.setsockopt(zmq.CONNECT_TIMEOUT, PEER_CONNECT_TIMEOUT_MS)
         self.dealer.setsockopt(zmq.RECONNECT_IVL, PEER_RECONNECT_INTERVAL_MS)
         self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, PEER_RECONNECT_INTERVAL_MS_MAX)
+        if client_security is not None:
+            # Present our node key; talk only to a process that proves it holds `peer`'s.
+            client_security.configure_dealer(self.dealer, peer)
         self.monitor = self.dealer.get_monitor_socket(_LINK_EVENTS)
         connect_socket(self.dealer, address)
 
@@ -149,7 +155,13 @@ class _Link:
 
 class PeerTransport:
     """Inbound: `socket` (a ROUTER) for the driver's poller, drained by receive().
-    Outbound: send()/send_forward(), never blocking, returning False when dropped."""
+    Outbound: send()/send_forward(), never blocking, returning False when dropped.
+
+    security: (ServerSecurity, ClientSecurity), as every node passes. Then the sender of each
+    inbound frame is the node its connection's key belongs to, never the routing identity
+    (which the sender chooses, and ROUTER_HANDOVER hands to whoever claims it last), and the
+    raft port accepts node keys only, of members with a known address. None (unit tests only):
+    the routing identity is trusted, whoever it names."""
 
     def __init__(
         self,
@@ -160,6 +172,7 @@ class PeerTransport:
         *,
         max_frame_bytes: int,
         queue_messages_max: int = QUEUE_MESSAGES_MAX,
+        security: tuple | None = None,
     ) -> None:
         assert is_valid_node_id(node_id), node_id
         assert max_frame_bytes > 0
@@ -172,7 +185,10 @@ class PeerTransport:
         self._links: dict[str, _Link] = {}
         self._lost: list[str] = []  # peers whose link went down, until take_lost_links()
         self._events_read_at = 0.0
+        self._security, self._client_security = security or (None, None)
         self.socket = context.socket(zmq.ROUTER)
+        if self._security is not None:
+            self._security.configure_router(self.socket, "raft")
         _set_tcp_options(self.socket)
         # A restarted peer reconnects with the same identity while the old TCP connection may
         # still look alive: let the new connection take the identity over instead of being refused.
@@ -207,7 +223,8 @@ class PeerTransport:
         for peer, address in wanted.items():
             if peer not in self._links:
                 assert is_valid_node_id(peer), peer
-                self._links[peer] = _Link(self._context, self.node_id, peer, address, self._queue_messages_max)
+                self._links[peer] = _Link(self._context, self.node_id, peer, address, self._queue_messages_max,
+                                          self._client_security)
         assert self._links.keys() == wanted.keys()
 
     def link_up(self, peer: str) -> bool:
@@ -276,21 +293,28 @@ class PeerTransport:
         items: list[tuple] = []
         for _ in range(max_frames):
             try:
-                parts = self.socket.recv_multipart(zmq.NOBLOCK)
+                parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=self._security is None)
             except zmq.Again:
                 break
-            item = self._accept(parts)
+            if len(parts) != 2:
+                self._counters["invalid_frames"] += 1
+                continue
+            if self._security is None:
+                sender = parts[0].decode("utf-8", errors="replace")
+                frame = parts[1]
+            else:
+                sender = self._security.peer_node_id(parts[1])  # from the key (a Frame keeps it)
+                if sender is None:
+                    self._counters["unauthenticated"] += 1
+                    continue
+                frame = parts[1].bytes
+            item = self._accept(sender, frame)
             if item is not None:
                 items.append(item)
         return items
 
-    def _accept(self, parts: list[bytes]) -> tuple | None:
-        if len(parts) != 2:
-            self._counters["invalid_frames"] += 1
-            return None
-        identity, frame = parts
+    def _accept(self, sender: str, frame: bytes) -> tuple | None:
         self._counters["received_bytes"] += len(frame)
-        sender = identity.decode("utf-8", errors="replace")
         if not is_valid_node_id(sender):
             # An anonymous connection (ZeroMQ's generated identity) is not a node.
             self._counters["invalid_frames"] += 1
@@ -302,18 +326,32 @@ class PeerTransport:
             log.debug("dropped an invalid frame from %s: %s", sender, error)
             return None
         if kind == "forward":
+            if not self._is_member(sender):
+                return None
             self._counters["received"] += 1
             return "forward", sender, value
         assert kind == "raft", kind
         if value.source != sender:
             self._counters["spoofed"] += 1
-            log.warning("dropped a message from connection %s claiming source %s", sender, value.source)
+            log.warning("dropped a message from node %s claiming source %r", sender, value.source)
             return None
         if value.target != self.node_id:
             self._counters["misdirected"] += 1
             return None
+        if not self._is_member(sender):
+            return None
         self._counters["received"] += 1
         return "raft", value
+
+    def _is_member(self, sender: str) -> bool:
+        """Whether `sender` is a peer we know (a member with an address). With security (every
+        node), nothing a non-member says reaches the core, whose messages carry no proof of
+        membership: a made-up `evil` with a higher term would otherwise take over (plain-text
+        mode lets anyone claim a name). Without (unit tests), every sender is taken."""
+        if self._security is None or sender in self._links:
+            return True
+        self._counters["unknown_sender"] += 1
+        return False
 
     def counters(self) -> dict:
         """A copy of the counters, the current peer count, and per peer: link up or down,
