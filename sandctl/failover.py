@@ -88,14 +88,15 @@ class LeaderTracker:
         if isinstance(hint, str) and hint in self.addresses and hint != node:
             self.set_leader(hint, confirmed=True)
 
-    def rotation(self, pinned: str | None) -> Iterator[str]:
+    def rotation(self, pinned: str | None, leader_first: bool = True) -> Iterator[str]:
         """Targets in the order to try: the pinned node forever, or the believed leader first
-        and then every known node in config order, round and round."""
+        (unless leader_first is False: the caller already tried it) and then every known node
+        in config order, round and round."""
         if pinned is not None:
             return itertools.repeat(pinned)
 
         def targets() -> Iterator[str]:
-            if self.leader is not None:
+            if leader_first and self.leader is not None:
                 yield self.leader
             while True:
                 yield from list(self.addresses)
@@ -109,10 +110,15 @@ class CallPlan:
     sent() or not_sent(), then feed every reply of this call's attempts to on_reply() until it
     returns the reply to act on (or the attempt times out: timed_out()), and act on it with
     answered(). Every request sent stays an attempt of the call until the call ends, so a
-    late answer to an earlier attempt still counts."""
+    late answer to an earlier attempt still counts.
+
+    A driver that sent the first attempt before making its plan (the asyncio client's fast
+    path: most calls are answered by the first node asked, and need no plan) passes the call's
+    start time and that attempt's target, then reports it with sent()."""
 
     def __init__(self, tracker: LeaderTracker, op: str, *, write: bool, timeout_seconds: float,
-                 pinned: str | None, attempt_timeout_seconds: float, unreachable_seconds: float | None) -> None:
+                 pinned: str | None, attempt_timeout_seconds: float, unreachable_seconds: float | None,
+                 started: float | None = None, first_target: str | None = None) -> None:
         self.tracker = tracker
         self.op = op
         self.write = write
@@ -120,7 +126,7 @@ class CallPlan:
         self.pinned = pinned
         self.attempt_timeout_seconds = attempt_timeout_seconds
         self.unreachable_seconds = unreachable_seconds
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started
         self.deadline = self.started + timeout_seconds
         self.attempts: set[tuple[str, int]] = set()  # (node, request id) sent
         self.unresolved: set[tuple[str, int]] = set()  # writes with no "nothing changed" answer
@@ -130,7 +136,8 @@ class CallPlan:
         self._redirect: str | None = None
         self._redirects_in_a_row = 0  # hints can chase each other during an election: bound that
         self._connected_any = False
-        self._rotation = tracker.rotation(pinned)
+        # first_target was the believed leader (or the pinned node): the rotation goes on after it.
+        self._rotation = tracker.rotation(pinned, leader_first=first_target is None)
 
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
