@@ -36,6 +36,7 @@ PROCESS_POLL_SECONDS = 0.02
 EXEC_WAIT_SECONDS = 1.0  # a just-spawned process shows its command line within this
 LEADER_ROUND_SECONDS = 0.5  # start checks its children for early death this often
 LOG_TAIL_LINES = 5
+EXITED_PEERS_WAIT_SECONDS = 3.0  # after one node exited during start, for the others' errors
 
 
 @dataclass(frozen=True)
@@ -275,11 +276,31 @@ def wait_for_leader_while_alive(
 
 
 def _raise_if_exited(data_dir: str | os.PathLike, pids_by_node: dict[str, int]) -> None:
-    """NodeExited naming every node that exited, each with the end of its own log."""
-    exited = [(node_id, pid) for node_id, pid in pids_by_node.items() if not is_node_process(pid, node_id)]
-    if exited:
-        raise NodeExited("\n  ".join(f"node {node_id} (pid {pid}) exited: {_log_tail(data_dir, node_id)}"
-                                      for node_id, pid in exited))
+    """NodeExited naming every node that exited, each with its own error (the last error line
+    of its log, else the end of it). Once one exited, the others get EXITED_PEERS_WAIT_SECONDS
+    to exit too (they often fail the same way a moment later), so each one's error is shown."""
+    if all(is_node_process(pid, node_id) for node_id, pid in pids_by_node.items()):
+        return
+    deadline = time.monotonic() + EXITED_PEERS_WAIT_SECONDS
+    while True:
+        alive = {node_id for node_id, pid in pids_by_node.items() if is_node_process(pid, node_id)}
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(PROCESS_POLL_SECONDS)
+    raise NodeExited("\n  ".join(
+        f"node {node_id} (pid {pid}) was still starting; stopped" if node_id in alive
+        else f"node {node_id} (pid {pid}) exited: {_node_error(data_dir, node_id)}"
+        for node_id, pid in pids_by_node.items()))
+
+
+def _node_error(data_dir: str | os.PathLike, node_id: str) -> str:
+    """The node's own error line (what it printed before exiting), else its log's end."""
+    try:
+        lines = log_file(data_dir, node_id).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    errors = [line.strip() for line in lines if line.startswith("Error: ")]
+    return errors[-1] if errors else _log_tail(data_dir, node_id)
 
 
 def _verify_started(client: Client, data_dir: str | os.PathLike, pids: dict[str, int], cluster_id: str,
