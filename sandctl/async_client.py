@@ -40,9 +40,15 @@ from sandctl.failover import ATTEMPT_TIMEOUT_SECONDS, LEADER_CONFIRMATION_SECOND
 SESSIONS_MAX = 4096  # writes in flight at once per AsyncClient
 CONNECT_POLL_SECONDS = 0.005  # how often a request waiting for a connection looks again
 # Plain ints: testing zmq.EVENTS against pyzmq's enum flags runs enum code on every request.
+_POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
 _NOBLOCK = int(zmq.NOBLOCK)
+# The socket option getter without pyzmq's wrapper, which turns EVENTS into an enum flag.
+_socket_option = zmq.backend.Socket.get
+
+
+NOT_SENT = object()  # a queued first attempt that could not be sent (immediate socket: nothing queued)
 
 
 @dataclass
@@ -93,10 +99,13 @@ class _AsyncConnections:
     (a send can consume the edge of a reply that arrived meanwhile): once per loop round, after
     all of that round's sends, not once per send.
 
-    A request's waiter is either a future (a call's first attempt: resolved with its Reply, or
-    at its deadline with a _Replies that collects the late answers) or a _Replies (the later
-    attempts of a call that needed failover). Deadlines are one heap swept by one timer, armed
-    for the earliest: no timer per request."""
+    A call's first attempt is queued (queue_first) and a loop round's queued requests are sent
+    back to back, then the socket drained once: ZeroMQ's I/O thread then wakes once for a batch
+    rather than once per request, which is most of a small request's CPU. Its waiter is a future,
+    resolved with its Reply, with NOT_SENT if the send was refused (no connection: nothing was
+    queued), or at its deadline with a _Replies that collects a late answer. The later attempts
+    of a call that needed failover are sent at once (request) and wait on a _Replies. Deadlines
+    are one heap swept by one timer, armed for the earliest: no timer per request."""
 
     def __init__(self, addresses: dict[str, str], options: SocketOptions) -> None:
         assert options.immediate, "failover relies on unsent meaning unapplied"
@@ -108,6 +117,7 @@ class _AsyncConnections:
         self._waiting: dict[tuple[str, int], asyncio.Future | _Replies] = {}
         self._next_request_id = 1
         self._drains_due: set[str] = set()  # nodes whose socket is drained this loop round
+        self._outbox: dict[str, list[tuple[int, bytes]]] = {}  # node -> first attempts not sent yet
         # (deadline, request id, node, future) of first attempts; request ids are unique per
         # _AsyncConnections, so the future is never compared. Answered ones stay until due.
         self._deadlines: list[tuple[float, int, str, asyncio.Future]] = []
@@ -138,9 +148,17 @@ class _AsyncConnections:
             self._loop.call_soon(self._due_drain, node, socket)
         return request_id
 
-    def wait_first(self, node: str, request_id: int, future: asyncio.Future, deadline: float) -> None:
-        """future gets the Reply, or at `deadline` (time.monotonic) a _Replies that the
+    def queue_first(self, node: str, op: str, args: dict, future: asyncio.Future, deadline: float) -> int:
+        """Queue a call's first attempt for this loop round's send to node; its request id.
+        future gets the Reply, NOT_SENT, or at `deadline` (time.monotonic) a _Replies that the
         request's late answer will be put on."""
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        outbox = self._outbox.get(node)
+        if outbox is None:
+            outbox = self._outbox[node] = []
+            self._loop.call_soon(self._flush, node)
+        outbox.append((request_id, protocol.request(request_id, op, args)))
         self._waiting[(node, request_id)] = future
         heapq.heappush(self._deadlines, (deadline, request_id, node, future))
         if deadline < self._sweep_at:
@@ -148,6 +166,7 @@ class _AsyncConnections:
                 self._sweep_timer.cancel()
             self._sweep_at = deadline
             self._sweep_timer = self._loop.call_at(deadline, self._sweep)
+        return request_id
 
     async def request(self, node: str, op: str, args: dict, replies: _Replies,
                       connect_wait_seconds: float) -> int | None:
@@ -192,22 +211,34 @@ class _AsyncConnections:
             self._sweep_at = deadlines[0][0]
             self._sweep_timer = self._loop.call_at(self._sweep_at, self._sweep)
 
+    def _flush(self, node: str) -> None:
+        """Send node's queued first attempts back to back, then read what has come."""
+        outbox = self._outbox.pop(node, None)
+        if not outbox:
+            return  # closed meanwhile
+        socket = self._socket(node)
+        waiting = self._waiting
+        for request_id, frame in outbox:
+            try:
+                socket.send(frame, _NOBLOCK)
+            except zmq.Again:
+                future = waiting.pop((node, request_id), None)
+                if future is not None and not future.done():
+                    future.set_result(NOT_SENT)
+        self._drain(node, socket)
+
     def _due_drain(self, node: str, socket: zmq.Socket) -> None:
         self._drains_due.discard(node)
         self._drain(node, socket)
 
     def _drain(self, node: str, socket: zmq.Socket) -> None:
-        # recv until Again: a refused non-blocking recv has read the socket's pending commands,
-        # which re-arms the descriptor, so no EVENTS check per message is needed.
-        if socket.closed:
-            return
+        # An EVENTS check per message: cheaper than the zmq.Again a refused recv raises.
         max_frame_bytes = self.options.max_frame_bytes
         waiting = self._waiting
         for _ in range(RECEIVE_BATCH_MAX):
-            try:
-                frames = socket.recv_multipart(_NOBLOCK)
-            except zmq.Again:
+            if socket.closed or not _socket_option(socket, _EVENTS) & _POLLIN:
                 return
+            frames = socket.recv_multipart(_NOBLOCK)
             reply = parse_reply(node, frames, max_frame_bytes)
             if reply is None:
                 continue  # malformed: its request times out
@@ -224,6 +255,7 @@ class _AsyncConnections:
             self._loop.call_soon(self._due_drain, node, socket)
 
     def close(self) -> None:
+        self._outbox.clear()
         if self._sweep_timer is not None:
             self._sweep_timer.cancel()
             self._sweep_timer = None
@@ -314,25 +346,25 @@ class AsyncClient:
                 self.addresses, SocketOptions(self.config.max_frame_bytes, immediate=True, security=self.security))
         started = time.monotonic()
         target = pinned if pinned is not None else self._tracker.leader
-        request_id = None
+        outcome = NOT_SENT
         if target is not None and timeout_seconds > 0:
-            request_id = connections.send(target, op, args)
-        if request_id is None:  # no target known, or its connection is not up: the plan waits for one
+            future = asyncio.get_running_loop().create_future()
+            request_id = connections.queue_first(target, op, args, future,
+                                                 started + min(timeout_seconds, self.attempt_timeout_seconds))
+            try:
+                outcome = await future
+            except BaseException:
+                connections.forget(target, request_id)
+                raise
+            if type(outcome) is Reply and outcome.ok:
+                if pinned is None and self._tracker.served_by(outcome.node, started) and not self._probing:
+                    self._start_probe(outcome.node)
+                return outcome.result
+        if outcome is NOT_SENT:  # no target known, or its connection is not up: the plan waits for one
             plan = CallPlan(self._tracker, op, write=write, timeout_seconds=timeout_seconds, pinned=pinned,
                             attempt_timeout_seconds=self.attempt_timeout_seconds,
                             unreachable_seconds=self.unreachable_seconds, started=started)
             return await self._drive(plan, op, args, _Replies())
-        future = asyncio.get_running_loop().create_future()
-        connections.wait_first(target, request_id, future, started + min(timeout_seconds, self.attempt_timeout_seconds))
-        try:
-            outcome = await future
-        except BaseException:
-            connections.forget(target, request_id)
-            raise
-        if type(outcome) is Reply and outcome.ok:
-            if pinned is None and self._tracker.served_by(outcome.node, started) and not self._probing:
-                self._start_probe(outcome.node)
-            return outcome.result
         plan = CallPlan(self._tracker, op, write=write, timeout_seconds=timeout_seconds, pinned=pinned,
                         attempt_timeout_seconds=self.attempt_timeout_seconds,
                         unreachable_seconds=self.unreachable_seconds, started=started, first_target=target)
