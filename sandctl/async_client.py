@@ -44,8 +44,9 @@ _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
 _NOBLOCK = int(zmq.NOBLOCK)
-# The socket option getter without pyzmq's wrapper, which turns EVENTS into an enum flag.
-_socket_option = zmq.backend.Socket.get
+# zmq_poll with no wait reads a socket's events without pyzmq's getsockopt, which looks its
+# option up in an enum on every call (about twice the cost).
+_zmq_poll = zmq.zmq_poll
 
 
 NOT_SENT = object()  # a queued first attempt that could not be sent (immediate socket: nothing queued)
@@ -114,6 +115,7 @@ class _AsyncConnections:
         self._context = shared_context()
         self._loop = asyncio.get_running_loop()
         self._sockets: dict[str, zmq.Socket] = {}
+        self._poll_items: dict[str, list] = {}  # node -> [(its socket, POLLIN)], for _zmq_poll
         self._waiting: dict[tuple[str, int], asyncio.Future | _Replies] = {}
         self._next_request_id = 1
         self._drains_due: set[str] = set()  # nodes whose socket is drained this loop round
@@ -130,6 +132,7 @@ class _AsyncConnections:
             socket = self._context.socket(zmq.DEALER)
             connect_dealer(socket, self.addresses[node], self.options, node)
             self._sockets[node] = socket
+            self._poll_items[node] = [(socket, _POLLIN)]
             self._loop.add_reader(socket.getsockopt(zmq.FD), self._drain, node, socket)
         return socket
 
@@ -232,11 +235,12 @@ class _AsyncConnections:
         self._drain(node, socket)
 
     def _drain(self, node: str, socket: zmq.Socket) -> None:
-        # An EVENTS check per message: cheaper than the zmq.Again a refused recv raises.
+        # An events check per message: cheaper than the zmq.Again a refused recv raises.
         max_frame_bytes = self.options.max_frame_bytes
         waiting = self._waiting
+        poll_items = self._poll_items.get(node)
         for _ in range(RECEIVE_BATCH_MAX):
-            if socket.closed or not _socket_option(socket, _EVENTS) & _POLLIN:
+            if socket.closed or not _zmq_poll(poll_items, 0):
                 return
             frames = socket.recv_multipart(_NOBLOCK)
             reply = parse_reply(node, frames, max_frame_bytes)
@@ -263,6 +267,7 @@ class _AsyncConnections:
             self._loop.remove_reader(socket.getsockopt(zmq.FD))
             socket.close(linger=0)
         self._sockets.clear()
+        self._poll_items.clear()
         self._waiting.clear()
 
 
@@ -316,7 +321,11 @@ class AsyncClient:
 
     async def call(self, op: str, args: dict, *, write: bool = False, deadline_seconds: float | None = None,
                    node: str | None = None) -> object:
-        """As Client.call: one request with failover; the result or the named error."""
+        """As Client.call: one request with failover; the result or the named error.
+
+        The fast path: send to the pinned node or the believed leader at once and await one
+        future (no plan, no timer of its own). Anything but a success from that first attempt
+        goes on in _drive with a CallPlan told about the attempt, so failover is unchanged."""
         if op not in protocol.OPS:
             raise BadRequest(f"unknown op {op!r}")
         if node is not None and node not in self.addresses:
@@ -331,36 +340,36 @@ class AsyncClient:
             protocol.validate_args(op, args, protocol.OPS[op])
             timeout_seconds = self.timeout_seconds if deadline_seconds is None else deadline_seconds
             write = write or op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS
-            return await self._call(op, args, write, timeout_seconds, node)
+            connections = self._connections
+            if connections is None:
+                connections = self._connections = _AsyncConnections(
+                    self.addresses, SocketOptions(self.config.max_frame_bytes, immediate=True, security=self.security))
+            started = time.monotonic()
+            target = node if node is not None else self._tracker.leader
+            outcome, request_id = NOT_SENT, 0
+            if target is not None and timeout_seconds > 0:
+                future = asyncio.get_running_loop().create_future()
+                request_id = connections.queue_first(target, op, args, future,
+                                                     started + min(timeout_seconds, self.attempt_timeout_seconds))
+                try:
+                    outcome = await future
+                except BaseException:
+                    connections.forget(target, request_id)
+                    raise
+                if type(outcome) is Reply and outcome.ok:
+                    if node is None and self._tracker.served_by(outcome.node, started) and not self._probing:
+                        self._start_probe(outcome.node)
+                    return outcome.result
+            return await self._failover(op, args, write, timeout_seconds, node, started, target, request_id, outcome)
         finally:
             if session is not None:
                 self._free_sessions.append(session)
 
-    async def _call(self, op: str, args: dict, write: bool, timeout_seconds: float, pinned: str | None) -> object:
-        """The fast path: send to the pinned node or the believed leader at once and await one
-        future (no plan, no timer of its own). Anything but a success from that first attempt
-        goes on in _drive with a CallPlan told about the attempt, so failover is unchanged."""
-        connections = self._connections
-        if connections is None:
-            connections = self._connections = _AsyncConnections(
-                self.addresses, SocketOptions(self.config.max_frame_bytes, immediate=True, security=self.security))
-        started = time.monotonic()
-        target = pinned if pinned is not None else self._tracker.leader
-        outcome = NOT_SENT
-        if target is not None and timeout_seconds > 0:
-            future = asyncio.get_running_loop().create_future()
-            request_id = connections.queue_first(target, op, args, future,
-                                                 started + min(timeout_seconds, self.attempt_timeout_seconds))
-            try:
-                outcome = await future
-            except BaseException:
-                connections.forget(target, request_id)
-                raise
-            if type(outcome) is Reply and outcome.ok:
-                if pinned is None and self._tracker.served_by(outcome.node, started) and not self._probing:
-                    self._start_probe(outcome.node)
-                return outcome.result
-        if outcome is NOT_SENT:  # no target known, or its connection is not up: the plan waits for one
+    async def _failover(self, op: str, args: dict, write: bool, timeout_seconds: float, pinned: str | None,
+                        started: float, target: str | None, request_id: int, outcome: object) -> object:
+        """The rest of a call whose fast first attempt to `target` did not succeed: outcome is
+        NOT_SENT (or no target was known), the _Replies of a timed-out attempt, or an error Reply."""
+        if outcome is NOT_SENT:  # the plan waits for a connection, or finds a node to ask
             plan = CallPlan(self._tracker, op, write=write, timeout_seconds=timeout_seconds, pinned=pinned,
                             attempt_timeout_seconds=self.attempt_timeout_seconds,
                             unreachable_seconds=self.unreachable_seconds, started=started)
@@ -368,10 +377,11 @@ class AsyncClient:
         plan = CallPlan(self._tracker, op, write=write, timeout_seconds=timeout_seconds, pinned=pinned,
                         attempt_timeout_seconds=self.attempt_timeout_seconds,
                         unreachable_seconds=self.unreachable_seconds, started=started, first_target=target)
-        plan.sent(target, request_id)
         if type(outcome) is _Replies:  # the attempt's deadline came; a late answer still counts
+            plan.sent(target, request_id)
             plan.timed_out(target)
             return await self._drive(plan, op, args, outcome)
+        plan.sent(target, request_id)
         assert plan.on_reply(outcome), "the current attempt's answer is always acted on"
         return await self._drive(plan, op, args, _Replies(), first_answer=outcome)
 
