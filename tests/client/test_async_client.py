@@ -4,6 +4,7 @@ Client, with many requests in flight."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -166,3 +167,39 @@ def test_a_client_served_by_a_follower_returns_to_the_leader(fake_nodes):
     assert follower.requests_of("status")
     assert len(follower.ops()) == served_by_follower
     assert [op for op in leader.ops() if op == "mkdir"] == ["mkdir"] * 5
+
+
+def test_a_late_answer_to_a_timed_out_first_attempt_still_counts(fake_nodes):
+    """The first attempt goes to the known leader n1 (connected already, so it is sent at once)
+    and times out; its retry goes to n2, which swallows it and lets n1 answer the first attempt
+    at last. That late answer is the call's result: n1 drops every later stat, so nothing else
+    could answer."""
+    namespace = Namespace()
+    retried = threading.Event()
+    asked = []
+
+    def slow_then_silent(op, args):
+        if op != "stat":
+            return namespace(op, args)
+        asked.append(op)
+        if len(asked) > 1:
+            return DROP
+        assert retried.wait(5), "the client never tried the next node"
+        return namespace(op, args)
+
+    def releases_n1(op, args):
+        retried.set()
+        return DROP
+
+    n1 = fake_nodes("n1", slow_then_silent)
+    n2 = fake_nodes("n2", releases_n1)
+
+    async def body(client):
+        await client.status("n1")  # connects to n1
+        client.leader = "n1"
+        return await client.stat("/")
+
+    stat = run(lambda: AsyncClient(make_config({"n2": n2.address, "n1": n1.address}), timeout_seconds=5,
+                                   attempt_timeout_seconds=0.1), body)
+    assert stat["type"] == "dir"
+    assert n1.ops()[:2] == ["status", "stat"] and n2.ops() == ["stat"]
