@@ -96,11 +96,22 @@ def status(settings: Settings, wide: bool) -> None:
                        f"{_latency(leader_status.get('fsync_latency_ms'))}; elections seen: {elections}")
             for line in repair.repair_lines(leader_status.get("repair") or {}):
                 click.echo(line)
+        click.echo(security_line(statuses))
     if settings.node is None and not health.healthy:
         raise click.exceptions.Exit(EXIT_UNAVAILABLE)
 
 
 COMMANDS.append(status)
+
+
+def security_line(statuses: dict) -> str:
+    """How the answering nodes secure their ports: one line, loud when any runs in plain text."""
+    securities = [answer.get("security") or {} for answer in statuses.values() if isinstance(answer, dict)]
+    plaintext = [s for s in securities if s.get("mode") == "plaintext"]
+    if plaintext:
+        return f"WARNING: {plaintext[0].get('warning') or 'SECURITY IS OFF (plaintext)'}"
+    cluster_ids = sorted({s.get("cluster_id") for s in securities if s.get("cluster_id")})
+    return f"security: CurveZMQ on every port, cluster {', '.join(cluster_ids) or '?'}"
 
 
 # ---------------------------------------------------------------------- membership

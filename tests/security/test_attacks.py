@@ -8,6 +8,10 @@ credentials) and validation drops them: every node stays up with every file inta
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from node import protocol
@@ -17,6 +21,7 @@ from tests.security.attack_cluster import (
     CLIENT_PORT_ATTACKS,
     EVIL,
     FORGED_TERM_JUMP,
+    environment_without_sandstore,
     Attacker,
     forged_raft_frames,
     request_reply,
@@ -101,6 +106,10 @@ def test_in_plaintext_mode_validation_drops_every_forged_message_and_no_node_fal
         assert "SECURITY IS OFF" in status["security"]["warning"]
         log_text = (cluster.data_dir / node / "node.log").read_text()
         assert "SECURITY IS OFF" in log_text, f"node {node}'s log does not say security is off"
+    shown = subprocess.run([str(Path(sys.executable).parent / "sandctl"), "status", "--config",
+                            cluster.config.path, "--data-dir", str(cluster.data_dir)],
+                           env=environment_without_sandstore(), capture_output=True, text=True, timeout=60)
+    assert "WARNING: SECURITY IS OFF" in shown.stdout, (shown.stdout, shown.stderr)
     term = cluster.highest_term()
     last_index = _leader_status(cluster)["last_index"]
     dropped_before = {node: _dropped(status) for node, status in cluster.statuses().items()}
