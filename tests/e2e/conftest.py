@@ -110,9 +110,12 @@ def e2e_home(isolated_home) -> Path:
 
 
 @pytest.fixture
-def ledger(tmp_path) -> ProcessLedger:
-    """Teardown kills every node recorded under tmp_path/data, and any pid a test adds."""
+def ledger(tmp_path, monkeypatch) -> ProcessLedger:
+    """Teardown kills every node recorded under tmp_path/data, and any pid a test adds.
+    The clusters a test starts share one keys directory, tmp_path/data/keys (created by the
+    first start), which this process's clients find through $SANDSTORE_KEYS_DIR."""
     ledger = ProcessLedger(tmp_path / "data")
+    monkeypatch.setenv("SANDSTORE_KEYS_DIR", str(tmp_path / "data" / "keys"))
     yield ledger
     ledger.kill_all()
 

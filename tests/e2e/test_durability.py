@@ -19,6 +19,7 @@ from node import protocol
 from node.errors import SandStoreError
 from sandctl import cluster as supervisor
 from sandctl.client import Client
+from tests.security.keyed_sockets import keyed_dealer, node_of_address
 
 from e2e_workload import WAIT_SECONDS, Writer, assert_all_readable
 
@@ -98,10 +99,10 @@ def test_sigkill_every_node_under_writes_then_restart_loses_nothing(cluster):
     assert_all_readable(cluster.client, finished)
 
 
-def raw_request(address: str, op: str, args: dict, request_id: int = 1) -> dict:
+def raw_request(config, address: str, op: str, args: dict, request_id: int = 1) -> dict:
     """One request on a fresh DEALER, exactly as given (no session added, no retry)."""
     context = zmq.Context()
-    socket = _raw_dealer(context, address)
+    socket = _raw_dealer(context, config, address)
     try:
         socket.send(protocol.request(request_id, op, args))
         assert socket.poll(WAIT_SECONDS * 1000), f"no reply to {op}"
@@ -115,25 +116,27 @@ def test_retried_write_with_same_session_applies_once(cluster):
     cluster.client.mkdir("/once")
     leader = cluster.config.node(leader_of(cluster.client)).client
     args = {"path": "/once/a", "parents": False, "client": "retry-test", "seq": 1}
-    first = raw_request(leader, "mkdir", args)
-    second = raw_request(leader, "mkdir", args)  # a retry: same client and seq
+    first = raw_request(cluster.config, leader, "mkdir", args)
+    second = raw_request(cluster.config, leader, "mkdir", args)  # a retry: same client and seq
     assert first["ok"] and second["ok"], (first, second)
     assert first["result"] == second["result"]  # answered from the session, not applied again
     assert [entry["path"] for entry in cluster.client.ls("/once")] == ["/once/a"]
     # A new seq of the same client is a new write: now the directory exists.
-    third = raw_request(leader, "mkdir", {**args, "seq": 2})
+    third = raw_request(cluster.config, leader, "mkdir", {**args, "seq": 2})
     assert third["ok"] is False and third["error"]["code"] == "EXISTS"
     # An older seq than the last applied one is refused as stale, never applied.
-    fourth = raw_request(leader, "mkdir", {**args, "path": "/once/b", "seq": 1})
+    fourth = raw_request(cluster.config, leader, "mkdir", {**args, "path": "/once/b", "seq": 1})
     assert fourth["ok"] is True and fourth["result"] == first["result"] or fourth["error"]["code"] == "STALE"
     assert [entry["path"] for entry in cluster.client.ls("/once")] == ["/once/a"]
 
 
-def _raw_dealer(context: zmq.Context, address: str) -> zmq.Socket:
-    socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.connect("tcp://" + address)
-    return socket
+def _raw_dealer(context: zmq.Context, config, address: str) -> zmq.Socket:
+    """A DEALER with the cluster's admin key (every port authenticates); on a raft port, with
+    another member's node key, so that what it sends reaches validation."""
+    node_id = node_of_address(config, address)
+    port = next(port for port in ("raft", "client", "chunk") if getattr(config.node(node_id), port) == address)
+    peer = next(other for other in config.node_ids() if other != node_id) if port == "raft" else None
+    return keyed_dealer(context, config, node_id, port, as_node=peer)
 
 
 def test_garbage_on_client_and_peer_ports_leaves_every_node_serving(cluster):
@@ -142,8 +145,8 @@ def test_garbage_on_client_and_peer_ports_leaves_every_node_serving(cluster):
     context = zmq.Context()
     try:
         for address in cluster.config.nodes:
-            client_socket = _raw_dealer(context, address.client)
-            peer_socket = _raw_dealer(context, address.raft)
+            client_socket = _raw_dealer(context, cluster.config, address.client)
+            peer_socket = _raw_dealer(context, cluster.config, address.raft)
             garbage = [
                 bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 200))),
                 msgpack.packb({"v": 1, "id": "x", "op": 5}),
@@ -166,7 +169,7 @@ def test_garbage_on_client_and_peer_ports_leaves_every_node_serving(cluster):
             assert {reply["error"]["code"] for reply in replies} == {"BAD_REQUEST"}
             # A 100 MB frame is over max_frame_bytes: ZeroMQ drops the sender, the node goes on.
             huge = b"\x00" * (100 * 1024 * 1024)
-            for address_socket in (_raw_dealer(context, address.client), _raw_dealer(context, address.raft)):
+            for address_socket in (_raw_dealer(context, cluster.config, address.client), _raw_dealer(context, cluster.config, address.raft)):
                 address_socket.send(huge)
                 address_socket.close()
             client_socket.close()

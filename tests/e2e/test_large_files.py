@@ -23,6 +23,7 @@ from sandctl import transfer
 from node.config import node_data_dir
 from sandctl import cluster as supervisor
 from sandctl.client import Client
+from tests.security.keyed_sockets import keyed_dealer, node_of_address
 
 from e2e_workload import wait_until
 
@@ -80,13 +81,12 @@ def sandctl_piped(cluster, args: list[str], stdin_path: Path | None = None,
                 file.close()
 
 
-def chunk_request(address: str, op: str, args: dict) -> object:
-    """One request to a node's chunk service; returns the result (asserts success)."""
+def chunk_request(cluster, address: str, op: str, args: dict) -> object:
+    """One request to a node's chunk service (with the cluster's admin key); returns the
+    result (asserts success)."""
     context = zmq.Context.instance()
-    socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
+    socket = keyed_dealer(context, cluster.config, node_of_address(cluster.config, address), "chunk")
     try:
-        socket.connect("tcp://" + address)
         socket.send(protocol.request(1, op, args))
         assert socket.poll(WAIT_SECONDS * 1000), f"{op} to {address}: no reply"
         reply = protocol.decode(socket.recv(), 1 << 26)
@@ -97,7 +97,7 @@ def chunk_request(address: str, op: str, args: dict) -> object:
 
 
 def chunk_counts(cluster) -> dict[str, int]:
-    return {a.id: chunk_request(a.chunk, "chunk_stats", {})["chunks"] for a in cluster.config.nodes}
+    return {a.id: chunk_request(cluster, a.chunk, "chunk_stats", {})["chunks"] for a in cluster.config.nodes}
 
 
 def wait_all_applied(cluster) -> None:
@@ -281,7 +281,7 @@ def test_get_with_a_replica_corrupted_on_disk(cluster, tmp_path):
     sandctl_ok(cluster, "get", "/f", str(copy))
     assert sha256_of(copy) == expected
     address = cluster.config.node(victim).chunk
-    assert chunk_request(address, "chunk_stats", {})["counters"]["checksum_mismatches"] == 1
+    assert chunk_request(cluster, address, "chunk_stats", {})["counters"]["checksum_mismatches"] == 1
     assert "corrupt" in supervisor.log_file(cluster.data_dir, victim).read_text()
 
 
@@ -311,12 +311,13 @@ def test_gc_collects_an_interrupted_put_after_the_grace_period_and_nothing_refer
     addresses = {a.id: a.chunk for a in cluster.config.nodes}
     orphan_reader = _BytesReader(os.urandom(3 * CHUNK))
     orphans, _size = transfer.put_stream(addresses, orphan_reader, chunk_size_bytes=CHUNK, replication=3,
-                                         deadline_seconds=WAIT_SECONDS)  # and never committed
+                                         deadline_seconds=WAIT_SECONDS,
+                                         security=cluster.client.security)  # and never committed
     orphan_ids = [bytes(chunk[0]) for chunk in orphans]
     wait_all_applied(cluster)
 
     def stored(chunk_id: bytes) -> list[bool]:
-        return [chunk_request(address, "chunk_has", {"ids": [chunk_id]})[0] for address in addresses.values()]
+        return [chunk_request(cluster, address, "chunk_has", {"ids": [chunk_id]})[0] for address in addresses.values()]
 
     # Within the grace period (the default, 10 minutes) nothing goes; a dry run says what would.
     report = json.loads(sandctl_ok(cluster, "gc", "--json").stdout)

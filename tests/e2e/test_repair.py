@@ -15,6 +15,7 @@ import lmdb
 import pytest
 
 from node.config import NodeAddress, load_config, node_data_dir
+from node.security import ClientSecurity
 from sandctl import cluster as supervisor
 from sandctl import state
 from sandctl.client import Client
@@ -71,7 +72,8 @@ class RepairCluster:
         address = {a.id: a.chunk for a in self.config.nodes}[node_id]
         context = zmq.Context.instance()
         page = peers.call(context, address, "chunk_inventory", {}, timeout_seconds=10,
-                          max_frame_bytes=self.config.max_frame_bytes)
+                          max_frame_bytes=self.config.max_frame_bytes, node_id=node_id,
+                          security=ClientSecurity.for_node(self.config, "n1", self.data_dir))  # a node-only op
         return set(page["ids"])
 
     def leader_repair(self) -> dict:
