@@ -52,6 +52,7 @@ from node.chunk_ids import CHUNK_ID_BYTES, chunk_id_of
 from node.config import ClusterConfig, node_data_dir
 from node.errors import NoLeader, NotLeader, Refused, SandStoreError, Unavailable
 
+from node.security.keyring import KEYS_DIR_ENVIRONMENT_VARIABLE
 from sandctl import cluster as supervisor
 from sandctl import state, transfer
 from sandctl.client import CHUNKS_IN_FLIGHT, TRANSFER_BYTES_PER_SECOND_MIN, Client
@@ -407,6 +408,11 @@ def restore(config: ClusterConfig, data_dir: str | os.PathLike, path: str | os.P
     for node_id in config.node_ids():
         if node_data_dir(data_dir, node_id).exists() or supervisor.node_process(data_dir, node_id).alive:
             raise Refused(f"{node_data_dir(data_dir, node_id)} exists: restore needs a new, empty data directory")
+    # A restored cluster is a new cluster: its keys are made in, and read from, its own data
+    # directory. $SANDSTORE_KEYS_DIR names the keys of the cluster a client already talks to
+    # (often the source of this backup); inherited by the seeding process and the new nodes,
+    # it would hand them the source cluster's identity.
+    os.environ.pop(KEYS_DIR_ENVIRONMENT_VARIABLE, None)
     seeding = _Seeding(config, data_dir, contents)
     try:
         if header["with_data"] and contents.chunks:
@@ -422,7 +428,7 @@ def restore(config: ClusterConfig, data_dir: str | os.PathLike, path: str | os.P
     pids, leader = supervisor.start_cluster(config, data_dir, deadline_seconds)
     # Every node's namespace was checked against the backup's digest when seeded; this is what
     # the running leader reports (a live cluster may move on at once: writes, repairs).
-    with Client(config, timeout_seconds=deadline_seconds) as client:
+    with Client(config, timeout_seconds=deadline_seconds, data_dir=data_dir) as client:
         restored = client.call("digest", {}, node=leader)
     imported = len(contents.chunks) if header["with_data"] else 0
     return {"file": str(path), "config": config.path, "data_dir": str(data_dir), "leader": leader,

@@ -5,6 +5,7 @@ backup files refused with one line and exit 1, nothing created. Plus the file fo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -59,14 +60,24 @@ def section_offsets(content: bytes) -> list[tuple[int, int, int]]:
     return found
 
 
+@contextlib.contextmanager
+def own_keys(data_dir):
+    """Clients of a restored cluster use its own keys: the e2e fixture's $SANDSTORE_KEYS_DIR names
+    the source cluster's (a restored cluster is a new cluster, with keys of its own)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if data_dir is not None:
+            patch.delenv("SANDSTORE_KEYS_DIR", raising=False)
+        yield
+
+
 def sandctl_json(cluster, *args: str) -> dict:
     result = cluster.sandctl(*args, "--json", timeout_seconds=SANDCTL_TIMEOUT_SECONDS)
     assert result.returncode == 0, (args, result.stderr.decode())
     return json.loads(result.stdout)
 
 
-def digests(config) -> dict[str, str]:
-    with Client(config, timeout_seconds=5) as client:
+def digests(config, data_dir=None) -> dict[str, str]:
+    with own_keys(data_dir), Client(config, timeout_seconds=5, data_dir=data_dir) as client:
         answers = client.broadcast("digest", {})
     return {node: answer["digest"] for node, answer in answers.items() if isinstance(answer, dict)}
 
@@ -108,11 +119,13 @@ def test_a_backup_under_writes_restores_into_a_new_cluster_with_the_same_digest(
     assert restored["digest"] == saved["digest"] and restored["applied"] == saved["applied"], (restored, saved)
     assert restored["chunks"] == 4
     # Every node of the new cluster holds the namespace of the backup's index, byte for byte.
-    assert digests(new_config) == {node: saved["digest"] for node in new_config.node_ids()}
+    assert digests(new_config, restored_dir) == {node: saved["digest"] for node in new_config.node_ids()}
     assert set(digests(cluster.config).values()) != {saved["digest"]}  # the source moved on
-    assert list_keys(restored_dir)["cluster_id"] != list_keys(cluster.data_dir)["cluster_id"]  # a new identity
+    with pytest.MonkeyPatch.context() as patch:  # each data dir's own keys, not $SANDSTORE_KEYS_DIR's
+        patch.delenv("SANDSTORE_KEYS_DIR", raising=False)
+        assert list_keys(restored_dir)["cluster_id"] != list_keys(cluster.data_dir)["cluster_id"]  # a new identity
 
-    with Client(new_config, timeout_seconds=20) as new_client:
+    with own_keys(restored_dir), Client(new_config, timeout_seconds=20, data_dir=restored_dir) as new_client:
         assert read_all(new_client, "/data/big.bin") == big
         assert read_all(new_client, "/data/same-chunks.bin") == shared
         assert new_client.read("/data/small.txt")[1] == b"inline content\n"
@@ -137,9 +150,10 @@ def test_a_backup_under_writes_restores_into_a_new_cluster_with_the_same_digest(
     # A backup of the quiet source has exactly the digest every source node reports.
     quiet = wait_until(lambda: len(set(digests(cluster.config).values())) == 1 and digests(cluster.config),
                        "source nodes converged")
-    # (--config: the restore made the new cluster the remembered one, as `cluster start` does)
+    # (--config and --data-dir: the restore made the new cluster the remembered one, as
+    # `cluster start` does, so the source is named with its data dir, where its keys are)
     namespace_only = sandctl_json(cluster, "snapshot", "save", "--no-data", str(tmp_path / "meta.sandbak"),
-                                  "--config", str(cluster.config_path))
+                                  "--config", str(cluster.config_path), "--data-dir", str(cluster.data_dir))
     assert set(quiet.values()) == {namespace_only["digest"]}
     assert namespace_only["file_bytes"] < BIG_BYTES
 
