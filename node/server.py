@@ -352,11 +352,14 @@ class NodeServer:
     def _check_new_member(self, address: NodeAddress) -> None:
         """Refuse a learner that would shadow a member: its id, or an address a member uses (a
         second "member" at another node's ports is never contacted and only costs quorum)."""
-        members = self.replicator.addresses() or {self.node_id: self.address}
         status = self.replicator.status()
-        member_ids = set(members) | set(status.voters) | set(status.voters_outgoing) | set(status.learners)
+        member_ids = set(status.voters) | set(status.voters_outgoing) | set(status.learners) or {self.node_id}
         if address.id in member_ids:
             raise Refused(f"{address.id} is already a member; remove it first (sandctl remove-voter {address.id})")
+        # The address book also remembers removed nodes: only current members' addresses count,
+        # so a removed node (e.g. one that lost its disk) can be added back at its old address.
+        known = self.replicator.addresses() or {self.node_id: self.address}
+        members = {member_id: known[member_id] for member_id in member_ids if member_id in known}
         for member_id, member in members.items():
             used = {member.raft, member.client, member.chunk}
             for which in ("raft", "client", "chunk"):

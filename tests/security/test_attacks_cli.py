@@ -14,6 +14,7 @@ import pytest
 from sandctl import cluster as supervisor
 from sandctl import state
 from tests.security.attack_cluster import environment_without_sandstore, start_cluster, stop_cluster
+from tests.waiting import wait_until
 
 SANDCTL = str(Path(sys.executable).parent / "sandctl")
 NODES = ["n1", "n2", "n3"]
@@ -52,6 +53,10 @@ def membership(cluster) -> tuple:
 def test_admin_verbs_with_a_read_write_key_are_refused_with_exit_1(running, isolated_home):
     created = sandctl(isolated_home, "keys", "create-client", "alice", "--role", "read-write")
     assert created.returncode == 0, created.stderr
+    # Nodes re-read the keys directory about once a second: until every node has, alice's
+    # handshake is refused there (silence, not a refusal line).
+    wait_until(lambda: "3/3 voters up" in sandctl(isolated_home, "status", client="alice").stdout,
+               "every node accepts alice's new key")
     spare = running.config.node("n3")
     admin_verbs = [
         ["gc"],
