@@ -353,7 +353,7 @@ class NodeServer:
         """Refuse a learner that would shadow a member: its id, or an address a member uses (a
         second "member" at another node's ports is never contacted and only costs quorum)."""
         status = self.replicator.status()
-        member_ids = set(status.voters) | set(status.voters_outgoing) | set(status.learners) or {self.node_id}
+        member_ids = set(status.voters) | set(status.voters_outgoing) | set(status.learners)
         if address.id in member_ids:
             raise Refused(f"{address.id} is already a member; remove it first (sandctl remove-voter {address.id})")
         # The address book also remembers removed nodes: only current members' addresses count,
