@@ -56,6 +56,13 @@ class TransferSummary:
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    def count_file(self, size_bytes: int, progress: "Progress | None" = None) -> None:
+        """One file transferred (and its bytes announced to the progress, if any)."""
+        self.files += 1
+        self.bytes += size_bytes
+        if progress is not None and size_bytes:
+            progress(size_bytes)
+
     def as_dict(self) -> dict:
         return {"source": self.source, "target": self.target, "files": self.files, "dirs": self.directories,
                 "bytes": self.bytes, "skipped": len(self.skipped), "seconds": round(self.seconds, 3)}
@@ -159,8 +166,7 @@ def put_tree(client: Client, local_root: Path, remote: str, policy: Overwrite,
                     raise
                 summary.skipped.append(path)
                 continue
-        summary.files += 1
-        summary.bytes += file.size
+        summary.count_file(file.size)
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -223,10 +229,7 @@ async def _put_small_files(client: Client, local_root: Path, root: str, files: l
                 raise
             summary.skipped.append(path)
             return
-        summary.files += 1
-        summary.bytes += len(data)
-        if progress is not None and data:
-            progress(len(data))
+        summary.count_file(len(data), progress)
 
     async with _async_client(client) as async_client:
         await _in_flight(files, store)
@@ -250,10 +253,7 @@ async def _get_small_files(client: Client, entries: list[tuple[dict, Path]], pol
         if _place_local(target, policy, fill) is None:
             summary.skipped.append(str(target))
             return
-        summary.files += 1
-        summary.bytes += len(data)
-        if progress is not None and data:
-            progress(len(data))
+        summary.count_file(len(data), progress)
 
     async with _async_client(client) as async_client:
         await _in_flight(entries, fetch)
@@ -309,8 +309,7 @@ def get_tree(client: Client, remote: str, local: Path, policy: Overwrite, progre
         if get_to_local(client, entry["path"], path, policy, progress, stale) is None:
             summary.skipped.append(str(path))
             continue
-        summary.files += 1
-        summary.bytes += entry.get("size", 0)
+        summary.count_file(entry.get("size", 0))
     summary.seconds = time.monotonic() - started
     return summary
 
