@@ -19,6 +19,7 @@ Writes are atomic (temporary file, fsync, rename), so a reader sees a whole file
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import stat
@@ -43,6 +44,8 @@ from node.security.authorization import (
 )
 from node.security.errors import KeysError
 from node.names import is_valid_node_id
+
+log = logging.getLogger(__name__)
 
 KEYS_DIR_NAME = "keys"
 KEYS_DIR_ENVIRONMENT_VARIABLE = "SANDSTORE_KEYS_DIR"
@@ -279,14 +282,17 @@ def _parse_key_file(path: Path, cluster_id: str, kind: str, *, secret: bool) -> 
 
 
 def directory_signature(directory: str | os.PathLike) -> tuple:
-    """Changes whenever a key is added or removed (both rename or unlink in a subdirectory,
-    which updates its mtime): compared cheaply to decide whether to reload."""
+    """Changes whenever a key is added, replaced or removed: compared cheaply to decide whether
+    to reload. Every key file is written by rename (a new inode) or removed by unlink, so the
+    names and inode numbers of each subdirectory's entries say it. Not the directories' mtime
+    alone: it has the kernel's coarse clock, and a key added in the same tick as the previous
+    load would never be seen."""
     directory = Path(directory)
     signature = []
     for subdirectory in SUBDIRECTORY_BY_KIND.values():
         try:
-            status = (directory / subdirectory).stat()
-            signature.append((status.st_mtime_ns, status.st_ino))
+            with os.scandir(directory / subdirectory) as entries:
+                signature.append(tuple(sorted((entry.name, entry.inode()) for entry in entries)))
         except FileNotFoundError:
             signature.append(None)
     return tuple(signature)
@@ -331,6 +337,23 @@ class KeyRing:
                     raise KeysError(f"{path} repeats the public key of {principals[keypair.public_key]}")
                 principals[keypair.public_key] = principal
         return cls(directory, cluster_id, principals, signature)
+
+    def reloaded(self) -> "KeyRing | None":
+        """A fresh KeyRing if a key was added, replaced or revoked since this one was read,
+        else None. A directory that became unusable (a bad file, another cluster's id) keeps
+        this one: logged, and None, so a typo in a new key file never locks every peer out."""
+        if directory_signature(self.directory) == self.signature:
+            return None
+        try:
+            keyring = KeyRing.load(self.directory)
+        except (KeysError, OSError) as error:  # OSError: the directory changed while being read
+            log.error("keeping the previous keys: %s", error)
+            return None
+        if keyring.cluster_id != self.cluster_id:
+            log.error("keeping the previous keys: %s now holds cluster %s, this process is of cluster %s",
+                      self.directory, keyring.cluster_id, self.cluster_id)
+            return None
+        return keyring
 
     def node_public_key(self, node_id: str) -> bytes:
         """The key node `node_id` must prove it holds. KeysError if this cluster has none."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import zmq
@@ -29,7 +30,7 @@ from node.security.authorization import (
     authorize,
 )
 from node.security.errors import Unauthorized
-from node.security.keyring import KeyPair, KeyRing, directory_signature, keys_dir_for
+from node.security.keyring import KeyPair, KeyRing, keys_dir_for
 from node.security.zap import (
     MODE_CURVE,
     MODE_PLAINTEXT,
@@ -80,7 +81,10 @@ class ServerSecurity:
         if mode == MODE_CURVE:
             self._keypair = self._keyring.keypair(KIND_NODE, node_id)
         self._plaintext_principals: dict[str, Principal] = {}
-        self._zap = ZapHandler(context, mode, lambda: self._keyring)
+        self._reload_lock = threading.Lock()
+        # A node added a moment ago connects before our next periodic reload, and libzmq never
+        # retries a connection it was refused: the ZAP handler reloads before refusing a key.
+        self._zap = ZapHandler(context, mode, lambda: self._keyring, reload_keys=self.reload_if_changed)
         if mode == MODE_PLAINTEXT:
             log.warning("%s", PLAINTEXT_WARNING)
         else:
@@ -155,23 +159,18 @@ class ServerSecurity:
         return principal.name
 
     def reload_if_changed(self) -> bool:
-        """Re-read the keys directory if a key was added or revoked since the last load (two
-        stat calls when nothing changed: call it from housekeeping, e.g. once a second). A
-        revoked key's messages are dropped from then on, on connections already open too.
-        A keys directory that became invalid keeps the previous keys and logs why."""
-        if directory_signature(self._keyring.directory) == self._keyring.signature:
-            return False
-        try:
-            keyring = KeyRing.load(self._keyring.directory)
-        except ConfigError as error:
-            log.error("keeping the previous keys: %s", error)
-            return False
-        if keyring.cluster_id != self._keyring.cluster_id:
-            log.error("keeping the previous keys: %s now holds cluster %s, this node is of cluster %s",
-                      keyring.directory, keyring.cluster_id, self._keyring.cluster_id)
-            return False
-        self._by_user_id = _by_user_id(keyring)  # before the keyring: never a principal the ZAP thread refuses
-        self._keyring = keyring
+        """Re-read the keys directory if a key was added or revoked since the last load (one
+        listing of two small directories when nothing changed: call it from housekeeping, e.g.
+        once a second). A revoked key's messages are dropped from then on, on connections
+        already open too. A keys directory that became invalid keeps the previous keys and logs
+        why. Called from the node's loop and from the ZAP thread (a handshake with a key not
+        known yet), hence the lock."""
+        with self._reload_lock:
+            keyring = self._keyring.reloaded()
+            if keyring is None:
+                return False
+            self._by_user_id = _by_user_id(keyring)  # before the keyring: never a principal the ZAP thread refuses
+            self._keyring = keyring
         log.info("keys reloaded: %d authorized", len(keyring.principals))
         return True
 
@@ -229,6 +228,14 @@ class ClientSecurity:
     @property
     def cluster_id(self) -> str:
         return self._keyring.cluster_id
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the keys directory if it changed (e.g. a node's key was replaced)."""
+        keyring = self._keyring.reloaded()
+        if keyring is None:
+            return False
+        self._keyring = keyring
+        return True
 
     def configure_dealer(self, socket: zmq.Socket, server_node_id: str) -> None:
         """Make `socket` (a DEALER, not yet connected) present our key and accept only the

@@ -56,6 +56,7 @@ class ZapDecision:
     status: bytes  # b"200" accepted, b"400" refused, b"500" internal error
     user_id: bytes  # becomes every message's User-Id property on an accepted connection
     reason: str  # for our log and the ZAP status text
+    unknown_key: bool = False  # refused only because the keyring has no such key (yet?)
 
     @property
     def accepted(self) -> bool:
@@ -92,8 +93,9 @@ def decide(mode: str, keyring: KeyRing, domain: bytes, mechanism: bytes, credent
         public_key = z85.encode(credentials[0])
         principal = keyring.principals.get(public_key)
         if principal is None:
-            return _refuse(f"a key cluster {cluster_id} does not know on the {port} port ({public_key.decode()[:8]}...): "
-                           "revoked, or a node or client of another cluster")
+            return ZapDecision(b"400", b"", f"a key cluster {cluster_id} does not know on the {port} port "
+                               f"({public_key.decode()[:8]}...): revoked, or a node or client of another cluster",
+                               unknown_key=True)
         if principal.kind not in KINDS_BY_PORT[port]:
             return _refuse(f"{principal} on the {port} port, which serves only nodes")
         return ZapDecision(b"200", public_key, f"{principal}")
@@ -114,11 +116,17 @@ class ZapHandler:
     """The ZAP thread of one context. `keyring` is read at every handshake, so a reload (the
     owner swapping what it returns) applies to the next connection."""
 
-    def __init__(self, context: zmq.Context, mode: str, keyring: Callable[[], KeyRing]) -> None:
+    def __init__(self, context: zmq.Context, mode: str, keyring: Callable[[], KeyRing],
+                 reload_keys: Callable[[], bool] = lambda: False) -> None:
+        """reload_keys: re-read the keys directory, True if the keyring changed. Called before
+        refusing a key the keyring does not know: a key added since the last periodic reload
+        (a node being added connects within milliseconds of its key file) is then accepted at
+        its first handshake. libzmq never retries a connection whose handshake was refused."""
         assert mode in SECURITY_MODES, mode
         self._context = context
         self._mode = mode
         self._keyring = keyring
+        self._reload_keys = reload_keys
         self._last_logged: dict[str, float] = {}
         self.handshakes_accepted = 0
         self.handshakes_refused = 0
@@ -170,6 +178,8 @@ class ZapHandler:
         _, _, domain, address, _, mechanism, *credentials = request
         try:
             decision = decide(self._mode, self._keyring(), domain, mechanism, credentials)
+            if decision.unknown_key and self._reload_keys():
+                decision = decide(self._mode, self._keyring(), domain, mechanism, credentials)
         except Exception:  # a bug here must refuse the connection, not end the thread
             log.exception("ZAP handler failed on a request; the connection is refused")
             decision = ZapDecision(b"500", b"", "internal error")

@@ -31,7 +31,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from node.raft.types import Message
-from node.transport.address import bind_socket, bound_address, connect_socket
+from node.security.errors import KeysError
+from node.transport.address import bind_socket, bound_address, connect_socket, tcp_endpoint
 from node.transport.codec import (
     CodecError,
     decode_peer_frame,
@@ -56,13 +57,19 @@ PEER_RECONNECT_INTERVAL_MS = 100
 PEER_RECONNECT_INTERVAL_MS_MAX = 200
 QUEUE_MESSAGES_MAX = 64  # per peer and direction; Raft resends what is dropped
 LINK_EVENTS_INTERVAL_SECONDS = 0.1  # how often link up/down events are read
+# libzmq gives up for good on a connection whose handshake failed (the peer refused our key,
+# e.g. it had not read our new key file yet, or could not prove its own): we retry it after
+# this long, with the keys as they are then.
+PEER_HANDSHAKE_RETRY_SECONDS = 0.5
 
 assert PEER_HEARTBEAT_INTERVAL_MS * 3 <= PEER_HEARTBEAT_TIMEOUT_MS, "a few lost pings must not close a link"
 assert PEER_HEARTBEAT_TTL_MS % 100 == 0 and PEER_HEARTBEAT_TTL_MS >= PEER_HEARTBEAT_INTERVAL_MS * 3
 assert PEER_RECONNECT_INTERVAL_MS <= PEER_RECONNECT_INTERVAL_MS_MAX
 assert PEER_CONNECT_TIMEOUT_MS <= PEER_HEARTBEAT_TIMEOUT_MS
 
-_LINK_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+_HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                       | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_LINK_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILURES
 
 COUNTER_NAMES = (
     "sent",
@@ -80,6 +87,8 @@ COUNTER_NAMES = (
     "link_ups",  # a connection to a peer completed its handshake
     "link_downs",  # a connection to a peer closed (peer gone, silent, or refused)
     "reconnects",  # link_ups after a peer's first
+    "handshake_failures",  # a connection refused during its handshake (key not authorized, or wrong)
+    "handshake_retries",  # new connections started after such a failure
 )
 
 
@@ -104,6 +113,8 @@ class _Link:
         self.up = False
         self.ups = 0
         self.dropped = 0
+        self.handshake_retry_at: float | None = None  # set while a failed handshake awaits its retry
+        self._client_security = client_security
         self.dealer = context.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.IDENTITY, node_id.encode())
         _set_tcp_options(self.dealer)
@@ -125,7 +136,7 @@ class _Link:
         self.monitor = self.dealer.get_monitor_socket(_LINK_EVENTS)
         connect_socket(self.dealer, address)
 
-    def read_events(self, counters: dict) -> bool:
+    def read_events(self, counters: dict, now: float) -> bool:
         """Apply the monitor's queued events; True if the link went down meanwhile."""
         went_down = False
         while True:
@@ -136,6 +147,7 @@ class _Link:
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.up = True
                 self.ups += 1
+                self.handshake_retry_at = None
                 counters["link_ups"] += 1
                 if self.ups > 1:
                     counters["reconnects"] += 1
@@ -146,6 +158,30 @@ class _Link:
                     went_down = True
                 self.up = False
                 counters["link_downs"] += 1
+            elif event["event"] & _HANDSHAKE_FAILURES:
+                counters["handshake_failures"] += 1
+                if self.handshake_retry_at is None:
+                    log.warning("the handshake with %s (%s) failed (event %#x): retrying in %.1f s", self.peer,
+                                self.address, event["event"], PEER_HANDSHAKE_RETRY_SECONDS)
+                    self.handshake_retry_at = now + PEER_HANDSHAKE_RETRY_SECONDS
+
+    def retry_handshake(self, counters: dict) -> None:
+        """Start a new connection in place of the one whose handshake failed (libzmq will not)."""
+        self.handshake_retry_at = None
+        counters["handshake_retries"] += 1
+        endpoint = tcp_endpoint(self.address)
+        try:
+            self.dealer.disconnect(endpoint)
+        except zmq.ZMQError:
+            pass  # libzmq already forgot the endpoint
+        if self._client_security is not None:
+            # The peer's key may have been replaced (a host rebuilt under the same id).
+            self._client_security.reload_if_changed()
+            try:
+                self._client_security.configure_dealer(self.dealer, self.peer)
+            except KeysError as error:  # its key file was removed: keep the one we had
+                log.error("link to %s: %s", self.peer, error)
+        self.dealer.connect(endpoint)
 
     def close(self) -> None:
         self.dealer.disable_monitor()
@@ -239,8 +275,10 @@ class PeerTransport:
             return
         self._events_read_at = now
         for link in self._links.values():
-            if link.read_events(self._counters) and link.peer not in self._lost:
+            if link.read_events(self._counters, now) and link.peer not in self._lost:
                 self._lost.append(link.peer)
+            if link.handshake_retry_at is not None and now >= link.handshake_retry_at:
+                link.retry_handshake(self._counters)
 
     def take_lost_links(self) -> list[str]:
         """Peers whose established link closed since the last call (peer process gone, or
