@@ -26,7 +26,7 @@ from node.chunks.store import ChunkStore
 from node.config import ClusterConfig, NodeAddress, check_address, node_data_dir
 from node.errors import BadRequest, NotLeader, Refused, SandStoreError, StoreFull, TooLarge, Unavailable
 from node.names import NODE_ID_RULE, is_valid_node_id
-from node.metadata.commands import decode_command, encode_command
+from node.metadata.commands import Command, decode_command, new_command
 from node.metadata.paths import normalize_path
 from node.metadata.state_machine import Namespace
 from node.raft.types import ConfChange, EntryKind
@@ -305,13 +305,14 @@ class NodeServer:
                 self._send_result(waiter, previous)
                 return
         # args passed protocol.validate_request against this op's schema: not checked twice.
-        command = encode_command(op, args, time.time_ns(), args_validated=True)
-        self.replicator.replicate(command)
+        command = new_command(op, args, time.time_ns(), args_validated=True)
+        self.replicator.replicate(command.encode(), command)  # decoded once: applied as built here
         self._writes_waiting.setdefault((args["client"], args["seq"]), []).append(waiter)
 
-    def applied(self, index: int, command: bytes, result: dict) -> None:
-        """Replicator callback: a command was applied on this node."""
-        decoded = decode_command(command)
+    def applied(self, index: int, decoded: Command | SandStoreError, result: dict) -> None:
+        """Replicator callback: a command was applied on this node (decoded once, by the replicator)."""
+        if not isinstance(decoded, Command):
+            return  # a malformed entry (an error result everywhere): no client of ours waits for it
         last_seq = self._last_applied_seq
         if decoded.seq > last_seq.get(decoded.client, 0):
             last_seq[decoded.client] = decoded.seq

@@ -1,16 +1,19 @@
 """Write commands as they travel through the Raft log.
 
-The proposer encodes a validated write request with the time it stamps (now_ns), every node
-decodes and validates it again before applying: a log entry is bytes from a peer, and a
-malformed one must become an error result, never a crash. Paths are stored normalised and
-optional arguments filled with their defaults, so apply sees one shape.
+The proposer builds a validated Command from a write request with the time it stamps (now_ns)
+and encodes it for the log; every other node decodes and validates the entry's bytes once,
+before applying them: a log entry is bytes from a peer, and a malformed one must become an
+error result, never a crash. Each node decodes a command at most once and passes the Command
+along (the driver keeps the proposer's own, apply and the server's callback share it), so no
+cache of decoded commands is needed. Paths are stored normalised and optional arguments
+filled with their defaults, so apply sees one shape, and decode_command(command.encode())
+equals command: the proposer applies the very Command that the others decode.
 
 Encoding (pinned): msgpack [COMMAND_VERSION, op, args including client and seq, now_ns].
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import NamedTuple
 
 import msgpack
@@ -37,16 +40,6 @@ _DEFAULTS: dict[str, dict[str, object]] = {
 }
 _PATH_ARGUMENTS = ("path", "src", "dst")
 
-# Recently encoded or decoded commands by their exact bytes. One command is decoded up to three
-# times on the leader (encode, apply, answering the client) and twice on a follower (apply,
-# waiter lookup); validation is a pure function of the bytes, so the first result serves all.
-# Bounded by count (a few in-flight Readys' worth) and by bytes: a command keeps its encoded
-# bytes and its inline data alive, and inline files may be up to 64 KiB each.
-RECENT_COMMANDS_MAX = 4096
-RECENT_COMMANDS_BYTES_MAX = 16 << 20
-_recent_commands: OrderedDict[bytes, "Command"] = OrderedDict()
-_recent_commands_bytes = 0
-
 assert set(_DEFAULTS) == set(COMMAND_OPS), "every command op needs its defaults listed"
 
 
@@ -60,6 +53,10 @@ class Command(NamedTuple):
     seq: int
     now_ns: int
 
+    def encode(self) -> bytes:
+        """The log entry's bytes (pinned: msgpack [COMMAND_VERSION, op, args with client and seq, now_ns])."""
+        return packb([COMMAND_VERSION, self.op, {**self.args, "client": self.client, "seq": self.seq}, self.now_ns])
+
     def describe(self) -> dict:
         """A readable summary for `sandctl inspect log` (inline data shown by its size only)."""
         args = {name: value for name, value in self.args.items() if name != "data"}
@@ -70,41 +67,21 @@ class Command(NamedTuple):
         return {"op": self.op, **args, "client": self.client, "seq": self.seq, "now_ns": self.now_ns}
 
 
-def _remember(data: bytes, command: "Command") -> None:
-    global _recent_commands_bytes
-    if data in _recent_commands:
-        return
-    while _recent_commands and (len(_recent_commands) >= RECENT_COMMANDS_MAX
-                                or _recent_commands_bytes + len(data) > RECENT_COMMANDS_BYTES_MAX):
-        oldest, _ = _recent_commands.popitem(last=False)
-        _recent_commands_bytes -= len(oldest)
-    _recent_commands[data] = command
-    _recent_commands_bytes += len(data)
-
-
-def encode_command(op: str, args: dict, now_ns: int, *, args_validated: bool = False) -> bytes:
-    """Validate and encode a write; raises BadRequest / InvalidPath before anything is proposed.
+def new_command(op: str, args: dict, now_ns: int, *, args_validated: bool = False) -> Command:
+    """Validate a write; raises BadRequest / InvalidPath before anything is proposed.
     args_validated: args is what protocol.validate_args returned for this op's WRITE_OPS schema
     (the server's request validation), so the per-argument type checks are not repeated; paths,
     defaults, mode and content are checked here all the same."""
-    command = _validated(op, args, now_ns, args_validated)
-    body = {**command.args, "client": command.client, "seq": command.seq}
-    data = packb([COMMAND_VERSION, command.op, body, command.now_ns])
-    _remember(data, command)
-    return data
+    return _validated(op, args, now_ns, args_validated)
+
+
+def encode_command(op: str, args: dict, now_ns: int, *, args_validated: bool = False) -> bytes:
+    """new_command(...).encode(): for proposers that do not keep the Command."""
+    return new_command(op, args, now_ns, args_validated=args_validated).encode()
 
 
 def decode_command(data: bytes) -> Command:
     """Decode and validate a log entry's command; raises BadRequest / InvalidPath."""
-    command = _recent_commands.get(data)
-    if command is not None:
-        return command
-    command = _decoded(data)
-    _remember(data, command)
-    return command
-
-
-def _decoded(data: bytes) -> Command:
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as error:  # msgpack raises several unrelated types for garbage

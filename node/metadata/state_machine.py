@@ -19,7 +19,7 @@ import lmdb
 
 from node.errors import AlreadyExists, InvalidPath, IsADirectory, NotADirectory, NotEmpty, NotFound, SandStoreError, Stale
 from node.metadata import chunk_refs, image, paths, replicas, tree
-from node.metadata.commands import DEFAULT_DIRECTORY_MODE, Command, decode_command
+from node.metadata.commands import DEFAULT_DIRECTORY_MODE, Command
 from node.metadata.sessions import Sessions
 from node.metadata.tables import (
     KEY_APPLIED_INDEX,
@@ -60,16 +60,15 @@ class Namespace:
 
     # -- apply --------------------------------------------------------------------------------
 
-    def apply(self, txn: lmdb.Transaction, index: int, command: bytes) -> dict:
-        """Apply the command of log entry `index`; returns the reply for the client:
-        {"ok": True, "result": ...} or {"ok": False, "error": {"code": ..., "message": ...}}."""
+    def apply(self, txn: lmdb.Transaction, index: int, decoded: Command | SandStoreError) -> dict:
+        """Apply the command of log entry `index`, as decode_command decoded it (or the error it
+        raised: a malformed entry is an error result on every node); returns the reply for the
+        client: {"ok": True, "result": ...} or {"ok": False, "error": {"code": ..., "message": ...}}."""
         last_index = self._applied_index(txn)
         assert index > last_index, f"entry {index} applied after entry {last_index}"
         txn.put(KEY_APPLIED_INDEX, pack_uint64(index), db=self._tables.meta)
-        try:
-            decoded = decode_command(command)
-        except SandStoreError as error:
-            return _error_result(error)
+        if isinstance(decoded, SandStoreError):
+            return _error_result(decoded)
         clock_ns = self._sessions.advance_clock(txn, decoded.now_ns)
         self._sessions.expire(txn, clock_ns)
         session = self._sessions.get(txn, decoded.client)

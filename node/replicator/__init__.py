@@ -6,7 +6,7 @@ The server depends only on this interface. Two implementations:
     durable write (a single node is its own quorum).
 
 Everything runs on the server's one driver thread, so "returns once applied" is a callback
-(contracts.Callbacks): `applied(index, command, result)` after the write transaction that applied
+(contracts.Callbacks): `applied(index, decoded, result)` after the write transaction that applied
 the command committed, `reads_ready(tokens)` when linearizable reads registered with
 `read_barrier` may be served from the local state.
 """
@@ -34,8 +34,10 @@ class Replicator(Protocol):
     def run(self, now_seconds: float) -> None:
         """Tick if due, then persist/send/apply everything pending (one transaction)."""
 
-    def replicate(self, command: bytes) -> None:
-        """Start replicating a command. Raises node.errors.NotLeader / NoLeader / Refused."""
+    def replicate(self, command: bytes, decoded=None) -> None:
+        """Start replicating a command. Raises node.errors.NotLeader / NoLeader / Refused.
+        decoded: the Command that `command` encodes, when the caller built it, so that it is not
+        decoded again to be applied; Callbacks.applied hands the decoded command back."""
 
     def read_barrier(self, token: int) -> None:
         """Register a linearizable read; completion via Callbacks.reads_ready/reads_failed."""

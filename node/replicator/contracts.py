@@ -60,15 +60,18 @@ class Store(Protocol):
 class StateMachine(Protocol):
     """The replicated state. Every call happens on the driver's thread, inside a write batch."""
 
-    def validate(self, command: bytes) -> None:
-        """Raise node.errors.SandStoreError if `command` (bytes from a peer, forwarded for the
-        leader to propose) may not enter the log. Pure: no state is read or changed."""
+    def decode(self, command: bytes) -> object:
+        """Validate and decode a command; raise node.errors.SandStoreError if it may not enter
+        the log (bytes from a peer, forwarded for the leader to propose). Pure: no state is read
+        or changed, and the same bytes always give an equal value. The driver decodes each
+        command once and passes the value along (to apply, then Callbacks.applied)."""
 
-    def apply(self, batch: WriteBatch, entry: Entry) -> dict:
+    def apply(self, batch: WriteBatch, entry: Entry, decoded: object) -> dict:
         """Apply a committed NORMAL entry (entry.index is the applied index + 1) and return the
-        result for the client. Deterministic: the same entries in the same order give the same
-        state and results on every node. A malformed command gives an error result, never an
-        exception (every node must agree on it)."""
+        result for the client. `decoded` is decode(entry.data), or the SandStoreError it raised:
+        a malformed command gives an error result, never an exception (every node must agree
+        on it). Deterministic: the same entries in the same order give the same state and
+        results on every node."""
 
     def apply_membership(self, batch: WriteBatch, entry: Entry, change: ConfChange) -> None:
         """A committed membership change (e.g. remember a new member's addresses)."""
@@ -95,8 +98,9 @@ class Callbacks(Protocol):
     """What a replicator tells the service above it (node/server.py), after the batch that
     caused it committed."""
 
-    def applied(self, index: int, command: bytes, result: dict) -> None:
-        """A NORMAL command was applied (on this node) with this state-machine result."""
+    def applied(self, index: int, decoded: object, result: dict) -> None:
+        """A NORMAL command was applied (on this node) with this state-machine result; `decoded`
+        is what StateMachine.apply was given (a SandStoreError for a malformed entry)."""
 
     def conf_applied(self, index: int, term: int) -> None:
         """A membership-change entry was applied at (index, term)."""

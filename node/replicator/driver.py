@@ -48,6 +48,16 @@ class DiskLost(Exception):
         self.commit_index = commit_index
 
 
+@dataclass(slots=True)
+class _Proposal:
+    """A command this node proposed as leader, kept until it is applied: the value it was
+    decoded to (so that it is not decoded again) and when, for the commit latency."""
+
+    term: int
+    decoded: object | None  # None: the proposer kept no decoded value (decode on apply)
+    proposed_at: float
+
+
 @dataclass
 class DriverCounters:
     elections_seen: int = 0
@@ -78,7 +88,7 @@ class Driver:
         hard_state = store.hard_state()
         self._durable_term_and_vote = (hard_state.term, hard_state.vote)
         self._last_leader = ""
-        self._proposed_at: dict[int, float] = {}  # index -> when proposed, for commit latency
+        self._proposals: dict[int, _Proposal] = {}  # index -> own proposal not applied yet
         self.commit_latency = LatencySamples()
         self.counters = DriverCounters()
         self.last_contact: dict[str, float] = {}  # peer -> when last heard from
@@ -131,39 +141,41 @@ class Driver:
         try:
             if not isinstance(command, bytes):
                 raise BadRequest("the forward holds no command")
-            self._state_machine.validate(command)
+            decoded = self._state_machine.decode(command)
         except SandStoreError as error:
             self.counters.forwards_dropped += 1
             log.warning("dropped a malformed forward from %s: %s", source, error)
             return
         try:
-            self._propose(command, now_seconds)
+            self._propose(command, decoded, now_seconds)
         except (NotLeader, NoLeader):
             pass  # the follower's client times out and retries; its session makes that safe
 
     # ----- requests from this node's clients
 
-    def propose(self, command: bytes, now_seconds: float) -> None:
+    def propose(self, command: bytes, now_seconds: float, decoded: object | None = None) -> None:
         """Start replicating `command`: proposed here if this node leads, else forwarded to the
-        leader. Raises NotLeader / NoLeader when neither is possible."""
+        leader. Raises NotLeader / NoLeader when neither is possible. decoded: what
+        StateMachine.decode(command) returns, if the caller has it (it built the command), so
+        that this node does not decode its own proposal again to apply it."""
         if self.core.role == Role.LEADER:
-            self._propose(command, now_seconds)
+            self._propose(command, decoded, now_seconds)
             return
         leader = self.core.lead
         if not leader:
             raise NoLeader("no leader is known right now (election in progress?); retry shortly")
         self._transport.send_forward(leader, command)
 
-    def _propose(self, command: bytes, now_seconds: float) -> None:
+    def _propose(self, command: bytes, decoded: object | None, now_seconds: float) -> None:
         try:
-            _, index = self.core.propose(command)
+            term, index = self.core.propose(command)
         except raft_errors.NotLeader as error:
             if error.leader_hint:
                 raise NotLeader("not the leader", error.leader_hint) from None
             raise NoLeader("no leader is known right now; retry shortly") from None
         except raft_errors.ProposalDropped as error:
             raise NoLeader(f"proposal dropped: {error}; retry shortly") from None
-        self._proposed_at[index] = now_seconds
+        self._proposals[index] = _Proposal(term, decoded, now_seconds)
 
     def read_barrier(self, token: int) -> None:
         """Register a linearizable read; answered by Callbacks.reads_ready / reads_failed."""
@@ -230,11 +242,11 @@ class Driver:
         self._send(ready.messages_after_persist, now_seconds)
         if ready.conf_state is not None:  # a snapshot or a membership change took effect
             self._transport.set_peers(ready.conf_state)
-        for index, command, result in applied:
-            proposed_at = self._proposed_at.pop(index, None)
-            if proposed_at is not None:
-                self.commit_latency.add_seconds(max(0.0, now_seconds - proposed_at))
-            self._callbacks.applied(index, command, result)
+        for index, decoded, result in applied:
+            proposal = self._proposals.pop(index, None)
+            if proposal is not None:
+                self.commit_latency.add_seconds(max(0.0, now_seconds - proposal.proposed_at))
+            self._callbacks.applied(index, decoded, result)
         for index, term in applied_conf:
             self._callbacks.conf_applied(index, term)
         if ready.soft_state is not None:
@@ -247,8 +259,8 @@ class Driver:
         self.core.advance(ready)
 
     def _persist(self, ready: Ready, now_seconds: float) -> tuple[list, list]:
-        """The one batch of a Ready; what it applied: [(index, command, result)], [(index, term)]."""
-        applied: list[tuple[int, bytes, dict]] = []
+        """The one batch of a Ready; what it applied: [(index, decoded, result)], [(index, term)]."""
+        applied: list[tuple[int, object, dict]] = []
         applied_conf: list[tuple[int, int]] = []
         # Most Readys of an idle or read-heavy node carry only messages (heartbeats, ReadIndex
         # rounds): they need no batch at all.
@@ -269,7 +281,8 @@ class Driver:
             for entry in ready.committed_entries:
                 assert entry.index == self.applied_index + 1, (entry.index, self.applied_index)
                 if entry.kind == EntryKind.NORMAL:
-                    applied.append((entry.index, entry.data, self._state_machine.apply(batch, entry)))
+                    decoded = self._decoded(entry)
+                    applied.append((entry.index, decoded, self._state_machine.apply(batch, entry, decoded)))
                 elif entry.kind == EntryKind.CONF_CHANGE:
                     self._state_machine.apply_membership(batch, entry, ConfChange.decode(entry.data))
                     applied_conf.append((entry.index, entry.term))
@@ -281,6 +294,19 @@ class Driver:
         if ready.hard_state is not None:
             self._durable_term_and_vote = (ready.hard_state.term, ready.hard_state.vote)
         return applied, applied_conf
+
+    def _decoded(self, entry) -> object:
+        """The entry's command decoded, once: this node's own proposal as the proposer decoded
+        it (the same index and term is the same entry, by Raft's log matching), else decoded
+        here; a malformed command is the SandStoreError it raised (apply makes it an error
+        result on every node)."""
+        proposal = self._proposals.get(entry.index)
+        if proposal is not None and proposal.term == entry.term and proposal.decoded is not None:
+            return proposal.decoded
+        try:
+            return self._state_machine.decode(entry.data)
+        except SandStoreError as error:
+            return error
 
     def _term_or_vote_changed(self, ready: Ready) -> bool:
         hard_state = ready.hard_state
@@ -342,8 +368,9 @@ class Driver:
             log.info("leader is now %s (term %d)", leader, term)
             self._callbacks.leader_changed(leader, term, leader == self.node_id)
         if ready.soft_state.role != Role.LEADER:
-            # Proposals of a deposed leader may never commit; their latency would mislead.
-            self._proposed_at.clear()
+            # Proposals of a deposed leader may never commit (another entry may take their
+            # index): their latency would mislead, and the entry applied there is decoded anew.
+            self._proposals.clear()
         self._last_leader = leader
 
     # ----- what the loop and the status need to know

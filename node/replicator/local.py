@@ -12,7 +12,8 @@ import time
 import zmq
 
 from node.config import ClusterConfig
-from node.errors import Refused
+from node.errors import Refused, SandStoreError
+from node.metadata.commands import Command, decode_command
 from node.replicator.contracts import Callbacks
 from node.replicator.status import ReplicatorStatus
 from node.stats import LatencySamples
@@ -25,7 +26,7 @@ class LocalReplicator:
         self._store = store
         self._namespace = namespace
         self._callbacks = callbacks
-        self._pending_commands: list[bytes] = []
+        self._pending_commands: list[Command | SandStoreError] = []  # decoded
         self._pending_reads: list[int] = []
         self._applied_index = store.applied_index()
         self._applied_at_start = self._applied_index
@@ -41,8 +42,13 @@ class LocalReplicator:
     def seconds_until_tick(self, now_seconds: float) -> float:
         return 0.0 if (self._pending_commands or self._pending_reads) else 1.0
 
-    def replicate(self, command: bytes) -> None:
-        self._pending_commands.append(command)
+    def replicate(self, command: bytes, decoded: Command | None = None) -> None:
+        if decoded is None:
+            try:
+                decoded = decode_command(command)
+            except SandStoreError as error:
+                decoded = error  # applied as an error result, as the raft replicator does
+        self._pending_commands.append(decoded)
 
     def read_barrier(self, token: int) -> None:
         self._pending_reads.append(token)

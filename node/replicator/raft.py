@@ -18,8 +18,8 @@ from contextlib import contextmanager
 import zmq
 
 from node.config import ClusterConfig, NodeAddress
-from node.errors import NoLeader, NotLeader, Refused
-from node.metadata.commands import decode_command
+from node.errors import NoLeader, NotLeader, Refused, SandStoreError
+from node.metadata.commands import Command, decode_command
 from node.raft import errors as raft_errors
 from node.raft.node import RaftNode
 from node.raft.types import (
@@ -73,11 +73,11 @@ class NamespaceMachine:
         self._namespace = namespace
         self._addresses = addresses
 
-    def validate(self, command: bytes) -> None:
-        decode_command(command)
+    def decode(self, command: bytes) -> Command:
+        return decode_command(command)
 
-    def apply(self, batch, entry: Entry) -> dict:
-        return self._namespace.apply(batch.txn, entry.index, entry.data)
+    def apply(self, batch, entry: Entry, decoded: Command | SandStoreError) -> dict:
+        return self._namespace.apply(batch.txn, entry.index, decoded)
 
     def apply_membership(self, batch, entry: Entry, change: ConfChange) -> None:
         self._addresses.remember(batch.txn, change.context)
@@ -156,8 +156,8 @@ class RaftReplicator:
 
     # ----- driver callbacks: passed on to the server, leader changes remembered
 
-    def applied(self, index: int, command: bytes, result: dict) -> None:
-        self._callbacks.applied(index, command, result)
+    def applied(self, index: int, decoded: Command | SandStoreError, result: dict) -> None:
+        self._callbacks.applied(index, decoded, result)
 
     def conf_applied(self, index: int, term: int) -> None:
         self._callbacks.conf_applied(index, term)
@@ -194,8 +194,8 @@ class RaftReplicator:
             return 0.0
         return max(0.0, self._next_tick_at - now_seconds)
 
-    def replicate(self, command: bytes) -> None:
-        self.driver.propose(command, time.monotonic())
+    def replicate(self, command: bytes, decoded: Command | None = None) -> None:
+        self.driver.propose(command, time.monotonic(), decoded)
 
     def read_barrier(self, token: int) -> None:
         self.driver.read_barrier(token)

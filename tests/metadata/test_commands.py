@@ -6,7 +6,8 @@ import msgpack
 import pytest
 
 from node.errors import BadRequest, InvalidPath
-from node.metadata.commands import Command, decode_command, encode_command
+from node.metadata.commands import Command, decode_command, encode_command, new_command
+from node.protocol import OPS, validate_args
 
 CHUNK = [b"c" * 32, 10, ["n1", "n2"]]
 
@@ -21,6 +22,26 @@ def test_round_trip_normalises_paths_and_fills_defaults():
                                          "mode": 0o644, "overwrite": True}
     data = encode_command("mv", {"src": "/a", "dst": "/b/", "client": "c1", "seq": 9}, 5)
     assert decode_command(data).args == {"src": "/a", "dst": "/b", "overwrite": True}
+
+
+@pytest.mark.parametrize(
+    "op, args",
+    [
+        ("mkdir", {"path": "//a/b/", "parents": True, "client": "c1", "seq": 1}),
+        ("write_file", {"path": "/d/", "data": b"xyz", "size": 3, "into_directory": "f", "overwrite": False,
+                        "client": "c1", "seq": 2}),
+        ("write_file", {"path": "/f", "chunks": [tuple(CHUNK), CHUNK], "size": 20, "mode": 0o600, "client": "c1", "seq": 3}),
+        ("rm", {"path": "/a/", "recursive": True, "client": "c1", "seq": 4}),
+        ("mv", {"src": "/a", "dst": "/b/", "overwrite": False, "client": "c1", "seq": 5}),
+    ],
+)
+def test_the_proposers_command_is_the_one_every_node_decodes(op, args):
+    # The proposer applies the Command it built (decoded once); every other node decodes the
+    # log entry's bytes: both must apply the same thing, or the replicas would diverge.
+    for built in (new_command(op, dict(args), 77), new_command(op, validate_args(op, dict(args), OPS[op]), 77,
+                                                               args_validated=True)):
+        assert decode_command(built.encode()) == built
+        assert decode_command(built.encode()).encode() == built.encode()
 
 
 @pytest.mark.parametrize(

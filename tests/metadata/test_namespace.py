@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from node.errors import BadRequest, IsADirectory, NotADirectory, NotFound
-from node.metadata.commands import encode_command
+from node.errors import BadRequest, IsADirectory, NotADirectory, NotFound, SandStoreError
+from node.metadata.commands import decode_command, encode_command
 from node.metadata.state_machine import Namespace
 from node.storage.lmdb_store import NodeStore
 
@@ -29,9 +29,14 @@ class Node:
         self.seq = 0
 
     def apply(self, command: bytes) -> dict:
+        """Decode once and apply, as the driver does (a malformed command is applied as its error)."""
         self.index += 1
+        try:
+            decoded = decode_command(command)
+        except SandStoreError as error:
+            decoded = error
         with self.store.write_batch() as batch:
-            return self.namespace.apply(batch.txn, self.index, command)
+            return self.namespace.apply(batch.txn, self.index, decoded)
 
     def write(self, op: str, client: str = "client-a", seq: int | None = None, now_ns: int = 1000, **args) -> dict:
         if seq is None:

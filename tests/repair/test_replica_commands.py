@@ -27,7 +27,7 @@ class Node:
         self.index += 1
         command = encode_command(op, {**args, "client": "repair-test", "seq": self.seq}, 1000)
         with self.store.write_batch() as batch:
-            return self.namespace.apply(batch.txn, self.index, command)
+            return self.namespace.apply(batch.txn, self.index, decode_command(command))
 
     def query(self, name: str, *args):
         with self.store.read_transaction() as txn:

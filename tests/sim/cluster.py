@@ -115,7 +115,8 @@ class SimCallbacks:
         self._cluster = cluster
         self._node = node
 
-    def applied(self, index: int, command: bytes, result: dict) -> None:
+    def applied(self, index: int, decoded: object, result: dict) -> None:
+        command = decoded  # the simulated state machine's commands decode to their own bytes
         if command in self._node.pending_values:
             self._node.pending_values.discard(command)
             self._cluster.checker.on_ack(command, index)
@@ -467,9 +468,9 @@ class Cluster:
         node = self.nodes[node_id]
         assert node.alive, node_id
         self.trace.record(self.now_ms, f"client write {value!r} to {node_id}")
-        node.disk.state_machine.validate(value)  # as the server validates what its clients send
+        decoded = node.disk.state_machine.decode(value)  # as the server validates what its clients send
         try:
-            node.driver.propose(value, self.now_seconds)
+            node.driver.propose(value, self.now_seconds, decoded)
         except SandStoreError as error:
             self.trace.note(self.now_ms, f"refused: {error!r}")
             return False

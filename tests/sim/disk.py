@@ -87,11 +87,14 @@ class Batch:
 class SimStateMachine:
     """The driver's StateMachine: it records, in the open batch, what the driver applies."""
 
-    def validate(self, command: bytes) -> None:
+    def decode(self, command: bytes) -> bytes:
         if not command or command.startswith(MALFORMED_COMMAND_PREFIX):
             raise BadRequest("a malformed command")
+        return command
 
-    def apply(self, batch: Batch, entry: Entry) -> dict:
+    def apply(self, batch: Batch, entry: Entry, decoded: object) -> dict:
+        # The driver hands over the entry's command decoded (once): here the bytes themselves.
+        assert decoded == entry.data, (decoded, entry)
         batch.machine_calls.append((entry.index, entry.term, int(EntryKind.NORMAL), entry.data))
         return {"ok": True, "result": {"index": entry.index, "term": entry.term}}
 
