@@ -13,12 +13,12 @@ from node.repair.health import Health, Replica
 
 BAD_CHUNKS_PER_FILE_MAX = 100
 
-ChunkReport = Callable[[bytes, list[str]], "tuple[Health, dict[str, Replica]] | None"]
+ChunkReport = Callable[[bytes, list[str]], "tuple[Health, dict[str, Replica]]"]
 
 
 def fsck_report(files: Iterable[tuple[str, int, list]], chunk_report: ChunkReport, pending: dict[bytes, str], *,
-                files_max: int) -> dict | None:
-    """{"files": [...], "totals": {...}, "truncated": bool}; None if the scheduler has no view yet."""
+                files_max: int) -> dict:
+    """{"files": [...], "totals": {...}, "truncated": bool}."""
     assert files_max >= 1
     entries = []
     file_totals = {health.label: 0 for health in Health}
@@ -32,10 +32,7 @@ def fsck_report(files: Iterable[tuple[str, int, list]], chunk_report: ChunkRepor
         bad_chunks = []
         live_min = None
         for chunk_id, _size, recorded in chunks:
-            report = chunk_report(chunk_id, recorded)
-            if report is None:
-                return None
-            health, states = report
+            health, states = chunk_report(chunk_id, recorded)
             chunk_states[chunk_id] = health
             live = sorted(node for node, state in states.items() if state is Replica.LIVE)
             live_min = len(live) if live_min is None else min(live_min, len(live))

@@ -75,6 +75,25 @@ class ClusterView:
         members = sum(1 for view in self.nodes.values() if view.member)
         return max(1, min(self.replication, members))
 
+    def for_members(self, members) -> "ClusterView":
+        """This view brought to the membership as it is now. A view is built once per repair
+        round, so it may predate a membership change: a node added since counts toward the
+        target (up, its inventory not known yet) and a node removed since holds no live copy.
+        Without this, fsck called right after adding a replacement reported healthy chunks
+        that had one copy too few."""
+        members = set(members)
+        nodes = {}
+        for node in members:
+            known = self.nodes.get(node)
+            if known is None or not known.member:
+                known = NodeView(node, True, True)
+            nodes[node] = known
+        for node, known in self.nodes.items():
+            if node not in members:
+                nodes[node] = NodeView(node, False, known.up, known.down_seconds)
+        return ClusterView(nodes, self.replication, self.replica_timeout_seconds, self.missing, self.corrupt,
+                           self.inventories)
+
     def up_members(self) -> list[str]:
         return sorted(node for node, view in self.nodes.items() if view.member and view.up)
 

@@ -234,13 +234,19 @@ class RepairScheduler:
         with self._lock:
             return dict(self._in_flight)
 
-    def chunk_report(self, chunk_id: bytes, recorded: list[str]) -> tuple[Health, dict[str, Replica]] | None:
-        """(health, replica states) of one chunk by the last round's view; None before one."""
+    def chunk_reporter(self, members) -> Callable[[bytes, list[str]], tuple[Health, dict[str, Replica]]] | None:
+        """For fsck: (health, replica states) of a chunk, by the last round's view brought to
+        the current `members` (every voter and learner id); None before the first round."""
         view = self._published_view
         if view is None:
             return None
-        states = replica_states(chunk_id, tuple(recorded), view)
-        return chunk_health(chunk_id, states, view), states
+        view = view.for_members(members)
+
+        def report(chunk_id: bytes, recorded: list[str]) -> tuple[Health, dict[str, Replica]]:
+            states = replica_states(chunk_id, tuple(recorded), view)
+            return chunk_health(chunk_id, states, view), states
+
+        return report
 
     def close(self) -> None:
         """Stop the threads. A copy blocked on a chunk port is not waited for: the server's

@@ -41,6 +41,22 @@ def test_target_is_capped_by_members():
     assert view(up=("n1",), removed=("n2", "n3")).target == 1
 
 
+def test_a_view_brought_to_a_later_membership_counts_added_nodes_and_drops_removed_ones():
+    # The round saw n1, n3 after n2 was removed: two copies are all two members can hold.
+    before_join = view(up=("n1", "n3"), removed=("n2",))
+    states = replica_states(chunk(1), ("n1", "n3"), before_join)
+    assert chunk_health(chunk(1), states, before_join) is Health.HEALTHY
+    # The replacement r1 joined since that round: the same copies are one too few now.
+    after_join = before_join.for_members({"n1", "n3", "r1"})
+    assert after_join.target == 3
+    assert chunk_health(chunk(1), replica_states(chunk(1), ("n1", "n3"), after_join), after_join) \
+        is Health.UNDER_REPLICATED
+    # And a copy on a node removed since the round is not live any more.
+    stale = view(up=("n1", "n2", "n3")).for_members({"n1", "n3"})
+    assert replica_states(chunk(1), ("n1", "n2", "n3"), stale)["n2"] is Replica.REMOVED
+    assert stale.target == 2
+
+
 def test_fewest_live_copies_are_repaired_first_within_the_copy_budget():
     records = [ChunkRecord(chunk(1), 10, ("n1", "n2", "n3")),  # one live: n2, n3 dead
                ChunkRecord(chunk(2), 10, ("n1", "n2", "n3")),  # two live
