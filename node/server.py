@@ -511,13 +511,15 @@ class NodeServer:
         if status.role != "leader":
             raise NotLeader("fsck is answered by the leader", status.leader)
         files_max = min(max(1, args.get("files_max") or FSCK_FILES_MAX), FSCK_FILES_MAX)
-        chunk_report = self.repair.chunk_reporter(self._chunk_addresses)
+        members = frozenset(status.voters) | frozenset(status.voters_outgoing) | frozenset(status.learners)
+        chunk_report = self.repair.chunk_reporter(members)
         if chunk_report is None:
             raise Unavailable("the leader is still taking its first look at the replicas; retry in a moment")
         with self.store.read_transaction() as txn:
             report = fsck_report(self.namespace.files_under(txn, args.get("path") or "/"), chunk_report,
                                  self.repair.pending_targets(), files_max=files_max)
-        report["target"] = min(self.config.replication, len(self._chunk_addresses))
+        report["target"] = min(self.config.replication, len(members))
+        report["replication"] = self.config.replication
         report["repair"] = self.repair.status()
         return report
 

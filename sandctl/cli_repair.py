@@ -48,7 +48,7 @@ def fsck_command(settings: Settings, path: str, verbose: bool) -> None:
         chunk_totals = report["chunk_totals"]
         click.echo(f"chunks: {chunk_totals['chunks']}; "
                    + ", ".join(f"{state}: {chunk_totals.get(state, 0)}" for state in repair.STATES)
-                   + f"; target {report.get('target')} live copies each")
+                   + f"; target {report.get('target')} live copies each" + _capped(report))
         for line in repair.repair_lines(report.get("repair") or {})[1:]:
             click.echo(line)
     raise click.exceptions.Exit(repair.exit_status(report))
@@ -79,3 +79,11 @@ def rebalance_command(settings: Settings) -> None:
 
 
 COMMANDS.append(rebalance_command)
+
+
+def _capped(report: dict) -> str:
+    """Say why the target is below the replication factor: fewer members than copies."""
+    target, replication = report.get("target"), report.get("replication")
+    if isinstance(target, int) and isinstance(replication, int) and target < replication:
+        return f" (replication {replication}, but the cluster has {target} member{'s' if target != 1 else ''})"
+    return ""

@@ -211,6 +211,31 @@ SLOW_REPAIR = {"repair_bytes_per_second": 1024}  # no repair finishes within the
 
 
 @pytest.mark.parametrize("repair_cluster", [SLOW_REPAIR], indirect=True)
+def test_fsck_right_after_a_replacement_joined_counts_it_before_its_copies_exist(repair_cluster):
+    """The README's replacement steps, with repair too slow to finish: once n3 is removed, two
+    copies are all the two members can hold (healthy, and fsck says why the target is 2); the
+    moment the replacement has joined, the same copies are one too few."""
+    cluster = repair_cluster
+    data = os.urandom(1 << 20)
+    cluster.put("/f", data)
+    wait_until(lambda: all_healthy(cluster), "healthy", WAIT_SECONDS)
+    supervisor.kill_node(cluster.data_dir, "n3")
+    assert cluster.sandctl("remove-voter", "n3").returncode == 0
+    fsck = cluster.sandctl("fsck", "/")
+    assert fsck.returncode == 0, fsck.stdout.decode()
+    assert "target 2 live copies each (replication 3, but the cluster has 2 members)" in fsck.stdout.decode()
+    ports = cluster.tools.free_ports(3)
+    joined = cluster.sandctl("add-voter", "n4", "--raft", f"127.0.0.1:{ports[0]}", "--client",
+                             f"127.0.0.1:{ports[1]}", "--chunk", f"127.0.0.1:{ports[2]}", "--spawn")
+    assert joined.returncode == 0, joined.stderr.decode()
+    cluster.ledger.collect()
+    fsck = cluster.sandctl("fsck", "/")
+    assert fsck.returncode == 1, fsck.stdout.decode()
+    assert "under-replicated" in fsck.stdout.decode() and "target 3 live copies each\n" in fsck.stdout.decode()
+    assert cluster.get("/f") == data
+
+
+@pytest.mark.parametrize("repair_cluster", [SLOW_REPAIR], indirect=True)
 def test_fsck_reports_each_state_with_its_exit_status(repair_cluster):
     cluster = repair_cluster
     contents = {name: os.urandom(100 << 10) for name in ("a", "b", "c")}  # one chunk each
