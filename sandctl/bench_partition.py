@@ -11,6 +11,13 @@ it; from the heal to full recovery (every node answers and has applied the leade
 index as of the heal); the longest gap between acknowledged writes; the longest time any node
 did not answer `status` after the heal; writes acknowledged and lost (must be 0).
 
+And what a gap is made of: when the new leader took over (from its own record of leader
+changes) and how many terms the election took (more than 1: a split vote or a candidate whose
+log was behind), so the cluster's failover shows apart from the client's; and the attempts of
+the writer whose acknowledgement ended the longest gap (each request's target and outcome).
+Each node's `status` is probed by its own thread, so one silent node does not hold up the
+others' probes, and a probe answered is timed when its answer arrives.
+
 Needs root. The same NetCluster and ClientAgent serve the tests in tests/netns.
 
 The client side runs as `python -m sandctl.bench_partition agent --config FILE` inside the
@@ -21,6 +28,7 @@ clock for every process on the machine, so the caller compares them with its own
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -43,7 +51,10 @@ PAYLOAD_BYTES = 100
 WRITER_ATTEMPT_TIMEOUT_SECONDS = 0.3  # as in the failover workload: a silent node is left quickly
 WRITER_CALL_TIMEOUT_SECONDS = 10.0
 STATUS_PROBE_INTERVAL_SECONDS = 0.05
-STATUS_PROBE_TIMEOUT_SECONDS = 0.5
+STATUS_PROBE_TIMEOUT_SECONDS = 0.5  # the agent's "status" op (all nodes at once)
+# One node's status probe: a node silent this long gets a new connection for its next probe.
+NODE_PROBE_TIMEOUT_SECONDS = 0.2
+WRITER_TRACE_EVENTS_MAX = 20_000  # per writer: the last attempts, for explaining a gap
 AGENT_START_SECONDS = 60.0
 AGENT_ANSWER_SECONDS = 120.0
 NODE_START_SECONDS = 60.0
@@ -239,7 +250,8 @@ class _Agent:
         self._client = Client(config, timeout_seconds=WRITER_CALL_TIMEOUT_SECONDS,
                               attempt_timeout_seconds=WRITER_ATTEMPT_TIMEOUT_SECONDS)
         self._lock = threading.Lock()
-        self._acks: list[tuple[float, float, str]] = []  # (sent_at, acknowledged_at, path)
+        self._acks: list[tuple[float, float, str, int]] = []  # (sent_at, acknowledged_at, path, writer)
+        self._traces: dict[int, collections.deque] = {}  # writer -> (time, node, outcome) of its attempts
         self._data_by_path: dict[str, bytes] = {}
         self._outcome_unknown = 0
         self._refused = 0
@@ -253,6 +265,7 @@ class _Agent:
         filler = os.urandom(PAYLOAD_BYTES)
         with Client(self._config, timeout_seconds=WRITER_CALL_TIMEOUT_SECONDS,
                     attempt_timeout_seconds=WRITER_ATTEMPT_TIMEOUT_SECONDS) as client:
+            self._traces[number] = _trace_attempts(client)
             sequence = 0
             while not self._stop.is_set():
                 sequence += 1
@@ -271,24 +284,33 @@ class _Agent:
                     self._stop.wait(POLL_SECONDS)
                     continue
                 with self._lock:
-                    self._acks.append((sent_at, time.monotonic(), path))
+                    self._acks.append((sent_at, time.monotonic(), path, number))
                     self._data_by_path[path] = data
 
-    def _prober(self) -> None:
-        """Every node's status, often, to find how long any node did not answer. A new client
-        (new connections) each round: this measures the node, not how soon an old connection
-        notices the heal (that is the client library's business)."""
+    def _prober(self, node: str) -> None:
+        """One node's status, often, to find how long it did not answer: each answer is timed
+        when it arrives. A node silent for a probe gets a new client (new connection) for the
+        next: this measures the node, not how soon an old connection notices the heal (that is
+        the client library's business)."""
         from sandctl.client import Client
 
-        while not self._stop.is_set():
-            with Client(self._config, timeout_seconds=WRITER_CALL_TIMEOUT_SECONDS) as client:
-                answers = client.status_all(STATUS_PROBE_TIMEOUT_SECONDS)
-            now = time.monotonic()
-            with self._lock:
-                for node, answer in answers.items():
-                    if answer is not None:
+        client = None
+        try:
+            while not self._stop.is_set():
+                if client is None:
+                    client = Client(self._config, timeout_seconds=WRITER_CALL_TIMEOUT_SECONDS)
+                answer = client.broadcast("status", {}, [node], timeout_seconds=NODE_PROBE_TIMEOUT_SECONDS)[node]
+                now = time.monotonic()
+                if isinstance(answer, dict):
+                    with self._lock:
                         self._answers.setdefault(node, []).append(now)
-            self._stop.wait(STATUS_PROBE_INTERVAL_SECONDS)
+                else:
+                    client.close()
+                    client = None
+                self._stop.wait(STATUS_PROBE_INTERVAL_SECONDS)
+        finally:
+            if client is not None:
+                client.close()
 
     def handle(self, request: dict) -> dict:
         op = request["op"]
@@ -301,7 +323,8 @@ class _Agent:
             self._stop.clear()
             self._threads = [threading.Thread(target=self._writer, args=(request["directory"], number), daemon=True)
                              for number in range(request.get("threads", WRITER_THREADS))]
-            self._threads.append(threading.Thread(target=self._prober, daemon=True))
+            self._threads += [threading.Thread(target=self._prober, args=(node.id,), daemon=True)
+                              for node in self._config.nodes]
             for thread in self._threads:
                 thread.start()
             return {}
@@ -314,18 +337,25 @@ class _Agent:
                         "refused": self._refused}
         if op == "first_ack_sent_after":
             with self._lock:
-                times = [acked for sent, acked, _ in self._acks if sent >= request["moment"]]
+                times = [acked for sent, acked, _, _ in self._acks if sent >= request["moment"]]
             return {"acknowledged_at": min(times) if times else None}
         if op == "acks_sent_after":
             with self._lock:
-                return {"count": sum(1 for sent, _, _ in self._acks if sent >= request["moment"])}
+                return {"count": sum(1 for sent, _, _, _ in self._acks if sent >= request["moment"])}
         if op == "longest_ack_gap":
             with self._lock:
-                times = sorted(acked for _, acked, _ in self._acks
-                               if request["start"] <= acked <= request["end"])
-            edges = [request["start"], *times, request["end"]]
-            seconds, began_at = max((b - a, a) for a, b in zip(edges, edges[1:]))
-            return {"seconds": seconds, "began_at": began_at}
+                acks = sorted((acked, writer) for _, acked, _, writer in self._acks
+                              if request["start"] <= acked <= request["end"])
+            edges = [(request["start"], None), *acks, (request["end"], None)]
+            seconds, began_at, ended_by = max(((b[0] - a[0], a[0], b[1]) for a, b in zip(edges, edges[1:])),
+                                              key=lambda gap: gap[:2])
+            return {"seconds": seconds, "began_at": began_at, "ended_by_writer": ended_by}
+        if op == "writer_trace":
+            with self._lock:
+                events = list(self._traces.get(request["writer"], ()))
+            return {"events": [event for event in events if request["start"] <= event[0] <= request["end"]]}
+        if op == "leader_changes":
+            return self._leader_changes()
         if op == "longest_mute":
             with self._lock:
                 gaps = {}
@@ -339,6 +369,19 @@ class _Agent:
         if op == "exit":
             return {}
         return {"error": f"unknown op {op!r}"}
+
+    def _leader_changes(self) -> dict:
+        """Every node's record of leader changes ({term, leader, at}), `at` on this machine's
+        monotonic clock (the nodes stamp them with the wall clock)."""
+        wall_minus_monotonic = time.time() - time.monotonic()
+        answers = self._client.broadcast("inspect_term", {}, timeout_seconds=STATUS_PROBE_TIMEOUT_SECONDS)
+        changes = []
+        for answer in answers.values():
+            if isinstance(answer, dict):
+                for change in answer.get("leader_changes") or ():
+                    changes.append({"term": change["term"], "leader": change["leader"],
+                                    "at": change["at_ms"] / 1000.0 - wall_minus_monotonic})
+        return {"changes": changes}
 
     def _verify(self) -> dict:
         """Read every acknowledged write back (linearizable); missing or different is lost."""
@@ -360,6 +403,30 @@ class _Agent:
             else:
                 unverified += 1
         return {"acknowledged": len(expected), "lost": lost, "unverified": unverified}
+
+
+def _trace_attempts(client) -> collections.deque:
+    """Record (time, node, outcome) for each request `client` sends -- outcome "sent" or
+    "unsent" -- and each reply it receives -- "ok" or the error code. For explaining a gap:
+    the bench's own instrument, wrapped around the client's request engine."""
+    events: collections.deque = collections.deque(maxlen=WRITER_TRACE_EVENTS_MAX)
+    connections = client._connections
+    request, poll = connections.request, connections.poll
+
+    def traced_request(node, op, args, connect_wait_seconds=0.0):
+        request_id = request(node, op, args, connect_wait_seconds)
+        events.append((time.monotonic(), node, "unsent" if request_id is None else "sent"))
+        return request_id
+
+    def traced_poll(timeout_seconds):
+        replies = poll(timeout_seconds)
+        now = time.monotonic()
+        for reply in replies:
+            events.append((now, reply.node, "ok" if reply.ok else reply.code))
+        return replies
+
+    connections.request, connections.poll = traced_request, traced_poll
+    return events
 
 
 def _status_fields(answer: object) -> dict | None:
@@ -402,6 +469,7 @@ def _one_repetition(agent: ClientAgent, lab: NetLab, cluster: NetCluster, isolat
     agent.wait("writes before the cut", lambda a: a.acks_sent_after(start) > 0)
     steady_from = time.monotonic()
     time.sleep(STEADY_SECONDS)  # a steady stretch of writes before the cut: the workload, not a wait
+    term_before = agent.status()[leader]["term"]
     before_cut = time.monotonic()
     lab.isolate(cluster.host(leader))
     cut_at = time.monotonic()  # the cut is complete: writes sent from now on cannot reach the old leader
@@ -419,19 +487,46 @@ def _one_repetition(agent: ClientAgent, lab: NetLab, cluster: NetCluster, isolat
     gap = agent.ask({"op": "longest_ack_gap", "start": before_cut, "end": end})
     steady_gap = agent.ask({"op": "longest_ack_gap", "start": steady_from, "end": before_cut})["seconds"]
     mute = agent.ask({"op": "longest_mute", "start": healed_at, "end": end})["seconds_by_node"]
+    election = _election_after(agent.ask({"op": "leader_changes"})["changes"], term_before, cut_at)
+    gap_end = gap["began_at"] + gap["seconds"]
+    trace = []
+    if gap["ended_by_writer"] is not None:
+        trace = agent.ask({"op": "writer_trace", "writer": gap["ended_by_writer"], "start": gap["began_at"] - 0.5,
+                           "end": gap_end})["events"]
     return {
         "isolated": leader,
         "new_leader": new_leader,
         "cut_to_ack_ms": round((first_after_cut - cut_at) * 1000.0, 1),
+        # The cluster's part of the failover: the first leader of a later term took over then,
+        # after this many terms (1: one clean election).
+        "cut_to_leader_ms": election["cut_to_leader_ms"],
+        "election_terms": election["terms"],
+        "leader_to_ack_ms": (None if election["leader_at"] is None
+                             else round((first_after_cut - election["leader_at"]) * 1000.0, 1)),
         "heal_to_recovered_ms": round((recovered_at - healed_at) * 1000.0, 1),
         "longest_ack_gap_ms": round(gap["seconds"] * 1000.0, 1),
         "longest_ack_gap_before_cut_ms": round(steady_gap * 1000.0, 1),  # the same measure with nothing cut
         # where it began: seconds after the cut (negative: before it); the heal came at isolation_seconds
         "longest_ack_gap_began_after_cut_s": round(gap["began_at"] - cut_at, 2),
+        # what the writer that ended the gap did meanwhile: "ms after the gap began node outcome"
+        "longest_ack_gap_attempts": [f"{(at - gap['began_at']) * 1000.0:+.0f} {node} {outcome}"
+                                     for at, node, outcome in trace],
         "longest_status_silence_after_heal_ms": round(max(mute.values(), default=0.0) * 1000.0, 1),
         "status_silence_after_heal_ms_by_node": {node: round(seconds * 1000.0, 1) for node, seconds in sorted(mute.items())},
         "writes_outcome_unknown": stopped["outcome_unknown"],
     }
+
+
+def _election_after(changes: list[dict], term_before: int, cut_at: float) -> dict:
+    """When the first leader of a term after term_before took over (as recorded by any node),
+    and how many terms it took."""
+    later = [change for change in changes if change["term"] > term_before]
+    if not later:
+        return {"leader_at": None, "cut_to_leader_ms": None, "terms": None}
+    first = min(later, key=lambda change: (change["term"], change["at"]))
+    taken_over_at = min(change["at"] for change in later if change["term"] == first["term"])
+    return {"leader_at": taken_over_at, "cut_to_leader_ms": round((taken_over_at - cut_at) * 1000.0, 1),
+            "terms": first["term"] - term_before}
 
 
 def run_partition_bench(directory: Path, *, repetitions: int = REPETITIONS_DEFAULT,
@@ -460,6 +555,8 @@ def run_partition_bench(directory: Path, *, repetitions: int = REPETITIONS_DEFAU
         "outstanding": WRITER_THREADS,
         "runs": runs,
         "cut_to_ack_ms": [run["cut_to_ack_ms"] for run in runs],
+        "cut_to_leader_ms": [run["cut_to_leader_ms"] for run in runs],
+        "election_terms": [run["election_terms"] for run in runs],
         "heal_to_recovered_ms": [run["heal_to_recovered_ms"] for run in runs],
         "longest_ack_gap_ms": [run["longest_ack_gap_ms"] for run in runs],
         "longest_status_silence_after_heal_ms": [run["longest_status_silence_after_heal_ms"] for run in runs],

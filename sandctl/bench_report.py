@@ -46,8 +46,9 @@ def _rate(row: dict) -> str:
                 f"lost {row.get('writes_lost')} of {row.get('writes_acknowledged')}")
     if row["workload"] == "partition":
         def joined(key: str) -> str:
-            return ", ".join(f"{ms:g}" for ms in row.get(key, []))
-        return (f"cut->ack ms: {joined('cut_to_ack_ms')}; heal->recovered ms: {joined('heal_to_recovered_ms')}; "
+            return ", ".join("?" if ms is None else f"{ms:g}" for ms in row.get(key, []))
+        leaders = f" (cut->new leader ms: {joined('cut_to_leader_ms')})" if row.get("cut_to_leader_ms") else ""
+        return (f"cut->ack ms: {joined('cut_to_ack_ms')}{leaders}; heal->recovered ms: {joined('heal_to_recovered_ms')}; "
                 f"longest gap ms: {joined('longest_ack_gap_ms')}; "
                 f"status silence after heal ms: {joined('longest_status_silence_after_heal_ms')}; "
                 f"lost {row.get('writes_lost')} of {row.get('writes_acknowledged')}")

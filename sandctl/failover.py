@@ -34,6 +34,9 @@ BACKOFF_SECONDS_MAX = 0.2
 # A node known to lead is asked again after this long (in the background, after a success):
 # a deposed leader keeps answering by forwarding, and the client should follow the new one.
 LEADER_CONFIRMATION_SECONDS = 2.0
+# A node that let an attempt time out is left out of the rotation this long, unless it answers
+# or is named leader meanwhile (LeaderTracker.silent).
+SILENCE_REMEMBERED_SECONDS = 5.0
 
 assert BACKOFF_SECONDS_MIN < BACKOFF_SECONDS_MAX
 assert CONNECT_WAIT_SECONDS <= ATTEMPT_TIMEOUT_SECONDS
@@ -52,12 +55,27 @@ def _is_final(reply: Reply) -> bool:
 
 class LeaderTracker:
     """Which node a client believes leads, and whether a status or a hint said so recently
-    (leader_confirmed) or it merely answered. Shared by every call of one client; no I/O."""
+    (leader_confirmed) or it merely answered. Shared by every call of one client; no I/O.
+
+    Also which nodes let an attempt time out and have not answered since (`silent`): a
+    partitioned leader stays silent, and trying it first on every call, or again while the
+    others elect its successor, cost an attempt timeout each time. Silent nodes are left out
+    of the rotation while another node is not silent (the others forward to a leader, or say
+    there is none); any answer, a hint naming the node, or SILENCE_REMEMBERED_SECONDS clear
+    the mark."""
 
     def __init__(self, addresses: dict[str, str]) -> None:
         self.addresses = addresses
         self.leader: str | None = None
         self._confirmed_at: float | None = None
+        self._silent_since: dict[str, float] = {}
+
+    @property
+    def silent(self) -> set[str]:
+        now = time.monotonic()
+        for node in [node for node, since in self._silent_since.items() if now - since > SILENCE_REMEMBERED_SECONDS]:
+            del self._silent_since[node]
+        return set(self._silent_since)
 
     @property
     def leader_confirmed(self) -> bool:
@@ -67,6 +85,16 @@ class LeaderTracker:
     def set_leader(self, node: str | None, confirmed: bool) -> None:
         self.leader = node
         self._confirmed_at = time.monotonic() if confirmed and node is not None else None
+        if confirmed:
+            self._silent_since.pop(node, None)
+
+    def timed_out(self, node: str) -> None:
+        self._silent_since.setdefault(node, time.monotonic())
+        if self.leader == node:
+            self.set_leader(None, confirmed=False)
+
+    def answered(self, node: str) -> None:
+        self._silent_since.pop(node, None)
 
     def served_by(self, node: str, call_started: float) -> bool:
         """Record that `node` served a call started at call_started; True if its status should
@@ -88,18 +116,28 @@ class LeaderTracker:
         if isinstance(hint, str) and hint in self.addresses and hint != node:
             self.set_leader(hint, confirmed=True)
 
-    def rotation(self, pinned: str | None, leader_first: bool = True) -> Iterator[str]:
+    def rotation(self, pinned: str | None, leader_first: bool = True, after: str | None = None) -> Iterator[str]:
         """Targets in the order to try: the pinned node forever, or the believed leader first
-        (unless leader_first is False: the caller already tried it) and then every known node
-        in config order, round and round."""
+        (unless leader_first is False: the caller already tried it, `after`) and then every
+        known node in config order, round and round, leaving out silent nodes unless all are;
+        never the same node twice in a row when there is another."""
         if pinned is not None:
             return itertools.repeat(pinned)
 
-        def targets() -> Iterator[str]:
+        def candidates() -> Iterator[str]:
             if leader_first and self.leader is not None:
                 yield self.leader
             while True:
-                yield from list(self.addresses)
+                # Chosen afresh each round: a node that just timed out is left out of the next.
+                silent = self.silent
+                yield from [node for node in self.addresses if node not in silent] or list(self.addresses)
+
+        def targets() -> Iterator[str]:
+            previous = after
+            for node in candidates():
+                if node != previous or len(self.addresses) == 1:
+                    previous = node
+                    yield node
 
         return targets()
 
@@ -137,7 +175,7 @@ class CallPlan:
         self._redirects_in_a_row = 0  # hints can chase each other during an election: bound that
         self._connected_any = False
         # first_target was the believed leader (or the pinned node): the rotation goes on after it.
-        self._rotation = tracker.rotation(pinned, leader_first=first_target is None)
+        self._rotation = tracker.rotation(pinned, leader_first=first_target is None, after=first_target)
 
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
@@ -170,6 +208,8 @@ class CallPlan:
 
     def timed_out(self, target: str) -> None:
         self.last_problem = f"{target} did not answer within {self.attempt_timeout_seconds:g} s"
+        if self.pinned is None:
+            self.tracker.timed_out(target)
 
     def on_reply(self, reply: Reply) -> bool:
         """True if this reply (to one of this call's attempts) is the one to act on: the
@@ -177,6 +217,7 @@ class CallPlan:
         changed" answers only clear their unresolved mark."""
         key = (reply.node, reply.request_id)
         assert key in self.attempts
+        self.tracker.answered(reply.node)
         if reply.code in RETRY_NOTHING_CHANGED:
             self.unresolved.discard(key)
         if key == self.current or _is_final(reply):

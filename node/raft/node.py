@@ -361,6 +361,14 @@ class RaftNode:
     def become_candidate(self) -> None:
         assert self.role != Role.LEADER, "a leader does not campaign"
         self._reset(self.term + 1)
+        # A candidate that has not won within this many ticks campaigns again. Shorter than a
+        # follower's timeout: that one is long so that a slow leader is not deposed, but here
+        # no leader is known, and a split vote (two pre-candidates passed their pre-votes at
+        # once) would otherwise keep the group leaderless for a whole second timeout. Still
+        # randomized, so that the rivals' next attempts spread apart.
+        self.randomized_election_ticks = self._rng.randrange(
+            max(1, self.config.election_ticks_min // 2), self.config.election_ticks_min
+        )
         self.vote = self.id
         self.role = Role.CANDIDATE
         self._step_role = self._step_candidate

@@ -164,6 +164,11 @@ class Driver:
         leader = self.core.lead
         if not leader:
             raise NoLeader("no leader is known right now (election in progress?); retry shortly")
+        if self.core.election_elapsed_ticks * 2 >= self.core.config.election_ticks_min:
+            # Silent for half an election timeout (a partition, most likely): a forward would
+            # vanish and cost the client a whole attempt timeout; "nothing changed" lets it try
+            # another node at once, and the next leader as soon as there is one.
+            raise NoLeader(f"the leader {leader} has not been heard from for a while; retry shortly")
         self._transport.send_forward(leader, command)
 
     def _propose(self, command: bytes, decoded: object | None, now_seconds: float) -> None:

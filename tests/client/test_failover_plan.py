@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from node.errors import AlreadyExists, NoLeader, NotLeader, TimedOut, Unavailable
 from sandctl.connection import Reply
-from sandctl.failover import BACKOFF_SECONDS_MIN, CallPlan, LeaderTracker
+from sandctl.failover import BACKOFF_SECONDS_MIN, SILENCE_REMEMBERED_SECONDS, CallPlan, LeaderTracker
 
 ADDRESSES = {"n1": "127.0.0.1:1", "n2": "127.0.0.1:2", "n3": "127.0.0.1:3"}
 
@@ -106,3 +108,42 @@ def test_a_node_that_served_without_being_known_to_lead_is_asked_and_its_hint_fo
     assert plan_for(tracker).next_target() == "n2"
     tracker.on_status("n2", {"role": "follower", "leader": "n9"})  # not asked of n2 and unknown: ignored
     assert tracker.leader == "n2"
+
+
+def test_a_leader_that_timed_out_is_left_out_while_the_others_answer_until_it_answers():
+    tracker = LeaderTracker(dict(ADDRESSES))
+    tracker.set_leader("n1", confirmed=True)
+    plan = plan_for(tracker)
+    assert plan.next_target() == "n1"
+    plan.sent("n1", 1)
+    plan.timed_out("n1")  # partitioned: silence
+    assert tracker.leader is None and tracker.silent == {"n1"}
+    # Not n1 again (config order would start with it) while the others answer.
+    assert [plan.next_target() for _ in range(4)] == ["n2", "n3", "n2", "n3"]
+    # The next call starts elsewhere too.
+    assert plan_for(tracker).next_target() == "n2"
+    plan.sent("n1", 2)
+    assert plan.on_reply(error("n1", 2, NoLeader("election")))  # it answered: no longer silent
+    assert tracker.silent == set()
+    assert plan_for(tracker).next_target() == "n1"
+
+
+def test_a_first_attempt_sent_before_the_plan_is_not_repeated_next():
+    tracker = LeaderTracker(dict(ADDRESSES))
+    plan = CallPlan(tracker, "mkdir", write=True, timeout_seconds=60, pinned=None, attempt_timeout_seconds=1,
+                    unreachable_seconds=None, first_target="n1")
+    plan.sent("n1", 1)
+    reply = error("n1", 1, NoLeader("election"))
+    assert plan.on_reply(reply) and plan.answered(reply) > 0
+    assert [plan.next_target() for _ in range(3)] == ["n2", "n3", "n1"]
+
+
+def test_when_every_node_is_silent_each_is_tried_and_a_mark_is_forgotten_after_a_while(monkeypatch):
+    tracker = LeaderTracker(dict(ADDRESSES))
+    for node in ADDRESSES:
+        tracker.timed_out(node)
+    plan = plan_for(tracker)
+    assert [plan.next_target() for _ in range(4)] == ["n1", "n2", "n3", "n1"]
+    later = time.monotonic() + SILENCE_REMEMBERED_SECONDS + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    assert tracker.silent == set()

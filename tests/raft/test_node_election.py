@@ -183,3 +183,26 @@ def test_a_rejected_higher_term_vote_does_not_restart_the_election_timer():
                          index=b.status().last_index, log_term=b.term - 1)
     replies = cluster.deliver([fresh_vote])
     assert not replies[0].reject and b.vote == "c" and b.election_elapsed_ticks == 0
+
+
+def test_a_split_vote_is_retried_within_half_to_one_follower_timeout():
+    # Five voters, e cut off: a and b pass their pre-votes at once and split c and d between
+    # them at term 2. Neither can win; each campaigns again sooner than a follower would time
+    # out (a follower's long timeout protects a slow leader, and there is none here).
+    cluster = Cluster("abcde")
+    pre_votes = fire_election_timer(cluster, "a") + fire_election_timer(cluster, "b")
+    answers = cluster.deliver(pre_votes, drop=lambda m: m.target == "e")
+    votes = [m for m in cluster.deliver(answers) if m.kind == VOTE and m.target != "e"]
+    assert kinds(votes) == [("VOTE", "a", "b"), ("VOTE", "a", "c"), ("VOTE", "a", "d"),
+                            ("VOTE", "b", "a"), ("VOTE", "b", "c"), ("VOTE", "b", "d")]
+    # c hears a first, d hears b first: two votes each out of five.
+    first = [m for m in votes if (m.source, m.target) in (("a", "c"), ("b", "d"))]
+    second = [m for m in votes if m not in first]
+    cluster.deliver(cluster.deliver(first) + cluster.deliver(second))
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    assert (a.role, b.role, a.term, b.term) == (Role.CANDIDATE, Role.CANDIDATE, 2, 2)
+    ticks_min = cluster.settings["election_ticks_min"]
+    for node in (a, b):
+        assert ticks_min // 2 <= node.randomized_election_ticks < ticks_min
+    retry = cluster.tick("a", a.randomized_election_ticks)
+    assert a.role == Role.PRE_CANDIDATE and kinds(retry)[0] == ("PRE_VOTE", "a", "b")
