@@ -113,7 +113,7 @@ def _validated(op: object, args: object, now_ns: object, args_validated: bool = 
         _check_content(checked)
     if "chunk" in checked:  # add_replica, drop_replica
         _check_replica_change(checked)
-    return Command(op=op, args=checked, client=client, seq=seq, now_ns=now_ns)
+    return Command(op, checked, client, seq, now_ns)  # positional: cheaper for a NamedTuple
 
 
 def _check_content(args: dict) -> None:

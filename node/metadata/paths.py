@@ -17,6 +17,12 @@ assert MAX_NAME_BYTES < MAX_PATH_BYTES
 
 def normalize_path(path: str) -> str:
     """The normal form of `path`, or InvalidPath with a sentence saying what is wrong."""
+    if _is_plainly_normal(path):
+        return path  # the usual case: every path in a log entry was normalised by its proposer
+    return _normalized(path)
+
+
+def _normalized(path: object) -> str:
     if not isinstance(path, str):
         raise InvalidPath(f"a path must be a string, got {type(path).__name__}")
     if "\0" in path:
@@ -40,6 +46,15 @@ def normalize_path(path: str) -> str:
         if name_bytes > MAX_NAME_BYTES:
             raise InvalidPath(f"name {name[:32]!r}... is {name_bytes} bytes long, the limit is {MAX_NAME_BYTES}")
     return ROOT + "/".join(names)
+
+
+def _is_plainly_normal(path: object) -> bool:
+    """A cheap test that is True only for a normal path: ASCII (so characters are bytes),
+    within the limits, absolute, no empty component, no trailing '/', no NUL and no component
+    starting with '.' (so no '.' or '..'; other such names take the full check)."""
+    return (type(path) is str and path.isascii() and path[:1] == "/" and len(path) <= MAX_PATH_BYTES
+            and "//" not in path and "/." not in path and "\0" not in path and (path == ROOT or path[-1] != "/")
+            and (len(path) <= MAX_NAME_BYTES or max(map(len, path.split("/"))) <= MAX_NAME_BYTES))
 
 
 def file_name(name: str) -> str:

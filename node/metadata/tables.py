@@ -114,6 +114,12 @@ class Record(NamedTuple):
         return packb([KIND_CHUNKED_FILE, self.mode, self.mtime_ns, self.size, self.chunks])
 
     @staticmethod
+    def encodes_directory(value: bytes) -> bool:
+        """Whether an encoded record is a directory, read from its first two bytes without
+        decoding it (path resolution passes through every directory above a path)."""
+        return value[:2] == _DIRECTORY_HEAD
+
+    @staticmethod
     def decode(value: bytes) -> "Record":
         kind, mode, mtime_ns, *content = msgpack.unpackb(value, raw=False)
         if kind == KIND_DIRECTORY:
@@ -144,3 +150,11 @@ class Record(NamedTuple):
         if self.chunks is not None:
             result["chunks"] = self.chunks
         return result
+
+
+# An encoded directory starts with the msgpack header of a 3-element array and the kind
+# KIND_DIRECTORY (a positive fixint); an encoded file is a 5-element array of another kind.
+_DIRECTORY_HEAD = bytes([0x93, KIND_DIRECTORY])
+assert Record(True, 0o755, 1).encode()[:2] == _DIRECTORY_HEAD
+assert Record(False, 0o644, 1, 1, data=b"x").encode()[:2] != _DIRECTORY_HEAD
+assert Record(False, 0o644, 1, 1, chunks=[]).encode()[:2] != _DIRECTORY_HEAD

@@ -31,26 +31,32 @@ class Resolved(NamedTuple):
 
 
 def load(txn: lmdb.Transaction, tables: NamespaceTables, inode: int) -> Record:
-    value = txn.get(pack_uint64(inode), db=tables.inodes)
-    assert value is not None, f"inode {inode} is referenced but missing"
-    return Record.decode(value)
+    return Record.decode(_load_encoded(txn, tables, inode))
 
 
 def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str) -> Resolved:
     """Follow `path` as far as it exists. Raises NotADirectory when a file sits where the path
-    needs a directory."""
+    needs a directory. Only the deepest record found is decoded: every write resolves its path,
+    and the directories above it need no more than a look at their kind."""
     names = paths.components(path)
-    inode, parent, record = ROOT_INODE, NO_INODE, load(txn, tables, ROOT_INODE)
+    inode, parent = ROOT_INODE, NO_INODE
+    encoded = _load_encoded(txn, tables, ROOT_INODE)
     for depth, name in enumerate(names):
-        if not record.is_directory:
+        if not Record.encodes_directory(encoded):
             prefix = paths.ROOT + "/".join(names[:depth])
             raise NotADirectory(f"{prefix} is a file, not a directory (in {path})")
         value = txn.get(child_key(inode, name), db=tables.children)
         if value is None:
-            return Resolved(depth, inode, parent, record, names)
+            return Resolved(depth, inode, parent, Record.decode(encoded), names)
         inode, parent = unpack_uint64(value), inode
-        record = load(txn, tables, inode)
-    return Resolved(len(names), inode, parent, record, names)
+        encoded = _load_encoded(txn, tables, inode)
+    return Resolved(len(names), inode, parent, Record.decode(encoded), names)
+
+
+def _load_encoded(txn: lmdb.Transaction, tables: NamespaceTables, inode: int) -> bytes:
+    value = txn.get(pack_uint64(inode), db=tables.inodes)
+    assert value is not None, f"inode {inode} is referenced but missing"
+    return value
 
 
 def lookup(txn: lmdb.Transaction, tables: NamespaceTables, path: str) -> Resolved:

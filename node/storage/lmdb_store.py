@@ -49,6 +49,11 @@ ENVIRONMENT_NAME = "raft.lmdb"
 # A small or nearly full map is read on every call, as before.
 USED_FRACTION_REFRESH_COMMITS = 64
 BATCH_GROWTH_BYTES_BOUND = 32 << 20
+# The newest log entries are kept in memory as well (LogTail): the core reads each entry back
+# soon after it was stored (to apply it once committed, to send it to a follower that was a
+# little behind), and reading and decoding it from LMDB was a share of every write.
+LOG_TAIL_ENTRIES_MAX = 4096
+LOG_TAIL_BYTES_MAX = 16 << 20
 
 
 class NodeStore:
@@ -83,6 +88,7 @@ class NodeStore:
         self._page_size_bytes = self.env.stat()["psize"]
         with self.env.begin() as txn:
             self._bounds = layout.read_log_bounds(txn, self._tables)
+        self._tail = LogTail(self._bounds.last_index + 1)
         self._batch_open = False
         self.sync_counters = SyncCounters()
         self._used_fraction: float | None = None
@@ -104,6 +110,8 @@ class NodeStore:
             raise Compacted(f"index {low} is compacted (first index {bounds.first_index})")
         if high > bounds.last_index + 1:
             raise Unavailable(f"index {high - 1} is beyond the last index {bounds.last_index}")
+        if low >= self._tail.first_index:
+            return self._tail.entries(low, high, max_bytes)
         selected: list[Entry] = []
         total_bytes = 0
         with self.env.begin(db=self._tables.log) as txn:
@@ -129,6 +137,8 @@ class NodeStore:
             return bounds.last_term
         if index == bounds.base_index:
             return bounds.base_term
+        if index >= self._tail.first_index:
+            return self._tail.term(index)
         with self.env.begin(db=self._tables.log) as txn:
             value = txn.get(layout.index_key(index))
         assert value is not None, f"log entry {index} missing in {bounds}"
@@ -238,9 +248,70 @@ class NodeStore:
         finally:
             self._batch_open = False
         self._bounds = batch.bounds
+        self._tail.committed(batch, self._bounds)
 
     @contextmanager
     def read_transaction(self) -> Iterator[lmdb.Transaction]:
         """A read-only snapshot of everything committed so far (for queries and status)."""
         with self.env.begin() as txn:
             yield txn
+
+
+class LogTail:
+    """The newest stored log entries, [first_index, last index], in memory: exactly what LMDB
+    holds there, because it changes only when a write batch commits, as the log bounds do.
+    Bounded by LOG_TAIL_ENTRIES_MAX and LOG_TAIL_BYTES_MAX (the oldest are dropped first)."""
+
+    def __init__(self, first_index: int) -> None:
+        self.first_index = first_index  # of _entries[0]; the next index to append when empty
+        self._entries: list[Entry] = []
+        self._bytes = 0
+
+    def committed(self, batch: WriteBatch, bounds) -> None:
+        """Take over what a committed batch changed in the log."""
+        if batch.log_replaced:
+            self._reset(bounds.last_index + 1)
+        if batch.appended:
+            start = batch.appended[0].index
+            if not self.first_index <= start <= self.first_index + len(self._entries):
+                self._reset(start)
+            replaced = self._entries[start - self.first_index :]
+            self._bytes -= sum(entry.size_bytes() for entry in replaced)
+            del self._entries[start - self.first_index :]
+            self._entries.extend(batch.appended)
+            self._bytes += sum(entry.size_bytes() for entry in batch.appended)
+        if self.first_index <= bounds.base_index:  # compacted, or cut by a snapshot
+            self._drop_front(bounds.base_index + 1 - self.first_index)
+        if len(self._entries) > LOG_TAIL_ENTRIES_MAX:
+            self._drop_front(len(self._entries) - LOG_TAIL_ENTRIES_MAX)
+        while self._bytes > LOG_TAIL_BYTES_MAX:
+            self._drop_front(1)
+        assert 0 <= self._bytes, self._bytes
+        assert self.first_index + len(self._entries) == bounds.last_index + 1, (self.first_index, len(self._entries), bounds)
+        assert not self._entries or self._entries[-1].term == bounds.last_term, (self._entries[-1], bounds)
+
+    def entries(self, low: int, high: int, max_bytes: int | None) -> list[Entry]:
+        assert self.first_index <= low <= high <= self.first_index + len(self._entries), (low, high, self.first_index)
+        selected = self._entries[low - self.first_index : high - self.first_index]
+        if max_bytes is None:
+            return selected
+        total_bytes = 0
+        for count, entry in enumerate(selected):
+            total_bytes += entry.size_bytes()
+            if count and total_bytes > max_bytes:
+                return selected[:count]  # the first entry goes out whatever its size
+        return selected
+
+    def term(self, index: int) -> int:
+        return self._entries[index - self.first_index].term
+
+    def _reset(self, first_index: int) -> None:
+        self.first_index = first_index
+        self._entries = []
+        self._bytes = 0
+
+    def _drop_front(self, count: int) -> None:
+        count = min(count, len(self._entries))
+        self._bytes -= sum(entry.size_bytes() for entry in self._entries[:count])
+        del self._entries[:count]
+        self.first_index += count

@@ -19,6 +19,11 @@ class WriteBatch:
         self.txn = txn  # raw write transaction: the state machine applies entries in it too
         self._tables = tables
         self.bounds = bounds
+        # What the store's in-memory tail of the log must take over on commit: the entries
+        # written (each replacing the stored ones from its index on), and whether the log was
+        # replaced from a snapshot.
+        self.appended: list[Entry] = []
+        self.log_replaced = False
 
     # -- log ----------------------------------------------------------------------------------
 
@@ -42,6 +47,11 @@ class WriteBatch:
         consumed, added = cursor.putmulti(items, append=True)
         assert consumed == added == len(items), (consumed, added, len(items))
         self.bounds = LogBounds(self.bounds.base_index, self.bounds.base_term, entries[-1].index, entries[-1].term)
+        if self.appended and self.appended[0].index < entries[0].index:
+            del self.appended[entries[0].index - self.appended[0].index :]
+        else:
+            self.appended = []
+        self.appended.extend(entries)
 
     def compact(self, index: int) -> None:
         """Drop the entries up to and including `index`, which a snapshot must cover. Its term
@@ -78,6 +88,8 @@ class WriteBatch:
         meta = snapshot.meta
         previous = self._snapshot_meta().index
         assert meta.index > previous, f"snapshot {meta.index} is not newer than {previous}"
+        self.log_replaced = True
+        self.appended = []
         assert meta.term >= 1, meta
         if self._log_holds(meta.index, meta.term):
             # Our log agrees with the snapshot: what follows it may still be committed, keep it.

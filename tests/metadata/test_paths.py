@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from node.errors import InvalidPath
+from node.metadata import paths
 from node.metadata.paths import base_name, components, is_within, join, normalize_path, parent_of
 
 
@@ -60,3 +63,22 @@ def test_is_within():
     assert is_within("/a/b/c", "/a")
     assert not is_within("/ab", "/a")
     assert not is_within("/", "/a")
+
+
+def test_the_quick_test_for_a_normal_path_never_passes_anything_the_full_check_would_change():
+    # normalize_path skips the full check for paths that plainly are normal (every path in a
+    # log entry): it must accept nothing the full check would change or refuse.
+    rng = random.Random(1234)
+    pieces = ["/", "//", ".", "..", "a", "bc", "\0", "é", " ", "x" * 200, "y" * 256]
+    accepted = 0
+    for _ in range(20000):
+        path = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 9)))
+        if not paths._is_plainly_normal(path):
+            continue
+        accepted += 1
+        assert paths._normalized(path) == path, path
+    assert accepted > 200
+    long_path = "/" + "/".join(["d" * 200] * 30)  # components fine, the whole too long
+    assert not paths._is_plainly_normal(long_path)
+    with pytest.raises(InvalidPath):
+        normalize_path(long_path)
