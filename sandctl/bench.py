@@ -152,7 +152,8 @@ def run_bench(
     add_machine_ratios(rows, machine)
     report = {
         "timestamp": timestamp,
-        "cluster": {"local": local, "config": config.path, "nodes": len(config.nodes), "replication": replication},
+        "cluster": {"local": local, "config": config.path, "nodes": len(config.nodes), "replication": replication,
+                    "security": config.security},
         "duration_seconds": duration_seconds,
         "file_size_bytes": file_size_bytes,
         "workloads": list(workloads),
@@ -182,7 +183,8 @@ def writes_lost(report: dict) -> int:
 @click.option("--local", is_flag=True, help="Start a throwaway 3-node cluster, stop it afterwards.")
 @click.option("--keep", is_flag=True, help="Keep the files the benchmark wrote.")
 @click.option("--config", "config_option", type=click.Path(dir_okay=False), default=None,
-              help="Cluster config (default: $SANDSTORE_CONFIG, the started cluster, configs/local-3.toml).")
+              help="Cluster config (default: $SANDSTORE_CONFIG, the started cluster, configs/local-3.toml); "
+                   "with --local, the settings of the throwaway cluster (e.g. security).")
 @click.option("--data-dir", "data_dir_option", type=click.Path(file_okay=False), default=None,
               help="Data directory: results go to DATA_DIR/bench/<timestamp>.json.")
 @click.option("--failover-kills", type=click.IntRange(1, 1000), default=KILL_COUNT_DEFAULT, show_default=True,
@@ -210,9 +212,11 @@ def bench_command(workloads: tuple[str, ...], duration_seconds: float, concurren
         config_path = state.resolve_config_path(config_option)
         data_dir = state.resolve_data_dir(data_dir_option, config_path)
         config = None if local else load_config(config_path)
+        # --local with --config: the throwaway cluster takes that file's settings (e.g. security).
+        template = load_config(config_path) if local and config_option else None
         report = run_bench(
             config=config, data_dir=data_dir, workloads=workloads or WORKLOADS, duration_seconds=duration_seconds,
-            concurrency_levels=concurrency_levels or None, local=local, keep=keep,
+            concurrency_levels=concurrency_levels or None, local=local, keep=keep, local_template=template,
             file_size_bytes=file_size_mib << 20, progress=lambda message: click.echo(message, err=True),
             failover_kills=failover_kills,
         )

@@ -27,11 +27,12 @@ class _ComparingSink:
 
     def write(self, data: bytes | memoryview) -> int:
         size = len(data)
-        if len(self._buffer) < size:
+        if len(self._buffer) != size:  # every chunk but the last has the same size: one buffer
             self._buffer = bytearray(size)
-        expected = memoryview(self._buffer)[:size]
-        read = self._original.readinto(expected)
-        self.matches = self.matches and read == size and expected == data
+        read = self._original.readinto(self._buffer)
+        # bytearray == buffer is one memcmp; memoryview == memoryview compares item by item
+        # (about 3 ms per MB here, more than the get's own hashing).
+        self.matches = self.matches and read == size and self._buffer == data
         self.size_bytes += size
         return size
 
