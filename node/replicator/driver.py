@@ -201,7 +201,13 @@ class Driver:
         for _ in range(READY_ROUNDS_PER_PROCESS_MAX):
             if not self.core.has_ready():
                 break
-            self._handle_ready(self.core.ready(), now_seconds)
+            ready = self.core.ready()
+            self._handle_ready(ready, now_seconds)
+            if ready.committed_entries and self.core.log.has_next_committed():
+                # A long committed tail (a node catching up after a partition) is applied one
+                # Ready (committed_bytes_per_ready_max) per turn of the loop, which serves the
+                # node's clients in between: applying thousands of entries takes a second.
+                break
         self._expire_reads(now_seconds)
         return not self.core.has_ready()
 
