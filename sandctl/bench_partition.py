@@ -487,6 +487,8 @@ def _one_repetition(agent: ClientAgent, lab: NetLab, cluster: NetCluster, isolat
     gap = agent.ask({"op": "longest_ack_gap", "start": before_cut, "end": end})
     steady_gap = agent.ask({"op": "longest_ack_gap", "start": steady_from, "end": before_cut})["seconds"]
     mute = agent.ask({"op": "longest_mute", "start": healed_at, "end": end})["seconds_by_node"]
+    mute_during_cut = agent.ask({"op": "longest_mute", "start": cut_at, "end": healed_at})["seconds_by_node"]
+    mute_during_cut.pop(leader, None)  # cut off: silent by design
     election = _election_after(agent.ask({"op": "leader_changes"})["changes"], term_before, cut_at)
     gap_end = gap["began_at"] + gap["seconds"]
     trace = []
@@ -513,6 +515,9 @@ def _one_repetition(agent: ClientAgent, lab: NetLab, cluster: NetCluster, isolat
                                      for at, node, outcome in trace],
         "longest_status_silence_after_heal_ms": round(max(mute.values(), default=0.0) * 1000.0, 1),
         "status_silence_after_heal_ms_by_node": {node: round(seconds * 1000.0, 1) for node, seconds in sorted(mute.items())},
+        # the nodes that were not cut off, while the cut lasted (a stall of the new leader shows here)
+        "status_silence_during_cut_ms_by_node": {node: round(seconds * 1000.0, 1)
+                                                 for node, seconds in sorted(mute_during_cut.items())},
         "writes_outcome_unknown": stopped["outcome_unknown"],
     }
 
