@@ -270,6 +270,7 @@ class RaftNode:
             self._outbox.broadcast_due = False
             if self.role == Role.LEADER:
                 self._broadcast_append()
+                self._outbox.commit_unsent = False  # every follower that takes appends got it
 
         soft_state = self._soft_state_if_changed()
         hard_state = self._hard_state_if_changed()
@@ -408,6 +409,7 @@ class RaftNode:
         self.read_only = ReadOnly()
         self.pending_read_requests = []
         self._outbox.broadcast_due = False
+        self._outbox.commit_unsent = False
 
     def _promotable(self) -> bool:
         return self.tracker.is_voter(self.id) and self.log.unstable.snapshot is None
@@ -449,6 +451,9 @@ class RaftNode:
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed_ticks = 0
             self._broadcast_heartbeat(interval_elapsed=True)
+        if self._outbox.commit_unsent:  # a commit that no APPEND carried since: send it now
+            self._outbox.commit_unsent = False
+            self._broadcast_append()
 
     # == elections ============================================================================
 
@@ -713,10 +718,18 @@ class RaftNode:
         return entry.term, entry.index
 
     def _maybe_commit(self) -> bool:
-        """Commit what a quorum holds, if it is of this term (Raft paper, figure 8)."""
+        """Commit what a quorum holds, if it is of this term (Raft paper, figure 8).
+
+        Followers learn the new commit index with the next APPEND, which a busy leader sends
+        soon anyway, or at the latest on the next tick (_tick_heartbeat). A broadcast of empty
+        APPENDs for every commit would double the messages per write at low load (and make
+        every follower apply in a batch of its own) for no gain in safety: committing is the
+        leader's decision, and its clients are answered from its own apply. A follower's
+        linearizable read still learns the commit in time: the ReadIndex round's heartbeats
+        carry it."""
         if not self.log.maybe_commit(self.tracker.committed_index(), self.term):
             return False
-        self._outbox.broadcast_due = True  # followers learn the new commit index
+        self._outbox.commit_unsent = True
         self._release_pending_reads()
         return True
 
@@ -968,6 +981,7 @@ class _Outbox:
         self.messages_after_persist: list[Message] = []
         self.read_states: list[ReadState] = []
         self.broadcast_due = False  # send appends when the next Ready is built (batching)
+        self.commit_unsent = False  # the leader committed more than its appends told (next tick)
 
     def pending(self) -> bool:
         return bool(self.messages or self.messages_after_persist or self.read_states or self.broadcast_due)

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from node.raft.memory_storage import MemoryStorage
 from node.raft.node import RaftNode
-from node.raft.types import Config, Entry, Message, MessageKind, ReadState
+from node.raft.types import Config, Entry, Message, MessageKind, ReadState, Role
 from node.replicator.driver import Driver
 
 from tests.sim.disk import Disk, SimStateMachine
@@ -165,10 +165,16 @@ class Cluster:
 
     def stabilize(self, messages: Iterable[Message] = (), drop: Callable[[Message], bool] = lambda m: False,
                   rounds_max: int = 100) -> None:
+        """Deliver until no message is left. A leader that committed more than its APPENDs
+        told the followers sends it on its next tick: that tick is part of settling."""
         pending = list(messages) + self.process_all()
         for _ in range(rounds_max):
             if not pending:
-                return
+                pending = [message for node_id, node in sorted(self.nodes.items())
+                           if node.role == Role.LEADER and node._outbox.commit_unsent
+                           for message in self.tick(node_id)]
+                if not pending:
+                    return
             pending = self.deliver(pending, drop)
         raise AssertionError("the cluster did not settle")
 

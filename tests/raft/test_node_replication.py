@@ -159,3 +159,25 @@ def test_restarted_follower_catches_up_from_its_persisted_log():
     cluster.propose("a", b"two")
     cluster.stabilize(cluster.tick("a", cluster.settings["heartbeat_ticks"]))
     assert cluster.nodes["c"].log.committed == 4
+
+
+def test_a_commit_goes_out_with_the_next_append_or_on_the_next_tick():
+    cluster = Cluster("abc", heartbeat_ticks=5)
+    cluster.elect("a")
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    assert a.heartbeat_elapsed_ticks < 3  # the ticks below are not heartbeat ticks
+    _, first = a.propose(b"first")
+    answers = cluster.deliver(cluster.process("a"))
+    assert kinds(answers) == [("APPEND_RESPONSE", "b", "a"), ("APPEND_RESPONSE", "c", "a")]
+    assert cluster.deliver(answers) == []  # committed: no APPEND for the commit alone
+    assert a.log.committed == first and b.log.committed < first
+    _, second = a.propose(b"second")
+    appends = cluster.process("a")
+    assert [(m.kind, m.commit, [e.index for e in m.entries]) for m in appends] == [(APPEND, first, [second])] * 2
+    cluster.deliver(cluster.deliver(appends))
+    assert b.log.committed == first and a.log.committed == second
+    on_tick = cluster.tick("a")  # not yet a heartbeat tick
+    assert [(m.kind, m.target, m.commit, m.entries) for m in on_tick] == [(APPEND, "b", second, ()), (APPEND, "c", second, ())]
+    cluster.deliver(on_tick)
+    assert b.log.committed == second
+    assert only(cluster.tick("a"), APPEND) == []  # told once

@@ -70,7 +70,10 @@ def read_answered_after_a_restart() -> Cluster:
     cluster.read_index(follower, b"read-of-the-second-life")  # its answer to come is lost
     cluster.run_for(5)
     cluster.deliver_held()  # the first life's answer arrives now
-    cluster.run_for(2 * cluster.election_timeout_ms())
+    # Reads expire after two election timeouts (Cluster.read_timeout_seconds): wait past that.
+    second = b"read-of-the-second-life"
+    cluster.run_until(lambda: second in cluster.read_results or second in cluster.read_failures,
+                      3 * cluster.election_timeout_ms())
     return cluster
 
 
