@@ -309,6 +309,14 @@ class NodeServer:
         self.replicator.replicate(command.encode(), command)  # decoded once: applied as built here
         self._writes_waiting.setdefault((args["client"], args["seq"]), []).append(waiter)
 
+    def results_fixed(self, results: list[tuple[int, Command | SandStoreError, dict]]) -> None:
+        """Replicator callback: these commands' results are final (contracts.Callbacks), maybe
+        before the batch that applied them commits: their waiting clients are answered now."""
+        for _, decoded, result in results:
+            if isinstance(decoded, Command):  # else a malformed entry: no client of ours waits for it
+                for waiter in self._writes_waiting.pop((decoded.client, decoded.seq), ()):
+                    self._send_result(waiter, result)
+
     def applied(self, index: int, decoded: Command | SandStoreError, result: dict) -> None:
         """Replicator callback: a command was applied on this node (decoded once, by the replicator)."""
         if not isinstance(decoded, Command):
@@ -318,8 +326,6 @@ class NodeServer:
             last_seq[decoded.client] = decoded.seq
             if len(last_seq) > LAST_APPLIED_SEQ_CLIENTS_MAX:
                 del last_seq[next(iter(last_seq))]  # the oldest client: a retry then costs a proposal
-        for waiter in self._writes_waiting.pop((decoded.client, decoded.seq), ()):
-            self._send_result(waiter, result)
         self.repair.applied(decoded.client, decoded.seq, result)  # self-healing data
 
     def _send_result(self, waiter: Waiter, result: dict) -> None:

@@ -96,7 +96,15 @@ class Transport(Protocol):
 
 class Callbacks(Protocol):
     """What a replicator tells the service above it (node/server.py), after the batch that
-    caused it committed."""
+    caused it committed; results_fixed alone may come before."""
+
+    def results_fixed(self, results: list[tuple[int, object, dict]]) -> None:
+        """(index, decoded, result) of NORMAL commands whose results are final: the client may
+        be answered. Called before `applied`, possibly inside the batch that applies them and
+        before it commits (the Raft replicator: the entries are committed, a majority holds
+        them durably, so a crash before this batch commits applies them again, to the same
+        results). Their effects are not visible to reads before `applied`: serve nothing
+        from the state machine here."""
 
     def applied(self, index: int, decoded: object, result: dict) -> None:
         """A NORMAL command was applied (on this node) with this state-machine result; `decoded`

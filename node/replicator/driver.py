@@ -302,6 +302,13 @@ class Driver:
                 batch.set_applied_index(self.applied_index)
             if ready.conf_state is not None:
                 batch.set_conf_state(ready.conf_state)
+            if applied:
+                # Answered before this batch commits (and before its fsync): every entry applied
+                # here is committed, so a majority holds it durably and a crash before the
+                # commit only means applying it again, deterministically, to the same result.
+                # Read-your-writes holds: reads are served only after the commit (they wait for
+                # applied_index, and this thread serves nothing until the batch is done).
+                self._callbacks.results_fixed(applied)
         if ready.hard_state is not None:
             self._durable_term_and_vote = (ready.hard_state.term, ready.hard_state.vote)
         return applied, applied_conf

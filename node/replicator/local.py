@@ -68,6 +68,8 @@ class LocalReplicator:
                 batch.set_applied_index(self._applied_index)
             elapsed = time.monotonic() - started
             self.fsync_latency.add_seconds(elapsed)
+            # Only now: with no replicas, this node's commit is what makes the results final.
+            self._callbacks.results_fixed(results)
             for index, command, result in results:
                 self.commit_latency.add_seconds(elapsed)
                 self._callbacks.applied(index, command, result)

@@ -156,6 +156,9 @@ class RaftReplicator:
 
     # ----- driver callbacks: passed on to the server, leader changes remembered
 
+    def results_fixed(self, results: list) -> None:
+        self._callbacks.results_fixed(results)
+
     def applied(self, index: int, decoded: Command | SandStoreError, result: dict) -> None:
         self._callbacks.applied(index, decoded, result)
 

@@ -41,6 +41,9 @@ class _Outbox:
     def set_peers(self, conf_state) -> None:
         pass
 
+    def results_fixed(self, results) -> None:
+        pass
+
     def applied(self, index, command, result) -> None:
         pass
 

@@ -115,11 +115,16 @@ class SimCallbacks:
         self._cluster = cluster
         self._node = node
 
+    def results_fixed(self, results: list[tuple[int, object, dict]]) -> None:
+        # The client's answer: the driver gives it before the applying batch commits.
+        for index, decoded, _ in results:
+            command = decoded  # the simulated state machine's commands decode to their own bytes
+            if command in self._node.pending_values:
+                self._node.pending_values.discard(command)
+                self._cluster.checker.on_ack(command, index)
+
     def applied(self, index: int, decoded: object, result: dict) -> None:
-        command = decoded  # the simulated state machine's commands decode to their own bytes
-        if command in self._node.pending_values:
-            self._node.pending_values.discard(command)
-            self._cluster.checker.on_ack(command, index)
+        pass
 
     def conf_applied(self, index: int, term: int) -> None:
         pass

@@ -16,7 +16,7 @@ from node.raft.log import RaftLog
 from node.raft.node import RaftNode
 from node.raft.read_only import ReadRequest
 from node.raft.tracker import ProgressTracker
-from node.raft.types import MessageKind, Role
+from node.raft.types import EntryKind, MessageKind, Role
 from node.replicator.driver import Driver
 
 from tests.sim.invariants import Checker
@@ -51,6 +51,21 @@ def send_promises_before_persisting(monkeypatch) -> None:
         return persist(self, ready, now_seconds)
 
     monkeypatch.setattr(Driver, "_persist", persist_after_sending)
+
+
+def answer_before_commit(monkeypatch) -> None:
+    """The driver answers clients as soon as their entries are in its own log (appended, not
+    yet committed), as a reply sent too early in the apply batch would: a leader that then
+    loses its log loses an acknowledged write."""
+    persist = Driver._persist
+
+    def persist_answering_early(self, ready, now_seconds):
+        appended = [(entry.index, entry.data, {}) for entry in ready.entries if entry.kind == EntryKind.NORMAL]
+        if appended:
+            self._callbacks.results_fixed(appended)
+        return persist(self, ready, now_seconds)
+
+    monkeypatch.setattr(Driver, "_persist", persist_answering_early)
 
 
 def collide_read_contexts(monkeypatch) -> None:
@@ -190,4 +205,5 @@ MUTANTS = (
            "granted its term-\\d+ vote to both|two leaders in term"),
     Mutant("read contexts that collide", collide_read_contexts, "stale read|requester went unanswered"),
     Mutant("driver sends promises before persisting", send_promises_before_persisting, "before the disk write"),
+    Mutant("clients answered before their entries commit", answer_before_commit, "acknowledged write|stale read"),
 )
