@@ -564,9 +564,14 @@ class NodeServer:
 
 def disk_lost_message(error: DiskLost, directory: Path) -> str:
     node = error.node_id
-    return (f"node {node}'s data directory {directory} is empty but the cluster already holds entries up to"
-            f" {error.commit_index}; this node lost its disk. Remove it (sandctl remove-voter {node}), then add"
-            f" it back as a new member (sandctl add-voter {node} ... and start it with sandstore node --join).")
+    if error.promised_term:
+        proof = (f"holds term {error.held_term} but node {error.leader} saw this node at term {error.promised_term}"
+                 " (it was emptied or replaced by an older copy)")
+    else:
+        proof = f"is empty but the cluster already holds entries up to {error.commit_index}"
+    return (f"node {node}'s data directory {directory} {proof}; this node lost its disk. Remove it (sandctl"
+            f" remove-voter {node}), then add it back as a new member (sandctl add-voter {node} ... and start it"
+            " with sandstore node --join).")
 
 
 def describe_entry(entry) -> dict:

@@ -67,9 +67,16 @@ class RejectedMessage(RaftError):
 
 
 class StateLost(RejectedMessage):
-    """The leader speaks of entries this node acknowledged, but its log holds nothing beyond
-    the bootstrap snapshot (a heartbeat's commit lies beyond that log): the node's data
-    directory was most likely wiped or replaced. Rejected like any RejectedMessage; the driver
-    should tell the operator that this node must be removed and added back as a new member."""
+    """A peer proves that this node forgot state it had promised: the leader speaks of entries
+    this node acknowledged, but its log holds nothing beyond the bootstrap snapshot (a
+    heartbeat's commit lies beyond that log), or a peer saw this node hold a later term than it
+    holds now (Message.promised_term). The node's data directory was most likely wiped or
+    replaced. Rejected like any RejectedMessage; the driver should tell the operator that this
+    node must be removed and added back as a new member."""
 
     lost_state = True
+
+    def __init__(self, message: "Message", reason: str, *, promised_term: int = 0, held_term: int = 0) -> None:
+        super().__init__(message, reason)
+        self.promised_term = promised_term  # 0: the heartbeat's commit is the proof
+        self.held_term = held_term

@@ -18,7 +18,8 @@ from node.raft.types import NO_TERM, ConfChange, EntryKind, Message, MessageKind
 # is below 2^62).
 NUMBER_MAX = 1 << 62
 
-_NUMBER_FIELDS = ("term", "log_term", "index", "commit", "reject_hint_index", "reject_hint_term", "snapshot_offset")
+_NUMBER_FIELDS = ("term", "log_term", "index", "commit", "reject_hint_index", "reject_hint_term", "snapshot_offset",
+                  "promised_term")
 _LEADER_KINDS = frozenset({MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.INSTALL_SNAPSHOT})
 
 

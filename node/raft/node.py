@@ -40,6 +40,7 @@ from node.raft.tracker import ProgressTracker
 from node.raft.types import (
     NO_INDEX,
     NO_NODE,
+    NO_TERM,
     ConfChange,
     ConfChangeKind,
     ConfChangeStep,
@@ -80,6 +81,10 @@ _LEADER_KINDS = frozenset({MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKin
 _REPLICATION_RESPONSE_KINDS = frozenset(
     {MessageKind.APPEND_RESPONSE, MessageKind.HEARTBEAT_RESPONSE, MessageKind.INSTALL_SNAPSHOT_RESPONSE}
 )
+# Messages sent only once the sender's term was on its disk (they leave after the Ready that
+# persisted it): their term is a promise the sender must keep (Message.promised_term). Not the
+# pre-vote kinds: their term is the one proposed, which nobody has adopted.
+_TERM_PROMISE_KINDS = frozenset({MessageKind.VOTE, MessageKind.VOTE_RESPONSE, MessageKind.APPEND_RESPONSE})
 
 
 class _Campaign(enum.Enum):
@@ -130,6 +135,11 @@ class RaftNode:
         self.snapshot_receiver: SnapshotReceiver | None = None
         # Set by leader_unreachable(): campaign once the leader has been silent this long.
         self.early_campaign_ticks: int | None = None
+        # Per member: the highest term it showed us it holds on disk (see _note_term_promise).
+        # Sent back to it as Message.promised_term, so that a member restarted on a wiped disk
+        # learns from the first message it gets that it forgot a term, and stops. Kept in
+        # memory only: a restart of ours forgets them, which is safe (nothing is claimed).
+        self.promised_terms: dict[NodeId, int] = {}
 
         self._outbox = _Outbox()
         self._previous_soft_state = SoftState()
@@ -151,8 +161,17 @@ class RaftNode:
         if message.target != self.id or message.source in (self.id, NO_NODE):
             return
         message_checks.check_shape(message)
+        if message.promised_term > self.term and message.source in self.tracker.conf_state.all_nodes():
+            # Our term only grows, on disk and here: the sender saw us at a term we no longer
+            # hold. (A member's claim only: a node removed before we joined may remember a
+            # previous incarnation of ours; and once we heard from the current leader, our term
+            # is above anything an earlier incarnation of ours promised.)
+            raise StateLost(message, f"{message.source} saw this node hold term {message.promised_term} but it "
+                                     f"holds term {self.term}", promised_term=message.promised_term,
+                            held_term=self.term)
         if message.term >= self.term:
             self._check_against_state(message)
+        self._note_term_promise(message)
         if message.term > self.term:
             if message.kind in (MessageKind.VOTE, MessageKind.PRE_VOTE) and self._in_lease(message):
                 return  # leader stickiness: we heard from a live leader very recently
@@ -179,6 +198,14 @@ class RaftNode:
             self._handle_vote_request(message)
         else:
             self._step_role(message)
+
+    def _note_term_promise(self, message: Message) -> None:
+        promises = message.kind in _TERM_PROMISE_KINDS or (
+            message.kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done
+        )
+        if promises and message.term > self.promised_terms.get(message.source, NO_TERM):
+            if message.source in self.tracker.conf_state.all_nodes():
+                self.promised_terms[message.source] = message.term
 
     def propose(self, data: bytes) -> tuple[int, int]:
         self._check_can_propose()
@@ -699,6 +726,9 @@ class RaftNode:
             return False
         self.log.restore(snapshot)
         self.tracker.set_conf_state(meta.conf_state, self.log.last_index() + 1)
+        # The membership may have changed in ways we never saw (a member removed and added back
+        # with a new disk): forget what members promised, rather than hold a new one to it.
+        self.promised_terms.clear()
         return True
 
     # == leader side of replication =============================================================
@@ -931,6 +961,9 @@ class RaftNode:
             # Changes are validated when proposed against the configuration they apply to.
             raise AssertionError(f"committed membership change is invalid: {error}") from error
         self.tracker.set_conf_state(conf_state, self.log.last_index() + 1)
+        members = conf_state.all_nodes()
+        for node in [node for node in self.promised_terms if node not in members]:
+            del self.promised_terms[node]  # removed: it may come back on a new disk
         if self.role == Role.LEADER:
             if self.id not in self.tracker.voters():
                 # Removed or demoted, and the configuration without us is in force: step down
@@ -947,7 +980,8 @@ class RaftNode:
 
     def _send(self, kind: MessageKind, target: NodeId, term: int | None = None, **fields) -> None:
         assert target != self.id, "never send to self"
-        message = Message(kind=kind, source=self.id, target=target, term=self.term if term is None else term, **fields)
+        message = Message(kind=kind, source=self.id, target=target, term=self.term if term is None else term,
+                          promised_term=self.promised_terms.get(target, NO_TERM), **fields)
         promises_persisted_state = kind in _AFTER_PERSIST_KINDS or (
             kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done
         )

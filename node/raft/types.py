@@ -188,6 +188,9 @@ class Message:
       INSTALL_SNAPSHOT: snapshot_meta, snapshot_offset, snapshot_data (one chunk), snapshot_done.
       INSTALL_SNAPSHOT_RESPONSE: snapshot_offset = next offset wanted, reject, index = meta index.
       READ_INDEX: context. READ_INDEX_RESPONSE: index (the read index), context, reject.
+    Every kind: promised_term = the highest term the target has shown the sender it holds on
+      disk (in a message sent only after its state was persisted), 0 if none. A target whose
+      term is lower has lost its disk (RaftNode.step raises StateLost).
     """
 
     kind: MessageKind
@@ -206,6 +209,7 @@ class Message:
     snapshot_offset: int = 0
     snapshot_data: bytes = b""
     snapshot_done: bool = False
+    promised_term: int = NO_TERM
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,15 +37,23 @@ BOOTSTRAP_INDEX = 1
 
 
 class DiskLost(Exception):
-    """A leader's message proves that this node lost state it had acknowledged: its log holds
+    """A peer's message proves that this node lost state it had acknowledged: its log holds
     only the bootstrap snapshot, yet the leader commits beyond it on the strength of this node's
-    earlier acks. Serving on would break Raft's promises: the node must stop (fail-stop)."""
+    earlier acks; or the peer saw this node hold a later term than it holds now
+    (promised_term > held_term: a wiped leader, or a follower whose vote made the new leader).
+    Serving on would break Raft's promises: the node must stop (fail-stop)."""
 
-    def __init__(self, node_id: str, leader: str, commit_index: int) -> None:
-        super().__init__(f"node {node_id} holds no entries but leader {leader} commits up to {commit_index}")
+    def __init__(self, node_id: str, leader: str, commit_index: int, *, promised_term: int = 0,
+                 held_term: int = 0) -> None:
+        if promised_term:
+            super().__init__(f"node {node_id} holds term {held_term} but {leader} saw it hold term {promised_term}")
+        else:
+            super().__init__(f"node {node_id} holds no entries but leader {leader} commits up to {commit_index}")
         self.node_id = node_id
-        self.leader = leader
+        self.leader = leader  # the peer whose message proved it
         self.commit_index = commit_index
+        self.promised_term = promised_term
+        self.held_term = held_term
 
 
 @dataclass(slots=True)
@@ -112,7 +120,8 @@ class Driver:
             self.core.step(message)
         except raft_errors.RejectedMessage as error:
             if getattr(error, "lost_state", False):  # the core's own proof (StateLost)
-                raise DiskLost(self.node_id, message.source, message.commit) from None
+                raise DiskLost(self.node_id, message.source, message.commit, promised_term=error.promised_term,
+                               held_term=error.held_term) from None
             self._rejected(message, error, now_seconds)
 
     def _check_disk_not_lost(self, message: Message) -> None:

@@ -29,7 +29,10 @@ FRAME_FORWARD = 2
 WIRE_INTEGER_MAX = (1 << 62) - 1
 MAX_FORWARD_DEPTH = 32  # nesting of maps/lists inside a forwarded payload
 
-RAFT_FRAME_FIELDS = 18  # version, frame kind, then the 16 Message fields
+RAFT_FRAME_FIELDS = 19  # version, frame kind, then the 17 Message fields
+# A frame from a node of the previous version lacks promised_term (then 0): accepted, so that a
+# cluster can be upgraded one node at a time.
+RAFT_FRAME_FIELDS_WITHOUT_PROMISED_TERM = 18
 ENTRY_FIELDS = 4
 SNAPSHOT_META_FIELDS = 4
 CONF_STATE_FIELDS = 3
@@ -65,7 +68,7 @@ def encode_message(message: Message) -> bytes:
             message.log_term, message.index, entries, message.commit, message.reject,
             message.reject_hint_index, message.reject_hint_term, message.context,
             _pack_snapshot_meta(message.snapshot_meta),
-            message.snapshot_offset, message.snapshot_data, message.snapshot_done,
+            message.snapshot_offset, message.snapshot_data, message.snapshot_done, message.promised_term,
         ],
     )
 
@@ -183,11 +186,13 @@ def _snapshot_meta(value: object) -> SnapshotMeta | None:
 
 
 def _message(value: list) -> Message:
+    if len(value) == RAFT_FRAME_FIELDS_WITHOUT_PROMISED_TERM:
+        value = [*value, 0]
     if len(value) != RAFT_FRAME_FIELDS:
         raise CodecError(f"a raft frame must have {RAFT_FRAME_FIELDS} fields, got {len(value)}")
     (_, _, kind, source, target, term, log_term, index, entries, commit, reject,
      reject_hint_index, reject_hint_term, context, snapshot_meta,
-     snapshot_offset, snapshot_data, snapshot_done) = value
+     snapshot_offset, snapshot_data, snapshot_done, promised_term) = value
     kind_value = _MESSAGE_KINDS.get(kind) if type(kind) is int else None
     if kind_value is None:
         raise CodecError(f"unknown message kind {kind!r}")
@@ -208,6 +213,7 @@ def _message(value: list) -> Message:
         snapshot_offset=_uint(snapshot_offset, "snapshot_offset"),
         snapshot_data=_bytes(snapshot_data, "snapshot_data"),
         snapshot_done=_bool(snapshot_done, "snapshot_done"),
+        promised_term=_uint(promised_term, "promised_term"),
     )
     meta = message.snapshot_meta
     if meta is not None and message.snapshot_offset + len(message.snapshot_data) > meta.size_bytes:

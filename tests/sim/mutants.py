@@ -201,8 +201,10 @@ MUTANTS = (
            "leader completeness|state machine safety|acknowledged write|stale read"),
     Mutant("ReadIndex without the heartbeat round", serve_read_index_without_heartbeat_round, "stale read"),
     Mutant("ReadIndex before the own-term no-op", serve_read_index_before_own_term_noop, "stale read"),
+    # (or the voter, back from a power loss, is told by the candidate that it forgot the term
+    # it voted in: Message.promised_term, and it stops)
     Mutant("vote sent before it is persisted (direct check off)", send_vote_before_persisting,
-           "granted its term-\\d+ vote to both|two leaders in term"),
+           "granted its term-\\d+ vote to both|two leaders in term|DiskLost.*saw it hold term"),
     Mutant("read contexts that collide", collide_read_contexts, "stale read|requester went unanswered"),
     Mutant("driver sends promises before persisting", send_promises_before_persisting, "before the disk write"),
     Mutant("clients answered before their entries commit", answer_before_commit, "acknowledged write|stale read"),

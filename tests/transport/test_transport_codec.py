@@ -36,7 +36,7 @@ def full_message(kind: MessageKind) -> Message:
     return Message(
         kind=kind, source="n1", target="n2", term=4, log_term=2, index=9, entries=entries,
         commit=8, reject=True, reject_hint_index=7, reject_hint_term=1, context=b"ctx\x00",
-        snapshot_meta=meta, snapshot_offset=4096, snapshot_data=b"\xff" * 100, snapshot_done=True,
+        snapshot_meta=meta, snapshot_offset=4096, snapshot_data=b"\xff" * 100, snapshot_done=True, promised_term=3,
     )
 
 
@@ -133,9 +133,16 @@ def test_bad_envelopes_are_refused(frame_value):
 
 def test_field_count_must_be_exact():
     fields = raft_fields(full_message(MessageKind.VOTE))
-    for frame in (fields + [0], fields[:-1]):
+    for frame in (fields + [0], fields[:-2]):
         with pytest.raises(CodecError, match="fields"):
             decode_peer_frame(msgpack.packb(frame, use_bin_type=True), MAX_FRAME_BYTES)
+
+
+def test_a_frame_of_the_previous_version_without_promised_term_is_read_as_promising_nothing():
+    message = full_message(MessageKind.VOTE)
+    assert message.promised_term != 0
+    kind, decoded = decode_peer_frame(msgpack.packb(raft_fields(message)[:-1], use_bin_type=True), MAX_FRAME_BYTES)
+    assert kind == "raft" and decoded.promised_term == 0 and decoded.term == message.term
 
 
 def test_extension_types_and_deep_nesting_are_refused():
