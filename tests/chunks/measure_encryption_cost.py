@@ -6,7 +6,8 @@ the order alternating per round, so both see the same background load of a share
 
 Not a test (nothing is asserted); the figures go into the README's Security section. Per step:
 the rate, and CPU per operation or per MB summed over the client and the cluster's nodes (the
-robust figure on a busy machine: a transfer whose CPU share is the limit slows by that ratio).
+robust figure on a busy machine: a transfer whose CPU share is the limit slows by that ratio),
+less what the idle cluster burns meanwhile.
 Each figure's on/off ratio is the median of the per-round ratios.
 """
 
@@ -37,6 +38,7 @@ READ_FILES = 256
 WRITE_OUTSTANDING = (1, 16)
 READ_OUTSTANDING = 16
 MB = 1e6
+IDLE_SECONDS = 1.0  # per side and round: the idle cluster's CPU rate, subtracted from each step's CPU
 
 
 class Side:
@@ -54,10 +56,25 @@ class Side:
         run_load(self.cluster.config, make_operation, outstanding=16, duration_seconds=60, on_result=on_result,
                  max_requests=READ_FILES, leader=self.client.wait_for_leader(10))
 
+        self.idle_cpu_per_second = 0.0
+
+    def measure_idle(self, seconds: float) -> None:
+        """The cluster's CPU per second doing nothing (heartbeats, scrub, housekeeping)."""
+        nodes = self._node_cpu_seconds()
+        time.sleep(seconds)
+        self.idle_cpu_per_second = (self._node_cpu_seconds() - nodes) / seconds
+
+    def _node_cpu_seconds(self) -> float:
+        return sum(process_cpu_seconds(pid, node_id) or 0.0 for node_id, pid in self.cluster.pids.items())
+
     def cpu_seconds(self) -> float:
         """CPU of this process (the client, every thread) plus the cluster's node processes."""
-        nodes = sum(process_cpu_seconds(pid, node_id) or 0.0 for node_id, pid in self.cluster.pids.items())
-        return time.process_time() + nodes
+        return time.process_time() + self._node_cpu_seconds()
+
+    def cpu_since(self, cpu_seconds: float, wall_started: float) -> float:
+        """CPU spent since cpu_seconds = cpu_seconds() at wall_started, less the idle cluster's
+        share of that time: a step that took longer is not charged more heartbeats."""
+        return self.cpu_seconds() - cpu_seconds - self.idle_cpu_per_second * (time.monotonic() - wall_started)
 
     def close(self) -> None:
         self.client.close()
@@ -71,28 +88,28 @@ def one_round(side: Side, round_number: int, step_seconds: float, content: bytes
         directory = f"/measure/write-{round_number}-{outstanding}"
         side.client.mkdir(directory, parents=True)
         make_operation, _ = _file_writer(directory, _payload(SMALL_FILE_BYTES), None)
-        cpu = side.cpu_seconds()
+        cpu, started = side.cpu_seconds(), time.monotonic()
         load = run_load(config, make_operation, outstanding=outstanding, duration_seconds=step_seconds, leader=leader)
         record(f"writes/s, {outstanding} outstanding", load.operations / load.elapsed_seconds)
-        record(f"  CPU us per write ({outstanding})", (side.cpu_seconds() - cpu) / max(load.operations, 1) * 1e6)
+        record(f"  CPU us per write ({outstanding})", side.cpu_since(cpu, started) / max(load.operations, 1) * 1e6)
     make_operation, on_result, mismatches = _file_reader(sorted(side.files), side.files, False, once=False)
-    cpu = side.cpu_seconds()
+    cpu, started = side.cpu_seconds(), time.monotonic()
     load = run_load(config, make_operation, outstanding=READ_OUTSTANDING, duration_seconds=step_seconds,
                     on_result=on_result, leader=leader)
     assert not mismatches[0], "a read returned other bytes"
     record(f"reads/s, {READ_OUTSTANDING} outstanding", load.operations / load.elapsed_seconds)
-    record("  CPU us per read", (side.cpu_seconds() - cpu) / max(load.operations, 1) * 1e6)
+    record("  CPU us per read", side.cpu_since(cpu, started) / max(load.operations, 1) * 1e6)
 
     path = f"/measure/large-{round_number}"
     cpu, started = side.cpu_seconds(), time.monotonic()
     side.client.put_file(path, io.BytesIO(content), size_hint=len(content))
     record("put MB/s", len(content) / MB / (time.monotonic() - started))
-    record("  CPU ms per MB put", (side.cpu_seconds() - cpu) / (len(content) / MB) * 1e3)
+    record("  CPU ms per MB put", side.cpu_since(cpu, started) / (len(content) / MB) * 1e3)
     sink = io.BytesIO()
     cpu, started = side.cpu_seconds(), time.monotonic()
     side.client.get_file(path, sink)
     record("get MB/s", len(content) / MB / (time.monotonic() - started))
-    record("  CPU ms per MB get", (side.cpu_seconds() - cpu) / (len(content) / MB) * 1e3)
+    record("  CPU ms per MB get", side.cpu_since(cpu, started) / (len(content) / MB) * 1e3)
     assert sink.getvalue() == content, "get returned other bytes"
 
 
@@ -120,6 +137,7 @@ def main() -> None:
         for round_number in range(arguments.rounds):
             content = fresh_content(base, round_number + 1, sides[MODES[0]].cluster.config.chunk_size_bytes)
             for mode in MODES if round_number % 2 == 0 else MODES[::-1]:
+                sides[mode].measure_idle(IDLE_SECONDS)
                 one_round(sides[mode], round_number, arguments.step_seconds, content,
                           lambda name, value, mode=mode: figures[mode][name].append(value))
             print(f"round {round_number + 1} of {arguments.rounds} done", file=sys.stderr, flush=True)
@@ -128,10 +146,11 @@ def main() -> None:
             side.close()
         shutil.rmtree(directory, ignore_errors=True)
     on, off = figures["curve"], figures["plaintext"]
-    print(f"{'figure (medians)':30} {'curve':>10} {'plaintext':>10} {'on/off':>7}")
+    print(f"{'figure (medians)':30} {'curve':>10} {'plaintext':>10} {'on/off':>7}  per-round on/off")
     for name in on:
-        ratio = statistics.median(a / b for a, b in zip(on[name], off[name]))
-        print(f"{name:30} {statistics.median(on[name]):10.1f} {statistics.median(off[name]):10.1f} {ratio:7.2f}")
+        ratios = [a / b for a, b in zip(on[name], off[name])]
+        print(f"{name:30} {statistics.median(on[name]):10.1f} {statistics.median(off[name]):10.1f} "
+              f"{statistics.median(ratios):7.2f}  {' '.join(f'{ratio:.2f}' for ratio in ratios)}")
 
 
 if __name__ == "__main__":
