@@ -37,11 +37,10 @@ class Sessions:
         value = txn.get(KEY_CLOCK_NS, db=self._tables.meta)
         return 0 if value is None else unpack_uint64(value)
 
-    def advance_clock(self, txn: lmdb.Transaction, now_ns: int) -> int:
-        """The log's clock never runs backwards, whatever the proposers' clocks do."""
-        clock_ns = max(self.clock_ns(txn), now_ns)
+    def set_clock(self, txn: lmdb.Transaction, clock_ns: int) -> None:
+        """The log's clock moves forward (the caller keeps it from running backwards, whatever
+        the proposers' clocks do)."""
         txn.put(KEY_CLOCK_NS, pack_uint64(clock_ns), db=self._tables.meta)
-        return clock_ns
 
     def expire(self, txn: lmdb.Transaction, clock_ns: int) -> None:
         """Forget sessions idle for longer than the TTL. Walks the expiry index in time

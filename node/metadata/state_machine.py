@@ -36,12 +36,28 @@ from node.metadata.tree import Resolved
 DEFAULT_SESSION_TTL_NS = 3600 * 10**9
 
 
+class _TransactionMemo:
+    """What apply learned in one write transaction and may use again within it: a batch
+    applies many writes, usually into the same few directories. Forgotten with the
+    transaction (a new one may follow an aborted one) and whenever a directory may have been
+    removed or moved (rm, mv, restore)."""
+
+    __slots__ = ("txn", "directories", "applied_index", "clock_ns")
+
+    def __init__(self, txn: lmdb.Transaction | None) -> None:
+        self.txn = txn
+        self.directories: dict[str, tuple[int, int]] = {}  # for tree.resolve
+        self.applied_index: int | None = None  # as stored in this transaction, once read
+        self.clock_ns: int | None = None
+
+
 class Namespace:
     def __init__(self, env: lmdb.Environment, session_ttl_ns: int = DEFAULT_SESSION_TTL_NS) -> None:
         """Open (and on first use create) the tables in `env`, e.g. NodeStore(...).env.
         Construct it before any write batch is open: creating the root takes a write txn."""
         self._tables = NamespaceTables.open(env)
         self._sessions = Sessions(self._tables, session_ttl_ns)
+        self._memo = _TransactionMemo(None)
         self._handlers: dict[str, Callable[[lmdb.Transaction, Command], dict]] = {
             "mkdir": self._mkdir,
             "write_file": self._write_file,
@@ -64,12 +80,20 @@ class Namespace:
         """Apply the command of log entry `index`, as decode_command decoded it (or the error it
         raised: a malformed entry is an error result on every node); returns the reply for the
         client: {"ok": True, "result": ...} or {"ok": False, "error": {"code": ..., "message": ...}}."""
-        last_index = self._applied_index(txn)
-        assert index > last_index, f"entry {index} applied after entry {last_index}"
+        memo = self._memo
+        if memo.txn is not txn:
+            memo = self._memo = _TransactionMemo(txn)
+            memo.applied_index = self._applied_index(txn)
+            memo.clock_ns = self._sessions.clock_ns(txn)
+        assert index > memo.applied_index, f"entry {index} applied after entry {memo.applied_index}"
         txn.put(KEY_APPLIED_INDEX, pack_uint64(index), db=self._tables.meta)
+        memo.applied_index = index
         if isinstance(decoded, SandStoreError):
             return _error_result(decoded)
-        clock_ns = self._sessions.advance_clock(txn, decoded.now_ns)
+        if decoded.now_ns > memo.clock_ns:  # the log's clock never runs backwards
+            memo.clock_ns = decoded.now_ns
+            self._sessions.set_clock(txn, decoded.now_ns)
+        clock_ns = memo.clock_ns
         self._sessions.expire(txn, clock_ns)
         session = self._sessions.get(txn, decoded.client)
         if session is not None and decoded.seq == session.last_seq:
@@ -87,7 +111,7 @@ class Namespace:
 
     def _mkdir(self, txn: lmdb.Transaction, command: Command) -> dict:
         path, parents = command.args["path"], command.args["parents"]
-        found = tree.resolve(txn, self._tables, path)
+        found = tree.resolve(txn, self._tables, path, self._memo.directories)
         if found.exists:
             if parents and found.record.is_directory:
                 return found.record.stat(path)
@@ -100,12 +124,12 @@ class Namespace:
     def _write_file(self, txn: lmdb.Transaction, command: Command) -> dict:
         args = command.args
         path = args["path"]
-        found = tree.resolve(txn, self._tables, path)
+        found = tree.resolve(txn, self._tables, path, self._memo.directories)
         if "into_directory" in args and found.exists and found.record.is_directory:
             # Decided here, in apply, not by a stat before the write: one round, and no race
             # with a concurrent mkdir or rm of the target.
             path = paths.normalize_path(paths.join(path, args["into_directory"]))  # checks the length
-            found = tree.resolve(txn, self._tables, path)
+            found = tree.resolve(txn, self._tables, path, self._memo.directories)
         record = Record(False, args["mode"], command.now_ns, args["size"], data=args.get("data"), chunks=args.get("chunks"))
         if found.exists:
             if found.record.is_directory:
@@ -123,6 +147,7 @@ class Namespace:
         return record.stat(path)
 
     def _rm(self, txn: lmdb.Transaction, command: Command) -> dict:
+        self._memo.directories.clear()  # a remembered directory may go
         path = command.args["path"]
         if path == paths.ROOT:
             raise InvalidPath("refusing to remove the root directory '/'")
@@ -140,6 +165,7 @@ class Namespace:
         return {"path": path, "files": len(removed) - directories, "dirs": directories}
 
     def _mv(self, txn: lmdb.Transaction, command: Command) -> dict:
+        self._memo.directories.clear()  # a remembered directory may move or be replaced
         source, destination = command.args["src"], command.args["dst"]
         if source == paths.ROOT:
             raise InvalidPath("cannot move the root directory '/'")
@@ -331,6 +357,7 @@ class Namespace:
         return image.snapshot_data(txn, self._tables)
 
     def restore(self, txn: lmdb.Transaction, data: bytes) -> None:
+        self._memo = _TransactionMemo(None)
         image.restore(txn, self._tables, data)
 
     def digest(self, txn: lmdb.Transaction) -> str:

@@ -34,17 +34,33 @@ def load(txn: lmdb.Transaction, tables: NamespaceTables, inode: int) -> Record:
     return Record.decode(_load_encoded(txn, tables, inode))
 
 
-def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str) -> Resolved:
+def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str,
+            directories: dict[str, tuple[int, int]] | None = None) -> Resolved:
     """Follow `path` as far as it exists. Raises NotADirectory when a file sits where the path
     needs a directory. Only the deepest record found is decoded: every write resolves its path,
-    and the directories above it need no more than a look at their kind."""
+    and the directories above it need no more than a look at their kind.
+
+    directories: path -> (inode, parent inode) of directories known to exist in `txn` (the
+    caller guarantees that nothing removed or moved since): the parent of `path` is looked up
+    there first, and remembered there when the walk finds it."""
     names = paths.components(path)
+    parent_path = path.rsplit("/", 1)[0] or paths.ROOT
+    if directories is not None and names and parent_path in directories:
+        inode, parent = directories[parent_path]
+        encoded = _load_encoded(txn, tables, inode)
+        assert Record.encodes_directory(encoded), f"{parent_path} was remembered as a directory"
+        value = txn.get(child_key(inode, names[-1]), db=tables.children)
+        if value is None:
+            return Resolved(len(names) - 1, inode, parent, Record.decode(encoded), names)
+        return Resolved(len(names), unpack_uint64(value), inode, load(txn, tables, unpack_uint64(value)), names)
     inode, parent = ROOT_INODE, NO_INODE
     encoded = _load_encoded(txn, tables, ROOT_INODE)
     for depth, name in enumerate(names):
         if not Record.encodes_directory(encoded):
             prefix = paths.ROOT + "/".join(names[:depth])
             raise NotADirectory(f"{prefix} is a file, not a directory (in {path})")
+        if directories is not None and depth == len(names) - 1:
+            directories[parent_path] = (inode, parent)
         value = txn.get(child_key(inode, name), db=tables.children)
         if value is None:
             return Resolved(depth, inode, parent, Record.decode(encoded), names)

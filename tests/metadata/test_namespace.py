@@ -406,3 +406,46 @@ def test_mv_without_overwrite_refuses_an_existing_target(node):
     assert node.ok("mv", src="/b", dst="/c", overwrite=False)["path"] == "/c"
     assert node.ok("mv", src="/a", dst="/c")["path"] == "/c"  # the default replaces
     assert node.query("read", "/c")["data"] == b"a"
+
+
+def apply_in_batches(node: Node, commands: list[bytes], rng: random.Random | None = None) -> list[dict]:
+    """Apply commands as a driver does, several per write batch (random batch sizes; all in
+    one batch without rng)."""
+    replies: list[dict] = []
+    position = 0
+    while position < len(commands):
+        count = rng.randint(1, 12) if rng is not None else len(commands)
+        with node.store.write_batch() as batch:
+            for data in commands[position:position + count]:
+                node.index += 1
+                replies.append(node.namespace.apply(batch.txn, node.index, decode_command(data)))
+        position += count
+    return replies
+
+
+def test_many_writes_in_one_batch_give_the_state_and_results_of_one_write_per_batch(tmp_path):
+    # Apply remembers directories within a write batch: whatever the batches, the same
+    # commands must give the same replies and the same tables (rm and mv forget them).
+    seed = random.randrange(1 << 32)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    commands = random_commands(rng, 400)
+    batched, single = Node(tmp_path / "batched"), Node(tmp_path / "single")
+    assert apply_in_batches(batched, commands, rng) == [single.apply(command) for command in commands]
+    assert batched.query("digest") == single.query("digest")
+
+
+@pytest.mark.parametrize("removal", [("rm", {"path": "/d", "recursive": True}), ("mv", {"src": "/d", "dst": "/e"})])
+def test_a_directory_removed_or_moved_in_a_batch_is_not_written_into_later_in_it(tmp_path, removal):
+    op, args = removal
+    node = Node(tmp_path)
+    commands = [encode_command(*each, now_ns=seq) for seq, each in enumerate([
+        ("mkdir", {"path": "/d", "client": "c", "seq": 1}),
+        ("write_file", {"path": "/d/f", "data": b"1", "size": 1, "client": "c", "seq": 2}),
+        (op, {**args, "client": "c", "seq": 3}),
+        ("write_file", {"path": "/d/g", "data": b"2", "size": 1, "client": "c", "seq": 4}),
+    ], start=1)]
+    replies = apply_in_batches(node, commands)  # all in one write batch
+    assert [reply["ok"] for reply in replies] == [True, True, True, False]
+    assert replies[-1]["error"]["code"] == "NOT_FOUND"
+    assert node.tree() == ([] if op == "rm" else [("/e", "dir", 0), ("/e/f", "file", 1)])
