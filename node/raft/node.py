@@ -207,6 +207,16 @@ class RaftNode:
             if message.source in self.tracker.conf_state.all_nodes():
                 self.promised_terms[message.source] = message.term
 
+    def _note_leader_promise(self, message: Message) -> None:
+        """Once an entry of its term is committed, the leader holds its term on disk: it won
+        votes asked for after persisting it, or (a single voter) counted its own entries only
+        once they were on disk with its term. (Before that, a single voter's first APPENDs may
+        leave ahead of its disk write.) So every follower, not only the voters it asked, can
+        tell a wiped leader what it forgot."""
+        if self.log.term_or_zero(self.log.committed) == message.term:
+            if message.source in self.tracker.conf_state.all_nodes():
+                self.promised_terms[message.source] = message.term
+
     def propose(self, data: bytes) -> tuple[int, int]:
         self._check_can_propose()
         if self.uncommitted_bytes > 0 and self.uncommitted_bytes + len(data) > self.config.max_uncommitted_bytes:
@@ -596,6 +606,8 @@ class RaftNode:
                 self._handle_heartbeat(message)
             else:
                 self._handle_snapshot_chunk(message)
+            if self.promised_terms.get(message.source, NO_TERM) < message.term:
+                self._note_leader_promise(message)
         elif message.kind == MessageKind.TIMEOUT_NOW:
             # From our leader only: a same-term TIMEOUT_NOW while we know no leader (a
             # pre-candidate stepped back) is ignored.

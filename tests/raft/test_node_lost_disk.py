@@ -102,3 +102,22 @@ def test_a_member_removed_and_added_back_on_a_new_disk_is_not_held_to_its_old_pr
     b.propose_membership_change(ConfChange((ConfChangeStep(ConfChangeKind.ADD_VOTER, "a"),)))
     cluster.stabilize()
     assert "a" in joined.tracker.conf_state.voters and joined.term == b.term
+
+
+def test_a_follower_the_leader_never_asked_for_a_vote_learns_its_term_once_an_entry_of_it_commits():
+    # c was not there when a won term 2 (it never saw a's vote request), then a's disk dies and
+    # c succeeds it: c still tells the wiped a what it forgot.
+    cluster = Cluster("abc")
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    pre_votes = cluster.tick("a", a.randomized_election_ticks - a.election_elapsed_ticks)
+    cluster.stabilize(pre_votes, drop=lambda m: m.target == "c" and m.kind in (MessageKind.PRE_VOTE, MessageKind.VOTE))
+    # c saw no vote request of a's, only its appends: its no-op of term 2 committed, and c
+    # heard of that.
+    assert a.role == Role.LEADER and c.log.term(c.log.committed) == 2 and c.promised_terms["a"] == 2
+
+    elect_while_a_is_down(cluster, "c")
+    wiped = wipe_and_restart(cluster, "a")
+    heartbeat = next(m for m in cluster.tick("c", FAST["heartbeat_ticks"]) if m.target == "a")
+    assert heartbeat.promised_term == 2
+    with pytest.raises(StateLost):
+        wiped.step(heartbeat)
