@@ -491,7 +491,7 @@ class NodeServer:
     # ----- self-healing data (node/repair/): what the repair scheduler and fsck read
 
     def _repair_membership(self) -> Membership:
-        status = self.replicator.status()
+        status = self.replicator.status(latencies=False)  # asked every housekeeping round
         addresses = self.replicator.addresses() or {self.node_id: self.address}
         self._chunk_addresses = {node_id: address.chunk for node_id, address in addresses.items()}
         ages = {node_id: None if ms is None else ms / 1000 for node_id, ms in status.last_contact_ms.items()}

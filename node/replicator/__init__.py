@@ -61,8 +61,10 @@ class Replicator(Protocol):
     def addresses(self) -> dict:
         """Every known member's NodeAddress by id (empty when only the config's node exists)."""
 
-    def status(self) -> ReplicatorStatus:
-        """Role, term, commit, applied, log range, membership, peers' last contact, latencies."""
+    def status(self, latencies: bool = True) -> ReplicatorStatus:
+        """Role, term, commit, applied, log range, membership, peers' last contact, latencies.
+        latencies=False leaves the latency percentiles empty: they are most of the cost, and
+        the leader's repair view asks for the membership every housekeeping round."""
 
     def inspect_term(self) -> dict:
         """Current term, vote, leader and the leader changes seen."""

@@ -91,11 +91,12 @@ class LocalReplicator:
     def addresses(self) -> dict:
         return {}
 
-    def status(self) -> ReplicatorStatus:
+    def status(self, latencies: bool = True) -> ReplicatorStatus:
         return ReplicatorStatus(
             role="leader", term=0, leader=self._node_id, vote="", commit=self._applied_index,
             applied=self._applied_index, voters=[self._node_id],
-            commit_latency_ms=self.commit_latency.percentiles(), fsync_latency_ms=self.fsync_latency.percentiles(),
+            commit_latency_ms=self.commit_latency.percentiles() if latencies else {},
+            fsync_latency_ms=self.fsync_latency.percentiles() if latencies else {},
             store_syncs=self._store.sync_counters.to_dict(),
             applied_at_start=self._applied_at_start, reads_pending=len(self._pending_reads),
         )

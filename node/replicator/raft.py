@@ -351,7 +351,7 @@ class RaftReplicator:
 
     # ----- visibility
 
-    def status(self) -> ReplicatorStatus:
+    def status(self, latencies: bool = True) -> ReplicatorStatus:
         core = self.core.status()
         now = time.monotonic()
         snapshot_meta = self._store.snapshot_meta()
@@ -376,8 +376,8 @@ class RaftReplicator:
                 if node_id != self._node_id
             },
             elections_seen=counters.elections_seen,
-            commit_latency_ms=self.driver.commit_latency.percentiles(),
-            fsync_latency_ms=self._measured_store.fsync_latency.percentiles(),
+            commit_latency_ms=self.driver.commit_latency.percentiles() if latencies else {},
+            fsync_latency_ms=self._measured_store.fsync_latency.percentiles() if latencies else {},
             store_syncs=self._store.sync_counters.to_dict(),
             snapshot_index=snapshot_meta.index,
             snapshot_bytes=snapshot_meta.size_bytes,
