@@ -207,16 +207,19 @@ class Driver:
     def process(self, now_seconds: float) -> bool:
         """Carry out what the core has ready; False if it still has more (come back at once)."""
         self._ask_read_index(now_seconds)
+        applied_bytes = 0
         for _ in range(READY_ROUNDS_PER_PROCESS_MAX):
             if not self.core.has_ready():
                 break
             ready = self.core.ready()
             self._handle_ready(ready, now_seconds)
-            if ready.committed_entries and self.core.log.has_next_committed():
-                # A long committed tail (a node catching up after a partition) is applied one
-                # Ready (committed_bytes_per_ready_max) per turn of the loop, which serves the
-                # node's clients in between: applying thousands of entries takes a second.
-                break
+            if ready.committed_entries:
+                applied_bytes += sum(len(entry.data) for entry in ready.committed_entries)
+                if applied_bytes >= self.core.config.committed_bytes_per_ready_max and self.core.log.has_next_committed():
+                    # A long committed tail (a node catching up after a partition) is applied
+                    # one full batch (committed_bytes_per_ready_max) per turn of the loop, which
+                    # serves the node's clients in between: thousands of entries take a second.
+                    break
         self._expire_reads(now_seconds)
         return not self.core.has_ready()
 
