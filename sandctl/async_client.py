@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from collections import deque
 
+import msgpack
 import zmq
 
 from node import protocol
@@ -55,6 +56,22 @@ _zmq_poll = zmq.zmq_poll
 
 
 NOT_SENT = object()  # a queued first attempt that could not be sent (immediate socket: nothing queued)
+_unpackb = msgpack.unpackb
+
+
+class _Success(tuple):
+    """A first attempt's success, (node, result): what the drain hands the waiting call when a
+    reply is a well-formed success (the common case), without building a Reply. A tuple
+    subclass with no __new__ of its own, so making one runs no Python code."""
+
+    __slots__ = ()
+
+
+# What a call needs to know of its op: (schema, carries a write session, counts as a write).
+_OP_KINDS: dict[str, tuple[dict, bool, bool]] = {
+    op: (schema, op in protocol.WRITE_OPS, op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS)
+    for op, schema in protocol.OPS.items()
+}
 
 
 @dataclass
@@ -91,10 +108,9 @@ class _Replies:
         return self.arrived.popleft() if self.arrived else None
 
 
-def _receive(socket: zmq.Socket) -> list:
-    """One message's frames, as buffers (a reply map, and a content frame after it in a chunk
-    reply). Frame.more instead of recv_multipart's getsockopt(RCVMORE), which runs enum code."""
-    frame = socket.recv(_NOBLOCK, copy=False)
+def _receive_rest(socket: zmq.Socket, frame: zmq.Frame) -> list:
+    """The frames of a message whose first frame is `frame`, as buffers. Frame.more instead of
+    recv_multipart's getsockopt(RCVMORE), which runs enum code."""
     frames = [frame.buffer]
     while frame.more:
         frame = socket.recv(_NOBLOCK, copy=False)
@@ -256,6 +272,9 @@ class _AsyncConnections:
 
     def _drain(self, node: str, socket: zmq.Socket) -> None:
         # An events check per message: cheaper than the zmq.Again a refused recv raises.
+        # A one-frame success (nearly every reply) is unpacked here and handed to a first
+        # attempt's future as a _Success; anything else goes through parse_reply. Inline,
+        # because a Python call costs about as much as the rest of a reply's handling.
         max_frame_bytes = self.options.max_frame_bytes
         waiting = self._waiting
         poll_items = self._poll_items.get(node)
@@ -263,16 +282,35 @@ class _AsyncConnections:
         for _ in range(RECEIVE_BATCH_MAX):
             if socket.closed or not _zmq_poll(poll_items, 0):
                 break
-            reply = parse_reply(node, _receive(socket), max_frame_bytes)
-            if reply is None:
-                continue  # malformed: its request times out
-            waiter = waiting.pop((node, reply.request_id), None)
+            frame = socket.recv(_NOBLOCK, copy=False)
+            reply = success = None
+            if frame.more:
+                reply = parse_reply(node, _receive_rest(socket, frame), max_frame_bytes)
+            else:
+                buffer = frame.buffer
+                message = None
+                if len(buffer) <= max_frame_bytes:
+                    try:
+                        message = _unpackb(buffer, raw=False, strict_map_key=True)
+                    except Exception:  # noqa: BLE001 -- msgpack raises several types for garbage
+                        pass
+                if type(message) is dict and message.get("ok") is True and "result" in message \
+                        and type(message.get("id")) is int:
+                    success = _Success((node, message["result"]))
+                    request_id = message["id"]
+                else:
+                    reply = parse_reply(node, [buffer], max_frame_bytes)
+            if success is None:
+                if reply is None:
+                    continue  # malformed: its request times out
+                request_id = reply.request_id
+            waiter = waiting.pop((node, request_id), None)
             if waiter is None:
                 continue  # forgotten: its call is over
             if type(waiter) is _Replies:
-                waiter.put(reply)
+                waiter.put(reply if success is None else Reply(node, request_id, True, success[1]))
             elif not waiter.done():
-                waiter.set_result(reply)
+                waiter.set_result(reply if success is None else success)
                 answered = True
         else:
             # More are waiting: read them on the next loop round, so one socket cannot starve the loop.
@@ -355,20 +393,22 @@ class AsyncClient:
         The fast path: send to the pinned node or the believed leader at once and await one
         future (no plan, no timer of its own). Anything but a success from that first attempt
         goes on in _drive with a CallPlan told about the attempt, so failover is unchanged."""
-        if op not in protocol.OPS:
+        kind = _OP_KINDS.get(op)
+        if kind is None:
             raise BadRequest(f"unknown op {op!r}")
+        schema, carries_session, counts_as_write = kind
         if node is not None and node not in self.addresses:
             self.config.node(node)  # raises ConfigError naming the known ids
-        session = self._lend_session() if op in protocol.WRITE_OPS else None
+        session = self._lend_session() if carries_session else None
         try:
-            args = dict(args)
             if session is not None:
                 session.seq += 1  # once per call: every retry of this write reuses it
-                args["client"], args["seq"] = session.client_id, session.seq
-            # What validate_request checks of a request this client builds: only the args can be wrong.
-            protocol.validate_args(op, args, protocol.OPS[op])
+                args = {**args, "client": session.client_id, "seq": session.seq}
+            # What validate_request checks of a request this client builds: only the args can
+            # be wrong. It returns the present args as a new dict: the caller's is never changed.
+            args = protocol.validate_args(op, args, schema)
             timeout_seconds = self.timeout_seconds if deadline_seconds is None else deadline_seconds
-            write = write or op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS
+            write = write or counts_as_write
             connections = self._connections
             if connections is None:
                 connections = self._connections = _AsyncConnections(
@@ -385,9 +425,12 @@ class AsyncClient:
                 except BaseException:
                     connections.forget(target, request_id)
                     raise
-                if type(outcome) is Reply and outcome.ok:
-                    if node is None and self._tracker.served_by(outcome.node, started) and not self._probing:
-                        self._start_probe(outcome.node)
+                if type(outcome) is _Success:
+                    served_by, result = outcome
+                    if node is None and self._tracker.served_by(served_by, started) and not self._probing:
+                        self._start_probe(served_by)
+                    return result
+                if type(outcome) is Reply and outcome.ok:  # a success with a content frame
                     return outcome.result
             return await self._failover(op, args, write, timeout_seconds, node, started, target, request_id, outcome)
         finally:
@@ -505,7 +548,9 @@ class AsyncClient:
     async def read(self, path: str, stale: bool = False, node: str | None = None) -> tuple[dict, bytes]:
         """(stat, content) of an inline file; node pins the read to one node (a stale read
         there is served from that node's own state)."""
-        result = dict(await self.call("read", {"path": path, "stale": stale}, node=node))
+        result = await self.call("read", {"path": path, "stale": stale}, node=node)
+        # Unpacked for this call alone: changed in place, not copied.
+        result = result if type(result) is dict else dict(result)
         data = result.pop("data", None)
         if data is None:
             raise TooLarge(f"{path} is stored in chunks; read it with Client.get_file")
