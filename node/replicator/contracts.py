@@ -19,12 +19,13 @@ from node.raft.types import ConfChange, ConfState, Entry, HardState, Message, Sn
 
 
 class WriteBatch(Protocol):
-    """Everything one Ready persists, committed atomically when the `with` block ends (and
-    discarded, all of it, if the block raises). After a crash of the process, a batch is either
-    wholly there or wholly absent. After a power loss, a batch opened with durable=True is there
-    if it committed; a batch opened with durable=False, and those after it up to the next
-    durable one, may be lost (LMDB's metasync=False: README, "Two kinds of LMDB batch").
-    Nothing written here is visible to the core's Storage reads before the commit."""
+    """Everything one Ready persists, atomically when the `with` block ends (and discarded, all
+    of it, if the block raises). After a crash of the process or a power loss, a batch is
+    either wholly there or wholly absent: one opened with durable=True is there once the block
+    returned; one opened with durable=False, and those after it up to the next durable one,
+    may be lost (production defers their commit to the next durable batch, and LMDB's
+    metasync=False: README, "Two kinds of LMDB batch"). Nothing written here is visible to the
+    core's Storage reads before the block ends."""
 
     def append_entries(self, entries: tuple[Entry, ...]) -> None:
         """Store entries, replacing every stored entry at entries[0].index or above; entries a
@@ -49,10 +50,11 @@ class Store(Protocol):
     object); the driver writes it only through write_batch."""
 
     def write_batch(self, durable: bool = True) -> ContextManager[WriteBatch]:
-        """durable=True: the batch is on stable storage when the block returns (entries, a new
-        term or vote, a snapshot: promises to other nodes). durable=False: it only applies
-        committed entries (and moves the commit index), which can be redone from the durable log
-        after a power loss, so it may skip the flush."""
+        """durable=True: the batch is on stable storage when the block returns, with every batch
+        before it (entries, a new term or vote, a snapshot: promises to other nodes).
+        durable=False: it only applies committed entries (and moves the commit index), which can
+        be redone from the durable log after a crash or power loss, so it may skip the flush, or
+        be committed later, with the next batch."""
 
     def hard_state(self) -> HardState: ...
 

@@ -48,7 +48,8 @@ INCARNATION_BYTES = 8
 
 
 class MeasuredStore:
-    """The driver's Store over NodeStore, timing each batch (its commit is the fsync)."""
+    """The driver's Store over NodeStore, timing each batch (its commit is the fsync, unless
+    NodeStore defers it: an apply-only batch)."""
 
     def __init__(self, store) -> None:
         self._store = store
@@ -293,6 +294,10 @@ class RaftReplicator:
         for peer in self.transport.peer.take_lost_links():
             self.core.leader_unreachable(peer)
         self.driver.process(now_seconds)
+        # Apply-only batches wait for the next durable batch to commit with it (NodeStore): at
+        # one write outstanding the next write's comes within a round trip. Other threads
+        # (chunk GC, repair, snapshots) see them once committed: at the latest a tick later.
+        self._store.commit_deferred(older_than_seconds=self._tick_seconds)
 
     # ----- snapshots (log compaction)
 

@@ -11,6 +11,8 @@ write_batch() only; the log bounds are cached in memory and replaced when a batc
 
 from __future__ import annotations
 
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,6 +56,10 @@ BATCH_GROWTH_BYTES_BOUND = 32 << 20
 # little behind), and reading and decoding it from LMDB was a share of every write.
 LOG_TAIL_ENTRIES_MAX = 4096
 LOG_TAIL_BYTES_MAX = 16 << 20
+# A batch that only applies committed entries (durable=False) is not committed at once: it
+# stays open and the next batches are nested into it, so it commits (one fsync) with the next
+# durable batch, before any read of this thread, or after this many batches.
+DEFERRED_BATCHES_MAX = 64
 
 
 class NodeStore:
@@ -90,12 +96,17 @@ class NodeStore:
             self._bounds = layout.read_log_bounds(txn, self._tables)
         self._tail = LogTail(self._bounds.last_index + 1)
         self._batch_open = False
+        self._deferred: lmdb.Transaction | None = None  # the open top-level txn of deferred batches
+        self._deferred_batches = 0
+        self._deferred_since = 0.0  # time.monotonic() when it was opened
+        self._writer_thread: int | None = None  # LMDB binds a write transaction to its thread
         self.sync_counters = SyncCounters()
         self._used_fraction: float | None = None
         self._used_fraction_read_at_commit = 0  # sync_counters.commits when it was read
 
     def close(self) -> None:
         assert not self._batch_open, "close() inside a write batch"
+        self.commit_deferred()
         self.env.close()
 
     # -- Storage protocol ---------------------------------------------------------------------
@@ -218,41 +229,85 @@ class NodeStore:
 
     @contextmanager
     def write_batch(self, durable: bool = True) -> Iterator[WriteBatch]:
-        """One write transaction, committed when the block exits normally, aborted on any
-        exception. durable=True: on disk when the block exits, power loss included. durable=False
-        (only for batches whose loss the log can redo, such as applying committed entries): the
-        data is flushed and a process crash loses nothing, but a system crash may undo this one
-        batch. A full map becomes StoreFull and leaves the store as it was."""
+        """One write transaction, atomic: all of it or (on any exception) none of it. A full map
+        becomes StoreFull and leaves the store as it was.
+
+        durable=True: committed and on disk when the block exits, power loss included, with
+        every batch before it. durable=False (only for batches whose loss the log can redo:
+        applying committed entries, moving the commit index; no log change): deferred. It is
+        visible to this batch's successors at once, to read_transaction() on the writing
+        thread (which commits it first), and to other threads once committed: with the next
+        durable batch, after DEFERRED_BATCHES_MAX batches, or by commit_deferred(). A crash or
+        power loss may undo deferred batches (and, LMDB's metasync=False, the last non-durable
+        commit): all of them after the last durable one at most."""
         assert not self._batch_open, "write batches do not nest"
+        thread = threading.get_ident()
+        assert self._writer_thread in (None, thread), "write batches on two threads"
+        self._writer_thread = thread
         self._batch_open = True
-        txn = self.env.begin(write=True)
+        deferred = self._deferred
+        # Nested in the deferred transaction: an exception aborts this batch alone.
+        txn = self.env.begin(write=True, parent=deferred) if deferred is not None else self.env.begin(write=True)
         try:
             batch = WriteBatch(txn, self._tables, self._bounds)
             yield batch
-            txn.commit()
-            self.sync_counters.commits += 1
-            self.sync_counters.fsyncs += 1  # sync=True: the commit flushes its data pages
-            if durable:
-                self.env.sync(True)
-                self.sync_counters.durable_commits += 1
-                self.sync_counters.fsyncs += 1
+            if deferred is not None:
+                txn.commit()  # into the deferred transaction: nothing is on disk yet
         except lmdb.MapFullError:
             txn.abort()
-            raise StoreFull(
-                f"the node's store {self.path} is full (map size {self.map_size_bytes} bytes); "
-                "the write was refused and nothing changed: raise lmdb_map_size_bytes or compact the log"
-            ) from None
+            raise self._store_full() from None
         except BaseException:
             txn.abort()
             raise
         finally:
             self._batch_open = False
-        self._bounds = batch.bounds
-        self._tail.committed(batch, self._bounds)
+        top = deferred if deferred is not None else txn
+        if durable or batch.bounds is not self._bounds or self._deferred_batches + 1 >= DEFERRED_BATCHES_MAX:
+            self._deferred = None
+            self._commit(top, durable)
+            self._bounds = batch.bounds
+            self._tail.committed(batch, self._bounds)
+            return
+        if deferred is None:
+            self._deferred, self._deferred_since = txn, time.monotonic()
+        self._deferred_batches += 1
+
+    def _store_full(self) -> StoreFull:
+        return StoreFull(
+            f"the node's store {self.path} is full (map size {self.map_size_bytes} bytes); "
+            "the write was refused and nothing changed: raise lmdb_map_size_bytes or compact the log")
+
+    def _commit(self, txn: lmdb.Transaction, durable: bool) -> None:
+        self._deferred_batches = 0
+        try:
+            txn.commit()
+        except lmdb.MapFullError:
+            # The deferred batches go with it: the node must stop (the server does, on StoreFull);
+            # after a restart they are applied again from the log.
+            raise self._store_full() from None
+        self.sync_counters.commits += 1
+        self.sync_counters.fsyncs += 1  # sync=True: the commit flushes its data pages
+        if durable:
+            self.env.sync(True)
+            self.sync_counters.durable_commits += 1
+            self.sync_counters.fsyncs += 1
+
+    def commit_deferred(self, older_than_seconds: float = 0.0) -> None:
+        """Commit the deferred batches (if opened more than older_than_seconds ago). On the
+        writing thread only, outside a write batch."""
+        if self._deferred is None or time.monotonic() - self._deferred_since < older_than_seconds:
+            return
+        assert not self._batch_open, "commit_deferred() inside a write batch"
+        assert threading.get_ident() == self._writer_thread, "the deferred batches belong to another thread"
+        txn, self._deferred = self._deferred, None
+        self._commit(txn, durable=False)
 
     @contextmanager
     def read_transaction(self) -> Iterator[lmdb.Transaction]:
-        """A read-only snapshot of everything committed so far (for queries and status)."""
+        """A read-only snapshot of everything committed so far (for queries and status). On the
+        writing thread, deferred batches are committed first, so that it reads what it wrote."""
+        if self._deferred is not None and not self._batch_open and threading.get_ident() == self._writer_thread:
+            self.commit_deferred()
         with self.env.begin() as txn:
             yield txn
 

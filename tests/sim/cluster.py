@@ -183,6 +183,7 @@ class Cluster:
     ) -> None:
         self.seed = seed
         self.rng = rng or random.Random(seed)
+        self._crash_rng = random.Random(f"crash-{seed}")
         self.clock = EventQueue()
         self.network = Network(self.rng)
         self.checker = Checker(self.clock)
@@ -301,18 +302,28 @@ class Cluster:
         self._core(node, "start", start)
         self._drive(node, "process", lambda: node.driver.process(self.now_seconds))
 
-    def crash(self, node_id: NodeId, why: str = "") -> None:
+    def crash(self, node_id: NodeId, why: str = "", lose_deferred: bool | None = None) -> None:
+        """The node's process dies. Production defers the commit of non-durable batches to the
+        next durable one (NodeStore), so a process crash may lose every non-durable batch since
+        the last durable batch: whether it does (lose_deferred) is drawn from the crash RNG,
+        apart from the main one so that scenarios keep their schedules."""
         node = self.nodes[node_id]
         assert node.alive, f"{node_id} is already down"
         self.trace.record(self.now_ms, f"crash {node_id} {why}".rstrip())
         node.driver = None
         node.pending_values = set()
         node.reads = {}
+        if lose_deferred is None:
+            lose_deferred = self._crash_rng.random() < 0.5
+        if lose_deferred:
+            lost = node.disk.power_loss(lose_all=True)
+            if lost:
+                self.trace.record(self.now_ms, f"{node_id} lost {lost} deferred batches with its process")
 
     def power_loss(self, node_id: NodeId, lose_all: bool) -> int:
         """The machine of `node_id` loses power: a crash that also undoes the non-durable
         batches LMDB may lose (disk.py). Returns how many batches were lost."""
-        self.crash(node_id, "by a power loss")
+        self.crash(node_id, "by a power loss", lose_deferred=False)
         lost = self.nodes[node_id].disk.power_loss(lose_all)
         self.power_losses += 1
         self.trace.record(self.now_ms, f"power loss {node_id}: {lost} non-durable batches lost")

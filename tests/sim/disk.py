@@ -3,7 +3,9 @@
 The driver (node/replicator/driver.py, the production module) writes the disk only through
 write_batch(durable); a batch takes effect, all of it, when its `with` block ends. What
 survives what:
-  - a process crash (Cluster.crash) keeps every committed batch: LMDB is ACI;
+  - a process crash (Cluster.crash) keeps every committed batch (LMDB is ACI), or loses every
+    batch opened with durable=False since the last durable one: production defers their
+    commit to the next durable batch (NodeStore), so they may not have reached LMDB at all;
   - a power loss (Cluster.power_loss) also undoes batches opened with durable=False that were
     committed after the last durable one: either only the last of them (what LMDB's
     metasync=False allows, README "Two kinds of LMDB batch") or all of them (more than LMDB

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from node.errors import StoreFull
 from node.raft.errors import Compacted, Unavailable
 from node.raft.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from node.storage import layout, lmdb_store
 from node.storage.lmdb_store import NodeStore
 
 MAP_SIZE_BYTES = 64 << 20
@@ -227,6 +230,8 @@ def test_sync_counters_count_commits_and_fsyncs(tmp_path):
     assert durable["fsyncs"] >= 1
     with store.write_batch(durable=False) as batch:
         batch.set_applied_index(2)
+    assert store.sync_counters.to_dict() == durable  # an apply-only batch is deferred
+    store.commit_deferred()
     applied = store.sync_counters.to_dict()
     assert applied["commits"] == 2 and applied["durable_commits"] == 1
     assert applied["fsyncs"] == durable["fsyncs"] + 1  # an apply-only batch: its commit alone
@@ -272,3 +277,64 @@ def test_used_fraction_of_a_small_map_is_read_on_every_call(tmp_path):
     with store.write_batch() as batch:
         batch.append_entries([Entry(term=1, index=1, data=b"x" * 200_000)])
     assert store.used_fraction() > before  # one commit later, already seen
+
+
+def committed_applied_index(store: NodeStore) -> int:
+    """The applied index as another thread (or a restart) sees it: committed state only."""
+    found = []
+    reader = threading.Thread(target=lambda: found.append(store.applied_index()))
+    reader.start()
+    reader.join()
+    return found[0]
+
+
+def test_apply_only_batches_are_deferred_until_a_durable_batch_a_read_or_commit_deferred(tmp_path):
+    store = store_with(tmp_path, entries(1, 3, term=1))
+    for index in (1, 2):
+        with store.write_batch(durable=False) as batch:
+            batch.set_applied_index(index)
+    assert store.sync_counters.commits == 1 and committed_applied_index(store) == 0
+    with store.write_batch() as batch:  # a durable batch takes them along: one commit
+        batch.set_hard_state(HardState(term=2, vote="n1", commit=2))
+    assert store.sync_counters.commits == 2 and committed_applied_index(store) == 2
+    with store.write_batch(durable=False) as batch:
+        batch.set_applied_index(3)
+    assert committed_applied_index(store) == 2
+    with store.read_transaction() as txn:  # the writing thread reads what it wrote
+        assert layout.read_applied_index(txn, store._tables) == 3
+    assert store.sync_counters.commits == 3 and committed_applied_index(store) == 3
+
+
+def test_a_failed_batch_on_deferred_ones_aborts_itself_alone(tmp_path):
+    store = store_with(tmp_path, entries(1, 3, term=1))
+    with store.write_batch(durable=False) as batch:
+        batch.set_applied_index(1)
+    with pytest.raises(RuntimeError):
+        with store.write_batch(durable=False) as batch:
+            batch.set_applied_index(2)
+            raise RuntimeError("the driver failed half way")
+    store.commit_deferred()
+    assert committed_applied_index(store) == 1
+
+
+def test_deferred_batches_are_committed_after_the_most_allowed_and_on_close(tmp_path, monkeypatch):
+    monkeypatch.setattr(lmdb_store, "DEFERRED_BATCHES_MAX", 3)
+    store = store_with(tmp_path, entries(1, 9, term=1))
+    for index in range(1, 4):
+        with store.write_batch(durable=False) as batch:
+            batch.set_applied_index(index)
+    assert committed_applied_index(store) == 3
+    with store.write_batch(durable=False) as batch:
+        batch.set_applied_index(4)
+    store.close()
+    assert NodeStore(tmp_path, MAP_SIZE_BYTES).applied_index() == 4
+
+
+def test_commit_deferred_waits_until_they_are_old_enough(tmp_path):
+    store = store_with(tmp_path, entries(1, 2, term=1))
+    with store.write_batch(durable=False) as batch:
+        batch.set_applied_index(1)
+    store.commit_deferred(older_than_seconds=3600)
+    assert committed_applied_index(store) == 0
+    store.commit_deferred(older_than_seconds=0)
+    assert committed_applied_index(store) == 1
