@@ -208,8 +208,10 @@ class Driver:
         """Carry out what the core has ready; False if it still has more (come back at once)."""
         self._ask_read_index(now_seconds)
         applied_bytes = 0
+        idle = False  # the core said it had nothing ready: it is not asked again below
         for _ in range(READY_ROUNDS_PER_PROCESS_MAX):
             if not self.core.has_ready():
+                idle = True
                 break
             ready = self.core.ready()
             self._handle_ready(ready, now_seconds)
@@ -220,8 +222,8 @@ class Driver:
                     # one full batch (committed_bytes_per_ready_max) per turn of the loop, which
                     # serves the node's clients in between: thousands of entries take a second.
                     break
-        self._expire_reads(now_seconds)
-        return not self.core.has_ready()
+        self._expire_reads(now_seconds)  # answers clients only: leaves the core as it was
+        return idle or not self.core.has_ready()
 
     def _new_read_context(self) -> bytes:
         self._read_counter += 1
