@@ -121,7 +121,8 @@ class Fuzz:
                   rng.choice([target, target, "n9", None]), self.term_value(), self.term_value(), self.index_value(),
                   entries, self.index_value(), rng.choice([False, True, 2]), self.index_value(), self.term_value(),
                   rng.choice([b"", b"transfer", "ctx", b"c" * 5000]), meta, self.index_value(),
-                  rng.choice([b"", b"\x00" * 100, None]), rng.choice([False, True, "yes"])]
+                  rng.choice([b"", b"\x00" * 100, None]), rng.choice([False, True, "yes"]),
+                  self.term_value()]  # promised_term: never a valid higher one either (that stops a node)
         assert len(fields) == RAFT_FRAME_FIELDS
         for _ in range(rng.randrange(0, 3)):
             fields[rng.randrange(2, len(fields))] = self.hostile_value()
