@@ -47,14 +47,17 @@ class Sender:
 @pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
 def test_a_partitioned_link_goes_down_and_replays_nothing_after_the_heal(tmp_path, ipv6):
     with NetLab(["a", "b"], ipv6=ipv6) as lab:
-        output = open(tmp_path / "received", "w+")
-        lab.spawn("b", [sys.executable, "-m", "tests.transport.peer_process", "receive", "n2",
-                        lab.host_port("b", 7001)], stdout=output, cwd=ROOT)
+        received = tmp_path / "received"
+        # Append-only for the receiver, and read through a file of our own: a file object shared
+        # with the child shares its offset, so seeking it to read made the child's next line
+        # overwrite the start of the file.
+        with open(received, "a") as output:
+            lab.spawn("b", [sys.executable, "-m", "tests.transport.peer_process", "receive", "n2",
+                            lab.host_port("b", 7001)], stdout=output, cwd=ROOT)
 
         def terms_received() -> list[int]:
-            output.seek(0)
             # Only whole lines: the receiver may be part-way through writing the last one.
-            complete = output.read().split("\n")[:-1]
+            complete = received.read_text().split("\n")[:-1]
             return [int(line.split()[1]) for line in complete[1:] if line.strip()]
 
         sender = Sender(lab.spawn("a", [sys.executable, "-m", "tests.transport.peer_process", "send", "n1", "n2",
