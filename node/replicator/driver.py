@@ -263,8 +263,17 @@ class Driver:
 
     def _handle_ready(self, ready: Ready, now_seconds: float) -> None:
         self._send(ready.messages, now_seconds)
-        applied, applied_conf = self._persist(ready, now_seconds)
-        self._send(ready.messages_after_persist, now_seconds)
+        if ready.messages_after_persist and ready.committed_entries:
+            # A follower's acknowledgement waits for its log write, not for applying what was
+            # committed before: the entries and hard state are one batch, the promises go out,
+            # then the apply is a second batch (which the store commits with the next durable
+            # one). The leader commits sooner, and every stage of the pipeline is shorter.
+            self._persist(ready, now_seconds, apply=False)
+            self._send(ready.messages_after_persist, now_seconds)
+            applied, applied_conf = self._persist(ready, now_seconds, log=False)
+        else:
+            applied, applied_conf = self._persist(ready, now_seconds)
+            self._send(ready.messages_after_persist, now_seconds)
         if ready.conf_state is not None:  # a snapshot or a membership change took effect
             self._transport.set_peers(ready.conf_state)
         for index, decoded, result in applied:
@@ -283,48 +292,62 @@ class Driver:
         self._serve_confirmed_reads()
         self.core.advance(ready)
 
-    def _persist(self, ready: Ready, now_seconds: float) -> tuple[list, list]:
-        """The one batch of a Ready; what it applied: [(index, decoded, result)], [(index, term)]."""
+    def _persist(self, ready: Ready, now_seconds: float, *, log: bool = True, apply: bool = True) -> tuple[list, list]:
+        """The Ready's batch: its log part (snapshot, entries, hard state) and its apply part
+        (committed entries, applied index, membership), unless one is left out (it then goes
+        in a batch of its own); what it applied: [(index, decoded, result)], [(index, term)]."""
         applied: list[tuple[int, object, dict]] = []
         applied_conf: list[tuple[int, int]] = []
         # Most Readys of an idle or read-heavy node carry only messages (heartbeats, ReadIndex
         # rounds): they need no batch at all.
-        if not (ready.snapshot is not None or ready.entries or ready.hard_state is not None
-                or ready.committed_entries or ready.conf_state is not None):
+        has_log = log and (ready.snapshot is not None or bool(ready.entries) or ready.hard_state is not None)
+        has_apply = apply and (bool(ready.committed_entries) or ready.conf_state is not None)
+        if not (has_log or has_apply):
             return applied, applied_conf
         # Entries, a new term or vote, and snapshots are promises to other nodes: durable before
-        # any message that depends on them. A Ready that only applies committed entries (and
+        # any message that depends on them. A batch that only applies committed entries (and
         # moves the commit index) can be redone from the log, so it may skip the full flush.
-        durable = bool(ready.entries or ready.snapshot is not None or self._term_or_vote_changed(ready))
+        durable = has_log and bool(ready.entries or ready.snapshot is not None or self._term_or_vote_changed(ready))
         with self._store.write_batch(durable=durable) as batch:
-            if ready.snapshot is not None:
-                self._install_snapshot(batch, ready, now_seconds)
-            if ready.entries:
-                batch.append_entries(ready.entries)
-            if ready.hard_state is not None:
-                batch.set_hard_state(ready.hard_state)
-            for entry in ready.committed_entries:
-                assert entry.index == self.applied_index + 1, (entry.index, self.applied_index)
-                if entry.kind == EntryKind.NORMAL:
-                    decoded = self._decoded(entry)
-                    applied.append((entry.index, decoded, self._state_machine.apply(batch, entry, decoded)))
-                elif entry.kind == EntryKind.CONF_CHANGE:
-                    self._state_machine.apply_membership(batch, entry, ConfChange.decode(entry.data))
-                    applied_conf.append((entry.index, entry.term))
-                self.applied_index = entry.index
-            if ready.committed_entries:
-                batch.set_applied_index(self.applied_index)
-            if ready.conf_state is not None:
-                batch.set_conf_state(ready.conf_state)
-            if applied:
-                # Answered before this batch commits (and before its fsync): every entry applied
-                # here is committed, so a majority holds it durably and a crash before the
-                # commit only means applying it again, deterministically, to the same result.
-                # Read-your-writes holds: reads are served only after the commit (they wait for
-                # applied_index, and this thread serves nothing until the batch is done).
-                self._callbacks.results_fixed(applied)
-        if ready.hard_state is not None:
+            if has_log:
+                self._write_log(batch, ready, now_seconds)
+            if has_apply:
+                applied, applied_conf = self._apply_committed(batch, ready)
+        if has_log and ready.hard_state is not None:
             self._durable_term_and_vote = (ready.hard_state.term, ready.hard_state.vote)
+        return applied, applied_conf
+
+    def _write_log(self, batch, ready: Ready, now_seconds: float) -> None:
+        if ready.snapshot is not None:
+            self._install_snapshot(batch, ready, now_seconds)
+        if ready.entries:
+            batch.append_entries(ready.entries)
+        if ready.hard_state is not None:
+            batch.set_hard_state(ready.hard_state)
+
+    def _apply_committed(self, batch, ready: Ready) -> tuple[list, list]:
+        applied: list[tuple[int, object, dict]] = []
+        applied_conf: list[tuple[int, int]] = []
+        for entry in ready.committed_entries:
+            assert entry.index == self.applied_index + 1, (entry.index, self.applied_index)
+            if entry.kind == EntryKind.NORMAL:
+                decoded = self._decoded(entry)
+                applied.append((entry.index, decoded, self._state_machine.apply(batch, entry, decoded)))
+            elif entry.kind == EntryKind.CONF_CHANGE:
+                self._state_machine.apply_membership(batch, entry, ConfChange.decode(entry.data))
+                applied_conf.append((entry.index, entry.term))
+            self.applied_index = entry.index
+        if ready.committed_entries:
+            batch.set_applied_index(self.applied_index)
+        if ready.conf_state is not None:
+            batch.set_conf_state(ready.conf_state)
+        if applied:
+            # Answered before this batch commits (and before its fsync): every entry applied
+            # here is committed, so a majority holds it durably and a crash before the commit
+            # only means applying it again, deterministically, to the same result. Read-your-
+            # writes holds: reads are served from committed state only, after this batch (they
+            # wait for applied_index, and the store commits a deferred batch before a read).
+            self._callbacks.results_fixed(applied)
         return applied, applied_conf
 
     def _decoded(self, entry) -> object:

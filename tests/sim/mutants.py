@@ -46,9 +46,10 @@ def send_promises_before_persisting(monkeypatch) -> None:
     that backs them is written."""
     persist = Driver._persist
 
-    def persist_after_sending(self, ready, now_seconds):
-        self._send(ready.messages_after_persist, now_seconds)  # (sent again after: a duplicate)
-        return persist(self, ready, now_seconds)
+    def persist_after_sending(self, ready, now_seconds, **parts):
+        if parts.get("log", True):
+            self._send(ready.messages_after_persist, now_seconds)  # (sent again after: a duplicate)
+        return persist(self, ready, now_seconds, **parts)
 
     monkeypatch.setattr(Driver, "_persist", persist_after_sending)
 
@@ -59,11 +60,11 @@ def answer_before_commit(monkeypatch) -> None:
     loses its log loses an acknowledged write."""
     persist = Driver._persist
 
-    def persist_answering_early(self, ready, now_seconds):
+    def persist_answering_early(self, ready, now_seconds, **parts):
         appended = [(entry.index, entry.data, {}) for entry in ready.entries if entry.kind == EntryKind.NORMAL]
-        if appended:
+        if appended and parts.get("log", True):
             self._callbacks.results_fixed(appended)
-        return persist(self, ready, now_seconds)
+        return persist(self, ready, now_seconds, **parts)
 
     monkeypatch.setattr(Driver, "_persist", persist_answering_early)
 
