@@ -8,6 +8,7 @@ not secret), but not the cluster's secret keys.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
@@ -110,6 +111,19 @@ def start_cluster(tmp_path: Path, mode: str) -> RunningCluster:
         raise
     client = Client(config, timeout_seconds=20, data_dir=data_dir)
     return RunningCluster(config, data_dir, pids, client, mode)
+
+
+@contextlib.contextmanager
+def running_cluster(tmp_path: Path, mode: str, *, files_seed: int):
+    """A started cluster holding write_files(files_seed)'s files; its client closed and exactly
+    its processes stopped afterwards, also when the test failed."""
+    cluster = start_cluster(tmp_path, mode)
+    try:
+        cluster.write_files(seed=files_seed)
+        yield cluster
+    finally:
+        cluster.client.close()
+        stop_cluster(cluster.config, cluster.data_dir)
 
 
 def stop_cluster(config: ClusterConfig, data_dir: Path) -> None:

@@ -25,8 +25,7 @@ from tests.security.attack_cluster import (
     Attacker,
     forged_raft_frames,
     request_reply,
-    start_cluster,
-    stop_cluster,
+    running_cluster,
 )
 from tests.waiting import wait_until
 
@@ -35,13 +34,8 @@ NODES = ("n1", "n2", "n3")
 
 @pytest.fixture
 def running(request, tmp_path, isolated_home):
-    cluster = start_cluster(tmp_path, request.param)
-    try:
-        cluster.write_files(seed=11)
+    with running_cluster(tmp_path, request.param, files_seed=11) as cluster:
         yield cluster
-    finally:
-        cluster.client.close()
-        stop_cluster(cluster.config, cluster.data_dir)
 
 
 def _leader_status(cluster) -> dict:

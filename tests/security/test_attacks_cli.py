@@ -13,7 +13,7 @@ import pytest
 
 from sandctl import cluster as supervisor
 from sandctl import state
-from tests.security.attack_cluster import environment_without_sandstore, start_cluster, stop_cluster
+from tests.security.attack_cluster import environment_without_sandstore, running_cluster
 from tests.waiting import wait_until
 
 SANDCTL = str(Path(sys.executable).parent / "sandctl")
@@ -22,14 +22,9 @@ NODES = ["n1", "n2", "n3"]
 
 @pytest.fixture
 def running(tmp_path, isolated_home):
-    cluster = start_cluster(tmp_path, "curve")
-    try:
+    with running_cluster(tmp_path, "curve", files_seed=12) as cluster:
         state.remember(tmp_path / "cluster.toml", cluster.data_dir)
-        cluster.write_files(seed=12)
         yield cluster
-    finally:
-        cluster.client.close()
-        stop_cluster(cluster.config, cluster.data_dir)
 
 
 def sandctl(home: Path, *args: str, client: str | None = None) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ import zmq
 
 from node import protocol
 from node.transport.codec import FRAME_FORWARD, FRAME_RAFT, RAFT_FRAME_FIELDS, WIRE_VERSION
-from tests.security.attack_cluster import start_cluster, stop_cluster
+from tests.security.attack_cluster import running_cluster
 from tests.security.keyed_sockets import keyed_dealer
 from tests.waiting import wait_until
 
@@ -28,13 +28,8 @@ NODES = ("n1", "n2", "n3")
 
 @pytest.fixture
 def running(tmp_path, isolated_home):
-    cluster = start_cluster(tmp_path, "curve")
-    try:
-        cluster.write_files(seed=13)
+    with running_cluster(tmp_path, "curve", files_seed=13) as cluster:
         yield cluster
-    finally:
-        cluster.client.close()
-        stop_cluster(cluster.config, cluster.data_dir)
 
 
 def test_fuzzed_messages_on_every_port_leave_every_node_up_and_the_data_intact(running):
