@@ -292,6 +292,14 @@ class RepairScheduler:
     # ----- the worker thread
 
     def _work(self) -> None:
+        # The worker's own sockets to the chunk ports it polls every round (this thread only).
+        self._stats_ports = peers.PortClient(self._context, self._security)
+        try:
+            self._work_rounds()
+        finally:
+            self._stats_ports.close()
+
+    def _work_rounds(self) -> None:
         generation = 0
         while not self._stopping.is_set():
             self._wake.wait(ROUND_SECONDS)
@@ -346,12 +354,14 @@ class RepairScheduler:
     def _poll_chunk_ports(self, nodes: dict[str, NodeView], addresses: dict[str, str]) -> set[str]:
         """Up members whose chunk port answers; takes in their corrupt-copy events."""
         answering = set()
+        self._stats_ports.forget_except({(node, address) for node, address in addresses.items()})
         for node, view in nodes.items():
             if not (view.up and view.member) or node not in addresses:
                 continue
             try:
-                stats = self._call(node, addresses[node], "chunk_stats", {},
-                                   timeout_seconds=STATS_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
+                stats = self._stats_ports.call(addresses[node], "chunk_stats", {}, node_id=node,
+                                               timeout_seconds=STATS_TIMEOUT_SECONDS,
+                                               max_frame_bytes=self._config.max_frame_bytes)
             except SandStoreError as error:
                 log.info("chunk port of %s does not answer: %s", node, error)
                 continue
