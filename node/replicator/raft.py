@@ -32,6 +32,7 @@ from node.raft.types import (
     Message,
     Role,
     SnapshotMeta,
+    Status,
 )
 from node.replicator.addresses import AddressBook, encode_addresses
 from node.replicator.contracts import Callbacks
@@ -233,7 +234,9 @@ class RaftReplicator:
         return self._change_membership(change)
 
     def promote(self, node_id: str) -> tuple[int, int]:
-        status = self.core.status()
+        # Only the leader knows how far a learner has come: a follower's progress table is
+        # empty, and reading it would refuse every promote sent to a follower as "not caught up".
+        status = self._leader_status("membership changes go to the leader")
         if node_id not in status.conf_state.learners:
             raise Refused(f"{node_id} is not a learner (add it first)")
         progress = status.progress.get(node_id)
@@ -247,6 +250,15 @@ class RaftReplicator:
         change = ConfChange((ConfChangeStep(ConfChangeKind.REMOVE_NODE, node_id),))
         return self._change_membership(change)
 
+    def _leader_status(self, why_the_leader: str) -> Status:
+        """The core's status, if this node leads; else NotLeader (with the leader it knows)."""
+        status = self.core.status()
+        if status.role != Role.LEADER:
+            if status.leader:
+                raise NotLeader(why_the_leader, status.leader)
+            raise NoLeader("no leader is known right now; retry shortly")
+        return status
+
     def _change_membership(self, change: ConfChange) -> tuple[int, int]:
         try:
             return self.core.propose_membership_change(change)
@@ -258,11 +270,7 @@ class RaftReplicator:
             raise Refused(str(error)) from None
 
     def transfer_leader(self, target: str | None) -> str:
-        status = self.core.status()
-        if status.role != Role.LEADER:
-            if status.leader:
-                raise NotLeader("leadership transfer is asked of the leader", status.leader)
-            raise NoLeader("no leader is known right now; retry shortly")
+        status = self._leader_status("leadership transfer is asked of the leader")
         if not target:
             candidates = sorted(
                 (progress["match"], node_id)

@@ -11,6 +11,7 @@ import pytest
 from e2e_workload import wait_until
 
 from node.config import NodeAddress
+from node.errors import NotLeader
 from sandctl import cluster as supervisor
 
 pytestmark = pytest.mark.e2e
@@ -67,6 +68,15 @@ def test_a_learner_is_listed_as_one_and_promote_makes_it_a_voter(cluster, e2e_to
     assert lines_of(status)[0].endswith(", 3/3 voters up, 1 learner")
     rows = {line.split()[0]: line.split() for line in lines_of(status)[3:] if line.split()}
     assert rows["n4"][2] == "learner"
+
+    # A follower knows nothing of n4's progress: it sends the promote on to the leader instead
+    # of refusing it as "not caught up" (which it did, and a client that asked it first was
+    # refused for as long as it kept asking it).
+    leader = cluster.client.wait_for_leader(10)
+    follower = next(node_id for node_id in cluster.config.node_ids() if node_id not in (leader, "n4"))
+    with pytest.raises(NotLeader) as redirected:
+        cluster.client.call("promote", {"node": "n4"}, node=follower)
+    assert redirected.value.leader == leader
 
     def promoted():
         result = cluster.sandctl("promote", "n4")
