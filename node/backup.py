@@ -71,12 +71,12 @@ def namespace_image(namespace: Namespace, txn: lmdb.Transaction, args: dict) -> 
     the `digest` op's value for this cut, "image_blake2b": hex checksum of the image bytes,
     "chunks": [[chunk id, size, [replica node ids]], ...] every chunk the image references,
     once each, with its recorded replicas, in id order}. TooLarge if the
-    image exceeds args["max_bytes"] (the caller's frame limit)."""
+    image exceeds args["bytes_max"] (the caller's frame limit)."""
     image = namespace.snapshot_data(txn)
-    max_bytes = args.get("max_bytes")
-    if max_bytes is not None and len(image) > max_bytes:
-        raise TooLarge(f"the namespace image is {len(image)} bytes, more than the {max_bytes} a reply may carry "
-                       "(raise max_frame_bytes)")
+    bytes_max = args.get("bytes_max")
+    if bytes_max is not None and len(image) > bytes_max:
+        raise TooLarge(f"the namespace image is {len(image)} bytes, more than the {bytes_max} a reply may carry "
+                       "(raise frame_bytes_max)")
     applied, chunks = _describe(image)
     return {"applied": applied, "image": image, "digest": namespace.digest(txn),
             "image_blake2b": image_checksum(image), "chunks": chunks}
@@ -163,7 +163,7 @@ def _check_index(config: ClusterConfig, index: object) -> None:
     for entry in index:
         if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], bytes)
                 and len(entry[0]) == CHUNK_ID_BYTES and isinstance(entry[1], int)
-                and 0 < entry[1] <= config.max_frame_bytes and isinstance(entry[2], list) and entry[2]
+                and 0 < entry[1] <= config.frame_bytes_max and isinstance(entry[2], list) and entry[2]
                 and set(entry[2]) <= known):
             raise BadRequest("the chunk index holds a malformed entry or a node the config does not have")
 
@@ -175,10 +175,10 @@ def _read_exactly(stream, size: int, what: str) -> bytes:
     return data
 
 
-def _read_block(stream, what: str, max_bytes: int) -> bytes:
+def _read_block(stream, what: str, bytes_max: int) -> bytes:
     (size,) = SEED_LENGTH.unpack(_read_exactly(stream, SEED_LENGTH.size, f"the length of {what}"))
-    if size > max_bytes:
-        raise BadRequest(f"{what} claims {size} bytes (at most {max_bytes})")
+    if size > bytes_max:
+        raise BadRequest(f"{what} claims {size} bytes (at most {bytes_max})")
     return _read_exactly(stream, size, what)
 
 
@@ -201,8 +201,8 @@ def seed_command(config_path: str, data_dir: str, applied: int, digest: str) -> 
     stream = sys.stdin.buffer
     try:
         config = load_config(config_path)
-        image = _read_block(stream, "the image", config.max_frame_bytes)
-        index = msgpack.unpackb(_read_block(stream, "the chunk index", config.max_frame_bytes), raw=False)
+        image = _read_block(stream, "the image", config.frame_bytes_max)
+        index = msgpack.unpackb(_read_block(stream, "the chunk index", config.frame_bytes_max), raw=False)
         for node_id in config.node_ids():
             seed_node(config, node_id, data_dir, image, applied, digest)
         import_chunks(config, data_dir, index, stream)

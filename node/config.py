@@ -85,10 +85,10 @@ class ClusterConfig:
     election_ticks_min: int = 50
     election_ticks_max: int = 100
     campaign_on_leader_unreachable: bool = True
-    max_inflight_messages: int = 64
-    max_message_bytes: int = 4 << 20
-    max_frame_bytes: int = 64 << 20
-    inline_max_bytes: int = 64 << 10
+    inflight_messages_max: int = 64
+    message_bytes_max: int = 4 << 20
+    frame_bytes_max: int = 64 << 20
+    inline_bytes_max: int = 64 << 10
     chunk_size_bytes: int = 4 << 20
     replication: int = 3
     snapshot_threshold_entries: int = 8192
@@ -132,10 +132,10 @@ _INT_KEYS = {
     "heartbeat_ticks": 1,
     "election_ticks_min": 2,
     "election_ticks_max": 3,
-    "max_inflight_messages": 1,
-    "max_message_bytes": 1024,
-    "max_frame_bytes": 1 << 16,
-    "inline_max_bytes": 0,
+    "inflight_messages_max": 1,
+    "message_bytes_max": 1024,
+    "frame_bytes_max": 1 << 16,
+    "inline_bytes_max": 0,
     "chunk_size_bytes": 1024,
     "replication": 1,
     "snapshot_threshold_entries": 2,
@@ -148,6 +148,9 @@ _INT_KEYS = {
     "repair_copies_in_flight_max": 1,
     "scrub_bytes_per_second": 1024,
 }
+# Limits were once named max_* as well as *_max; one order now. The old names get a hint.
+_RENAMED_SETTINGS = {"max_inflight_messages": "inflight_messages_max", "max_message_bytes": "message_bytes_max",
+                     "max_frame_bytes": "frame_bytes_max", "inline_max_bytes": "inline_bytes_max"}
 _BOOL_KEYS = {"campaign_on_leader_unreachable"}
 _FLOAT_KEYS = {"gc_grace_seconds": 0.0, "session_ttl_seconds": 1.0, "request_timeout_seconds": 0.01,
                "replica_timeout_seconds": 0.1, "rebalance_spread_fraction": 0.01}
@@ -262,6 +265,9 @@ def parse_config(document: dict, path: str = "") -> ClusterConfig:
     settings: dict = {}
     known = {f.name for f in fields(ClusterConfig)} - {"nodes", "path"}
     for key, value in cluster.items():
+        if key in _RENAMED_SETTINGS:
+            raise ConfigError(f"cluster.{key} is now called cluster.{_RENAMED_SETTINGS[key]} (every limit's "
+                              "name ends in _max): rename it in the config")
         if key not in known:
             raise ConfigError(f"unknown setting cluster.{key}")
         if key in _INT_KEYS:
@@ -304,8 +310,8 @@ def parse_config(document: dict, path: str = "") -> ClusterConfig:
         raise ConfigError("cluster.election_ticks_min must be larger than cluster.heartbeat_ticks")
     if config.election_ticks_max <= config.election_ticks_min:
         raise ConfigError("cluster.election_ticks_max must be larger than cluster.election_ticks_min")
-    if config.inline_max_bytes > config.chunk_size_bytes:
-        raise ConfigError("cluster.inline_max_bytes must not exceed cluster.chunk_size_bytes")
+    if config.inline_bytes_max > config.chunk_size_bytes:
+        raise ConfigError("cluster.inline_bytes_max must not exceed cluster.chunk_size_bytes")
     if config.min_write_replicas > config.replication:
         raise ConfigError("cluster.min_write_replicas must not exceed cluster.replication")
     if config.replicator == "none" and len(config.nodes) != 1:

@@ -56,7 +56,7 @@ class NotEmpty(SandStoreError):
 
 
 class TooLarge(SandStoreError):
-    """Content larger than a limit (inline_max_bytes, max_frame_bytes)."""
+    """Content larger than a limit (inline_bytes_max, frame_bytes_max)."""
 
     code = "TOO_LARGE"
 

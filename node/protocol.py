@@ -21,8 +21,8 @@ from node.errors import BadRequest, SandStoreError
 from node.packing import packb
 
 PROTOCOL_VERSION = 1
-MAX_PATH_BYTES = 4096
-MAX_CLIENT_ID_BYTES = 64
+PATH_BYTES_MAX = 4096
+CLIENT_ID_BYTES_MAX = 64
 
 # Argument types: "str", "int", "bool", "bytes", "list", "map", "any"; a trailing "?" means
 # optional (absent or nil). Session arguments ("client", "seq") are added to every write op.
@@ -40,7 +40,7 @@ READ_OPS: dict[str, dict[str, str]] = {
     "chunk_refs": {},  # every chunk id the namespace references (for GC)
     "digest": {},  # this node's namespace digest and applied index (compare nodes in tests)
     # One read transaction after the read barrier: applied index, image, digest, chunks (node/backup.py).
-    "namespace_image": {"max_bytes": "int?"},
+    "namespace_image": {"bytes_max": "int?"},
     # Self-healing data (node/repair/): answered by the leader, which knows which nodes are up.
     # fsck -> {"files": [{"path", "state", "chunks", ...}], "totals": {...}} for files under path.
     "fsck": {"path": "str?", "files_max": "int?"},
@@ -90,7 +90,7 @@ OPS: dict[str, dict[str, str]] = {**READ_OPS, **WRITE_OPS, **ADMIN_OPS}
 # CHUNK_DATA_OPS exactly one more frame holding the chunk's raw content; any other frame count
 # gets a BAD_REQUEST reply. A reply is the reply map as one frame; a successful chunk_get
 # reply is followed by exactly one more frame holding the raw content (its "result" says the
-# size). Every frame is at most the node's max_frame_bytes.
+# size). Every frame is at most the node's frame_bytes_max.
 CHUNK_OPS: dict[str, dict[str, str]] = {
     # + content frame -> {"stored": bool} (False: already had it). The content is checked
     # against the id before it is written and is durable (fsynced) before the reply is sent.
@@ -191,7 +191,7 @@ def validate_args(op: str, args: object, schema: dict[str, str]) -> dict:
             if not isinstance(value, expected):
                 raise BadRequest(f"argument {name!r} must be {type_name}, got {type(value).__name__}")
         checked[name] = value
-    if "client" in checked and not 0 < len(checked["client"].encode()) <= MAX_CLIENT_ID_BYTES:
+    if "client" in checked and not 0 < len(checked["client"].encode()) <= CLIENT_ID_BYTES_MAX:
         raise BadRequest("client id must be 1 to 64 bytes")
     if "seq" in checked and checked["seq"] < 1:
         raise BadRequest("seq must be positive")
@@ -202,10 +202,10 @@ def encode(message: dict) -> bytes:
     return packb(message)
 
 
-def decode(frame: bytes, max_frame_bytes: int) -> object:
+def decode(frame: bytes, frame_bytes_max: int) -> object:
     """Decode one frame; oversized or undecodable frames raise BadRequest."""
-    if len(frame) > max_frame_bytes:
-        raise BadRequest(f"frame of {len(frame)} bytes exceeds the {max_frame_bytes}-byte limit")
+    if len(frame) > frame_bytes_max:
+        raise BadRequest(f"frame of {len(frame)} bytes exceeds the {frame_bytes_max}-byte limit")
     try:
         # unpackb takes no max_buffer_size (only Unpacker does); it caps lengths at len(frame).
         return msgpack.unpackb(frame, raw=False, strict_map_key=True)

@@ -40,7 +40,7 @@ from node.storage.lmdb_store import NodeStore
 
 log = logging.getLogger("sandstore.server")
 
-MAX_CLIENT_FRAMES_PER_ITERATION = 2000
+CLIENT_FRAMES_PER_ITERATION_MAX = 2000
 INSPECT_LOG_LIMIT_MAX = 1000
 # New writes are refused (STORE_FULL) beyond this share of the LMDB map: the remaining room is
 # for entries already in flight, heartbeats' hard state and the snapshot that compacts the log.
@@ -96,7 +96,7 @@ class NodeServer:
         self.client_socket = self.context.socket(zmq.ROUTER)
         self.security.configure_router(self.client_socket, "client")
         self.client_socket.setsockopt(zmq.LINGER, 0)
-        self.client_socket.setsockopt(zmq.MAXMSGSIZE, config.max_frame_bytes)
+        self.client_socket.setsockopt(zmq.MAXMSGSIZE, config.frame_bytes_max)
         self.client_socket.setsockopt(zmq.SNDHWM, 10000)
         self.address.bind(self.client_socket, "client")
         self.replicator: Replicator
@@ -113,7 +113,7 @@ class NodeServer:
             self.context, self.address.bind_address("chunk"), self.chunk_store,
             referenced_chunk_ids=self._referenced_chunk_ids,
             gc_grace_seconds=config.gc_grace_seconds,
-            max_frame_bytes=config.max_frame_bytes,
+            frame_bytes_max=config.frame_bytes_max,
             scrub_bytes_per_second=config.scrub_bytes_per_second,
             peer_chunk_address=lambda node_id: self._chunk_addresses.get(node_id),
             replica_recorded_here=self._replica_recorded_here,
@@ -231,7 +231,7 @@ class NodeServer:
         (and a drain of one message, the common case at low load, then raises none)."""
         socket = self.client_socket
         poll_items = [(socket, _POLLIN)]
-        for count in range(MAX_CLIENT_FRAMES_PER_ITERATION):
+        for count in range(CLIENT_FRAMES_PER_ITERATION_MAX):
             if count and not zmq.zmq_poll(poll_items, 0):
                 return
             try:
@@ -255,7 +255,7 @@ class NodeServer:
     def _handle_request(self, identity: bytes, frame: zmq.Frame) -> None:
         request_id = 0
         try:
-            request = protocol.decode(frame.bytes, self.config.max_frame_bytes)
+            request = protocol.decode(frame.bytes, self.config.frame_bytes_max)
             if isinstance(request, dict) and isinstance(request.get("id"), int):
                 request_id = request["id"]
             request_id, op, args = protocol.validate_request(request)
@@ -303,8 +303,8 @@ class NodeServer:
     def _start_write(self, waiter: Waiter, op: str, args: dict) -> None:
         # Paths, defaults and the content of write_file are checked by encode_command below
         # (the same checks every node runs again on apply); only node-local limits are here.
-        if op == "write_file" and args.get("data") is not None and len(args["data"]) > self.config.inline_max_bytes:
-            raise TooLarge(f"{len(args['data'])} bytes is more than inline_max_bytes ({self.config.inline_max_bytes}); "
+        if op == "write_file" and args.get("data") is not None and len(args["data"]) > self.config.inline_bytes_max:
+            raise TooLarge(f"{len(args['data'])} bytes is more than inline_bytes_max ({self.config.inline_bytes_max}); "
                            "larger files are stored as chunks")
         if self.store.used_fraction() > STORE_USED_FRACTION_MAX:
             raise StoreFull(f"node {self.node_id}'s store is over {STORE_USED_FRACTION_MAX:.0%} full; "

@@ -275,7 +275,7 @@ class _AsyncConnections:
         # A one-frame success (nearly every reply) is unpacked here and handed to a first
         # attempt's future as a _Success; anything else goes through parse_reply. Inline,
         # because a Python call costs about as much as the rest of a reply's handling.
-        max_frame_bytes = self.options.max_frame_bytes
+        frame_bytes_max = self.options.frame_bytes_max
         waiting = self._waiting
         poll_items = self._poll_items.get(node)
         answered = False
@@ -285,11 +285,11 @@ class _AsyncConnections:
             frame = socket.recv(_NOBLOCK, copy=False)
             reply = success = None
             if frame.more:
-                reply = parse_reply(node, _receive_rest(socket, frame), max_frame_bytes)
+                reply = parse_reply(node, _receive_rest(socket, frame), frame_bytes_max)
             else:
                 buffer = frame.buffer
                 message = None
-                if len(buffer) <= max_frame_bytes:
+                if len(buffer) <= frame_bytes_max:
                     try:
                         message = _unpackb(buffer, raw=False, strict_map_key=True)
                     except Exception:  # noqa: BLE001 -- msgpack raises several types for garbage
@@ -299,7 +299,7 @@ class _AsyncConnections:
                     success = _Success((node, message["result"]))
                     request_id = message["id"]
                 else:
-                    reply = parse_reply(node, [buffer], max_frame_bytes)
+                    reply = parse_reply(node, [buffer], frame_bytes_max)
             if success is None:
                 if reply is None:
                     continue  # malformed: its request times out
@@ -412,7 +412,7 @@ class AsyncClient:
             connections = self._connections
             if connections is None:
                 connections = self._connections = _AsyncConnections(
-                    self.addresses, SocketOptions(self.config.max_frame_bytes, immediate=True, security=self.security))
+                    self.addresses, SocketOptions(self.config.frame_bytes_max, immediate=True, security=self.security))
             started = time.monotonic()
             target = node if node is not None else self._tracker.leader
             outcome, request_id = NOT_SENT, 0
@@ -529,9 +529,9 @@ class AsyncClient:
 
     async def write_file(self, path: str, data: bytes, mode: int = 0o644, parents: bool = False, *,
                          into_directory: str | None = None, overwrite: bool = True) -> dict:
-        """As Client.write_file: inline content up to the config's inline_max_bytes."""
-        if len(data) > self.config.inline_max_bytes:
-            raise TooLarge(f"{path}: {len(data)} bytes exceed inline_max_bytes ({self.config.inline_max_bytes})")
+        """As Client.write_file: inline content up to the config's inline_bytes_max."""
+        if len(data) > self.config.inline_bytes_max:
+            raise TooLarge(f"{path}: {len(data)} bytes exceed inline_bytes_max ({self.config.inline_bytes_max})")
         args = {"path": path, "data": bytes(data), "size": len(data), "mode": mode, "parents": parents}
         if into_directory is not None:
             args["into_directory"] = into_directory

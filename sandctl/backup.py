@@ -322,12 +322,12 @@ def fetch_namespace_image(client: Client) -> tuple[str, dict]:
     """(node, namespace_image result) from the leader; retried across leader changes until
     the client's deadline."""
     deadline = time.monotonic() + client.timeout_seconds
-    max_bytes = int(client.config.max_frame_bytes * IMAGE_SHARE_OF_FRAME)
+    bytes_max = int(client.config.frame_bytes_max * IMAGE_SHARE_OF_FRAME)
     while True:
         remaining = max(0.001, deadline - time.monotonic())
         leader = client.wait_for_leader(remaining)
         try:
-            result = client.call("namespace_image", {"max_bytes": max_bytes}, node=leader,
+            result = client.call("namespace_image", {"bytes_max": bytes_max}, node=leader,
                                  deadline_seconds=max(0.001, deadline - time.monotonic()))
             return leader, result
         except (NotLeader, NoLeader, Unavailable):
@@ -384,8 +384,8 @@ def _fetch_chunks(client: Client, chunks: list, backup: BackupWriter, progress: 
     # As for get_file: the call's deadline plus the time the bytes take at the floor rate.
     deadline_seconds = client.timeout_seconds + sum(size for _, size, _ in chunks) / TRANSFER_BYTES_PER_SECOND_MIN
     transfer.get_stream(dict(client.chunk_addresses), chunks, sections, deadline_seconds=deadline_seconds,
-                        max_chunks_in_flight=CHUNKS_IN_FLIGHT, progress=progress,
-                        max_frame_bytes=client.config.max_frame_bytes, security=client.security)
+                        chunks_in_flight_max=CHUNKS_IN_FLIGHT, progress=progress,
+                        frame_bytes_max=client.config.frame_bytes_max, security=client.security)
     assert sections.finished(), "the chunk stream ended early"
 
 

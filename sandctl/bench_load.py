@@ -62,19 +62,19 @@ ResultHandler = Callable[[Lane, object], None]
 
 
 def run_load(config: ClusterConfig, make_operation: OperationMaker, *, outstanding: int, duration_seconds: float,
-             on_result: ResultHandler | None = None, max_requests: int | None = None,
+             on_result: ResultHandler | None = None, requests_max: int | None = None,
              request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS_DEFAULT, leader: str | None = None) -> LoadResult:
     """Keep every lane busy until duration_seconds have passed (or make_operation returns None
-    for every lane, or max_requests were started); calls under way then finish (each within
+    for every lane, or requests_max were started); calls under way then finish (each within
     its request timeout). leader: the node known to lead, asked first."""
     assert 1 <= outstanding <= OUTSTANDING_MAX
     assert duration_seconds > 0 and request_timeout_seconds > 0
-    return asyncio.run(_run(config, make_operation, outstanding, duration_seconds, on_result, max_requests,
+    return asyncio.run(_run(config, make_operation, outstanding, duration_seconds, on_result, requests_max,
                             request_timeout_seconds, leader))
 
 
 async def _run(config: ClusterConfig, make_operation: OperationMaker, outstanding: int, duration_seconds: float,
-               on_result: ResultHandler | None, max_requests: int | None,
+               on_result: ResultHandler | None, requests_max: int | None,
                request_timeout_seconds: float, leader: str | None) -> LoadResult:
     result = LoadResult()
     started_requests = [0]
@@ -85,7 +85,7 @@ async def _run(config: ClusterConfig, make_operation: OperationMaker, outstandin
         last_completion = [meter.wall_started]
 
         async def lane_loop(lane: Lane) -> None:
-            while time.monotonic() < send_until and (max_requests is None or started_requests[0] < max_requests):
+            while time.monotonic() < send_until and (requests_max is None or started_requests[0] < requests_max):
                 operation = make_operation(lane)
                 if operation is None:
                     return

@@ -40,13 +40,13 @@ class BenchContext:
     request_timeout_seconds: float
 
     def load(self, make_operation, *, outstanding: int, duration_seconds: float,
-             on_result: ResultHandler | None = None, max_requests: int | None = None) -> LoadResult:
+             on_result: ResultHandler | None = None, requests_max: int | None = None) -> LoadResult:
         """Run concurrent calls through the asyncio client (sandctl/bench_load.py), once a
         leader is known, so a step does not start in the middle of an election."""
         leader = self.client.wait_for_leader(self.request_timeout_seconds)
         before = sample_nodes(self.client)
         result = run_load(self.config, make_operation, outstanding=outstanding, duration_seconds=duration_seconds,
-                          on_result=on_result, max_requests=max_requests,
+                          on_result=on_result, requests_max=requests_max,
                           request_timeout_seconds=self.request_timeout_seconds, leader=leader)
         result.node_figures = step_figures(before, sample_nodes(self.client), result.operations)
         return result
@@ -146,7 +146,7 @@ def _populate(context: BenchContext, directory: str, count: int, size_bytes: int
     make_operation, on_result = _file_writer(directory, _payload(size_bytes), written)
     # A generous time budget: the count, not the clock, ends this phase.
     context.load(make_operation, outstanding=SMALL_OUTSTANDING, duration_seconds=max(30.0, context.duration_seconds),
-                 on_result=on_result, max_requests=count)
+                 on_result=on_result, requests_max=count)
     return written
 
 

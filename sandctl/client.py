@@ -155,14 +155,14 @@ class Client:
         if self.timeout_seconds <= 0:
             raise BadRequest(f"timeout must be positive, got {self.timeout_seconds}")
         self.client_id = client_id or "sandctl-" + secrets.token_hex(8)
-        assert 0 < len(self.client_id.encode()) <= protocol.MAX_CLIENT_ID_BYTES
+        assert 0 < len(self.client_id.encode()) <= protocol.CLIENT_ID_BYTES_MAX
         # Client addresses by node id: the config's, plus members learned from status replies.
         self.addresses: dict[str, str] = {address.id: address.client for address in config.nodes}
         # Chunk addresses by node id, learned the same way.
         self.chunk_addresses: dict[str, str] = {address.id: address.chunk for address in config.nodes}
         # Immediate sockets for both: a request to a down node is never queued, so "not sent"
         # proves "not applied", and a probe of a down chunk node finds it silent.
-        options = SocketOptions(max_frame_bytes=config.max_frame_bytes, immediate=True, security=self.security)
+        options = SocketOptions(frame_bytes_max=config.frame_bytes_max, immediate=True, security=self.security)
         self._connections = Connections(self.addresses, options)
         self._chunk_connections = Connections(self.chunk_addresses, options)
         self._failover = Failover(self._connections, attempt_timeout_seconds=attempt_timeout_seconds,
@@ -345,15 +345,15 @@ class Client:
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644, parents: bool = False, *,
                    into_directory: str | None = None, overwrite: bool = True) -> dict:
-        """Store data as the file at path, inline (up to the config's inline_max_bytes; use
+        """Store data as the file at path, inline (up to the config's inline_bytes_max; use
         put_file for content of any size); returns its stat, whose "path" is where it went.
 
         into_directory: a file name; if path is an existing directory, the file is written
         inside it under that name (decided by the write itself: one consensus round, no stat).
         overwrite=False refuses with AlreadyExists if the target exists."""
-        if len(data) > self.config.inline_max_bytes:
+        if len(data) > self.config.inline_bytes_max:
             raise TooLarge(
-                f"{path}: {len(data)} bytes exceed inline_max_bytes ({self.config.inline_max_bytes}); "
+                f"{path}: {len(data)} bytes exceed inline_bytes_max ({self.config.inline_bytes_max}); "
                 "store larger content with put_file"
             )
         args = {"path": path, "data": bytes(data), "size": len(data), "mode": mode, "parents": parents}
@@ -395,7 +395,7 @@ class Client:
         into_directory and overwrite as for write_file: both are decided by the one write that
         commits the file record, never by a stat before it.
 
-        Input of at most inline_max_bytes (by size_hint, or by reading one byte more than that)
+        Input of at most inline_bytes_max (by size_hint, or by reading one byte more than that)
         is stored inline in the file record. Larger input is streamed in chunks of
         chunk_size_bytes to replication() nodes each, CHUNKS_IN_FLIGHT at a time (memory stays
         within a few chunks), and the file record is committed once every chunk is durable:
@@ -404,11 +404,11 @@ class Client:
         visible (chunks already stored are orphans that garbage collection removes).
         """
         assert size_hint is None or size_hint >= 0
-        inline_max_bytes = self.config.inline_max_bytes
+        inline_bytes_max = self.config.inline_bytes_max
         head = b""
-        if size_hint is None or size_hint <= inline_max_bytes:
-            head = transfer.read_up_to(reader, inline_max_bytes + 1)
-            if len(head) <= inline_max_bytes:
+        if size_hint is None or size_hint <= inline_bytes_max:
+            head = transfer.read_up_to(reader, inline_bytes_max + 1)
+            if len(head) <= inline_bytes_max:
                 result = self.write_file(path, head, mode, parents, into_directory=into_directory, overwrite=overwrite)
                 if progress is not None and head:
                     progress(len(head))
@@ -458,9 +458,9 @@ class Client:
             {node_id: self.chunk_addresses[node_id] for node_id in reachable}, reader,
             chunk_size_bytes=self.config.chunk_size_bytes, replication=copies,
             deadline_seconds=self._transfer_deadline_seconds(size_bytes_expected),
-            max_chunks_in_flight=CHUNKS_IN_FLIGHT, progress=progress,
+            chunks_in_flight_max=CHUNKS_IN_FLIGHT, progress=progress,
             attempt_timeout_seconds=min(transfer.DEFAULT_ATTEMPT_TIMEOUT_SECONDS, self.timeout_seconds),
-            max_frame_bytes=self.config.max_frame_bytes, min_replicas=copies_min, security=self.security,
+            frame_bytes_max=self.config.frame_bytes_max, min_replicas=copies_min, security=self.security,
         )
 
     def get_file(self, path: str, writer: BinaryIO, *, progress: Progress | None = None, stale: bool = False) -> dict:
@@ -490,9 +490,9 @@ class Client:
                 addresses = {node_id: addresses[node_id] for node_id in reachable}
         transfer.get_stream(
             addresses, chunks, writer, deadline_seconds=self._transfer_deadline_seconds(record.get("size", 0)),
-            max_chunks_in_flight=CHUNKS_IN_FLIGHT, progress=progress,
+            chunks_in_flight_max=CHUNKS_IN_FLIGHT, progress=progress,
             attempt_timeout_seconds=min(transfer.DEFAULT_ATTEMPT_TIMEOUT_SECONDS, self.timeout_seconds),
-            max_frame_bytes=self.config.max_frame_bytes, security=self.security,
+            frame_bytes_max=self.config.frame_bytes_max, security=self.security,
         )
         return record
 

@@ -76,7 +76,7 @@ class SocketOptions:
     tests of a bare ChunkService (which authorizes nothing) leave it out.
     """
 
-    max_frame_bytes: int
+    frame_bytes_max: int
     immediate: bool = False
     zero_copy: bool = False
     send_high_water_messages: int = HIGH_WATER_MESSAGES_DEFAULT
@@ -210,7 +210,7 @@ class Connections:
             except zmq.Again:
                 return
             reply = parse_reply(node, frames if copy else [frame.buffer for frame in frames],
-                                self.options.max_frame_bytes)
+                                self.options.frame_bytes_max)
             if reply is not None and (node, reply.request_id) in self._pending:
                 self._pending.discard((node, reply.request_id))
                 replies.append(reply)
@@ -281,8 +281,8 @@ def connect_dealer(socket: zmq.Socket, address: str, options: SocketOptions, nod
     socket.setsockopt(zmq.TCP_MAXRT, 4 * RECONNECT_INTERVAL_MS_MAX)  # unacknowledged for 2 s (a partition): reconnect, instead of waiting out TCP's retransmission backoff after the heal
     socket.setsockopt(zmq.SNDHWM, options.send_high_water_messages)
     socket.setsockopt(zmq.RCVHWM, options.receive_high_water_messages)
-    # A reply map plus at most one content frame, each up to max_frame_bytes.
-    socket.setsockopt(zmq.MAXMSGSIZE, 2 * options.max_frame_bytes)
+    # A reply map plus at most one content frame, each up to frame_bytes_max.
+    socket.setsockopt(zmq.MAXMSGSIZE, 2 * options.frame_bytes_max)
     handshake_watch = None
     if options.security is not None:
         options.security.configure_dealer(socket, node_id)
@@ -292,13 +292,13 @@ def connect_dealer(socket: zmq.Socket, address: str, options: SocketOptions, nod
     return handshake_watch
 
 
-def parse_reply(node: str, frames: list, max_frame_bytes: int) -> Reply | None:
+def parse_reply(node: str, frames: list, frame_bytes_max: int) -> Reply | None:
     """A reply map, and for a success optionally one content frame after it; None for anything
     malformed (a node's bug or garbage must not crash the client)."""
     if len(frames) not in (1, 2):
         return None
     try:
-        reply = protocol.decode(frames[0], max_frame_bytes)
+        reply = protocol.decode(frames[0], frame_bytes_max)
     except SandStoreError:
         return None
     if not isinstance(reply, dict):

@@ -1,8 +1,8 @@
 """Client side of chunk transfer: stream a file into replicated chunks, and back out.
 
-Used by sandctl for files above inline_max_bytes. Everything runs in the calling thread: the
+Used by sandctl for files above inline_bytes_max. Everything runs in the calling thread: the
 request engine (sandctl/connection.py, one DEALER per chunk node) keeps up to
-`max_chunks_in_flight` chunks moving at once, so
+`chunks_in_flight_max` chunks moving at once, so
 memory stays bounded by that many chunks whatever the file size. A replica that fails (error
 reply, no reply within attempt_timeout_seconds) is replaced by another node, and a node that
 failed once is tried last for the rest of the transfer so a dead node costs one timeout, not
@@ -38,7 +38,7 @@ from node.errors import (
 
 from sandctl.connection import Connections, Reply, SocketOptions, shared_context
 
-DEFAULT_MAX_FRAME_BYTES = 64 << 20
+DEFAULT_FRAME_BYTES_MAX = 64 << 20
 DEFAULT_ATTEMPT_TIMEOUT_SECONDS = 5.0
 # Threads that hash fetched chunks, so verification uses every core instead of one (hashlib
 # releases the GIL for large buffers) while the calling thread keeps the sockets busy.
@@ -149,15 +149,15 @@ class _Chunk:
         return ", ".join(f"{node}: {error}" for node, error in self.failures.items()) or "no failures yet"
 
 
-def _connections(chunk_addresses: dict[str, str], max_chunks_in_flight: int, max_frame_bytes: int,
+def _connections(chunk_addresses: dict[str, str], chunks_in_flight_max: int, frame_bytes_max: int,
                  context: zmq.Context | None, security=None) -> Connections:
     # Not immediate: a chunk request may wait for a connection being set up, and a node that
     # does not answer is replaced after attempt_timeout_seconds. The send high-water mark is a
     # safety net only: a node has at most one request per chunk in flight, and one that timed
     # out is tried last afterwards, so even a dead node's queue stays short. ZeroMQ acknowledges
     # reads in batches, hence the slack over the true in-flight count.
-    options = SocketOptions(max_frame_bytes=max_frame_bytes, zero_copy=True,
-                            send_high_water_messages=4 * max_chunks_in_flight + 16, security=security)
+    options = SocketOptions(frame_bytes_max=frame_bytes_max, zero_copy=True,
+                            send_high_water_messages=4 * chunks_in_flight_max + 16, security=security)
     return Connections(chunk_addresses, options, context)
 
 
@@ -257,11 +257,11 @@ def put_stream(
     chunk_size_bytes: int,
     replication: int,
     deadline_seconds: float,
-    max_chunks_in_flight: int = 4,
+    chunks_in_flight_max: int = 4,
     progress: Progress | None = None,
     context: zmq.Context | None = None,
     attempt_timeout_seconds: float = DEFAULT_ATTEMPT_TIMEOUT_SECONDS,
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    frame_bytes_max: int = DEFAULT_FRAME_BYTES_MAX,
     min_replicas: int | None = None,
     security=None,  # the client's ClientSecurity (every node refuses a connection without one)
 ) -> tuple[list[list], int]:
@@ -272,15 +272,15 @@ def put_stream(
     if a chunk cannot get min_replicas (default: replication) before the deadline (chunks
     already stored are left to GC)."""
     assert chunk_addresses, "no chunk nodes to write to"
-    assert chunk_size_bytes > 0 and replication >= 1 and max_chunks_in_flight >= 1
+    assert chunk_size_bytes > 0 and replication >= 1 and chunks_in_flight_max >= 1
     copies = min(replication, len(chunk_addresses))
     copies_min = copies if min_replicas is None else min(min_replicas, copies)
     assert 1 <= copies_min <= copies
-    connections = _connections(chunk_addresses, max_chunks_in_flight, max_frame_bytes, context, security)
+    connections = _connections(chunk_addresses, chunks_in_flight_max, frame_bytes_max, context, security)
     try:
         stream = _PutStream(_Transfer(connections, deadline_seconds, attempt_timeout_seconds), sorted(chunk_addresses),
                             copies, progress, copies_min)
-        return stream.run(reader, chunk_size_bytes, max_chunks_in_flight)
+        return stream.run(reader, chunk_size_bytes, chunks_in_flight_max)
     finally:
         connections.close()
 
@@ -299,14 +299,14 @@ class _PutStream:
         self.pending: dict[int, _Chunk] = {}  # by position
         self.total_bytes = 0
 
-    def run(self, reader: BinaryIO, chunk_size_bytes: int, max_chunks_in_flight: int) -> tuple[list[list], int]:
+    def run(self, reader: BinaryIO, chunk_size_bytes: int, chunks_in_flight_max: int) -> tuple[list[list], int]:
         end_of_input = False
         while True:
-            while not end_of_input and len(self.pending) < max_chunks_in_flight:
+            while not end_of_input and len(self.pending) < chunks_in_flight_max:
                 end_of_input = not self._start_next(reader, chunk_size_bytes)
             if not self.pending:
                 break
-            assert len(self.pending) <= max_chunks_in_flight
+            assert len(self.pending) <= chunks_in_flight_max
             for attempt, result in self.transfer.wait(self._oldest_state()):
                 self._on_outcome(attempt, result)
         assert all(result is not None for result in self.results)
@@ -371,11 +371,11 @@ def get_stream(
     writer: BinaryIO,
     *,
     deadline_seconds: float,
-    max_chunks_in_flight: int = 4,
+    chunks_in_flight_max: int = 4,
     progress: Progress | None = None,
     context: zmq.Context | None = None,
     attempt_timeout_seconds: float = DEFAULT_ATTEMPT_TIMEOUT_SECONDS,
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    frame_bytes_max: int = DEFAULT_FRAME_BYTES_MAX,
     security=None,  # the client's ClientSecurity (every node refuses a connection without one)
 ) -> int:
     """Fetch `chunks` ([[chunk id, size, [replica node ids]], ...]) in parallel and write them
@@ -383,25 +383,25 @@ def get_stream(
     replica (down, missing, corrupt) is replaced by the next one. When every replica of a chunk
     failed: ChecksumMismatch if any copy was corrupt, NotFound if every replica lacks it,
     otherwise Unavailable; the message names the chunk."""
-    assert max_chunks_in_flight >= 1
+    assert chunks_in_flight_max >= 1
     for chunk_id, size, replicas in chunks:
         assert type(chunk_id) is bytes and len(chunk_id) == CHUNK_ID_BYTES, "a chunk id is 32 bytes"
         assert type(size) is int and size >= 0 and isinstance(replicas, (list, tuple))
     context = context or shared_context()
-    connections = _connections(chunk_addresses, max_chunks_in_flight, max_frame_bytes, context, security)
+    connections = _connections(chunk_addresses, chunks_in_flight_max, frame_bytes_max, context, security)
     verifier = _Verifier(context, VERIFY_THREADS)
     connections.add_wakeup(verifier.wakeup)
     try:
         stream = _GetStream(_Transfer(connections, deadline_seconds, attempt_timeout_seconds), verifier,
                             chunk_addresses, chunks, writer, progress)
-        return stream.run(max_chunks_in_flight)
+        return stream.run(chunks_in_flight_max)
     finally:
         verifier.close()
         connections.close()
 
 
 class _GetStream:
-    """One get: up to max_chunks_in_flight chunks fetched ahead of the writer, each verified
+    """One get: up to chunks_in_flight_max chunks fetched ahead of the writer, each verified
     by the verifier threads, written strictly in order."""
 
     def __init__(self, transfer: _Transfer, verifier: _Verifier, chunk_addresses: dict[str, str], chunks: list[list],
@@ -416,12 +416,12 @@ class _GetStream:
         self.fetched: dict[int, memoryview] = {}  # verified, waiting for the chunks before them
         self.next_to_fetch = self.next_to_write = self.written_bytes = 0
 
-    def run(self, max_chunks_in_flight: int) -> int:
+    def run(self, chunks_in_flight_max: int) -> int:
         while self.next_to_write < len(self.chunks) or self.transfer.reports_outstanding():
             while (self.next_to_fetch < len(self.chunks)
-                   and self.next_to_fetch - self.next_to_write < max_chunks_in_flight):
+                   and self.next_to_fetch - self.next_to_write < chunks_in_flight_max):
                 self._start_next()
-            assert len(self.active) + len(self.fetched) <= max_chunks_in_flight
+            assert len(self.active) + len(self.fetched) <= chunks_in_flight_max
             for attempt, result in self.transfer.wait(self._waiting_for()):
                 self._on_outcome(attempt, result)
             for position, node, content, error in self.verifier.results():

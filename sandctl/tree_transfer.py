@@ -40,7 +40,7 @@ class TreeProgress(Protocol):
 
 # Small (inline) files of a tree travel this many at a time, each in one request: the leader
 # commits them in shared batches instead of one consensus round after another. Memory stays
-# within this many times inline_max_bytes.
+# within this many times inline_bytes_max.
 SMALL_FILES_IN_FLIGHT_MAX = 32
 
 
@@ -152,8 +152,8 @@ def put_tree(client: Client, local_root: Path, remote: str, policy: Overwrite,
     skip = set(present) if policy is Overwrite.SKIP else set()
     summary.skipped.extend(posixpath.join(root, f.relative) for f in files if posixpath.join(root, f.relative) in skip)
     wanted = [file for file in files if posixpath.join(root, file.relative) not in skip]
-    small = [file for file in wanted if file.size <= client.config.inline_max_bytes]
-    large = [file for file in wanted if file.size > client.config.inline_max_bytes]
+    small = [file for file in wanted if file.size <= client.config.inline_bytes_max]
+    large = [file for file in wanted if file.size > client.config.inline_bytes_max]
     grown = asyncio.run(_put_small_files(client, local_root, root, small, policy, progress, summary))
     for file in large + grown:
         path = posixpath.join(root, file.relative)
@@ -213,13 +213,13 @@ async def _put_small_files(client: Client, local_root: Path, root: str, files: l
     grown: list[LocalFile] = []
     if not files:
         return grown
-    inline_max_bytes = client.config.inline_max_bytes
+    inline_bytes_max = client.config.inline_bytes_max
 
     async def store(file: LocalFile) -> None:
         path = posixpath.join(root, file.relative)
         with open_local(local_root / file.relative) as reader:
-            data = reader.read(inline_max_bytes + 1)
-        if len(data) > inline_max_bytes:
+            data = reader.read(inline_bytes_max + 1)
+        if len(data) > inline_bytes_max:
             grown.append(file)
             return
         try:

@@ -42,7 +42,7 @@ from node.transport.address import bind_socket, connect_socket
 
 log = logging.getLogger(__name__)
 
-MAX_IDS_PER_HAS = 65536
+HAS_IDS_MAX = 65536
 QUEUED_REQUESTS_PER_WORKER = 2
 # Requests ZeroMQ may hold per client connection before TCP pushes back (each up to a frame).
 RECEIVE_HIGH_WATER_MESSAGES = 64
@@ -69,7 +69,7 @@ class ChunkService:
         referenced_chunk_ids: Callable[[], set[bytes]],
         gc_grace_seconds: float,
         gc_interval_seconds: float = 30,
-        max_frame_bytes: int,
+        frame_bytes_max: int,
         worker_threads: int = 4,
         clock: Callable[[], float] = time.time,
         scrub_bytes_per_second: int = 0,
@@ -88,14 +88,14 @@ class ChunkService:
         assert scrub_bytes_per_second >= 0
         assert gc_grace_seconds >= 0
         assert gc_interval_seconds > 0
-        assert max_frame_bytes > 0
+        assert frame_bytes_max > 0
         assert worker_threads >= 1
         self._context = context
         self._store = store
         self._referenced_chunk_ids = referenced_chunk_ids
         self._gc_grace_seconds = gc_grace_seconds
         self._gc_interval_seconds = gc_interval_seconds
-        self._max_frame_bytes = max_frame_bytes
+        self._frame_bytes_max = frame_bytes_max
         self._clock = clock
         self._jobs: queue.Queue = queue.Queue(maxsize=worker_threads * QUEUED_REQUESTS_PER_WORKER)
         self._reply_endpoint = f"inproc://chunk-replies-{id(self)}"
@@ -117,7 +117,7 @@ class ChunkService:
         self._router.setsockopt(zmq.LINGER, 0)
         # Frames a little over the limit still get a BAD_REQUEST reply from decode(); ZeroMQ cuts
         # the connection of anything far larger before buffering it.
-        self._router.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes + (1 << 16))
+        self._router.setsockopt(zmq.MAXMSGSIZE, frame_bytes_max + (1 << 16))
         self._router.setsockopt(zmq.RCVHWM, RECEIVE_HIGH_WATER_MESSAGES)
         self._replies = context.socket(zmq.PULL)
         self._replies.setsockopt(zmq.LINGER, 0)
@@ -303,7 +303,7 @@ class ChunkService:
             if len(parts) not in (2, 3):
                 raise BadRequest(f"a request is one frame, or two for {sorted(protocol.CHUNK_DATA_OPS)}; "
                                  f"got {len(parts) - 1}")
-            request = protocol.decode(parts[1].buffer, self._max_frame_bytes)
+            request = protocol.decode(parts[1].buffer, self._frame_bytes_max)
             if isinstance(request, dict) and type(request.get("id")) is int:
                 request_id = request["id"]  # answer even an invalid request under its own id
             request_id, op, args = protocol.validate_request(request, protocol.CHUNK_OPS)
@@ -313,8 +313,8 @@ class ChunkService:
             if content_frames != (op in protocol.CHUNK_DATA_OPS):
                 raise BadRequest(f"{op} takes {int(op in protocol.CHUNK_DATA_OPS)} content frames, got {content_frames}")
             content = parts[2].buffer if content_frames else None
-            if content is not None and len(content) > self._max_frame_bytes:
-                raise BadRequest(f"content of {len(content)} bytes exceeds the {self._max_frame_bytes}-byte limit")
+            if content is not None and len(content) > self._frame_bytes_max:
+                raise BadRequest(f"content of {len(content)} bytes exceeds the {self._frame_bytes_max}-byte limit")
             result, content_out = self._dispatch(op, args, content)
             reply = [identity, protocol.reply_ok(request_id, result)]
             if content_out is not None:
@@ -343,8 +343,8 @@ class ChunkService:
             return {"size": len(self._store.get(_chunk_id(args["id"]), verify=True))}, None
         if op == "chunk_has":
             ids = args["ids"]
-            if len(ids) > MAX_IDS_PER_HAS:
-                raise BadRequest(f"chunk_has takes at most {MAX_IDS_PER_HAS} ids")
+            if len(ids) > HAS_IDS_MAX:
+                raise BadRequest(f"chunk_has takes at most {HAS_IDS_MAX} ids")
             return [self._store.has(_chunk_id(chunk_id)) for chunk_id in ids], None
         if op == "chunk_stats":
             chunks, total_bytes = self._store.usage()
@@ -396,7 +396,7 @@ class ChunkService:
             frames = dealer.recv_multipart(copy=False)
         finally:
             dealer.close(linger=0)
-        content = _fetched_content(frames, self._max_frame_bytes, source)
+        content = _fetched_content(frames, self._frame_bytes_max, source)
         stored = self._store.put(chunk_id, content)  # ChecksumMismatch if the source's copy is bad
         self._count("fetches")
         self._count("fetched_bytes", len(content))
@@ -407,12 +407,12 @@ class ChunkService:
         return self._store.collect_garbage(referenced, self._clock(), grace_seconds, dry_run)
 
 
-def _fetched_content(frames: list, max_frame_bytes: int, source: str) -> memoryview:
+def _fetched_content(frames: list, frame_bytes_max: int, source: str) -> memoryview:
     """The content of a chunk_get reply from a peer, checked like anything from the network."""
     if len(frames) not in (1, 2):
         raise Unavailable(f"malformed chunk_get reply from {source}")
     try:
-        reply = protocol.decode(frames[0].buffer, max_frame_bytes)
+        reply = protocol.decode(frames[0].buffer, frame_bytes_max)
     except BadRequest:  # the peer's garbage, not our caller's: the copy simply failed
         reply = None
     if not isinstance(reply, dict) or reply.get("id") != 1:

@@ -7,12 +7,12 @@ the root, which is '/'. Limits are in UTF-8 bytes, as on Linux.
 from __future__ import annotations
 
 from node.errors import InvalidPath
-from node.protocol import MAX_PATH_BYTES
+from node.protocol import PATH_BYTES_MAX
 
 ROOT = "/"
-MAX_NAME_BYTES = 255
+NAME_BYTES_MAX = 255
 
-assert MAX_NAME_BYTES < MAX_PATH_BYTES
+assert NAME_BYTES_MAX < PATH_BYTES_MAX
 
 
 def normalize_path(path: str) -> str:
@@ -34,8 +34,8 @@ def _normalized(path: object) -> str:
         path_bytes = len(path) if ascii_only else len(path.encode("utf-8"))
     except UnicodeEncodeError:
         raise InvalidPath("a path must be valid UTF-8 text") from None
-    if path_bytes > MAX_PATH_BYTES:
-        raise InvalidPath(f"path is {path_bytes} bytes long, the limit is {MAX_PATH_BYTES}")
+    if path_bytes > PATH_BYTES_MAX:
+        raise InvalidPath(f"path is {path_bytes} bytes long, the limit is {PATH_BYTES_MAX}")
     if not path.startswith("/"):
         raise InvalidPath(f"path {path!r} must be absolute (start with '/')")
     names = [name for name in path.split("/") if name]
@@ -43,8 +43,8 @@ def _normalized(path: object) -> str:
         if name in (".", ".."):
             raise InvalidPath(f"path {path!r} must not contain '.' or '..' components")
         name_bytes = len(name) if ascii_only else len(name.encode("utf-8"))
-        if name_bytes > MAX_NAME_BYTES:
-            raise InvalidPath(f"name {name[:32]!r}... is {name_bytes} bytes long, the limit is {MAX_NAME_BYTES}")
+        if name_bytes > NAME_BYTES_MAX:
+            raise InvalidPath(f"name {name[:32]!r}... is {name_bytes} bytes long, the limit is {NAME_BYTES_MAX}")
     return ROOT + "/".join(names)
 
 
@@ -52,9 +52,9 @@ def _is_plainly_normal(path: object) -> bool:
     """A cheap test that is True only for a normal path: ASCII (so characters are bytes),
     within the limits, absolute, no empty component, no trailing '/', no NUL and no component
     starting with '.' (so no '.' or '..'; other such names take the full check)."""
-    return (type(path) is str and path.isascii() and path[:1] == "/" and len(path) <= MAX_PATH_BYTES
+    return (type(path) is str and path.isascii() and path[:1] == "/" and len(path) <= PATH_BYTES_MAX
             and "//" not in path and "/." not in path and "\0" not in path and (path == ROOT or path[-1] != "/")
-            and (len(path) <= MAX_NAME_BYTES or max(map(len, path.split("/"))) <= MAX_NAME_BYTES))
+            and (len(path) <= NAME_BYTES_MAX or max(map(len, path.split("/"))) <= NAME_BYTES_MAX))
 
 
 def file_name(name: str) -> str:

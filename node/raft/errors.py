@@ -26,7 +26,7 @@ class NotLeader(RaftError):
 
 class ProposalDropped(RaftError):
     """The leader refused a proposal: a leadership transfer is under way, or the uncommitted
-    tail already holds max_uncommitted_bytes."""
+    tail already holds uncommitted_bytes_max."""
 
 
 class ConfChangeInProgress(RaftError):

@@ -76,8 +76,8 @@ class RaftLog:
 
     # -- reading entries ----------------------------------------------------------------------
 
-    def slice(self, low: int, high: int, max_bytes: int | None = None) -> list[Entry]:
-        """Entries [low, high), cut at max_bytes but at least one. Raises Compacted."""
+    def slice(self, low: int, high: int, bytes_max: int | None = None) -> list[Entry]:
+        """Entries [low, high), cut at bytes_max but at least one. Raises Compacted."""
         assert low <= high, (low, high)
         if low < self.first_index():
             raise Compacted(f"index {low} is compacted")
@@ -87,24 +87,24 @@ class RaftLog:
         result: list[Entry] = []
         if low < self.unstable.offset:
             stored_high = min(high, self.unstable.offset)
-            result = self.storage.entries(low, stored_high, max_bytes)
+            result = self.storage.entries(low, stored_high, bytes_max)
             if len(result) < stored_high - low:
                 return result  # the byte limit was reached inside storage
         if high > self.unstable.offset:
             unstable_low = max(low, self.unstable.offset)
-            if max_bytes is not None:
+            if bytes_max is not None:
                 # Copy no more of the unstable tail than the limit can take (plus one entry).
                 high = self.unstable.offset + limit_count(
                     self.unstable.entries, unstable_low - self.unstable.offset, high - self.unstable.offset,
-                    max_bytes - sum(entry.size_bytes() for entry in result), at_least_one=not result,
+                    bytes_max - sum(entry.size_bytes() for entry in result), at_least_one=not result,
                 )
             result = result + self.unstable.slice(unstable_low, high)
-        return result if max_bytes is None else limit_size(result, max_bytes)
+        return result if bytes_max is None else limit_size(result, bytes_max)
 
-    def entries_from(self, low: int, max_bytes: int | None = None) -> list[Entry]:
+    def entries_from(self, low: int, bytes_max: int | None = None) -> list[Entry]:
         if low > self.last_index():
             return []
-        return self.slice(low, self.last_index() + 1, max_bytes)
+        return self.slice(low, self.last_index() + 1, bytes_max)
 
     def snapshot(self) -> Snapshot:
         return self.unstable.snapshot if self.unstable.snapshot else self.storage.snapshot()
@@ -188,10 +188,10 @@ class RaftLog:
             return False  # the snapshot must be restored first
         return self._applicable_high() > self.applying
 
-    def next_committed(self, max_bytes: int | None = None) -> list[Entry]:
+    def next_committed(self, bytes_max: int | None = None) -> list[Entry]:
         if not self.has_next_committed():
             return []
-        return self.slice(self.applying + 1, self._applicable_high() + 1, max_bytes)
+        return self.slice(self.applying + 1, self._applicable_high() + 1, bytes_max)
 
     def accept_applying(self, index: int) -> None:
         assert self.applying < index <= self.committed, (self.applying, index, self.committed)

@@ -28,15 +28,15 @@ class MemoryStorage:
     def initial_state(self) -> tuple[HardState, ConfState]:
         return self._hard_state, self._conf_state
 
-    def entries(self, low: int, high: int, max_bytes: int | None = None) -> list[Entry]:
+    def entries(self, low: int, high: int, bytes_max: int | None = None) -> list[Entry]:
         assert low <= high, (low, high)
         if low < self.first_index():
             raise Compacted(f"index {low} is compacted (first index {self.first_index()})")
         if high > self.last_index() + 1:
             raise Unavailable(f"index {high - 1} is beyond the last index {self.last_index()}")
         offset = self._entries[0].index
-        if max_bytes is not None:
-            high = offset + limit_count(self._entries, low - offset, high - offset, max_bytes)
+        if bytes_max is not None:
+            high = offset + limit_count(self._entries, low - offset, high - offset, bytes_max)
         return self._entries[low - offset : high - offset]
 
     def term(self, index: int) -> int:
@@ -113,23 +113,23 @@ class MemoryStorage:
         self._entries = [placeholder] + kept[1:]
 
 
-def limit_count(entries: list[Entry], start: int, stop: int, max_bytes: int, at_least_one: bool = True) -> int:
-    """The end position of the longest run entries[start:end] (end <= stop) within max_bytes,
+def limit_count(entries: list[Entry], start: int, stop: int, bytes_max: int, at_least_one: bool = True) -> int:
+    """The end position of the longest run entries[start:end] (end <= stop) within bytes_max,
     and at least one entry if at_least_one. Looks at no entry beyond the first one that does
     not fit, so reading a bounded slice costs what it returns, not what the log holds."""
     total_bytes = 0
     for position in range(start, stop):
         total_bytes += entries[position].size_bytes()
-        if total_bytes > max_bytes and (position > start or not at_least_one):
+        if total_bytes > bytes_max and (position > start or not at_least_one):
             return position
     return stop
 
 
-def limit_size(entries: list[Entry], max_bytes: int) -> list[Entry]:
-    """The longest prefix within max_bytes, but never fewer than one entry."""
+def limit_size(entries: list[Entry], bytes_max: int) -> list[Entry]:
+    """The longest prefix within bytes_max, but never fewer than one entry."""
     total_bytes = 0
     for count, entry in enumerate(entries):
         total_bytes += entry.size_bytes()
-        if count > 0 and total_bytes > max_bytes:
+        if count > 0 and total_bytes > bytes_max:
             return list(entries[:count])
     return list(entries)

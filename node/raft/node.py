@@ -119,7 +119,7 @@ class RaftNode:
             self.term = BOOTSTRAP_TERM
             self.log.restore(bootstrap)
         assert self.log.applied <= self.log.committed, "applied beyond the persisted commit index"
-        self.tracker = ProgressTracker(config.max_inflight_messages, config.inflight_bytes_max)
+        self.tracker = ProgressTracker(config.inflight_messages_max, config.inflight_bytes_max)
         self.tracker.set_conf_state(conf_state, self.log.last_index() + 1)
 
         self.role = Role.FOLLOWER
@@ -219,7 +219,7 @@ class RaftNode:
 
     def propose(self, data: bytes) -> tuple[int, int]:
         self._check_can_propose()
-        if self.uncommitted_bytes > 0 and self.uncommitted_bytes + len(data) > self.config.max_uncommitted_bytes:
+        if self.uncommitted_bytes > 0 and self.uncommitted_bytes + len(data) > self.config.uncommitted_bytes_max:
             raise ProposalDropped(f"{self.uncommitted_bytes} bytes are uncommitted already")
         return self._append_entry(EntryKind.NORMAL, data)
 
@@ -783,7 +783,7 @@ class RaftNode:
 
     def _maybe_send_append(self, node: NodeId, send_if_empty: bool) -> bool:
         """Send the follower what it lacks (or a snapshot chunk); False when nothing was sent.
-        Reads at most one message's worth of the log: max_message_bytes, and no more than the
+        Reads at most one message's worth of the log: message_bytes_max, and no more than the
         in-flight window has room for (one entry when the window is empty)."""
         progress = self.tracker.progress[node]
         if progress.is_paused():
@@ -793,7 +793,7 @@ class RaftNode:
         assert window_bytes >= 1, "a window without room is full, so paused"
         try:
             previous_term = self.log.term(previous_index)
-            entries = self.log.entries_from(progress.next, min(self.config.max_message_bytes, window_bytes))
+            entries = self.log.entries_from(progress.next, min(self.config.message_bytes_max, window_bytes))
         except Compacted:
             return self._start_snapshot(node, progress)
         if not entries and not send_if_empty:

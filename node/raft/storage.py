@@ -20,8 +20,8 @@ class Storage(Protocol):
     def initial_state(self) -> tuple[HardState, ConfState]:
         """The hard state and membership to start from (membership as of the applied index)."""
 
-    def entries(self, low: int, high: int, max_bytes: int | None = None) -> list[Entry]:
-        """Entries [low, high). Stops early once max_bytes is exceeded, but always returns at
+    def entries(self, low: int, high: int, bytes_max: int | None = None) -> list[Entry]:
+        """Entries [low, high). Stops early once bytes_max is exceeded, but always returns at
         least one entry when low < high. Raises Compacted if low < first_index(), Unavailable
         if high > last_index() + 1."""
 

@@ -258,18 +258,18 @@ class Config:
     heartbeat_ticks: int = 5
     election_ticks_min: int = 15
     election_ticks_max: int = 30  # timeouts are drawn uniformly from [min, max)
-    max_inflight_messages: int = 64  # APPEND messages in flight to one follower
-    max_message_bytes: int = 1 << 20  # entries per APPEND are cut at this size (at least one entry)
+    inflight_messages_max: int = 64  # APPEND messages in flight to one follower
+    message_bytes_max: int = 1 << 20  # entries per APPEND are cut at this size (at least one entry)
     # Entry bytes in flight to one follower; also bounds the log a leader reads for one
     # follower in one step (at least one entry goes out when nothing is in flight).
     inflight_bytes_max: int = 8 << 20
     # Committed entries handed out per Ready (at least one): the size of one apply batch.
     # Applying costs ~150 us per small entry, so this bounds the work between two turns of the
     # driver loop (which returns to the loop between two such Readys): 64 KiB, some 300
-    # entries of a small write, ~50 ms. Separate from max_message_bytes, which bounds what a
+    # entries of a small write, ~50 ms. Separate from message_bytes_max, which bounds what a
     # follower stores per message (storing costs far less per entry than applying).
     committed_bytes_per_ready_max: int = 64 << 10
-    max_uncommitted_bytes: int = 64 << 20  # proposals refused (ProposalDropped) beyond this
+    uncommitted_bytes_max: int = 64 << 20  # proposals refused (ProposalDropped) beyond this
     snapshot_chunk_bytes: int = 1 << 20
     pre_vote: bool = True
     check_quorum: bool = True
@@ -285,8 +285,8 @@ class Config:
         assert self.heartbeat_ticks >= 1
         assert self.election_ticks_min > self.heartbeat_ticks, "election must outlast heartbeats"
         assert self.election_ticks_max > self.election_ticks_min
-        assert self.max_inflight_messages >= 1
-        assert self.max_message_bytes >= 1
+        assert self.inflight_messages_max >= 1
+        assert self.message_bytes_max >= 1
         assert self.inflight_bytes_max >= 1
         assert self.committed_bytes_per_ready_max >= 1
         assert not self.campaign_on_leader_unreachable or (self.pre_vote and self.check_quorum), (

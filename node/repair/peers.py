@@ -22,13 +22,13 @@ _request_ids = itertools.count(1)
 
 
 def call(context: zmq.Context, address: str, op: str, args: dict, *, timeout_seconds: float,
-         max_frame_bytes: int, node_id: str = "", security=None) -> object:
+         frame_bytes_max: int, node_id: str = "", security=None) -> object:
     """The result of `op` at the chunk port `address` (of node `node_id`); raises the node's
     error, or Unavailable when no well-formed reply arrives within timeout_seconds. security:
     the calling node's ClientSecurity (None only in unit tests against unsecured services)."""
     dealer = _connected_dealer(context, address, node_id, security)
     try:
-        return _exchange(dealer, address, op, args, timeout_seconds, max_frame_bytes)
+        return _exchange(dealer, address, op, args, timeout_seconds, frame_bytes_max)
     finally:
         dealer.close(linger=0)
 
@@ -43,14 +43,14 @@ class PortClient:
         self._security = security
         self._dealers: dict[tuple[str, str], zmq.Socket] = {}
 
-    def call(self, address: str, op: str, args: dict, *, timeout_seconds: float, max_frame_bytes: int,
+    def call(self, address: str, op: str, args: dict, *, timeout_seconds: float, frame_bytes_max: int,
              node_id: str = "") -> object:
         key = (node_id, address)
         dealer = self._dealers.get(key)
         if dealer is None:
             dealer = self._dealers[key] = _connected_dealer(self._context, address, node_id, self._security)
         try:
-            return _exchange(dealer, address, op, args, timeout_seconds, max_frame_bytes)
+            return _exchange(dealer, address, op, args, timeout_seconds, frame_bytes_max)
         except BaseException:
             del self._dealers[key]
             dealer.close(linger=0)
@@ -79,7 +79,7 @@ def _connected_dealer(context: zmq.Context, address: str, node_id: str, security
 
 
 def _exchange(dealer: zmq.Socket, address: str, op: str, args: dict, timeout_seconds: float,
-              max_frame_bytes: int) -> object:
+              frame_bytes_max: int) -> object:
     assert op in protocol.CHUNK_OPS and op not in protocol.CHUNK_DATA_OPS, op
     request_id = next(_request_ids)
     dealer.send(protocol.request(request_id, op, args))
@@ -87,7 +87,7 @@ def _exchange(dealer: zmq.Socket, address: str, op: str, args: dict, timeout_sec
         raise Unavailable(f"{op} at {address}: no reply within {timeout_seconds:g} s")
     frames = dealer.recv_multipart()
     try:
-        reply = protocol.decode(frames[0], max_frame_bytes)
+        reply = protocol.decode(frames[0], frame_bytes_max)
     except BadRequest:
         reply = None
     if not isinstance(reply, dict) or reply.get("id") != request_id:

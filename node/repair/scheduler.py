@@ -361,7 +361,7 @@ class RepairScheduler:
             try:
                 stats = self._stats_ports.call(addresses[node], "chunk_stats", {}, node_id=node,
                                                timeout_seconds=STATS_TIMEOUT_SECONDS,
-                                               max_frame_bytes=self._config.max_frame_bytes)
+                                               frame_bytes_max=self._config.frame_bytes_max)
             except SandStoreError as error:
                 log.info("chunk port of %s does not answer: %s", node, error)
                 continue
@@ -444,7 +444,7 @@ class RepairScheduler:
         while True:
             args = {"limit": INVENTORY_PAGE_IDS} if after is None else {"limit": INVENTORY_PAGE_IDS, "after": after}
             page = self._call(node, address, "chunk_inventory", args,
-                              timeout_seconds=INVENTORY_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
+                              timeout_seconds=INVENTORY_TIMEOUT_SECONDS, frame_bytes_max=self._config.frame_bytes_max)
             if not (isinstance(page, dict) and isinstance(page.get("ids"), list) and isinstance(page.get("more"), bool)
                     and all(type(i) is bytes and len(i) == 32 for i in page["ids"])):
                 raise SandStoreError("malformed chunk_inventory reply")
@@ -476,7 +476,7 @@ class RepairScheduler:
         for node, chunk_ids in by_node.items():
             try:
                 holds = self._call(node, addresses[node], "chunk_has", {"ids": chunk_ids},
-                                   timeout_seconds=STATS_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
+                                   timeout_seconds=STATS_TIMEOUT_SECONDS, frame_bytes_max=self._config.frame_bytes_max)
             except SandStoreError:
                 continue
             if isinstance(holds, list) and len(holds) == len(chunk_ids):
@@ -495,7 +495,7 @@ class RepairScheduler:
         """A copy is already on an up node but not recorded: verify it there, then record it."""
         try:
             self._call(node, addresses[node], "chunk_verify", {"id": chunk_id},
-                       timeout_seconds=FETCH_CALL_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
+                       timeout_seconds=FETCH_CALL_TIMEOUT_SECONDS, frame_bytes_max=self._config.frame_bytes_max)
         except SandStoreError:
             return
         if self._commit("add_replica", {"chunk": chunk_id, "node": node}).get("ok"):
@@ -512,7 +512,7 @@ class RepairScheduler:
                 continue
             try:  # the node refuses while its own metadata records the copy
                 result = self._call(node, addresses[node], "chunk_delete", {"id": chunk_id},
-                                    timeout_seconds=STATS_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
+                                    timeout_seconds=STATS_TIMEOUT_SECONDS, frame_bytes_max=self._config.frame_bytes_max)
             except SandStoreError:
                 continue
             if isinstance(result, dict) and result.get("deleted"):
@@ -539,7 +539,7 @@ class RepairScheduler:
         for _ in range(DELETE_ATTEMPTS_MAX):
             try:
                 self._call(node, addresses[node], "chunk_delete", {"id": chunk_id},
-                           timeout_seconds=STATS_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
+                           timeout_seconds=STATS_TIMEOUT_SECONDS, frame_bytes_max=self._config.frame_bytes_max)
                 self._count("copies_deleted", 1)
                 return
             except SandStoreError as error:
@@ -577,7 +577,7 @@ class RepairScheduler:
         try:
             result = self._call(copy.target, addresses[copy.target], "chunk_fetch_from",
                                 {"id": copy.chunk_id, "source": copy.source},
-                                timeout_seconds=FETCH_CALL_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
+                                timeout_seconds=FETCH_CALL_TIMEOUT_SECONDS, frame_bytes_max=self._config.frame_bytes_max)
         except SandStoreError as error:
             self._count("copies_failed", 1)
             log.warning("chunk %s: copy %s -> %s failed: %s", copy.chunk_id.hex(), copy.source, copy.target, error)
@@ -604,7 +604,7 @@ class RepairScheduler:
         """The source's copy failed the hash at the target: have the source check (and remove) it."""
         try:
             self._call(copy.source, addresses[copy.source], "chunk_verify", {"id": copy.chunk_id},
-                       timeout_seconds=FETCH_CALL_TIMEOUT_SECONDS, max_frame_bytes=self._config.max_frame_bytes)
+                       timeout_seconds=FETCH_CALL_TIMEOUT_SECONDS, frame_bytes_max=self._config.frame_bytes_max)
         except SandStoreError:
             pass  # CHECKSUM: removed there, and the next round sees it missing
 

@@ -44,7 +44,7 @@ from node.transport.peer import PeerTransport
 
 log = logging.getLogger("sandstore.raft")
 
-MAX_LEADER_CHANGES_KEPT = 100
+LEADER_CHANGES_KEPT_MAX = 100
 INCARNATION_BYTES = 8
 
 
@@ -126,8 +126,8 @@ class RaftReplicator:
             heartbeat_ticks=config.heartbeat_ticks,
             election_ticks_min=config.election_ticks_min,
             election_ticks_max=config.election_ticks_max,
-            max_inflight_messages=config.max_inflight_messages,
-            max_message_bytes=config.max_message_bytes,
+            inflight_messages_max=config.inflight_messages_max,
+            message_bytes_max=config.message_bytes_max,
             snapshot_chunk_bytes=config.snapshot_chunk_bytes,
             campaign_on_leader_unreachable=config.campaign_on_leader_unreachable,
             applied=applied_index,
@@ -140,7 +140,7 @@ class RaftReplicator:
         self.core = RaftNode(core_config, store, rng, peers=bootstrap_peers)
         peer = PeerTransport(
             context, node_id, config.node(node_id).bind_address("raft"), self._addresses.peer_endpoints(),
-            max_frame_bytes=config.max_frame_bytes, security=security,
+            frame_bytes_max=config.frame_bytes_max, security=security,
         )
         self.transport = ZmqTransport(peer, self._addresses)
         self._measured_store = MeasuredStore(store)
@@ -175,7 +175,7 @@ class RaftReplicator:
 
     def leader_changed(self, leader: str, term: int, is_self: bool) -> None:
         self.leader_changes.append({"term": term, "leader": leader, "at_ms": int(time.time() * 1000)})
-        del self.leader_changes[:-MAX_LEADER_CHANGES_KEPT]
+        del self.leader_changes[:-LEADER_CHANGES_KEPT_MAX]
 
     # ----- the Replicator interface
 
@@ -240,7 +240,7 @@ class RaftReplicator:
         if node_id not in status.conf_state.learners:
             raise Refused(f"{node_id} is not a learner (add it first)")
         progress = status.progress.get(node_id)
-        if progress is None or progress["match"] + self._config.max_inflight_messages < status.last_index:
+        if progress is None or progress["match"] + self._config.inflight_messages_max < status.last_index:
             match = progress["match"] if progress else 0
             raise Refused(f"{node_id} has not caught up yet (has {match} of {status.last_index} entries)")
         change = ConfChange((ConfChangeStep(ConfChangeKind.ADD_VOTER, node_id),))

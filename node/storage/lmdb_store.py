@@ -41,7 +41,7 @@ class SyncCounters:
 
 
 # The Raft tables plus room for the state machine's (node/metadata/) and a few spare.
-MAX_TABLES = 16
+TABLES_MAX = 16
 ENVIRONMENT_NAME = "raft.lmdb"
 # used_fraction() is asked before every client write; env.info() costs a few percent of the
 # write path. It reads env.info() again only after USED_FRACTION_REFRESH_COMMITS commits while
@@ -87,7 +87,7 @@ class NodeStore:
         # and py-lmdb cannot choose it per transaction. The two flushes are the minimum LMDB allows;
         # fewer syncs come from fewer batches (an apply that rides in the next durable batch).
         self.env = lmdb.open(
-            str(self.path), map_size=map_size_bytes, max_dbs=MAX_TABLES, subdir=True,
+            str(self.path), map_size=map_size_bytes, max_dbs=TABLES_MAX, subdir=True,
             sync=True, metasync=False, readahead=False,
         )
         self._tables = RaftTables.open(self.env)
@@ -114,7 +114,7 @@ class NodeStore:
     def initial_state(self) -> tuple[HardState, ConfState]:
         return self.hard_state(), self.conf_state()
 
-    def entries(self, low: int, high: int, max_bytes: int | None = None) -> list[Entry]:
+    def entries(self, low: int, high: int, bytes_max: int | None = None) -> list[Entry]:
         assert low <= high, (low, high)
         bounds = self._bounds
         if low < bounds.first_index:
@@ -122,7 +122,7 @@ class NodeStore:
         if high > bounds.last_index + 1:
             raise Unavailable(f"index {high - 1} is beyond the last index {bounds.last_index}")
         if low >= self._tail.first_index:
-            return self._tail.entries(low, high, max_bytes)
+            return self._tail.entries(low, high, bytes_max)
         selected: list[Entry] = []
         total_bytes = 0
         with self.env.begin(db=self._tables.log) as txn:
@@ -132,7 +132,7 @@ class NodeStore:
                 assert layout.key_index(cursor.key()) == index, f"log entry {index} missing in {bounds}"
                 entry = layout.decode_entry(index, cursor.value())
                 total_bytes += entry.size_bytes()
-                if selected and max_bytes is not None and total_bytes > max_bytes:
+                if selected and bytes_max is not None and total_bytes > bytes_max:
                     break  # the first entry goes out whatever its size, or Raft could stall
                 selected.append(entry)
                 cursor.next()
@@ -345,15 +345,15 @@ class LogTail:
         assert self.first_index + len(self._entries) == bounds.last_index + 1, (self.first_index, len(self._entries), bounds)
         assert not self._entries or self._entries[-1].term == bounds.last_term, (self._entries[-1], bounds)
 
-    def entries(self, low: int, high: int, max_bytes: int | None) -> list[Entry]:
+    def entries(self, low: int, high: int, bytes_max: int | None) -> list[Entry]:
         assert self.first_index <= low <= high <= self.first_index + len(self._entries), (low, high, self.first_index)
         selected = self._entries[low - self.first_index : high - self.first_index]
-        if max_bytes is None:
+        if bytes_max is None:
             return selected
         total_bytes = 0
         for count, entry in enumerate(selected):
             total_bytes += entry.size_bytes()
-            if count and total_bytes > max_bytes:
+            if count and total_bytes > bytes_max:
                 return selected[:count]  # the first entry goes out whatever its size
         return selected
 

@@ -27,7 +27,7 @@ FRAME_FORWARD = 2
 # (index + 1, term + 1, offset + length) and LMDB keys them as unsigned 64-bit integers, so a
 # hostile 2^64 - 1 must not get in and overflow there.
 WIRE_INTEGER_MAX = (1 << 62) - 1
-MAX_FORWARD_DEPTH = 32  # nesting of maps/lists inside a forwarded payload
+FORWARD_DEPTH_MAX = 32  # nesting of maps/lists inside a forwarded payload
 
 RAFT_FRAME_FIELDS = 19  # version, frame kind, then the 17 Message fields
 # A frame from a node of the previous version lacks promised_term (then 0): accepted, so that a
@@ -82,10 +82,10 @@ def encode_forward(payload: dict) -> bytes:
 # --- decoding ---------------------------------------------------------------------------
 
 
-def _unpack(frame: bytes, max_frame_bytes: int) -> list:
-    assert max_frame_bytes > 0
-    if len(frame) > max_frame_bytes:
-        raise CodecError(f"frame of {len(frame)} bytes exceeds the {max_frame_bytes}-byte limit")
+def _unpack(frame: bytes, frame_bytes_max: int) -> list:
+    assert frame_bytes_max > 0
+    if len(frame) > frame_bytes_max:
+        raise CodecError(f"frame of {len(frame)} bytes exceeds the {frame_bytes_max}-byte limit")
     try:
         # unpackb caps every length field at len(frame): a header cannot claim more than is there.
         value = msgpack.unpackb(
@@ -222,9 +222,9 @@ def _message(value: list) -> Message:
 
 
 def _check_plain(value: object, depth: int) -> None:
-    """Forwarded payloads hold only plain msgpack values, nested at most MAX_FORWARD_DEPTH."""
-    if depth > MAX_FORWARD_DEPTH:
-        raise CodecError(f"forwarded payload nested deeper than {MAX_FORWARD_DEPTH}")
+    """Forwarded payloads hold only plain msgpack values, nested at most FORWARD_DEPTH_MAX."""
+    if depth > FORWARD_DEPTH_MAX:
+        raise CodecError(f"forwarded payload nested deeper than {FORWARD_DEPTH_MAX}")
     kind = type(value)
     if kind is dict:
         for key, item in value.items():
@@ -246,17 +246,17 @@ def _forward(value: list) -> dict:
     return payload
 
 
-def decode_message(frame: bytes, max_frame_bytes: int) -> Message:
+def decode_message(frame: bytes, frame_bytes_max: int) -> Message:
     """A Raft frame -> Message, or CodecError (a forward frame is an error here too)."""
-    value = _unpack(frame, max_frame_bytes)
+    value = _unpack(frame, frame_bytes_max)
     if value[1] != FRAME_RAFT or type(value[1]) is not int:
         raise CodecError(f"expected a raft frame, got frame kind {value[1]!r}")
     return _message(value)
 
 
-def decode_peer_frame(frame: bytes, max_frame_bytes: int) -> tuple[str, Message | dict]:
+def decode_peer_frame(frame: bytes, frame_bytes_max: int) -> tuple[str, Message | dict]:
     """Any peer frame -> ("raft", Message) or ("forward", dict), or CodecError."""
-    value = _unpack(frame, max_frame_bytes)
+    value = _unpack(frame, frame_bytes_max)
     frame_kind = value[1]
     if type(frame_kind) is int and frame_kind == FRAME_RAFT:
         return "raft", _message(value)

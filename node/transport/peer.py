@@ -206,16 +206,16 @@ class PeerTransport:
         bind_address: str,
         peers: dict[str, str],
         *,
-        max_frame_bytes: int,
+        frame_bytes_max: int,
         queue_messages_max: int = QUEUE_MESSAGES_MAX,
         security: tuple | None = None,
     ) -> None:
         assert is_valid_node_id(node_id), node_id
-        assert max_frame_bytes > 0
+        assert frame_bytes_max > 0
         assert queue_messages_max > 0
         self.node_id = node_id
         self._context = context
-        self._max_frame_bytes = max_frame_bytes
+        self._frame_bytes_max = frame_bytes_max
         self._queue_messages_max = queue_messages_max
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._links: dict[str, _Link] = {}
@@ -230,7 +230,7 @@ class PeerTransport:
         # still look alive: let the new connection take the identity over instead of being refused.
         self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
         # ZeroMQ drops the connection of a peer sending a larger frame before buffering it.
-        self.socket.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, frame_bytes_max)
         # No inbound high-water mark, and no heartbeat timer on this side. libzmq 4.3.5 aborts
         # the process (`!_io_error`, stream_engine_base.cpp:310, libzmq#4841) when a connection
         # whose input was stopped by a full inbound queue fails and then a ping must be answered
@@ -307,10 +307,10 @@ class PeerTransport:
         return self._send_frame(link, encode_forward(payload))
 
     def _send_frame(self, link: _Link, frame: bytes) -> bool:
-        if len(frame) > self._max_frame_bytes:
-            # The receiver would cut the connection; the core's max_message_bytes is too large.
+        if len(frame) > self._frame_bytes_max:
+            # The receiver would cut the connection; the core's message_bytes_max is too large.
             self._counters["dropped_oversized"] += 1
-            log.error("dropped a %d-byte peer frame: above max_frame_bytes %d", len(frame), self._max_frame_bytes)
+            log.error("dropped a %d-byte peer frame: above frame_bytes_max %d", len(frame), self._frame_bytes_max)
             return False
         try:
             link.dealer.send(frame, zmq.NOBLOCK, copy=False)
@@ -323,13 +323,13 @@ class PeerTransport:
         self._counters["sent_bytes"] += len(frame)
         return True
 
-    def receive(self, max_frames: int = 1000) -> list[tuple]:
-        """Drain up to max_frames inbound frames without blocking. Items are ("raft", Message)
+    def receive(self, frames_max: int = 1000) -> list[tuple]:
+        """Drain up to frames_max inbound frames without blocking. Items are ("raft", Message)
         or ("forward", source node id, dict); invalid frames are dropped and counted."""
-        assert max_frames > 0
+        assert frames_max > 0
         self._read_link_events()
         items: list[tuple] = []
-        for _ in range(max_frames):
+        for _ in range(frames_max):
             try:
                 parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=self._security is None)
             except zmq.Again:
@@ -358,7 +358,7 @@ class PeerTransport:
             self._counters["invalid_frames"] += 1
             return None
         try:
-            kind, value = decode_peer_frame(frame, self._max_frame_bytes)
+            kind, value = decode_peer_frame(frame, self._frame_bytes_max)
         except CodecError as error:
             self._counters["invalid_frames"] += 1
             log.debug("dropped an invalid frame from %s: %s", sender, error)

@@ -85,7 +85,7 @@ def _writes(lane):
 
 def test_keeps_requests_outstanding_with_a_session_per_write_in_flight(fake_node_factory):
     node = fake_node_factory(batch=8)
-    result = run_load(node.config, _writes, outstanding=8, duration_seconds=30, max_requests=64,
+    result = run_load(node.config, _writes, outstanding=8, duration_seconds=30, requests_max=64,
                       request_timeout_seconds=30)
     assert result.operations == 64
     assert result.errors == 0
@@ -102,7 +102,7 @@ def test_keeps_requests_outstanding_with_a_session_per_write_in_flight(fake_node
 def test_reads_carry_no_session(fake_node_factory):
     node = fake_node_factory(batch=1)
     result = run_load(node.config, lambda lane: (lambda client: client.stat("/", stale=True)), outstanding=1,
-                      duration_seconds=30, max_requests=5)
+                      duration_seconds=30, requests_max=5)
     assert result.operations == 5
     assert all("client" not in request["args"] for request in node.requests)
 
@@ -110,7 +110,7 @@ def test_reads_carry_no_session(fake_node_factory):
 def test_error_replies_are_counted_by_code(fake_node_factory):
     node = fake_node_factory(batch=4, error_every=2)
     results = []
-    result = run_load(node.config, _writes, outstanding=4, duration_seconds=30, max_requests=16,
+    result = run_load(node.config, _writes, outstanding=4, duration_seconds=30, requests_max=16,
                       on_result=lambda lane, stat: results.append(stat))
     assert result.errors_by_code == {"EXISTS": 8}
     assert result.operations == 8

@@ -17,7 +17,7 @@ from sandctl.bench import WORKLOADS, run_bench
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FILE_SIZE_BYTES = 256 << 10
-TEMPLATE = ClusterConfig(nodes=(), chunk_size_bytes=64 << 10, inline_max_bytes=16 << 10, request_timeout_seconds=10.0)
+TEMPLATE = ClusterConfig(nodes=(), chunk_size_bytes=64 << 10, inline_bytes_max=16 << 10, request_timeout_seconds=10.0)
 
 
 @pytest.fixture

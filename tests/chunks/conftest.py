@@ -10,7 +10,7 @@ from node import protocol
 from node.chunks.service import ChunkService
 from node.chunks.store import ChunkStore
 
-MAX_FRAME_BYTES = 8 << 20
+FRAME_BYTES_MAX = 8 << 20
 MAP_SIZE_BYTES = 256 << 20
 DEADLINE_SECONDS = 5.0
 
@@ -24,7 +24,7 @@ def start_service(context, tmp_path):
         store = ChunkStore(tmp_path / name, map_size_bytes)
         options.setdefault("referenced_chunk_ids", set)
         options.setdefault("gc_grace_seconds", 600.0)
-        options.setdefault("max_frame_bytes", MAX_FRAME_BYTES)
+        options.setdefault("frame_bytes_max", FRAME_BYTES_MAX)
         service = ChunkService(context, "127.0.0.1:*", store, **options)
         service.start()
         started.append((service, store))
@@ -65,7 +65,7 @@ class Client:
         assert self.socket.poll(DEADLINE_SECONDS * 1000), "no reply in time"
         frames = self.socket.recv_multipart()
         assert 1 <= len(frames) <= 2, frames
-        reply = protocol.decode(frames[0], MAX_FRAME_BYTES * 2)
+        reply = protocol.decode(frames[0], FRAME_BYTES_MAX * 2)
         if len(frames) == 2:
             reply["content"] = frames[1]
         return reply
@@ -95,5 +95,5 @@ def make_client(context):
 
 
 @pytest.fixture
-def max_frame_bytes():
-    return MAX_FRAME_BYTES
+def frame_bytes_max():
+    return FRAME_BYTES_MAX

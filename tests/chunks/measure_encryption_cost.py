@@ -54,7 +54,7 @@ class Side:
         self.files: dict[str, bytes] = {}
         make_operation, on_result = _file_writer("/measure/read", _payload(SMALL_FILE_BYTES), self.files)
         run_load(self.cluster.config, make_operation, outstanding=16, duration_seconds=60, on_result=on_result,
-                 max_requests=READ_FILES, leader=self.client.wait_for_leader(10))
+                 requests_max=READ_FILES, leader=self.client.wait_for_leader(10))
 
         self.idle_cpu_per_second = 0.0
 

@@ -64,7 +64,7 @@ def test_invalid_requests_get_bad_request(start_service, make_client, op, args):
     assert client.call("chunk_stats", {})["ok"]
 
 
-def test_garbage_frames_get_bad_request_and_service_keeps_serving(start_service, make_client, max_frame_bytes):
+def test_garbage_frames_get_bad_request_and_service_keeps_serving(start_service, make_client, frame_bytes_max):
     service, _ = start_service()
     client = make_client(service.bound_address)
     frames = [
@@ -75,7 +75,7 @@ def test_garbage_frames_get_bad_request_and_service_keeps_serving(start_service,
         [msgpack.packb({"v": 1, "id": 6, "op": "chunk_stats", "args": {}, "more": 1})],
         [b"two", b"frames"],
         [b"three", b"frames", b"!"],
-        [b"\x00" * (max_frame_bytes + 1)],  # just over the limit: still answered
+        [b"\x00" * (frame_bytes_max + 1)],  # just over the limit: still answered
     ]
     for parts in frames:
         client.socket.send_multipart(parts)
@@ -106,10 +106,10 @@ def test_content_frames_must_match_the_op(start_service, make_client, frames):
     assert client.call("chunk_stats", {})["ok"]
 
 
-def test_content_over_the_frame_limit_is_refused(start_service, make_client, max_frame_bytes):
+def test_content_over_the_frame_limit_is_refused(start_service, make_client, frame_bytes_max):
     service, store = start_service()
     client = make_client(service.bound_address)
-    data = b"\x01" * (max_frame_bytes + 1)
+    data = b"\x01" * (frame_bytes_max + 1)
     reply = client.call("chunk_put", {"id": chunk_id_of(data), "data": data})
     assert (reply["ok"], reply["error"]["code"]) == (False, "BAD_REQUEST")
     assert store.usage()[0] == 0
@@ -225,6 +225,6 @@ def test_failing_reference_source_does_not_kill_the_service(start_service, make_
 def test_stop_without_start_closes_the_sockets(context, tmp_path):
     store = ChunkStore(tmp_path, 1 << 20)
     service = ChunkService(context, "127.0.0.1:*", store, referenced_chunk_ids=set, gc_grace_seconds=1.0,
-                           max_frame_bytes=1 << 20)
+                           frame_bytes_max=1 << 20)
     service.stop()  # the context fixture's term() hangs if a socket stayed open
     store.close()

@@ -31,7 +31,7 @@ from node.errors import (
 
 DROP = object()
 POLL_MS = 20
-MAX_FRAME_BYTES = 1 << 20
+FRAME_BYTES_MAX = 1 << 20
 
 
 def free_port() -> int:
@@ -93,7 +93,7 @@ class FakeNode:
                 continue
             identity, frame = self._socket.recv_multipart()
             try:
-                request_id, op, args = protocol.validate_request(protocol.decode(frame, MAX_FRAME_BYTES))
+                request_id, op, args = protocol.validate_request(protocol.decode(frame, FRAME_BYTES_MAX))
             except BadRequest as error:
                 self._socket.send_multipart([identity, protocol.reply_error(0, error)])
                 continue
@@ -123,9 +123,9 @@ class Namespace:
     """A tiny in-memory file system answering the namespace ops like a leader would.
     Good enough to exercise the CLI's formatting and exit codes; not a model of the node."""
 
-    def __init__(self, node_id: str = "n1", inline_max_bytes: int = 65536) -> None:
+    def __init__(self, node_id: str = "n1", inline_bytes_max: int = 65536) -> None:
         self.node_id = node_id
-        self.inline_max_bytes = inline_max_bytes
+        self.inline_bytes_max = inline_bytes_max
         self.entries: dict[str, dict] = {"/": self._stat("/", "dir", 0o755)}
         self.data: dict[str, bytes] = {}
 
@@ -170,8 +170,8 @@ class Namespace:
 
     def op_write_file(self, args: dict) -> dict:
         path, data = args["path"], args["data"]
-        if len(data) > self.inline_max_bytes:
-            raise TooLarge(f"{len(data)} bytes exceed inline_max_bytes")
+        if len(data) > self.inline_bytes_max:
+            raise TooLarge(f"{len(data)} bytes exceed inline_bytes_max")
         if args.get("into_directory") and self.entries.get(path, {}).get("type") == "dir":
             path = posixpath.join(path, args["into_directory"])
         if path in self.entries and self.entries[path]["type"] == "dir":

@@ -191,7 +191,7 @@ def test_wait_for_leader_finds_the_node_that_leads(fake_nodes):
 
 def test_write_file_read_round_trip_and_local_size_check(fake_nodes):
     node = fake_nodes("n1", Namespace())
-    config = make_config({"n1": node.address}, inline_max_bytes=1024, chunk_size_bytes=4096)
+    config = make_config({"n1": node.address}, inline_bytes_max=1024, chunk_size_bytes=4096)
     with Client(config, timeout_seconds=5) as client:
         written = client.write_file("/f", b"hello", mode=0o600)
         assert written["size"] == 5

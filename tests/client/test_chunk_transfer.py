@@ -39,12 +39,12 @@ class CountingReader(io.BytesIO):
         super().__init__(data)
         self.read_bytes = 0
         self.completed_bytes = 0
-        self.max_ahead_bytes = 0
+        self.ahead_bytes_max = 0
 
     def read(self, size: int = -1) -> bytes:
         data = super().read(size)
         self.read_bytes += len(data)
-        self.max_ahead_bytes = max(self.max_ahead_bytes, self.read_bytes - self.completed_bytes)
+        self.ahead_bytes_max = max(self.ahead_bytes_max, self.read_bytes - self.completed_bytes)
         return data
 
     def completed(self, size: int) -> None:
@@ -71,12 +71,12 @@ def test_round_trip(cluster, context, size):
     data = payload(size)
     reader = CountingReader(data)
     chunks, total = put_stream(addresses(cluster), reader, chunk_size_bytes=CHUNK_SIZE_BYTES, replication=3,
-                               deadline_seconds=DEADLINE_SECONDS, max_chunks_in_flight=4,
+                               deadline_seconds=DEADLINE_SECONDS, chunks_in_flight_max=4,
                                progress=reader.completed, context=context)
     assert total == size == sum(chunk_size for _, chunk_size, _ in chunks)
     assert len(chunks) == -(-size // CHUNK_SIZE_BYTES)
     assert all(sorted(replicas) == ["n1", "n2", "n3"] for _, _, replicas in chunks)
-    assert reader.max_ahead_bytes <= 4 * CHUNK_SIZE_BYTES
+    assert reader.ahead_bytes_max <= 4 * CHUNK_SIZE_BYTES
     assert reader.completed_bytes == size
     got = []
     result = get(cluster, chunks, context, progress=got.append)
@@ -188,23 +188,23 @@ def test_get_of_a_chunk_on_no_known_node_is_not_found(cluster, context):
         get(cluster, [[chunks[0][0], 10, ["n9"]]], context)
 
 
-def test_get_keeps_at_most_max_chunks_in_flight(cluster, context):
+def test_get_keeps_at_most_chunks_in_flight_max(cluster, context):
     data = payload(20 * CHUNK_SIZE_BYTES)
     chunks, _ = put(cluster, data, context, replication=1)
     stores = [store for _, store in cluster.values()]
 
     class CheckingWriter(io.BytesIO):
         written_chunks = 0
-        max_ahead_chunks = 0
+        ahead_chunks_max = 0
 
         def write(self, data: bytes) -> int:
             served_chunks = sum(store.counters()["gets"] for store in stores)
-            self.max_ahead_chunks = max(self.max_ahead_chunks, served_chunks - self.written_chunks)
+            self.ahead_chunks_max = max(self.ahead_chunks_max, served_chunks - self.written_chunks)
             self.written_chunks += 1
             return super().write(data)
 
     writer = CheckingWriter()
-    get_stream(addresses(cluster), chunks, writer, deadline_seconds=DEADLINE_SECONDS, max_chunks_in_flight=3,
+    get_stream(addresses(cluster), chunks, writer, deadline_seconds=DEADLINE_SECONDS, chunks_in_flight_max=3,
                context=context)
     assert writer.getvalue() == data
-    assert 1 <= writer.max_ahead_chunks <= 3
+    assert 1 <= writer.ahead_chunks_max <= 3

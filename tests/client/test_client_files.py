@@ -51,7 +51,7 @@ def client(metadata_node, start_service):
                     chunk=service.bound_address)
         for name, service in services.items()
     )
-    config = ClusterConfig(nodes=nodes, inline_max_bytes=INLINE_MAX_BYTES, chunk_size_bytes=CHUNK_SIZE_BYTES,
+    config = ClusterConfig(nodes=nodes, inline_bytes_max=INLINE_MAX_BYTES, chunk_size_bytes=CHUNK_SIZE_BYTES,
                            replication=2)
     with Client(config, node="n1", timeout_seconds=10) as client:
         yield client

@@ -15,7 +15,7 @@ from node.errors import NotFound, NotLeader
 from sandctl.connection import Connections, SocketOptions, shared_context
 from tests.cli.fake_node import free_port
 
-MAX_FRAME_BYTES = 1 << 20
+FRAME_BYTES_MAX = 1 << 20
 DEADLINE_SECONDS = 10.0
 
 
@@ -78,7 +78,7 @@ def connections():
     made = []
 
     def make(addresses: dict[str, str], **options) -> Connections:
-        made.append(Connections(addresses, SocketOptions(max_frame_bytes=MAX_FRAME_BYTES, **options)))
+        made.append(Connections(addresses, SocketOptions(frame_bytes_max=FRAME_BYTES_MAX, **options)))
         return made[-1]
 
     yield make

@@ -31,7 +31,7 @@ def test_a_burst_is_answered_and_misshapen_messages_get_bad_request(cluster, con
     cluster.client.write_file("/f", b"x" * 100)
     dealer = context.socket(zmq.DEALER)
     node = cluster.config.nodes[0]
-    connect_dealer(dealer, node.client, SocketOptions(cluster.config.max_frame_bytes,
+    connect_dealer(dealer, node.client, SocketOptions(cluster.config.frame_bytes_max,
                                                       security=client_security(cluster.config)), node.id)
     try:
         before = cluster.client.status(node.id)["counters"]

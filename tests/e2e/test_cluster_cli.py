@@ -129,9 +129,9 @@ def test_namespace_error_exit_codes(cluster, tmp_path):
         if status:
             assert stderr.startswith("Error: ") and stderr.count("\n") == 1, (args, stderr)
 
-    # Above inline_max_bytes the content is stored in chunks, no longer refused.
+    # Above inline_bytes_max the content is stored in chunks, no longer refused.
     beyond_inline = tmp_path / "big.bin"
-    beyond_inline.write_bytes(b"z" * (cluster.config.inline_max_bytes + 1))
+    beyond_inline.write_bytes(b"z" * (cluster.config.inline_bytes_max + 1))
     assert cluster.sandctl("put", str(beyond_inline), "/big.bin").returncode == 0
     assert cluster.sandctl("cat", "/big.bin").stdout == beyond_inline.read_bytes()
 

@@ -167,7 +167,7 @@ def test_garbage_on_client_and_peer_ports_leaves_every_node_serving(cluster):
             assert len(replies) == len(garbage), replies
             assert all(reply["ok"] is False for reply in replies)
             assert {reply["error"]["code"] for reply in replies} == {"BAD_REQUEST"}
-            # A 100 MB frame is over max_frame_bytes: ZeroMQ drops the sender, the node goes on.
+            # A 100 MB frame is over frame_bytes_max: ZeroMQ drops the sender, the node goes on.
             huge = b"\x00" * (100 * 1024 * 1024)
             for address_socket in (_raw_dealer(context, cluster.config, address.client), _raw_dealer(context, cluster.config, address.raft)):
                 address_socket.send(huge)

@@ -131,7 +131,7 @@ def test_round_trips_of_edge_sizes_through_files_and_pipes(cluster, tmp_path):
         sandctl_ok(cluster, "put", str(local), f"/file-{size}")
         info = json.loads(sandctl_ok(cluster, "stat", f"/file-{size}", "--json").stdout)
         assert info["size"] == size
-        assert info["inline"] == (size <= cluster.config.inline_max_bytes)
+        assert info["inline"] == (size <= cluster.config.inline_bytes_max)
         if not info["inline"]:
             assert info["chunks"] == -(-size // CHUNK)  # --json without --chunks: the count
         copy = tmp_path / f"copy-{size}"
@@ -161,7 +161,7 @@ def test_round_trips_of_edge_sizes_through_files_and_pipes(cluster, tmp_path):
     logical = 2 * sum(sizes)
     assert usage["logical_bytes"] == logical
     # file-X and pipe-X hold the same content: chunks are stored (and counted) once.
-    chunked = [size for size in sizes if size > cluster.config.inline_max_bytes]
+    chunked = [size for size in sizes if size > cluster.config.inline_bytes_max]
     assert usage["stored_chunk_bytes"] == sum(chunked)
     assert usage["replicated_chunk_bytes"] == 3 * sum(chunked)
     status = json.loads(sandctl_ok(cluster, "status", "--json").stdout)

@@ -72,7 +72,7 @@ class RepairCluster:
         address = {a.id: a.chunk for a in self.config.nodes}[node_id]
         context = zmq.Context.instance()
         page = peers.call(context, address, "chunk_inventory", {}, timeout_seconds=10,
-                          max_frame_bytes=self.config.max_frame_bytes, node_id=node_id,
+                          frame_bytes_max=self.config.frame_bytes_max, node_id=node_id,
                           security=ClientSecurity.for_node(self.config, "n1", self.data_dir))  # a node-only op
         return set(page["ids"])
 

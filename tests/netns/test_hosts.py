@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 SMALL = b"hello from another host\n"
-CHUNKED_BYTES = 300_000  # above inline_max_bytes: stored in chunks on the chunk ports
+CHUNKED_BYTES = 300_000  # above inline_bytes_max: stored in chunks on the chunk ports
 
 
 def sandctl_ok(cluster, *args: str) -> str:

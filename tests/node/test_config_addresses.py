@@ -142,3 +142,11 @@ def test_every_shipped_config_loads(name):
     if name == "hosts-3":
         assert {n.bind_address("raft") for n in config.nodes} == {"0.0.0.0:7001"}
         assert len({n.raft for n in config.nodes}) == 3
+
+
+def test_a_limit_under_its_old_name_is_refused_with_the_new_name(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text('[cluster]\nmax_frame_bytes = 1048576\n\n[[nodes]]\nid = "n1"\nraft = "127.0.0.1:7001"\n'
+                    'client = "127.0.0.1:8001"\nchunk = "127.0.0.1:9001"\n')
+    with pytest.raises(ConfigError, match=r"cluster.max_frame_bytes is now called cluster.frame_bytes_max"):
+        load_config(path)

@@ -61,11 +61,11 @@ def test_term_lookups_across_an_unstable_snapshot():
         log.term(2)  # the old stored entries no longer count
 
 
-def test_slice_respects_max_bytes_across_storage_and_unstable():
+def test_slice_respects_bytes_max_across_storage_and_unstable():
     log = stored_log([1, 1])
     log.append(run(3, [1, 1]))
-    assert len(log.slice(1, 5, max_bytes=24 * 3)) == 3
-    assert len(log.slice(1, 5, max_bytes=1)) == 1
+    assert len(log.slice(1, 5, bytes_max=24 * 3)) == 3
+    assert len(log.slice(1, 5, bytes_max=1)) == 1
 
 
 def test_maybe_append_truncates_a_conflict_in_storage():
@@ -106,8 +106,8 @@ def test_find_conflict_by_term_looks_at_a_bounded_stretch_of_the_log():
 def test_slices_read_no_more_than_the_byte_limit_takes():
     log = stored_log([1] * 100)
     log.append(run(101, [2] * 100))  # unstable
-    assert [entry.index for entry in log.slice(99, 201, max_bytes=4 * 24)] == [99, 100, 101, 102]
-    assert [entry.index for entry in log.slice(150, 201, max_bytes=1)] == [150]  # at least one
+    assert [entry.index for entry in log.slice(99, 201, bytes_max=4 * 24)] == [99, 100, 101, 102]
+    assert [entry.index for entry in log.slice(150, 201, bytes_max=1)] == [150]  # at least one
 
 
 def test_committed_entries_never_pass_what_was_handed_out_for_persisting():

@@ -43,12 +43,12 @@ def test_entries_ranges_and_errors():
         storage.term(9)
 
 
-def test_entries_respect_max_bytes_but_return_at_least_one():
+def test_entries_respect_bytes_max_but_return_at_least_one():
     storage = MemoryStorage()
     storage.append(entries(1, 5, term=1, size_bytes=76))  # 100 bytes each with overhead
-    assert len(storage.entries(1, 6, max_bytes=250)) == 2
-    assert len(storage.entries(1, 6, max_bytes=1)) == 1
-    assert len(storage.entries(1, 6, max_bytes=None)) == 5
+    assert len(storage.entries(1, 6, bytes_max=250)) == 2
+    assert len(storage.entries(1, 6, bytes_max=1)) == 1
+    assert len(storage.entries(1, 6, bytes_max=None)) == 5
 
 
 def test_append_truncates_a_conflicting_suffix():

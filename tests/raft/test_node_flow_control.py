@@ -16,8 +16,8 @@ class CountingStorage:
         self.entry_bytes_read = 0
         self.snapshot_reads = 0
 
-    def entries(self, low, high, max_bytes=None):
-        entries = self._storage.entries(low, high, max_bytes)
+    def entries(self, low, high, bytes_max=None):
+        entries = self._storage.entries(low, high, bytes_max)
         self.entry_bytes_read += sum(entry.size_bytes() for entry in entries)
         return entries
 
@@ -87,7 +87,7 @@ def test_one_probe_per_heartbeat_interval_while_the_follower_does_not_answer_app
 
 
 def test_stale_heartbeat_responses_free_at_most_one_slot_of_a_full_window():
-    cluster = Cluster("ab", max_inflight_messages=2, max_message_bytes=1)
+    cluster = Cluster("ab", inflight_messages_max=2, message_bytes_max=1)
     cluster.elect("a")
     a = cluster.nodes["a"]
     for number in range(20):
@@ -117,7 +117,7 @@ def test_read_index_rounds_do_not_resume_a_paused_flow():
 
 
 def test_bytes_in_flight_never_exceed_the_limit():
-    cluster = Cluster("ab", inflight_bytes_max=1000, max_message_bytes=300, max_inflight_messages=64)
+    cluster = Cluster("ab", inflight_bytes_max=1000, message_bytes_max=300, inflight_messages_max=64)
     cluster.elect("a")
     a = cluster.nodes["a"]
     undelivered: list[Message] = []
@@ -140,7 +140,7 @@ def test_bytes_in_flight_never_exceed_the_limit():
 
 
 def test_an_entry_larger_than_the_window_still_goes_out_alone():
-    cluster = Cluster("ab", inflight_bytes_max=1000, max_message_bytes=300)
+    cluster = Cluster("ab", inflight_bytes_max=1000, message_bytes_max=300)
     cluster.elect("a")
     cluster.nodes["a"].propose(b"big" * 1000)
     appends = only(cluster.process("a"), K.APPEND)
@@ -151,7 +151,7 @@ def test_an_entry_larger_than_the_window_still_goes_out_alone():
 
 def test_the_leader_reads_a_bounded_amount_of_log_per_step_for_one_follower():
     # 2,000 entries of 100 bytes behind; a window of 2,000 bytes in messages of at most 1,000.
-    cluster = lagging_follower(2000, inflight_bytes_max=2000, max_message_bytes=1000)
+    cluster = lagging_follower(2000, inflight_bytes_max=2000, message_bytes_max=1000)
     storage = counting(cluster, "a")
     a = cluster.nodes["a"]
     pending = cluster.tick("a", cluster.settings["heartbeat_ticks"])

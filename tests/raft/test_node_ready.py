@@ -38,8 +38,8 @@ def never_empty_when_pending(node: RaftNode) -> None:
 def test_has_ready_is_true_exactly_when_ready_hands_something_out(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
-    cluster = Cluster("abcd"[: rng.choice([1, 3, 4])], seed=seed, max_message_bytes=rng.choice([1, 100, 1 << 20]),
-                      max_inflight_messages=rng.choice([1, 2, 64]))
+    cluster = Cluster("abcd"[: rng.choice([1, 3, 4])], seed=seed, message_bytes_max=rng.choice([1, 100, 1 << 20]),
+                      inflight_messages_max=rng.choice([1, 2, 64]))
     for each in cluster.nodes.values():
         never_empty_when_pending(each)
     in_flight = []

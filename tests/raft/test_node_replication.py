@@ -32,8 +32,8 @@ def test_many_proposals_go_out_in_one_append_per_follower():
     assert [entry.data for entry in cluster.applied["c"]][-10:] == [b"p%d" % n for n in range(10)]
 
 
-def test_appends_are_cut_at_max_message_bytes_but_carry_at_least_one_entry():
-    cluster = Cluster("ab", max_message_bytes=100)
+def test_appends_are_cut_at_message_bytes_max_but_carry_at_least_one_entry():
+    cluster = Cluster("ab", message_bytes_max=100)
     cluster.elect("a")
     a = cluster.nodes["a"]
     for _ in range(4):
@@ -46,7 +46,7 @@ def test_appends_are_cut_at_max_message_bytes_but_carry_at_least_one_entry():
 
 
 def test_in_flight_window_bounds_pipelining():
-    cluster = Cluster("ab", max_inflight_messages=2, max_message_bytes=1)
+    cluster = Cluster("ab", inflight_messages_max=2, message_bytes_max=1)
     cluster.elect("a")
     for number in range(5):
         cluster.nodes["a"].propose(b"%d" % number)
@@ -140,7 +140,7 @@ def test_propose_on_a_follower_names_the_leader():
 
 
 def test_proposals_beyond_the_uncommitted_budget_are_dropped():
-    cluster = Cluster("abc", max_uncommitted_bytes=100)
+    cluster = Cluster("abc", uncommitted_bytes_max=100)
     cluster.elect("a")
     a = cluster.nodes["a"]
     a.propose(b"x" * 80)

@@ -47,11 +47,11 @@ def test_calls_reuse_one_socket_and_a_failed_call_drops_it():
     port = StatsPort(context)
     client = peers.PortClient(context)
     try:
-        ask = lambda: client.call(port.address, "chunk_stats", {}, timeout_seconds=5, max_frame_bytes=FRAME_BYTES_MAX)
+        ask = lambda: client.call(port.address, "chunk_stats", {}, timeout_seconds=5, frame_bytes_max=FRAME_BYTES_MAX)
         assert [call_served(port, ask) for _ in range(3)] == [7, 7, 7]
         assert len(set(port.identities)) == 1
         port.silent = True
-        quick = lambda: client.call(port.address, "chunk_stats", {}, timeout_seconds=0.2, max_frame_bytes=FRAME_BYTES_MAX)
+        quick = lambda: client.call(port.address, "chunk_stats", {}, timeout_seconds=0.2, frame_bytes_max=FRAME_BYTES_MAX)
         with pytest.raises(Unavailable, match="no reply within"):
             call_served(port, quick)
         port.silent = False
@@ -59,7 +59,7 @@ def test_calls_reuse_one_socket_and_a_failed_call_drops_it():
         assert len(set(port.identities)) == 2  # the socket of the failed call was not reused
         # The one-off call makes a socket each time.
         once = lambda: peers.call(context, port.address, "chunk_stats", {}, timeout_seconds=5,
-                                  max_frame_bytes=FRAME_BYTES_MAX)
+                                  frame_bytes_max=FRAME_BYTES_MAX)
         assert call_served(port, once) == 7 and len(set(port.identities)) == 3
     finally:
         client.close()

@@ -19,7 +19,7 @@ from node.transport.peer import PeerTransport
 from tests.security.conftest import make_keys, wait_until
 from tests.security.test_curve_sockets import request_answered
 
-MAX_FRAME_BYTES = 1 << 20
+FRAME_BYTES_MAX = 1 << 20
 
 
 def test_a_client_key_made_after_the_node_read_its_keys_is_accepted_at_its_first_handshake(sockets, keys_dir):
@@ -67,7 +67,7 @@ def two_nodes(tmp_path: Path):
         for node_id in ("n1", "n2"):
             security = (servers[node_id], ClientSecurity(keys, "node", node_id))
             transports[node_id] = PeerTransport(contexts[node_id], node_id, "127.0.0.1:*", {},
-                                                max_frame_bytes=MAX_FRAME_BYTES, security=security)
+                                                frame_bytes_max=FRAME_BYTES_MAX, security=security)
             made.append(transports[node_id])
         addresses = {node_id: transport.bound_address for node_id, transport in transports.items()}
         for transport in transports.values():

@@ -7,7 +7,7 @@ membership. Then the faults stop, the network heals and every node restarts: wit
 election timeouts there must be exactly one leader, and a new value must reach every voter.
 
 A share of the runs (LEADER_HUNT_SHARE) hunts leaders, to reach the Raft paper's figure 8.
-Every APPEND carries one entry (max_message_bytes=1), so a new leader ships entries of earlier
+Every APPEND carries one entry (message_bytes_max=1), so a new leader ships entries of earlier
 terms one at a time ahead of its own no-op, and a follower acks such an entry alone. Elections
 are quicker, the other faults rarer, and leaders are crashed right after their election (most
 often cut off first, so that their APPENDs in flight are lost too), then restarted soon:
@@ -95,11 +95,11 @@ def make_plan(rng: random.Random, fault_duration_ms: int | None = None, churn: b
     node_ids = [f"n{number}" for number in range(1, node_count + 1)]
     config = {}
     if leader_hunt:
-        config.update(HUNT_TIMING, max_message_bytes=1)  # one entry per APPEND
+        config.update(HUNT_TIMING, message_bytes_max=1)  # one entry per APPEND
     elif rng.random() < 0.3:
-        config["max_message_bytes"] = rng.choice([64, 200])
+        config["message_bytes_max"] = rng.choice([64, 200])
     if rng.random() < 0.3:
-        config["max_inflight_messages"] = rng.choice([1, 2, 4])
+        config["inflight_messages_max"] = rng.choice([1, 2, 4])
     if rng.random() < 0.3:
         config["snapshot_chunk_bytes"] = rng.choice([50, 300])
     if rng.random() < 0.15:

@@ -333,7 +333,7 @@ def _last(cluster: Cluster, node_id: str) -> tuple[int, int]:
 
 def figure_8(cluster: Cluster) -> dict:
     """The Raft paper's figure 8, step by step, on 5 nodes whose APPENDs carry one entry each
-    (max_message_bytes=1): a new leader then ships an older term's entry alone, before its
+    (message_bytes_max=1): a new leader then ships an older term's entry alone, before its
     own no-op, so a follower can ack the old entry by itself. Roles are named after the paper
     (S1 leads terms 2 and 4, S5 term 3; the terms here are whatever the elections reach).
 
@@ -350,7 +350,7 @@ def figure_8(cluster: Cluster) -> dict:
     checker then sees a term-(d) leader without it (leader completeness) and, at the latest
     when S5's entry at i is applied, two different entries applied at i (state machine
     safety). The real core commits nothing at i before (d), so the overwrite is legal."""
-    assert cluster.config.get("max_message_bytes") == 1 and len(cluster.nodes) == 5
+    assert cluster.config.get("message_bytes_max") == 1 and len(cluster.nodes) == 5
     s1 = cluster.wait_for_leader()
     assert cluster.commit_value(b"f8-base") is not None
     s2, *rest = others(cluster, s1)
@@ -395,7 +395,7 @@ def figure_8(cluster: Cluster) -> dict:
 
 
 def test_figure_8_an_old_term_entry_on_a_majority_is_not_committed():
-    cluster = Cluster(5, seed=25, config={"max_message_bytes": 1})
+    cluster = Cluster(5, seed=25, config={"message_bytes_max": 1})
     roles = figure_8(cluster)
     assert roles["commit_c"] < roles["index"], "S1 committed X, an entry of an earlier term, by counting replicas"
     settle(cluster)
@@ -410,7 +410,7 @@ def test_figure_8_catches_a_core_that_commits_old_term_entries_by_counting(monke
     """The scenario has teeth: with the figure-8 rule dropped from the core (an in-memory
     mutant, see mutants.py) the checker reports the committed entry being overwritten."""
     drop_figure_8_rule(monkeypatch)
-    cluster = Cluster(5, seed=25, config={"max_message_bytes": 1})
+    cluster = Cluster(5, seed=25, config={"message_bytes_max": 1})
     with pytest.raises(InvariantViolation, match=FIGURE_8_VIOLATION):
         figure_8(cluster)
 

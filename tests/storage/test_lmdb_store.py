@@ -61,12 +61,12 @@ def test_append_replaces_the_conflicting_suffix(tmp_path):
         store.entries(1, 5)
 
 
-def test_entries_respect_max_bytes_but_return_at_least_one(tmp_path):
+def test_entries_respect_bytes_max_but_return_at_least_one(tmp_path):
     big = [Entry(term=1, index=index, data=b"x" * 100) for index in range(1, 5)]
     store = store_with(tmp_path, big)
-    assert store.entries(1, 5, max_bytes=10) == big[:1]
-    assert store.entries(1, 5, max_bytes=2 * big[0].size_bytes()) == big[:2]
-    assert store.entries(1, 5, max_bytes=None) == big
+    assert store.entries(1, 5, bytes_max=10) == big[:1]
+    assert store.entries(1, 5, bytes_max=2 * big[0].size_bytes()) == big[:2]
+    assert store.entries(1, 5, bytes_max=None) == big
 
 
 def test_out_of_range_lookups_raise(tmp_path):

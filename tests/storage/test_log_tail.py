@@ -30,7 +30,7 @@ def check_reads_match_lmdb(store: NodeStore) -> None:
         assert store.term(low) == stored[low].term
     if last >= first:
         one_entry_bytes = stored[first].size_bytes()
-        assert store.entries(first, last + 1, max_bytes=one_entry_bytes) == [stored[first]]
+        assert store.entries(first, last + 1, bytes_max=one_entry_bytes) == [stored[first]]
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -18,11 +18,11 @@ import zmq
 from node.raft.types import Message, MessageKind
 from node.transport.peer import PeerTransport
 
-MAX_FRAME_BYTES = 1 << 20
+FRAME_BYTES_MAX = 1 << 20
 
 
 def receive(node_id: str, bind_address: str) -> None:
-    transport = PeerTransport(zmq.Context(), node_id, bind_address, {}, max_frame_bytes=MAX_FRAME_BYTES)
+    transport = PeerTransport(zmq.Context(), node_id, bind_address, {}, frame_bytes_max=FRAME_BYTES_MAX)
     print(transport.bound_address, flush=True)
     while True:
         if transport.socket.poll(100):
@@ -33,7 +33,7 @@ def receive(node_id: str, bind_address: str) -> None:
 
 def send(node_id: str, peer: str, peer_address: str) -> None:
     wildcard = "[::]:*" if peer_address.startswith("[") else "0.0.0.0:*"  # its own inbound port, unused here
-    transport = PeerTransport(zmq.Context(), node_id, wildcard, {peer: peer_address}, max_frame_bytes=MAX_FRAME_BYTES)
+    transport = PeerTransport(zmq.Context(), node_id, wildcard, {peer: peer_address}, frame_bytes_max=FRAME_BYTES_MAX)
     for line in sys.stdin:
         words = line.split()
         if words[0] == "send":

@@ -16,7 +16,7 @@ from node.transport.codec import (
     encode_message,
 )
 
-MAX_FRAME_BYTES = 1 << 20
+FRAME_BYTES_MAX = 1 << 20
 FUZZ_SEED = 20261122
 FUZZ_ROUNDS = 3000
 
@@ -43,23 +43,23 @@ def full_message(kind: MessageKind) -> Message:
 @pytest.mark.parametrize("kind", list(MessageKind))
 def test_every_kind_round_trips_with_all_fields(kind):
     message = full_message(kind)
-    assert decode_message(encode_message(message), MAX_FRAME_BYTES) == message
-    assert decode_peer_frame(encode_message(message), MAX_FRAME_BYTES) == ("raft", message)
+    assert decode_message(encode_message(message), FRAME_BYTES_MAX) == message
+    assert decode_peer_frame(encode_message(message), FRAME_BYTES_MAX) == ("raft", message)
 
 
 @pytest.mark.parametrize("kind", list(MessageKind))
 def test_every_kind_round_trips_with_defaults(kind):
     message = Message(kind=kind, source="a", target="b", term=1)
-    assert decode_message(encode_message(message), MAX_FRAME_BYTES) == message
+    assert decode_message(encode_message(message), FRAME_BYTES_MAX) == message
 
 
 def test_forward_round_trips_and_is_not_a_raft_message():
     payload = {"op": "mkdir", "args": {"path": "/x", "seq": 3}, "data": b"\x00\x01", "f": 1.5,
                "nested": [[None, True], {"k": []}]}
     frame = encode_forward(payload)
-    assert decode_peer_frame(frame, MAX_FRAME_BYTES) == ("forward", payload)
+    assert decode_peer_frame(frame, FRAME_BYTES_MAX) == ("forward", payload)
     with pytest.raises(CodecError):
-        decode_message(frame, MAX_FRAME_BYTES)
+        decode_message(frame, FRAME_BYTES_MAX)
 
 
 def test_oversized_frame_is_refused_before_unpacking(monkeypatch):
@@ -71,7 +71,7 @@ def test_oversized_frame_is_refused_before_unpacking(monkeypatch):
 
     monkeypatch.setattr(msgpack, "unpackb", unpack_must_not_run)
     with pytest.raises(CodecError, match="exceeds"):
-        decode_peer_frame(frame, max_frame_bytes=len(frame) - 1)
+        decode_peer_frame(frame, frame_bytes_max=len(frame) - 1)
 
 
 def raft_fields(message: Message) -> list:
@@ -102,24 +102,24 @@ def test_each_bad_field_is_refused(position, bad):
     fields = raft_fields(full_message(MessageKind.APPEND))
     fields[position] = bad
     with pytest.raises(CodecError):
-        decode_peer_frame(msgpack.packb(fields, use_bin_type=True), MAX_FRAME_BYTES)
+        decode_peer_frame(msgpack.packb(fields, use_bin_type=True), FRAME_BYTES_MAX)
 
 
 def test_snapshot_data_beyond_the_announced_size_is_refused():
     message = full_message(MessageKind.INSTALL_SNAPSHOT)
     fields = raft_fields(message)
     fields[14][3] = message.snapshot_offset + len(message.snapshot_data)  # exactly fits
-    assert decode_message(msgpack.packb(fields, use_bin_type=True), MAX_FRAME_BYTES).snapshot_meta.size_bytes == fields[14][3]
+    assert decode_message(msgpack.packb(fields, use_bin_type=True), FRAME_BYTES_MAX).snapshot_meta.size_bytes == fields[14][3]
     fields[14][3] -= 1
     with pytest.raises(CodecError, match="announced size"):
-        decode_message(msgpack.packb(fields, use_bin_type=True), MAX_FRAME_BYTES)
+        decode_message(msgpack.packb(fields, use_bin_type=True), FRAME_BYTES_MAX)
 
 
 def test_largest_accepted_integers_round_trip():
     limit = 2**62 - 1
     message = Message(kind=MessageKind.APPEND, source="n1", target="n2", term=limit, index=limit,
                       log_term=limit, commit=limit)
-    assert decode_message(encode_message(message), MAX_FRAME_BYTES) == message
+    assert decode_message(encode_message(message), FRAME_BYTES_MAX) == message
 
 
 @pytest.mark.parametrize("frame_value", [
@@ -128,31 +128,31 @@ def test_largest_accepted_integers_round_trip():
 ])
 def test_bad_envelopes_are_refused(frame_value):
     with pytest.raises(CodecError):
-        decode_peer_frame(msgpack.packb(frame_value, use_bin_type=True), MAX_FRAME_BYTES)
+        decode_peer_frame(msgpack.packb(frame_value, use_bin_type=True), FRAME_BYTES_MAX)
 
 
 def test_field_count_must_be_exact():
     fields = raft_fields(full_message(MessageKind.VOTE))
     for frame in (fields + [0], fields[:-2]):
         with pytest.raises(CodecError, match="fields"):
-            decode_peer_frame(msgpack.packb(frame, use_bin_type=True), MAX_FRAME_BYTES)
+            decode_peer_frame(msgpack.packb(frame, use_bin_type=True), FRAME_BYTES_MAX)
 
 
 def test_a_frame_of_the_previous_version_without_promised_term_is_read_as_promising_nothing():
     message = full_message(MessageKind.VOTE)
     assert message.promised_term != 0
-    kind, decoded = decode_peer_frame(msgpack.packb(raft_fields(message)[:-1], use_bin_type=True), MAX_FRAME_BYTES)
+    kind, decoded = decode_peer_frame(msgpack.packb(raft_fields(message)[:-1], use_bin_type=True), FRAME_BYTES_MAX)
     assert kind == "raft" and decoded.promised_term == 0 and decoded.term == message.term
 
 
 def test_extension_types_and_deep_nesting_are_refused():
     with pytest.raises(CodecError):
-        decode_peer_frame(msgpack.packb([1, 2, {"t": msgpack.ExtType(5, b"x")}]), MAX_FRAME_BYTES)
+        decode_peer_frame(msgpack.packb([1, 2, {"t": msgpack.ExtType(5, b"x")}]), FRAME_BYTES_MAX)
     deep: object = "leaf"
     for _ in range(40):
         deep = [deep]
     with pytest.raises(CodecError, match="nested"):
-        decode_peer_frame(encode_forward({"deep": deep}), MAX_FRAME_BYTES)
+        decode_peer_frame(encode_forward({"deep": deep}), FRAME_BYTES_MAX)
 
 
 def random_value(rng: random.Random, depth: int = 0) -> object:
@@ -186,12 +186,12 @@ def mutate_valid_frame(rng: random.Random) -> bytes:
 
 def assert_decodes_or_codec_error(frame: bytes) -> None:
     try:
-        kind, value = decode_peer_frame(frame, MAX_FRAME_BYTES)
+        kind, value = decode_peer_frame(frame, FRAME_BYTES_MAX)
     except CodecError:
         return
     # Anything accepted must be whole: it re-encodes to an equal value.
     if kind == "raft":
-        assert decode_message(encode_message(value), MAX_FRAME_BYTES) == value
+        assert decode_message(encode_message(value), FRAME_BYTES_MAX) == value
     else:
         assert kind == "forward" and isinstance(value, dict)
 

@@ -17,7 +17,7 @@ from node.raft.types import Entry, Message, MessageKind
 from node.transport.codec import encode_forward, encode_message
 from node.transport.peer import PeerTransport
 
-MAX_FRAME_BYTES = 1 << 20
+FRAME_BYTES_MAX = 1 << 20
 DEADLINE_SECONDS = 5.0
 
 
@@ -33,7 +33,7 @@ def make_transports(context):
     transports: list[PeerTransport] = []
 
     def make(node_ids: list[str], **options) -> dict[str, PeerTransport]:
-        made = {node_id: PeerTransport(context, node_id, "127.0.0.1:*", {}, max_frame_bytes=MAX_FRAME_BYTES, **options)
+        made = {node_id: PeerTransport(context, node_id, "127.0.0.1:*", {}, frame_bytes_max=FRAME_BYTES_MAX, **options)
                 for node_id in node_ids}
         addresses = {node_id: transport.bound_address for node_id, transport in made.items()}
         for transport in made.values():
@@ -103,7 +103,7 @@ def test_forward_carries_the_sender_identity(make_transports):
 
 def test_dead_peer_never_blocks_and_queues_nothing(context):
     transport = PeerTransport(context, "n1", "127.0.0.1:*", {"n2": f"127.0.0.1:{unused_port()}"},
-                              max_frame_bytes=MAX_FRAME_BYTES, queue_messages_max=10)
+                              frame_bytes_max=FRAME_BYTES_MAX, queue_messages_max=10)
     try:
         started = time.monotonic()
         results = [transport.send(heartbeat("n1", "n2")) for _ in range(2000)]
@@ -121,7 +121,7 @@ def test_stalled_peer_bounds_the_queue_and_sends_start_failing(context):
     stalled.setsockopt(zmq.RCVHWM, 10)
     port = stalled.bind_to_random_port("tcp://127.0.0.1")
     transport = PeerTransport(context, "n1", "127.0.0.1:*", {"n2": f"127.0.0.1:{port}"},
-                              max_frame_bytes=MAX_FRAME_BYTES, queue_messages_max=10)
+                              frame_bytes_max=FRAME_BYTES_MAX, queue_messages_max=10)
     big = Message(kind=MessageKind.APPEND, source="n1", target="n2", term=1,
                   entries=(Entry(1, 1, data=b"x" * (256 << 10)),))
     try:
@@ -165,7 +165,7 @@ def test_garbage_is_counted_and_delivery_continues(context, make_transports):
         impostor.send(encode_forward({"x": 1})[:-1])
         impostor.send(encode_message(heartbeat("n1", "n2")))  # spoofs n1
         impostor.send(encode_message(heartbeat("n3", "n1")))  # addressed to someone else
-        impostor.send(b"x" * (MAX_FRAME_BYTES + 1))  # cut by ZeroMQ, reconnects afterwards
+        impostor.send(b"x" * (FRAME_BYTES_MAX + 1))  # cut by ZeroMQ, reconnects afterwards
         items = []
         deadline = time.monotonic() + DEADLINE_SECONDS
         while time.monotonic() < deadline:
@@ -198,7 +198,7 @@ def test_set_peers_closes_removed_and_connects_added(make_transports):
 def test_oversized_outgoing_message_is_dropped_not_sent(make_transports):
     transports = make_transports(["n1", "n2"])
     huge = Message(kind=MessageKind.APPEND, source="n1", target="n2", term=1,
-                   entries=(Entry(1, 1, data=b"x" * MAX_FRAME_BYTES),))
+                   entries=(Entry(1, 1, data=b"x" * FRAME_BYTES_MAX),))
     assert not transports["n1"].send(huge)
     assert transports["n1"].counters()["dropped_oversized"] == 1
 
@@ -229,7 +229,7 @@ def test_links_report_up_down_and_drops_per_peer(make_transports, context):
     wait_for(lambda: not n1.link_up("n2"), "the link to the stopped n2 is down")
     assert n1.take_lost_links() == ["n2"]
     assert n1.take_lost_links() == []
-    restarted = PeerTransport(context, "n2", address, {}, max_frame_bytes=MAX_FRAME_BYTES)
+    restarted = PeerTransport(context, "n2", address, {}, frame_bytes_max=FRAME_BYTES_MAX)
     try:
         deliver(n1, restarted, heartbeat("n1", "n2", term=2))
         wait_for(lambda: n1.link_up("n2"), "the link to the restarted n2 is up")
@@ -266,7 +266,7 @@ class FrozenPeer:
 
 def test_a_silent_peer_is_detected_and_gets_no_backlog_after_it_wakes(context, tmp_path):
     peer = FrozenPeer(tmp_path)
-    transport = PeerTransport(context, "n1", "127.0.0.1:*", {"n2": peer.address}, max_frame_bytes=MAX_FRAME_BYTES)
+    transport = PeerTransport(context, "n1", "127.0.0.1:*", {"n2": peer.address}, frame_bytes_max=FRAME_BYTES_MAX)
     try:
         wait_for(lambda: transport.send(heartbeat("n1", "n2", term=1)) and 1 in peer.terms_received(),
                  "a first heartbeat arrives")
