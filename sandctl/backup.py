@@ -17,7 +17,7 @@ File format, version 1 (integers big-endian):
     file    = MAGIC (8 bytes, b"SANDBAK\\n") + FORMAT_VERSION (2 bytes) + section...
     section = kind (1 byte) + length (8 bytes) + payload (length bytes) + checksum (32 bytes):
               BLAKE2b-256 of (kind + length + payload); for a CHUNK section of (kind + length
-              + chunk id), the id being the BLAKE2b-256 of the content, which every reader
+              + chunk id), the id being the digest of the content (node/chunk_ids.py), which every reader
               checks (so each byte is hashed once, not twice)
 
     kind 1 HEADER       once, first: msgpack map (format, created_ns, applied, digest,
@@ -48,7 +48,7 @@ from typing import BinaryIO, Callable
 
 import msgpack
 
-from node.chunk_ids import CHUNK_ID_BYTES, chunk_id_of
+from node.chunk_ids import CHUNK_ID_BYTES, chunk_matches
 from node.config import ClusterConfig, node_data_dir
 from node.errors import NoLeader, NotLeader, Refused, SandStoreError, Unavailable
 
@@ -272,7 +272,7 @@ def _read_backup(path: Path, on_chunk, progress: Progress | None, verify_content
             if bytes(payload[:CHUNK_ID_BYTES]) != chunk_id or len(payload) - CHUNK_ID_BYTES != size:
                 raise BackupCorrupt(f"chunk {chunk_id.hex()} is missing or out of order")
             content = payload[CHUNK_ID_BYTES:]
-            if verify_content and chunk_id_of(content) != chunk_id:
+            if verify_content and not chunk_matches(chunk_id, content):
                 raise BackupCorrupt(f"chunk {chunk_id.hex()} does not hash to its id")
             if on_chunk is not None:
                 on_chunk(chunk_id, content)

@@ -27,7 +27,7 @@ from typing import BinaryIO, Callable
 import zmq
 
 from node import protocol
-from node.chunk_ids import CHUNK_ID_BYTES, chunk_id_of
+from node.chunk_ids import CHUNK_ID_BYTES, chunk_id_of, chunk_matches
 from node.errors import (
     ChecksumMismatch,
     NotFound,
@@ -491,7 +491,7 @@ class _GetStream:
 def _verify(chunk: _Chunk, result: object) -> SandStoreError | None:
     if type(result) is not memoryview:
         return SandStoreError("malformed chunk_get reply")
-    if len(result) != chunk.size or chunk_id_of(result) != chunk.chunk_id:
+    if len(result) != chunk.size or not chunk_matches(chunk.chunk_id, result):
         return ChecksumMismatch("content does not hash to the chunk id")
     return None
 

@@ -1,6 +1,6 @@
 """Content-addressed chunk storage in its own LMDB environment, <directory>/chunks.lmdb.
 
-A chunk's id is the BLAKE2b-256 digest of its content, so identical chunks are stored once and
+A chunk's id is a digest of its content (node/chunk_ids.py), so identical chunks are stored once and
 every read can prove its bytes are the ones written. Every write transaction syncs on commit:
 a put that returned is durable.
 
@@ -30,7 +30,7 @@ from typing import Callable
 
 import lmdb
 
-from node.chunk_ids import CHUNK_ID_BYTES, chunk_id_of  # the id is part of the wire contract
+from node.chunk_ids import CHUNK_ID_BYTES, chunk_id_of, chunk_matches  # the id is part of the wire contract
 from node.errors import ChecksumMismatch, NotFound, StoreFull
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class ChunkStore:
         grace period restarts if it was unreferenced: a new put is about to reference it).
         `data` may be any bytes-like object; it is not kept after put returns."""
         _check_chunk_id(chunk_id)
-        if chunk_id_of(data) != chunk_id:
+        if not chunk_matches(chunk_id, data):
             raise ChecksumMismatch(f"chunk {chunk_id.hex()}: content does not hash to its id")
         queued = _QueuedPut(chunk_id, data)
         with self._commit_condition:
@@ -174,7 +174,7 @@ class ChunkStore:
         if data is None:
             self._count("get_misses")
             raise NotFound(f"chunk {chunk_id.hex()} is not stored here")
-        if verify and chunk_id_of(data) != chunk_id:
+        if verify and not chunk_matches(chunk_id, data):
             self._remove_corrupt(chunk_id, data, "read")
             raise ChecksumMismatch(f"chunk {chunk_id.hex()} is corrupt on this node")
         self._count("gets")
@@ -227,7 +227,7 @@ class ChunkStore:
             data = txn.get(chunk_id, db=self._chunks, default=None)
         if data is None:
             return 0
-        if chunk_id_of(data) != chunk_id:
+        if not chunk_matches(chunk_id, data):
             self._remove_corrupt(chunk_id, data, "scrub")
         self._count("scrubbed")
         self._count("scrubbed_bytes", len(data))
