@@ -22,6 +22,7 @@ from node.chunk_ids import CHUNK_ID_BYTES
 from node.errors import BadRequest
 from node.metadata.paths import file_name, normalize_path
 from node.metadata.replicas import check_node_id
+from node.metadata.sessions import SEQ_MAX
 from node.packing import packb
 from node.protocol import COMMAND_OPS, validate_args
 
@@ -102,6 +103,8 @@ def _validated(op: object, args: object, now_ns: object, args_validated: bool = 
     checked = {**_DEFAULTS[op], **(args if args_validated else validate_args(op, args, COMMAND_OPS[op]))}
     client = checked.pop("client")
     seq = checked.pop("seq")
+    if seq >= SEQ_MAX:  # a session stores it in 8 bytes below 2**62 (sessions.py)
+        raise BadRequest(f"seq must be below 2**62, got {seq}")
     for name in _PATH_ARGUMENTS:
         if name in checked:
             checked[name] = normalize_path(checked[name])

@@ -42,13 +42,23 @@ class _TransactionMemo:
     transaction (a new one may follow an aborted one) and whenever a directory may have been
     removed or moved (rm, mv, restore)."""
 
-    __slots__ = ("txn", "directories", "applied_index", "clock_ns")
+    __slots__ = ("txn", "directories", "directory_records", "applied_index", "clock_ns", "next_inode",
+                 "session_floor_ns")
 
     def __init__(self, txn: lmdb.Transaction | None) -> None:
         self.txn = txn
         self.directories: dict[str, tuple[int, int]] = {}  # for tree.resolve
+        # inode -> Record of directories read or written in this transaction, as stored: the
+        # parent of every write is touched (its mtime), then read again by the next write.
+        self.directory_records: dict[int, Record] = {}
         self.applied_index: int | None = None  # as stored in this transaction, once read
         self.clock_ns: int | None = None
+        self.next_inode: int | None = None  # as stored in this transaction, once read
+        self.session_floor_ns: int | None = None  # Sessions.expire's bound, once it walked
+
+    def forget_directories(self) -> None:
+        self.directories.clear()
+        self.directory_records.clear()
 
 
 class Namespace:
@@ -94,10 +104,10 @@ class Namespace:
             memo.clock_ns = decoded.now_ns
             self._sessions.set_clock(txn, decoded.now_ns)
         clock_ns = memo.clock_ns
-        self._sessions.expire(txn, clock_ns)
+        memo.session_floor_ns = self._sessions.expire(txn, clock_ns, memo.session_floor_ns)
         session = self._sessions.get(txn, decoded.client)
         if session is not None and decoded.seq == session.last_seq:
-            return session.result
+            return session.result()
         if session is not None and decoded.seq < session.last_seq:
             return _error_result(Stale(
                 f"a newer request of this client was already applied (seq {decoded.seq}, last {session.last_seq})"
@@ -107,11 +117,12 @@ class Namespace:
         except SandStoreError as error:
             result = _error_result(error)
         self._sessions.record(txn, decoded.client, session, decoded.seq, result, clock_ns)
+        memo.session_floor_ns = self._sessions.oldest_floor_after_record(memo.session_floor_ns, clock_ns)
         return result
 
     def _mkdir(self, txn: lmdb.Transaction, command: Command) -> dict:
         path, parents = command.args["path"], command.args["parents"]
-        found = tree.resolve(txn, self._tables, path, self._memo.directories)
+        found = tree.resolve(txn, self._tables, path, self._memo.directories, self._memo.directory_records)
         if found.exists:
             if parents and found.record.is_directory:
                 return found.record.stat(path)
@@ -124,12 +135,12 @@ class Namespace:
     def _write_file(self, txn: lmdb.Transaction, command: Command) -> dict:
         args = command.args
         path = args["path"]
-        found = tree.resolve(txn, self._tables, path, self._memo.directories)
+        found = tree.resolve(txn, self._tables, path, self._memo.directories, self._memo.directory_records)
         if "into_directory" in args and found.exists and found.record.is_directory:
             # Decided here, in apply, not by a stat before the write: one round, and no race
             # with a concurrent mkdir or rm of the target.
             path = paths.normalize_path(paths.join(path, args["into_directory"]))  # checks the length
-            found = tree.resolve(txn, self._tables, path, self._memo.directories)
+            found = tree.resolve(txn, self._tables, path, self._memo.directories, self._memo.directory_records)
         record = Record(False, args["mode"], command.now_ns, args["size"], data=args.get("data"), chunks=args.get("chunks"))
         if found.exists:
             if found.record.is_directory:
@@ -147,7 +158,7 @@ class Namespace:
         return record.stat(path)
 
     def _rm(self, txn: lmdb.Transaction, command: Command) -> dict:
-        self._memo.directories.clear()  # a remembered directory may go
+        self._memo.forget_directories()  # a remembered directory may go
         path = command.args["path"]
         if path == paths.ROOT:
             raise InvalidPath("refusing to remove the root directory '/'")
@@ -165,7 +176,7 @@ class Namespace:
         return {"path": path, "files": len(removed) - directories, "dirs": directories}
 
     def _mv(self, txn: lmdb.Transaction, command: Command) -> dict:
-        self._memo.directories.clear()  # a remembered directory may move or be replaced
+        self._memo.forget_directories()  # a remembered directory may move or be replaced
         source, destination = command.args["src"], command.args["dst"]
         if source == paths.ROOT:
             raise InvalidPath("cannot move the root directory '/'")
@@ -224,7 +235,12 @@ class Namespace:
         self._link(txn, parent, names[-1], record)
 
     def _link(self, txn: lmdb.Transaction, parent: int, name: str, record: Record) -> int:
-        next_inode = unpack_uint64(txn.get(KEY_NEXT_INODE, db=self._tables.meta))
+        memo = self._memo
+        assert memo.txn is txn, "apply opens the memo of its transaction first"
+        next_inode = memo.next_inode
+        if next_inode is None:
+            next_inode = unpack_uint64(txn.get(KEY_NEXT_INODE, db=self._tables.meta))
+        memo.next_inode = next_inode + 1
         txn.put(KEY_NEXT_INODE, pack_uint64(next_inode + 1), db=self._tables.meta)
         inserted = txn.put(child_key(parent, name), pack_uint64(next_inode), db=self._tables.children, overwrite=False)
         assert inserted, f"{name!r} already exists in inode {parent}"
@@ -233,6 +249,8 @@ class Namespace:
 
     def _put(self, txn: lmdb.Transaction, inode: int, record: Record) -> None:
         txn.put(pack_uint64(inode), record.encode(), db=self._tables.inodes)
+        if record.is_directory:  # what resolve() finds remembered must be what is stored
+            self._memo.directory_records[inode] = record
 
     def _touch(self, txn: lmdb.Transaction, directory: int, now_ns: int) -> None:
         """A directory's mtime is the time its entries last changed."""
@@ -247,6 +265,7 @@ class Namespace:
         chunk_refs.remove(txn, self._tables, record.chunk_list())
         deleted = txn.delete(pack_uint64(inode), db=self._tables.inodes)
         assert deleted, inode
+        self._memo.directory_records.pop(inode, None)
 
     def _applied_index(self, txn: lmdb.Transaction) -> int:
         value = txn.get(KEY_APPLIED_INDEX, db=self._tables.meta)
@@ -345,7 +364,7 @@ class Namespace:
         session = self._sessions.get(txn, client)
         if session is None or session.last_seq != seq:
             return None
-        return session.result
+        return session.result()
 
     def entry_count(self, txn: lmdb.Transaction) -> int:
         """Files and directories, the root not counted."""

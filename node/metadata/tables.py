@@ -7,7 +7,8 @@ key. Persisted formats are pinned: changing them breaks existing data directorie
   ns.inodes          8-byte inode -> Record (msgpack)
   ns.children        8-byte parent inode + UTF-8 name -> 8-byte child inode
   ns.chunk_refs      32-byte chunk id -> 8-byte count of references from files
-  ns.sessions        UTF-8 client id -> msgpack [last seq, stored result, last active clock ns]
+  ns.sessions        UTF-8 client id -> ">QQ" last seq, last active clock ns + msgpack stored result
+                     (sessions.py; the earlier msgpack [seq, result, clock ns] is still read)
   ns.session_expiry  8-byte last active clock ns + UTF-8 client id -> b"" (expiry in time order)
   ns.meta            b"next_inode", b"clock_ns", b"applied_index" -> 8-byte integers
   ns.chunk_replicas  32-byte chunk id -> msgpack [size, [node id, ...] ascending] (replicas.py)

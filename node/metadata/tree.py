@@ -35,24 +35,30 @@ def load(txn: lmdb.Transaction, tables: NamespaceTables, inode: int) -> Record:
 
 
 def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str,
-            directories: dict[str, tuple[int, int]] | None = None) -> Resolved:
+            directories: dict[str, tuple[int, int]] | None = None,
+            directory_records: dict[int, Record] | None = None) -> Resolved:
     """Follow `path` as far as it exists. Raises NotADirectory when a file sits where the path
     needs a directory. Only the deepest record found is decoded: every write resolves its path,
     and the directories above it need no more than a look at their kind.
 
     directories: path -> (inode, parent inode) of directories known to exist in `txn` (the
     caller guarantees that nothing removed or moved since): the parent of `path` is looked up
-    there first, and remembered there when the walk finds it."""
+    there first, and remembered there when the walk finds it. directory_records: inode ->
+    Record of directories as stored in `txn` (the caller keeps it so), for that parent."""
     names = paths.components(path)
     parent_path = path.rsplit("/", 1)[0] or paths.ROOT
     if directories is not None and names and parent_path in directories:
         inode, parent = directories[parent_path]
-        encoded = _load_encoded(txn, tables, inode)
-        assert Record.encodes_directory(encoded), f"{parent_path} was remembered as a directory"
         value = txn.get(child_key(inode, names[-1]), db=tables.children)
-        if value is None:
-            return Resolved(len(names) - 1, inode, parent, Record.decode(encoded), names)
-        return Resolved(len(names), unpack_uint64(value), inode, load(txn, tables, unpack_uint64(value)), names)
+        if value is not None:
+            return Resolved(len(names), unpack_uint64(value), inode, load(txn, tables, unpack_uint64(value)), names)
+        record = directory_records.get(inode) if directory_records is not None else None
+        if record is None:
+            record = load(txn, tables, inode)
+            if directory_records is not None:
+                directory_records[inode] = record
+        assert record.is_directory, f"{parent_path} was remembered as a directory"
+        return Resolved(len(names) - 1, inode, parent, record, names)
     inode, parent = ROOT_INODE, NO_INODE
     encoded = _load_encoded(txn, tables, ROOT_INODE)
     for depth, name in enumerate(names):
