@@ -65,9 +65,14 @@ def _rate(row: dict) -> str:
 def _versus_machine(row: dict) -> str:
     if row.get("writes_per_fsync") is not None:
         return f"{row['writes_per_fsync']:g} writes/fsync"
+    parts = []
     if row.get("fraction_of_replication_ceiling") is not None:
-        return f"{row['fraction_of_replication_ceiling']:g} of ceiling"
-    return ""
+        parts.append(f"{row['fraction_of_replication_ceiling']:g} of ceiling")
+    if row.get("cpu_limit_mb_per_second") is not None:
+        # The CPU's own limit at this transfer's cost per MB (sandctl/bench_transfer.py).
+        parts.append(f"{row['cpu_ms_per_mb']:g} CPU ms/MB: CPU limit {row['cpu_limit_mb_per_second']:g} MB/s, "
+                     f"{row['cpu_cores_busy']:g} cores busy")
+    return "; ".join(parts)
 
 
 def _node_cpu(row: dict) -> str:

@@ -2,14 +2,21 @@
 
 The file goes through Client.put_file / get_file, exactly what `sandctl put/get` run, so the
 figure includes chunking, hashing, replication and the final metadata commit.
+
+Beside MB/s each row gives the CPU the transfer cost per MB, the client's and the nodes' (the
+figure that holds on a busy machine), and from it the CPU limit: the MB/s this machine's cores
+would allow if they did nothing else. A put or get far below the disk's replication ceiling
+but near the CPU limit is bound by CPU, not by the disk.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import BinaryIO
 
 from sandctl.bench_machine import MB
+from sandctl.bench_nodes import sample_nodes, step_figures
 from sandctl.bench_stats import CpuMeter, peak_memory_mib, reset_peak_memory
 from sandctl.bench_workloads import BenchContext
 
@@ -41,6 +48,30 @@ class _ComparingSink:
         return self.matches and self._original.read(1) == b""
 
 
+def cpu_figures(size_bytes: int, wall_seconds: float, client_cpu_seconds: float, node_figures: dict,
+                node_count: int, cores: int) -> dict:
+    """CPU milliseconds per MB moved (client, nodes, total) and the MB/s `cores` allow at that
+    cost. Node and total figures only when every node's CPU was measured (all run here)."""
+    assert size_bytes > 0 and cores >= 1 and node_count >= 1
+    megabytes = size_bytes / MB
+    client_ms_per_mb = client_cpu_seconds * 1000.0 / megabytes
+    figures = {"client_cpu_ms_per_mb": round(client_ms_per_mb, 3), "node_cpu_ms_per_mb": None,
+               "cpu_ms_per_mb": None, "cpu_limit_mb_per_second": None, "cpu_cores_busy": None}
+    node_us = node_figures.get("node_cpu_us_per_op")  # the one operation is the whole transfer
+    if node_us is None or node_figures.get("node_cpu_nodes_measured") != node_count:
+        return figures
+    node_ms_per_mb = node_us / 1000.0 / megabytes
+    total_ms_per_mb = client_ms_per_mb + node_ms_per_mb
+    figures.update({
+        "node_cpu_ms_per_mb": round(node_ms_per_mb, 3),
+        "cpu_ms_per_mb": round(total_ms_per_mb, 3),
+        "cpu_limit_mb_per_second": round(cores * 1000.0 / max(total_ms_per_mb, 1e-9), 1),
+        # How many cores the transfer kept busy on average: near `cores`, the CPU binds.
+        "cpu_cores_busy": round(total_ms_per_mb * megabytes / 1000.0 / max(wall_seconds, 1e-9), 2),
+    })
+    return figures
+
+
 def _row(workload: str, size_bytes: int, meter: CpuMeter, peak_mib: float, measured_peak: bool) -> dict:
     return {
         "workload": workload,
@@ -65,6 +96,17 @@ def put_get_workload(context: BenchContext, test_file: Path, workloads: set[str]
     path = f"{context.directory('large')}/file-{size_bytes}"
     rows = []
 
+    node_count = len(context.config.nodes)
+    cores = os.cpu_count() or 1
+
+    def with_cpu(row: dict, meter: CpuMeter, before) -> dict:
+        node_figures = step_figures(before, sample_nodes(context.client), 1)
+        row.update(node_figures)
+        row.update(cpu_figures(size_bytes, meter.wall_seconds, meter.cpu_seconds, node_figures, node_count, cores))
+        return row
+
+    context.client.wait_for_leader(context.request_timeout_seconds)
+    before = sample_nodes(context.client)
     measured_peak = reset_peak_memory()
     meter = CpuMeter().start()
     with open(test_file, "rb") as reader:
@@ -72,10 +114,11 @@ def put_get_workload(context: BenchContext, test_file: Path, workloads: set[str]
     meter.stop()
     assert stored["size"] == size_bytes, f"put stored {stored['size']} of {size_bytes} bytes"
     if "put" in workloads:
-        rows.append(_row("put", size_bytes, meter, peak_memory_mib(), measured_peak))
+        rows.append(with_cpu(_row("put", size_bytes, meter, peak_memory_mib(), measured_peak), meter, before))
     if "get" not in workloads:
         return rows
 
+    before = sample_nodes(context.client)
     with open(test_file, "rb", buffering=0) as original:
         measured_peak = reset_peak_memory()
         meter = CpuMeter().start()
@@ -83,7 +126,7 @@ def put_get_workload(context: BenchContext, test_file: Path, workloads: set[str]
         context.client.get_file(path, sink)
         meter.stop()
         matches = sink.finish()
-    row = _row("get", size_bytes, meter, peak_memory_mib(), measured_peak)
+    row = with_cpu(_row("get", size_bytes, meter, peak_memory_mib(), measured_peak), meter, before)
     if sink.size_bytes != size_bytes or not matches:
         row["errors"] = 1
         row["errors_by_code"] = {"CONTENT_MISMATCH": 1}
