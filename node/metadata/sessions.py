@@ -62,7 +62,7 @@ class Sessions:
     def set_clock(self, txn: lmdb.Transaction, clock_ns: int) -> None:
         """The log's clock moves forward (the caller keeps it from running backwards, whatever
         the proposers' clocks do)."""
-        txn.put(KEY_CLOCK_NS, pack_uint64(clock_ns), db=self._tables.meta)
+        txn.put(KEY_CLOCK_NS, pack_uint64(clock_ns), True, True, False, self._tables.meta)  # positional: tables.py
 
     def expire(self, txn: lmdb.Transaction, clock_ns: int, oldest_floor_ns: int | None = None) -> int:
         """Forget sessions idle for longer than the TTL. Walks the expiry index in time
@@ -92,7 +92,7 @@ class Sessions:
         return None if oldest_floor_ns is None else min(oldest_floor_ns, clock_ns)
 
     def get(self, txn: lmdb.Transaction, client: str) -> Session | None:
-        value = txn.get(client.encode("utf-8"), db=self._tables.sessions)
+        value = txn.get(client.encode("utf-8"), None, self._tables.sessions)
         if value is None:
             return None
         if value[0] == _LEGACY_FIRST_BYTE:
@@ -109,7 +109,7 @@ class Sessions:
         client_key = client.encode("utf-8")
         if previous is not None:
             assert seq > previous.last_seq, (client, seq, previous.last_seq)
-            deleted = txn.delete(pack_uint64(previous.last_active_ns) + client_key, db=self._tables.session_expiry)
+            deleted = txn.delete(pack_uint64(previous.last_active_ns) + client_key, b"", self._tables.session_expiry)
             assert deleted, f"session {client!r} missing from the expiry index"
-        txn.put(client_key, _HEAD.pack(seq, clock_ns) + packb(result), db=self._tables.sessions)
-        txn.put(pack_uint64(clock_ns) + client_key, b"", db=self._tables.session_expiry)
+        txn.put(client_key, _HEAD.pack(seq, clock_ns) + packb(result), True, True, False, self._tables.sessions)
+        txn.put(pack_uint64(clock_ns) + client_key, b"", True, True, False, self._tables.session_expiry)

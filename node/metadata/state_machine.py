@@ -96,7 +96,7 @@ class Namespace:
             memo.applied_index = self._applied_index(txn)
             memo.clock_ns = self._sessions.clock_ns(txn)
         assert index > memo.applied_index, f"entry {index} applied after entry {memo.applied_index}"
-        txn.put(KEY_APPLIED_INDEX, pack_uint64(index), db=self._tables.meta)
+        txn.put(KEY_APPLIED_INDEX, pack_uint64(index), True, True, False, self._tables.meta)  # positional: tables.py
         memo.applied_index = index
         if isinstance(decoded, SandStoreError):
             return _error_result(decoded)
@@ -239,16 +239,17 @@ class Namespace:
         assert memo.txn is txn, "apply opens the memo of its transaction first"
         next_inode = memo.next_inode
         if next_inode is None:
-            next_inode = unpack_uint64(txn.get(KEY_NEXT_INODE, db=self._tables.meta))
+            next_inode = unpack_uint64(txn.get(KEY_NEXT_INODE, None, self._tables.meta))
         memo.next_inode = next_inode + 1
-        txn.put(KEY_NEXT_INODE, pack_uint64(next_inode + 1), db=self._tables.meta)
-        inserted = txn.put(child_key(parent, name), pack_uint64(next_inode), db=self._tables.children, overwrite=False)
+        txn.put(KEY_NEXT_INODE, pack_uint64(next_inode + 1), True, True, False, self._tables.meta)
+        inserted = txn.put(child_key(parent, name), pack_uint64(next_inode), True, False, False,  # overwrite=False
+                           self._tables.children)
         assert inserted, f"{name!r} already exists in inode {parent}"
         self._put(txn, next_inode, record)
         return next_inode
 
     def _put(self, txn: lmdb.Transaction, inode: int, record: Record) -> None:
-        txn.put(pack_uint64(inode), record.encode(), db=self._tables.inodes)
+        txn.put(pack_uint64(inode), record.encode(), True, True, False, self._tables.inodes)
         if record.is_directory:  # what resolve() finds remembered must be what is stored
             self._memo.directory_records[inode] = record
 

@@ -49,7 +49,7 @@ def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str,
     parent_path = path.rsplit("/", 1)[0] or paths.ROOT
     if directories is not None and names and parent_path in directories:
         inode, parent = directories[parent_path]
-        value = txn.get(child_key(inode, names[-1]), db=tables.children)
+        value = txn.get(child_key(inode, names[-1]), None, tables.children)  # positional: tables.py
         if value is not None:
             return Resolved(len(names), unpack_uint64(value), inode, load(txn, tables, unpack_uint64(value)), names)
         record = directory_records.get(inode) if directory_records is not None else None
@@ -67,7 +67,7 @@ def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str,
             raise NotADirectory(f"{prefix} is a file, not a directory (in {path})")
         if directories is not None and depth == len(names) - 1:
             directories[parent_path] = (inode, parent)
-        value = txn.get(child_key(inode, name), db=tables.children)
+        value = txn.get(child_key(inode, name), None, tables.children)
         if value is None:
             return Resolved(depth, inode, parent, Record.decode(encoded), names)
         inode, parent = unpack_uint64(value), inode
@@ -76,7 +76,7 @@ def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str,
 
 
 def _load_encoded(txn: lmdb.Transaction, tables: NamespaceTables, inode: int) -> bytes:
-    value = txn.get(pack_uint64(inode), db=tables.inodes)
+    value = txn.get(pack_uint64(inode), None, tables.inodes)
     assert value is not None, f"inode {inode} is referenced but missing"
     return value
 
