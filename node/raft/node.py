@@ -65,10 +65,14 @@ from node.raft.types import (
 TRANSFER_CONTEXT = b"transfer"
 
 # leader_unreachable(): the leader must also have been silent this many heartbeat intervals
-# (a connection can drop and come back while the leader lives) before a follower campaigns, plus
-# a random share of that again, so that the followers of a crashed leader rarely campaign at
-# the same tick and split the vote.
-LEADER_SILENCE_HEARTBEATS_MIN = 2
+# (a connection can drop and come back while the leader lives) before a follower grants
+# pre-votes. The followers then campaign one after another, in the order of their ids, a tick
+# and then EARLY_CAMPAIGN_STAGGER_HEARTBEATS apart: with a random share instead, two followers
+# picked the same 10 ms tick about one crash in four (both passed their pre-votes, split the
+# vote and waited out a candidate timeout, 250-500 ms), and the others' campaign waited for the
+# slowest random draw. The first in line wins unless its log is behind; then the next one does.
+LEADER_SILENCE_HEARTBEATS_MIN = 1
+EARLY_CAMPAIGN_STAGGER_HEARTBEATS = 2
 
 # The snapshot every node of a brand-new cluster starts from (see __init__).
 BOOTSTRAP_INDEX = 1
@@ -262,18 +266,24 @@ class RaftNode:
     def leader_unreachable(self, leader: NodeId) -> None:
         """The driver saw its connection to `leader` drop (a closed TCP connection: the
         leader's process most likely died). With Config.campaign_on_leader_unreachable, a
-        follower of that leader starts a pre-vote once the leader has been silent for
-        LEADER_SILENCE_HEARTBEATS_MIN heartbeat intervals (and a random share more), and grants
-        pre-votes from then on. Ignored otherwise, and when `leader` is not our leader; any
+        follower of that leader grants pre-votes once the leader has been silent for
+        LEADER_SILENCE_HEARTBEATS_MIN heartbeat intervals, and starts its own a tick later plus
+        EARLY_CAMPAIGN_STAGGER_HEARTBEATS per voter before it in id order. Ignored otherwise, and when `leader` is not our leader; any
         message from the leader cancels it. A live leader is not disturbed: the pre-vote fails
         while a majority still hears from it (leader stickiness), and changes no term."""
         if not self.config.campaign_on_leader_unreachable or self.role != Role.FOLLOWER:
             return
         if leader == NO_NODE or leader != self.lead or self.early_campaign_ticks is not None:
             return
+        in_line = sorted(self.tracker.voters() - {leader})
+        if self.id not in in_line:
+            return  # a learner never campaigns, nor grants a vote
         silence_ticks = LEADER_SILENCE_HEARTBEATS_MIN * self.config.heartbeat_ticks
-        self.early_campaign_ticks = silence_ticks + self._rng.randrange(silence_ticks)
-        assert self.early_campaign_ticks >= silence_ticks
+        place = in_line.index(self.id)
+        # One tick past the silence: the follower before us in line grants from the silence on.
+        self.early_campaign_ticks = (silence_ticks + 1
+                                     + place * EARLY_CAMPAIGN_STAGGER_HEARTBEATS * self.config.heartbeat_ticks)
+        assert self.early_campaign_ticks > silence_ticks
 
     def has_ready(self) -> bool:
         """Whether ready() has anything to hand out. A cheap look (asked on every turn of the
@@ -461,7 +471,12 @@ class RaftNode:
         )
 
     def _leader_presumed_gone(self) -> bool:
-        """The driver reported the leader unreachable, and it has been silent long enough."""
+        """The driver reported the leader unreachable, and it has been silent long enough to
+        grant another follower's pre-vote (our own campaign comes later: _early_campaign_due)."""
+        silence_ticks = LEADER_SILENCE_HEARTBEATS_MIN * self.config.heartbeat_ticks
+        return self.early_campaign_ticks is not None and self.election_elapsed_ticks >= silence_ticks
+
+    def _early_campaign_due(self) -> bool:
         return self.early_campaign_ticks is not None and self.election_elapsed_ticks >= self.early_campaign_ticks
 
     # == ticks ================================================================================
@@ -469,7 +484,7 @@ class RaftNode:
     def _tick_election(self) -> None:
         self.election_elapsed_ticks += 1
         timed_out = self.election_elapsed_ticks >= self.randomized_election_ticks
-        if self._promotable() and (timed_out or self._leader_presumed_gone()):
+        if self._promotable() and (timed_out or self._early_campaign_due()):
             self.election_elapsed_ticks = 0
             self._campaign(_Campaign.PRE_ELECTION if self.config.pre_vote else _Campaign.ELECTION)
 

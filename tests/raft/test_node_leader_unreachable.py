@@ -5,7 +5,8 @@ from node.raft.types import MessageKind, Role
 from raft_harness import Cluster
 
 SETTINGS = dict(heartbeat_ticks=2, election_ticks_min=20, election_ticks_max=30)
-SILENCE_TICKS_MIN = 2 * SETTINGS["heartbeat_ticks"]
+SILENCE_TICKS_MIN = 1 * SETTINGS["heartbeat_ticks"]  # LEADER_SILENCE_HEARTBEATS_MIN
+STAGGER_TICKS = 2 * SETTINGS["heartbeat_ticks"]  # EARLY_CAMPAIGN_STAGGER_HEARTBEATS
 
 
 def cluster_led_by_a(**config) -> Cluster:
@@ -35,8 +36,23 @@ def test_the_followers_of_a_crashed_leader_elect_another_within_a_few_heartbeats
     for follower in "bc":  # a's process died: both see their connection to it close
         cluster.nodes[follower].leader_unreachable("a")
     ticks = run_ticks(cluster, SETTINGS["election_ticks_min"], {"b", "c"}, new_leader(cluster, {"b", "c"}))
-    assert SILENCE_TICKS_MIN <= ticks < 2 * SILENCE_TICKS_MIN + 2  # not the 20..30 of a timeout
-    assert {cluster.nodes[n].term for n in "bc"} == {3}
+    # b, first in line, campaigns a tick past the silence, and c (silent that long) grants.
+    assert ticks == SILENCE_TICKS_MIN + 1  # not the 20..30 of a timeout
+    assert cluster.nodes["b"].role == Role.LEADER
+    assert {cluster.nodes[n].term for n in "bc"} == {3}  # one election: the vote did not split
+
+
+def test_the_next_in_line_wins_when_the_first_ones_log_is_behind():
+    cluster = cluster_led_by_a()
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    a.propose(b"only c has it")
+    cluster.stabilize(cluster.process("a"), drop=lambda message: "b" in (message.source, message.target))
+    assert c.log.last_index() == b.log.last_index() + 1
+    for follower in "bc":
+        cluster.nodes[follower].leader_unreachable("a")
+    ticks = run_ticks(cluster, SETTINGS["election_ticks_min"], {"b", "c"}, new_leader(cluster, {"b", "c"}))
+    assert ticks == SILENCE_TICKS_MIN + 1 + STAGGER_TICKS  # c refused b's pre-vote, then won its own
+    assert c.role == Role.LEADER and (b.term, c.term) == (3, 3)
 
 
 def test_without_the_option_the_election_timeout_applies():
