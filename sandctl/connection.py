@@ -96,6 +96,8 @@ class Connections:
         self._sockets: dict[str, zmq.Socket] = {}
         self._node_of_socket: dict[zmq.Socket, str] = {}
         self._watches: dict[str, HandshakeWatch] = {}  # why a node refused our handshake
+        self._node_of_monitor: dict[zmq.Socket, str] = {}  # each watch's monitor, polled beside the DEALERs
+        self._lost: set[str] = set()  # nodes whose connection closed since take_lost()
         self._poller = zmq.Poller()
         self._wakeup: zmq.Socket | None = None
         self._next_request_id = 1
@@ -112,6 +114,8 @@ class Connections:
             watch = connect_dealer(socket, self.addresses[node], self.options, node, watch=True)
             if watch is not None:
                 self._watches[node] = watch
+                self._node_of_monitor[watch.monitor] = node
+                self._poller.register(watch.monitor, zmq.POLLIN)
             self._sockets[node] = socket
             self._node_of_socket[socket] = node
             self._poller.register(socket, zmq.POLLIN)
@@ -130,6 +134,7 @@ class Connections:
         for watch in self._watches.values():
             watch.close()
         self._watches.clear()
+        self._node_of_monitor.clear()
         for socket in self._sockets.values():
             socket.close(linger=0)
         self._sockets.clear()
@@ -144,6 +149,20 @@ class Connections:
             if reason is not None:
                 return reason
         return None
+
+    def take_lost(self) -> set[str]:
+        """Nodes whose connection closed since the last call: a request pending there will
+        get no reply (a killed node's kernel closes its connections at
+        once), so its sender need not wait out the attempt timeout."""
+        for monitor in self._node_of_monitor:  # events not polled yet: a caller about to send
+            self._note_monitor(monitor)
+        lost, self._lost = self._lost, set()
+        return lost
+
+    def _note_monitor(self, monitor: zmq.Socket) -> None:
+        node = self._node_of_monitor[monitor]
+        if self._watches[node].take_disconnects():
+            self._lost.add(node)
 
     # ----- requests
 
@@ -197,6 +216,9 @@ class Connections:
         for socket, _ in self._poller.poll(timeout=math.ceil(max(0.0, timeout_seconds) * 1000)):
             if socket is self._wakeup:
                 _drain(socket)
+                continue
+            if socket in self._node_of_monitor:
+                self._note_monitor(socket)
                 continue
             self._receive(socket, replies)
         return replies
@@ -259,6 +281,8 @@ class Connections:
             for socket, events in self._poller.poll(timeout=math.ceil(timeout_seconds * 1000)):
                 if socket is self._wakeup:
                     _drain(socket)
+                elif socket in self._node_of_monitor:
+                    self._note_monitor(socket)
                 elif events & zmq.POLLIN:
                     self._receive(socket, replies)
             return replies

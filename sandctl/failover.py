@@ -15,6 +15,7 @@ background; its "leader" field (a leader hint) sends the next call to the leader
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Iterator
 
@@ -31,6 +32,10 @@ ATTEMPT_TIMEOUT_SECONDS = 1.0
 CONNECT_WAIT_SECONDS = 0.25
 BACKOFF_SECONDS_MIN = 0.01
 BACKOFF_SECONDS_MAX = 0.2
+# For this long after a call starts its backoff stays at the minimum before it doubles: a
+# crashed leader is replaced in tens of milliseconds (its followers see its connections close),
+# and a doubling backoff (10, 20, 40 ms) waited up to twice that past the new leader.
+FAST_RETRY_SECONDS = 0.1
 # A node known to lead is asked again after this long (in the background, after a success):
 # a deposed leader keeps answering by forwarding, and the client should follow the new one.
 LEADER_CONFIRMATION_SECONDS = 2.0
@@ -39,6 +44,7 @@ LEADER_CONFIRMATION_SECONDS = 2.0
 SILENCE_REMEMBERED_SECONDS = 5.0
 
 assert BACKOFF_SECONDS_MIN < BACKOFF_SECONDS_MAX
+assert FAST_RETRY_SECONDS <= ATTEMPT_TIMEOUT_SECONDS
 assert CONNECT_WAIT_SECONDS <= ATTEMPT_TIMEOUT_SECONDS
 
 # Error codes that say "this attempt changed nothing, ask again (elsewhere)".
@@ -68,6 +74,9 @@ class LeaderTracker:
         self.addresses = addresses
         self.leader: str | None = None
         self._confirmed_at: float | None = None
+        # Until when (time.monotonic) leader_confirmed holds: one comparison for a caller that
+        # checks it on every call.
+        self.confirmed_until = -math.inf
         self._silent_since: dict[str, float] = {}
 
     @property
@@ -79,12 +88,12 @@ class LeaderTracker:
 
     @property
     def leader_confirmed(self) -> bool:
-        confirmed_at = self._confirmed_at
-        return confirmed_at is not None and time.monotonic() - confirmed_at < LEADER_CONFIRMATION_SECONDS
+        return time.monotonic() < self.confirmed_until
 
     def set_leader(self, node: str | None, confirmed: bool) -> None:
         self.leader = node
         self._confirmed_at = time.monotonic() if confirmed and node is not None else None
+        self.confirmed_until = -math.inf if self._confirmed_at is None else self._confirmed_at + LEADER_CONFIRMATION_SECONDS
         if confirmed:
             self._silent_since.pop(node, None)
 
@@ -269,7 +278,8 @@ class CallPlan:
 
     def _next_backoff(self) -> float:
         seconds = self.backoff_seconds
-        self.backoff_seconds = min(self.backoff_seconds * 2, BACKOFF_SECONDS_MAX)
+        if time.monotonic() - self.started >= FAST_RETRY_SECONDS:
+            self.backoff_seconds = min(self.backoff_seconds * 2, BACKOFF_SECONDS_MAX)
         return seconds
 
     def _unreachable_message(self) -> str:
@@ -310,6 +320,7 @@ class Failover:
         """Send op until a final answer or the deadline; returns the result or raises the named
         error (NotLeader only when pinned to a follower)."""
         self._harvest_leader_probe()
+        self._note_lost_connections()  # a leader that died since the last call is not tried first
         plan = CallPlan(self.tracker, op, write=write, timeout_seconds=timeout_seconds, pinned=pinned,
                         attempt_timeout_seconds=self.attempt_timeout_seconds,
                         unreachable_seconds=self.unreachable_seconds)
@@ -348,6 +359,18 @@ class Failover:
                     self._on_leader_probe(reply)
                 elif key in plan.attempts and plan.on_reply(reply):
                     return reply
+            # A closed connection loses what was sent on it: the node is treated as silent at
+            # once (a killed leader is not waited for), and the attempt is over unanswered (a
+            # write is retried elsewhere under the same session seq, which dedups it).
+            if plan.current is not None and plan.current[0] in self._note_lost_connections():
+                return None
+
+    def _note_lost_connections(self) -> set[str]:
+        """Nodes whose connection closed since the last look, now treated as silent."""
+        lost = self.connections.take_lost()
+        for node in lost:
+            self.tracker.timed_out(node)
+        return lost
 
     # ----- returning to the leader
 

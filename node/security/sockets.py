@@ -258,7 +258,8 @@ class ClientSecurity:
 
 
 _WATCHED_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                   | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+                   | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                   | zmq.EVENT_DISCONNECTED)
 MONITOR_EVENTS_PER_CALL_MAX = 64
 
 
@@ -276,17 +277,36 @@ class HandshakeWatch:
         self._socket = socket
         self._monitor = socket.get_monitor_socket(_WATCHED_EVENTS)
         self._last_refusal: str | None = None
+        self._disconnects = 0  # connections that closed since take_disconnects() last asked
+
+    @property
+    def monitor(self) -> zmq.Socket:
+        """Readable when an event is queued: a caller may poll it beside the DEALER."""
+        return self._monitor
 
     def refusal(self) -> str | None:
         """The reason the latest handshake failed, or None (no failure, or a later success)."""
+        self._take_events()
+        return self._last_refusal
+
+    def take_disconnects(self) -> int:
+        """How many connections to the node closed since the last call (its process died, or
+        the network cut it): requests sent on one will get no reply."""
+        self._take_events()
+        disconnects, self._disconnects = self._disconnects, 0
+        return disconnects
+
+    def _take_events(self) -> None:
         for _ in range(MONITOR_EVENTS_PER_CALL_MAX):
             try:
                 message = self._monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
             event = parse_monitor_message(message)
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self._disconnects += 1
+                continue
             self._last_refusal = self._explain(event["event"], event["value"])
-        return self._last_refusal
 
     def _explain(self, event: int, value: int) -> str | None:
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from node.errors import AlreadyExists, NoLeader, NotLeader, TimedOut, Unavailable
+from sandctl import failover
 from sandctl.connection import Reply
 from sandctl.failover import BACKOFF_SECONDS_MIN, SILENCE_REMEMBERED_SECONDS, CallPlan, LeaderTracker
 
@@ -39,7 +40,8 @@ def test_a_hint_is_followed_at_once_and_remembered_as_the_leader():
     assert not plan.succeeded(done)  # a confirmed leader served it: no status question needed
 
 
-def test_no_leader_backs_off_and_rotates_and_the_backoff_grows():
+def test_no_leader_backs_off_and_rotates_and_the_backoff_grows(monkeypatch):
+    monkeypatch.setattr(failover, "FAST_RETRY_SECONDS", 0.0)  # a call past its first fast retries
     plan = plan_for(LeaderTracker(dict(ADDRESSES)))
     waits = []
     for request_id, node in enumerate(["n1", "n2", "n3", "n1"], start=1):
@@ -51,6 +53,21 @@ def test_no_leader_backs_off_and_rotates_and_the_backoff_grows():
     assert waits[0] == BACKOFF_SECONDS_MIN and waits == sorted(waits) and waits[-1] > waits[0]
     # Every attempt answered "nothing changed": at the deadline, Unavailable, never TimedOut.
     assert isinstance(plan.failure(), Unavailable) and "was not applied" in str(plan.failure())
+
+
+def test_early_in_a_call_no_leader_is_retried_at_the_shortest_backoff(monkeypatch):
+    """A crashed leader is replaced within tens of ms: a call's first retries do not back off
+    past the new leader."""
+    monkeypatch.setattr(failover, "FAST_RETRY_SECONDS", 3600.0)  # the whole test is "early"
+    plan = plan_for(LeaderTracker(dict(ADDRESSES)))
+    waits = []
+    for request_id in range(1, 6):
+        node = plan.next_target()
+        plan.sent(node, request_id)
+        reply = error(node, request_id, NoLeader("election"))
+        assert plan.on_reply(reply)
+        waits.append(plan.answered(reply))
+    assert waits == [BACKOFF_SECONDS_MIN] * 5
 
 
 def test_a_silent_write_attempt_makes_the_outcome_unknown():
