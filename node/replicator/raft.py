@@ -55,13 +55,31 @@ class MeasuredStore:
     def __init__(self, store) -> None:
         self._store = store
         self.fsync_latency = LatencySamples()
+        # When the first apply-only batch since the last durable one was written (NodeStore
+        # then holds it open, to commit with the next durable batch or commit_deferred), or
+        # None: the loop must keep running ticks to commit it.
+        self._deferred_since: float | None = None
+
+    @property
+    def deferred(self) -> bool:
+        return self._deferred_since is not None
+
+    def note_commit_deferred(self, now_seconds: float, older_than_seconds: float) -> None:
+        """The loop called NodeStore.commit_deferred(older_than_seconds) at now_seconds."""
+        if self._deferred_since is not None and now_seconds - self._deferred_since >= older_than_seconds:
+            self._deferred_since = None
 
     @contextmanager
     def write_batch(self, durable: bool = True):
         started = time.monotonic()
         with self._store.write_batch(durable=durable) as batch:
             yield batch
-        self.fsync_latency.add_seconds(time.monotonic() - started)
+        ended = time.monotonic()
+        self.fsync_latency.add_seconds(ended - started)
+        if durable:
+            self._deferred_since = None  # committed with this batch
+        elif self._deferred_since is None:
+            self._deferred_since = ended  # not before NodeStore's own clock for it
 
     def hard_state(self):
         return self._store.hard_state()
@@ -150,6 +168,8 @@ class RaftReplicator:
             read_timeout_seconds=2 * config.election_ticks_max * self._tick_seconds,
         )
         self._next_tick_at = time.monotonic() + self._tick_seconds
+        # A heartbeat late by more than a tick wakes a follower on every tick again.
+        self._follower_wake_seconds = (config.heartbeat_ticks + 1) * self._tick_seconds
         self.leader_changes: list[dict] = []
         self.log_entries_at_start = store.last_index() - store.first_index() + 1
         self.applied_at_start = applied_index
@@ -187,6 +207,10 @@ class RaftReplicator:
 
     def on_readable(self, socket: zmq.Socket) -> None:
         now = time.monotonic()
+        # Ticks that fell due while the loop slept come first, as if counted on time: a
+        # follower that slept through them (seconds_until_tick) must not count them after the
+        # heartbeat that woke it, as silence that heartbeat ended.
+        self._run_due_ticks(now)
         for item in self.transport.peer.receive():
             if item[0] == "raft":
                 self.driver.step(item[1], now)
@@ -197,7 +221,24 @@ class RaftReplicator:
     def seconds_until_tick(self, now_seconds: float) -> float:
         if self.driver.has_work():
             return 0.0
-        return max(0.0, self._next_tick_at - now_seconds)
+        return max(0.0, self._next_wake_at() - now_seconds)
+
+    def _next_wake_at(self) -> float:
+        """When the loop must run next without input: at the next tick, except for a follower
+        that hears its leader. A follower's ticks only count towards its election timeout
+        (election_ticks_min ticks at least): while heartbeats arrive, each wakes the loop and
+        the ticks in between are counted then (_run_due_ticks), so waking for every tick as
+        well would double an idle follower's turns for nothing. Once the leader misses a
+        heartbeat by a tick, or anything else is due (a pre-vote after a lost link, reads,
+        apply-only batches to commit), it wakes on every tick again."""
+        next_tick_at = self._next_tick_at
+        core = self.core
+        if core.role != Role.FOLLOWER or core.early_campaign_ticks is not None or self._measured_store.deferred:
+            return next_tick_at
+        heard_at = self.driver.last_contact.get(core.lead)
+        if heard_at is None or self.driver.reads_pending():
+            return next_tick_at
+        return max(next_tick_at, heard_at + self._follower_wake_seconds)
 
     def replicate(self, command: bytes, decoded: Command | None = None) -> None:
         self.driver.propose(command, time.monotonic(), decoded)
@@ -288,13 +329,16 @@ class RaftReplicator:
 
     # ----- the loop body
 
-    def run(self, now_seconds: float) -> None:
+    def _run_due_ticks(self, now_seconds: float) -> None:
+        if now_seconds - self._next_tick_at > 1.0:
+            # The process was stalled (suspended, swapping): do not replay a burst of ticks.
+            self._next_tick_at = now_seconds
         while now_seconds >= self._next_tick_at:
             self.core.tick()
             self._next_tick_at += self._tick_seconds
-        if now_seconds - self._next_tick_at > 1.0:
-            # The process was stalled (suspended, swapping): do not replay a burst of ticks.
-            self._next_tick_at = now_seconds + self._tick_seconds
+
+    def run(self, now_seconds: float) -> None:
+        self._run_due_ticks(now_seconds)
         # A closed link to the leader (its process died: the kernel closed its connections) is a
         # hint to pre-vote after a few heartbeats of silence instead of the whole election
         # timeout. The core ignores it for any peer but its leader, and pre-vote with leader
@@ -305,7 +349,9 @@ class RaftReplicator:
         # Apply-only batches wait for the next durable batch to commit with it (NodeStore): at
         # one write outstanding the next write's comes within a round trip. Other threads
         # (chunk GC, repair, snapshots) see them once committed: at the latest a tick later.
+        checked_at = time.monotonic()  # not after NodeStore's own clock for the check
         self._store.commit_deferred(older_than_seconds=self._tick_seconds)
+        self._measured_store.note_commit_deferred(checked_at, older_than_seconds=self._tick_seconds)
 
     # ----- snapshots (log compaction)
 

@@ -1,0 +1,117 @@
+"""When the Raft replicator asks the node's loop to wake: a follower that hears its leader
+sleeps through its ticks (they are counted when the next message wakes it, before that
+message), and wakes on every tick again once the leader is late. No timing is asserted: each
+test reads the replicator's own answers for given `now` values."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import zmq
+
+from node.config import ClusterConfig, NodeAddress
+from node.metadata.state_machine import Namespace
+from node.raft.types import Message, MessageKind, Role
+from node.replicator.raft import RaftReplicator
+from node.storage.lmdb_store import NodeStore
+from node.transport.codec import encode_message
+
+LEADER = "n2"
+LEADER_TERM = 5
+POLL_DEADLINE_MS = 10_000
+
+
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class _Callbacks:
+    def results_fixed(self, results) -> None: ...
+    def applied(self, index, decoded, result) -> None: ...
+    def conf_applied(self, index, term) -> None: ...
+    def reads_ready(self, tokens) -> None: ...
+    def reads_failed(self, tokens, error) -> None: ...
+
+
+@pytest.fixture
+def replicator(tmp_path, context):
+    nodes = tuple(
+        NodeAddress(node_id, f"127.0.0.1:{_unused_port()}", f"127.0.0.1:{_unused_port()}",
+                    f"127.0.0.1:{_unused_port()}", raft_bind="127.0.0.1:*" if node_id == "n1" else "")
+        for node_id in ("n1", "n2", "n3")
+    )
+    config = ClusterConfig(nodes=nodes)
+    store = NodeStore(tmp_path / "n1", 1 << 26)
+    namespace = Namespace(store.env, session_ttl_ns=10**12)
+    made = RaftReplicator(config, "n1", store, namespace, _Callbacks(), context)
+    yield made
+    made.close()
+    store.close()
+
+
+def _heartbeat(replicator: RaftReplicator) -> Message:
+    return Message(kind=MessageKind.HEARTBEAT, source=LEADER, target="n1", term=LEADER_TERM,
+                   commit=replicator.core.status().commit)
+
+
+def _deliver(replicator: RaftReplicator, context: zmq.Context, message: Message) -> None:
+    """Send `message` to the replicator's raft port as node n2 and let it read it."""
+    sender = context.socket(zmq.DEALER)
+    sender.setsockopt(zmq.LINGER, 0)
+    sender.setsockopt(zmq.IDENTITY, LEADER.encode())
+    sender.connect(f"tcp://{replicator.transport.peer.bound_address}")
+    try:
+        sender.send(encode_message(message))
+        assert replicator.transport.peer.socket.poll(POLL_DEADLINE_MS), "the heartbeat never arrived"
+        replicator.on_readable(replicator.transport.peer.socket)
+    finally:
+        sender.close(linger=0)
+
+
+def _follow(replicator: RaftReplicator, context: zmq.Context) -> float:
+    """Make the replicator a follower of n2 that just heard from it; the time it heard."""
+    _deliver(replicator, context, _heartbeat(replicator))
+    heard_at = replicator.driver.last_contact[LEADER]
+    replicator.run(heard_at)
+    assert replicator.core.role == Role.FOLLOWER and replicator.core.lead == LEADER
+    assert not replicator.driver.has_work()
+    return heard_at
+
+
+def test_a_follower_that_hears_its_leader_sleeps_through_its_ticks(replicator, context):
+    heard_at = _follow(replicator, context)
+    tick_seconds = replicator._tick_seconds
+    heartbeat_seconds = replicator._config.heartbeat_ticks * tick_seconds
+    # Until the next heartbeat is a tick late, no tick needs the loop: it waits for the message.
+    sleep_seconds = replicator.seconds_until_tick(heard_at)
+    assert sleep_seconds > heartbeat_seconds
+    assert sleep_seconds <= heartbeat_seconds + 2 * tick_seconds
+    # A leader later than that: every tick counts towards the election again.
+    late = heard_at + heartbeat_seconds + 2 * tick_seconds
+    replicator.run(late)
+    assert replicator.seconds_until_tick(late) <= tick_seconds
+
+
+def test_ticks_slept_through_are_counted_before_the_message_that_wakes_the_follower(replicator, context):
+    heard_at = _follow(replicator, context)
+    elapsed_before = replicator.core.election_elapsed_ticks
+    # The loop slept through several ticks; the heartbeat that wakes it ends that silence.
+    replicator._next_tick_at = heard_at - 5 * replicator._tick_seconds
+    _deliver(replicator, context, _heartbeat(replicator))
+    replicator.run(replicator.driver.last_contact[LEADER])
+    assert replicator.core.election_elapsed_ticks <= elapsed_before
+    assert replicator.core.election_elapsed_ticks == 0
+
+
+def test_a_follower_with_an_open_apply_batch_wakes_on_the_next_tick(replicator, context):
+    heard_at = _follow(replicator, context)
+    with replicator._measured_store.write_batch(durable=False):
+        pass  # an apply-only batch: NodeStore keeps it open until a commit
+    assert replicator.seconds_until_tick(heard_at) <= replicator._tick_seconds
+    # Committed with the next durable batch (or by the loop a tick later): it sleeps again.
+    with replicator._measured_store.write_batch(durable=True):
+        pass
+    assert replicator.seconds_until_tick(heard_at) > replicator._tick_seconds
