@@ -78,9 +78,10 @@ class ClusterConfig:
     # Heartbeat 20 ms, election timeout 500-1000 ms. The long election timeout is for silent
     # failures only (partition, pause, power): a loaded 2-core machine can stall a node's loop for
     # a few hundred ms, and 150-300 ms let such a stall depose a healthy leader. A crashed
-    # leader's closed connections start a pre-vote after 2-4 heartbeats of silence instead
-    # (campaign_on_leader_unreachable), so the heartbeat interval, not the election timeout,
-    # sets how fast a crash fails over: 20 ms gives 40-80 ms.
+    # leader's closed connections start a pre-vote after a heartbeat and a tick of silence
+    # instead, the followers one after another in id order (campaign_on_leader_unreachable), so
+    # the heartbeat interval, not the election timeout, sets how fast a crash fails over: 20 ms
+    # gives a new leader 25-50 ms after the kill here.
     heartbeat_ticks: int = 2
     election_ticks_min: int = 50
     election_ticks_max: int = 100

@@ -83,7 +83,7 @@ COMMAND_OPS: dict[str, dict[str, str]] = {**WRITE_OPS, **REPLICA_OPS}  # every o
 OPS: dict[str, dict[str, str]] = {**READ_OPS, **WRITE_OPS, **ADMIN_OPS}
 
 # Served on the separate chunk port (node/chunks/service.py), validated with ops=CHUNK_OPS.
-# Chunk ids are 32-byte BLAKE2b-256 digests of the content.
+# Chunk ids are 32-byte digests of the content (node/chunk_ids.py: BLAKE3, or BLAKE2b before).
 #
 # Framing: chunk content never goes through msgpack (packing or unpacking 4 MiB into a map
 # copies it). A request is the request map above as one frame, and for the ops in

@@ -374,7 +374,7 @@ def stat_command(settings: Settings, path: str, show_chunks: bool, stale: bool) 
             rows.append([position, bytes(chunk_id).hex(), size, ",".join(state.get("live", replicas)),
                          ",".join(f"{node} ({why})" for node, why in state.get("not_live", {}).items()),
                          state.get("pending") or ""])
-        output.print_table(rows, ["#", "chunk id (BLAKE2b-256)", "size", "live replicas", "not live", "pending"])
+        output.print_table(rows, ["#", "chunk id", "size", "live replicas", "not live", "pending"])
 
 
 @command(name="find")
