@@ -6,14 +6,22 @@ forgotten, measured by the log's own clock (the largest now_ns any command carri
 node expires the same sessions at the same entry.
 
 Every applied write reads its client's session and writes it again, so the stored value keeps
-the two numbers apply needs in a fixed-size head and the result after it, decoded only for a
+the numbers apply needs in a fixed-size head and the result after it, decoded only for a
 retry (decoding the result dict was most of the cost of reading a session):
 
-  struct ">QQ" (last seq, last active clock ns) + msgpack(stored result)
+  struct ">QQQ" (last seq, last active clock ns, indexed clock ns) + msgpack(stored result)
 
-A value written before this format (msgpack [last seq, result, last active clock ns]) starts
-with a 3-element array header, which no head can start with (a seq is below 2**62: its first
-byte is below 0x40), and is still read.
+The expiry index lists each session under its `indexed` time, its last activity when it was
+last indexed: a session active again within REINDEX_FRACTION of the TTL keeps its index entry
+(moving it cost a delete and a put per write). So an entry may be older than the session's
+last activity, never newer: expire() finds every session idle for longer than the TTL among
+the entries older than the cutoff, and indexes the others it finds there at their last
+activity. Which sessions expire at which entry is decided by the last activity alone, as
+before, so it is the same on every node whatever the batches.
+
+A value written before this format (msgpack [last seq, result, last active clock ns], indexed
+at its last activity) starts with a 3-element array header, which no head can start with (a
+seq is below 2**62: its first byte is below 0x40), and is still read.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from node.metadata.tables import KEY_CLOCK_NS, NamespaceTables, pack_uint64, unp
 from node.packing import packb
 
 _CLOCK_BYTES = 8
-_HEAD = struct.Struct(">QQ")  # last seq, last active clock ns
+_HEAD = struct.Struct(">QQQ")  # last seq, last active clock ns, indexed clock ns
+REINDEX_FRACTION = 16  # a session is indexed again once active TTL / 16 after its index entry
 _LEGACY_FIRST_BYTE = 0x93  # msgpack fixarray of 3: the format before the head
 SEQ_MAX = 1 << 62  # the codecs bound every number below 2**62
 assert SEQ_MAX.to_bytes(8, "big")[0] < _LEGACY_FIRST_BYTE  # a head never looks like the old format
@@ -44,6 +53,7 @@ class Session(NamedTuple):
     last_seq: int
     encoded_result: bytes
     last_active_ns: int
+    indexed_ns: int  # the time its expiry index entry is listed under (<= last_active_ns)
 
     def result(self) -> dict:
         return msgpack.unpackb(self.encoded_result, raw=False)
@@ -54,6 +64,8 @@ class Sessions:
         assert ttl_ns > 0, ttl_ns
         self._tables = tables
         self._ttl_ns = ttl_ns
+        self._reindex_after_ns = max(1, ttl_ns // REINDEX_FRACTION)
+        assert self._reindex_after_ns <= ttl_ns
 
     def clock_ns(self, txn: lmdb.Transaction) -> int:
         value = txn.get(KEY_CLOCK_NS, db=self._tables.meta)
@@ -80,9 +92,20 @@ class Sessions:
         key = cursor.key()
         while key and unpack_uint64(key[:_CLOCK_BYTES]) < cutoff_ns:
             client = key[_CLOCK_BYTES:]
-            deleted = txn.delete(client, db=self._tables.sessions)
-            assert deleted, f"expiry index names a missing session {client!r}"
+            session = self._decode(txn.get(client, db=self._tables.sessions))
+            assert session is not None, f"expiry index names a missing session {client!r}"
+            assert session.indexed_ns == unpack_uint64(key[:_CLOCK_BYTES]), (client, session)
             cursor.delete()
+            if session.last_active_ns < cutoff_ns:
+                txn.delete(client, db=self._tables.sessions)
+            else:
+                # Active since it was indexed: list it at its last activity, at or after the
+                # cutoff, so each turn of this loop leaves one entry fewer before it.
+                txn.put(pack_uint64(session.last_active_ns) + client, b"", True, True, False,
+                        self._tables.session_expiry)
+                self._put(txn, client, session.last_seq, session.encoded_result, session.last_active_ns,
+                          session.last_active_ns)
+                cursor.first()  # the put may have moved the cursor's page: look again from the start
             key = cursor.key()
         return unpack_uint64(key[:_CLOCK_BYTES]) if key else NO_SESSION_NS
 
@@ -92,14 +115,17 @@ class Sessions:
         return None if oldest_floor_ns is None else min(oldest_floor_ns, clock_ns)
 
     def get(self, txn: lmdb.Transaction, client: str) -> Session | None:
-        value = txn.get(client.encode("utf-8"), None, self._tables.sessions)
+        return self._decode(txn.get(client.encode("utf-8"), None, self._tables.sessions))
+
+    @staticmethod
+    def _decode(value: bytes | None) -> Session | None:
         if value is None:
             return None
         if value[0] == _LEGACY_FIRST_BYTE:
             last_seq, result, last_active_ns = msgpack.unpackb(value, raw=False)
-            return Session(last_seq, packb(result), last_active_ns)
-        last_seq, last_active_ns = _HEAD.unpack_from(value)
-        return Session(last_seq, value[_HEAD.size :], last_active_ns)
+            return Session(last_seq, packb(result), last_active_ns, last_active_ns)
+        last_seq, last_active_ns, indexed_ns = _HEAD.unpack_from(value)
+        return Session(last_seq, value[_HEAD.size :], last_active_ns, indexed_ns)
 
     def record(self, txn: lmdb.Transaction, client: str, previous: Session | None, seq: int, result: dict,
                clock_ns: int) -> None:
@@ -107,9 +133,22 @@ class Sessions:
         this transaction (passed in: apply has just read it, and reading it twice was a cost)."""
         assert 0 < seq < SEQ_MAX, seq
         client_key = client.encode("utf-8")
-        if previous is not None:
+        if previous is None:
+            indexed_ns = clock_ns
+            txn.put(pack_uint64(clock_ns) + client_key, b"", True, True, False, self._tables.session_expiry)
+        elif clock_ns - previous.indexed_ns < self._reindex_after_ns:
             assert seq > previous.last_seq, (client, seq, previous.last_seq)
-            deleted = txn.delete(pack_uint64(previous.last_active_ns) + client_key, b"", self._tables.session_expiry)
+            indexed_ns = previous.indexed_ns  # its index entry stays: see the module's docstring
+        else:
+            assert seq > previous.last_seq, (client, seq, previous.last_seq)
+            deleted = txn.delete(pack_uint64(previous.indexed_ns) + client_key, b"", self._tables.session_expiry)
             assert deleted, f"session {client!r} missing from the expiry index"
-        txn.put(client_key, _HEAD.pack(seq, clock_ns) + packb(result), True, True, False, self._tables.sessions)
-        txn.put(pack_uint64(clock_ns) + client_key, b"", True, True, False, self._tables.session_expiry)
+            indexed_ns = clock_ns
+            txn.put(pack_uint64(clock_ns) + client_key, b"", True, True, False, self._tables.session_expiry)
+        self._put(txn, client_key, seq, packb(result), clock_ns, indexed_ns)
+
+    def _put(self, txn: lmdb.Transaction, client_key: bytes, seq: int, encoded_result: bytes, last_active_ns: int,
+             indexed_ns: int) -> None:
+        assert indexed_ns <= last_active_ns, (client_key, indexed_ns, last_active_ns)
+        value = _HEAD.pack(seq, last_active_ns, indexed_ns) + encoded_result
+        txn.put(client_key, value, True, True, False, self._tables.sessions)

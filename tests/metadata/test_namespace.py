@@ -451,15 +451,18 @@ def test_a_directory_removed_or_moved_in_a_batch_is_not_written_into_later_in_it
     assert node.tree() == ([] if op == "rm" else [("/e", "dir", 0), ("/e/f", "file", 1)])
 
 
-def session_commands(rng: random.Random, count: int, ttl_ns: int) -> list[bytes]:
+def session_commands(rng: random.Random, count: int, ttl_ns: int, clients: int = 4,
+                     step_max_ns: int | None = None, pause_probability: float = 0.05) -> list[bytes]:
     """Writes of a few clients whose log clock moves by up to half a TTL per write (sometimes
     two TTLs), with retries of each client's last seq and stale ones: sessions expire in the
     middle of batches."""
     commands = []
-    seqs = {client: 0 for client in ("c1", "c2", "c3", "c4")}
+    seqs = {f"c{number}": 0 for number in range(1, clients + 1)}
+    weights = [1 / number for number in range(1, clients + 1)]  # some clients write rarely
+    step_max_ns = step_max_ns or ttl_ns // 2
     now_ns = 0
     for number in range(count):
-        client = rng.choice(sorted(seqs))
+        client = rng.choices(sorted(seqs, key=lambda name: int(name[1:])), weights)[0]
         if seqs[client] and rng.random() < 0.3:
             seq = max(1, seqs[client] - rng.randrange(2))  # a retry, or a stale seq
         else:
@@ -467,7 +470,7 @@ def session_commands(rng: random.Random, count: int, ttl_ns: int) -> list[bytes]
             seq = seqs[client]
         # Now and then a pause longer than the TTL: every session expires, and the sessions
         # recorded after it in the same batch must expire in their turn.
-        now_ns += 2 * ttl_ns if rng.random() < 0.05 else rng.randrange(ttl_ns // 2)
+        now_ns += 2 * ttl_ns if rng.random() < pause_probability else rng.randrange(step_max_ns)
         path = rng.choice(["/a", "/b", "/a/x", f"/f{number % 5}"])
         commands.append(encode_command("write_file", {"path": path, "data": b"x", "size": 1, "parents": True,
                                                       "client": client, "seq": seq}, now_ns))
@@ -506,3 +509,31 @@ def test_a_seq_a_session_cannot_store_is_refused():
     with pytest.raises(BadRequest, match="seq must be below"):
         encode_command("mkdir", {"path": "/a", "client": "c", "seq": 1 << 62}, 1)
     assert decode_command(encode_command("mkdir", {"path": "/a", "client": "c", "seq": (1 << 62) - 1}, 1)).seq == (1 << 62) - 1
+
+
+def test_sessions_are_forgotten_exactly_when_idle_for_longer_than_the_ttl(tmp_path):
+    # The expiry index may list a session under an earlier time than its last activity (it is
+    # moved only now and then): after every write, the sessions kept must be exactly those of a
+    # model that forgets each client once the log clock passes its last activity by the TTL,
+    # and the index must list each of them once.
+    seed = random.randrange(1 << 32)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    ttl_ns = 16 * SECOND_NS
+    node = Node(tmp_path, session_ttl_ns=ttl_ns)
+    tables = node.namespace._tables
+    model: dict[str, tuple[int, int]] = {}  # client -> (last seq, last active clock ns)
+    clock_ns = 0
+    # Steps much shorter than the TTL, some clients rarely active: index entries that lag
+    # their session's last activity are met by expire() (which then moves them).
+    for data in session_commands(rng, 3000, ttl_ns, clients=12, step_max_ns=ttl_ns // 24, pause_probability=0.002):
+        command = decode_command(data)
+        clock_ns = max(clock_ns, command.now_ns)
+        model = {client: kept for client, kept in model.items() if kept[1] >= clock_ns - ttl_ns}
+        if command.client not in model or command.seq > model[command.client][0]:
+            model[command.client] = (command.seq, clock_ns)  # applied: retries and stale seqs are not
+        node.apply(data)
+        with node.store.read_transaction() as txn:
+            kept = sorted(bytes(key).decode() for key, _ in txn.cursor(db=tables.sessions))
+            indexed = sorted(bytes(key[8:]).decode() for key, _ in txn.cursor(db=tables.session_expiry))
+        assert kept == sorted(model) == indexed
