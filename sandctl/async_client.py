@@ -17,16 +17,17 @@ Use one AsyncClient per event loop, from that loop only.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import math
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 
 from collections import deque
 
 import msgpack
 import zmq
+import zmq.backend
 
 from node import protocol
 from node.config import ClusterConfig
@@ -41,9 +42,8 @@ from sandctl.failover import ATTEMPT_TIMEOUT_SECONDS, LEADER_CONFIRMATION_SECOND
 SESSIONS_MAX = 4096  # writes in flight at once per AsyncClient
 CONNECT_POLL_SECONDS = 0.005  # how often a request waiting for a connection looks again
 # The deadline sweep runs at most this often: a first attempt's timeout is noticed up to this
-# late. Swept at each earliest deadline instead, the timer fired once every request or two
-# (every answered request leaves its entry in the heap until due): a timer and a loop round
-# per request, most of a 1-outstanding request's client CPU.
+# late. Swept at each earliest deadline instead, the timer fired once every request or two:
+# a timer and a loop round per request, most of a 1-outstanding request's client CPU.
 SWEEP_INTERVAL_SECONDS = 0.01
 # Plain ints: testing zmq.EVENTS against pyzmq's enum flags runs enum code on every request.
 _POLLIN = int(zmq.POLLIN)
@@ -55,23 +55,84 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _zmq_poll = zmq.zmq_poll
 
 
-NOT_SENT = object()  # a queued first attempt that could not be sent (immediate socket: nothing queued)
-_unpackb = msgpack.unpackb
-
-
-class _Success(tuple):
-    """A first attempt's success, (node, result): what the drain hands the waiting call when a
-    reply is a well-formed success (the common case), without building a Reply. A tuple
-    subclass with no __new__ of its own, so making one runs no Python code."""
-
+class _NotSent:
     __slots__ = ()
 
 
-# What a call needs to know of its op: (schema, carries a write session, counts as a write).
-_OP_KINDS: dict[str, tuple[dict, bool, bool]] = {
-    op: (schema, op in protocol.WRITE_OPS, op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS)
-    for op, schema in protocol.OPS.items()
-}
+NOT_SENT = _NotSent()  # a queued first attempt that could not be sent (immediate socket: nothing queued)
+_unpackb = msgpack.unpackb
+# pyzmq's Socket.send is a Python wrapper (routing ids, groups) around the extension's send.
+_send = zmq.backend.Socket.send
+_Future = asyncio.Future
+_monotonic = time.monotonic
+
+# The Python types each argument type of node/protocol.py's schemas accepts exactly as
+# validate_args does (a bool is not an int there, and neither is it here: type() is exact).
+# A call whose every argument has one of these types, with every required one present, is
+# valid without validate_args; any other goes through validate_args for its named error.
+_EXACT_TYPES = {"str": (str,), "int": (int,), "bool": (bool,), "bytes": (bytes,), "list": (list, tuple),
+                "map": (dict,), "float": (int, float)}
+
+
+def _exact_types(schema: dict[str, str]) -> tuple[dict[str, tuple], frozenset[str]] | None:
+    """(argument name -> accepted types, required names) of a schema; None if some argument
+    takes any type (validate_args then checks every call of that op)."""
+    accepted = {}
+    for name, notation in schema.items():
+        types = _EXACT_TYPES.get(notation.rstrip("?"))
+        if types is None:
+            return None
+        accepted[name] = types
+    return accepted, frozenset(name for name, notation in schema.items() if not notation.endswith("?"))
+
+
+# What a call needs to know of its op: (schema, carries a write session, counts as a write,
+# accepted types per argument, required arguments). The session arguments are left out of
+# the accepted ones: the call adds its own, and a caller's "client" or "seq" (which the call
+# replaces) sends the call through validate_args as before.
+_OP_KINDS: dict[str, tuple] = {}
+for _op, _schema in protocol.OPS.items():
+    _session = _op in protocol.WRITE_OPS
+    _own = {name: notation for name, notation in _schema.items() if not (_session and name in ("client", "seq"))}
+    _types = _exact_types(_own)
+    _OP_KINDS[_op] = (_schema, _session, _session or _op in protocol.ADMIN_OPS,
+                      _types[0] if _types else None, _types[1] if _types else None)
+del _op, _schema, _session, _own, _types
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when it is installed, else asyncio's default one. uvloop runs the
+    loop's own work (ready callbacks, timers, reader callbacks) in C: about a sixth of a
+    small request's client instructions at 1 outstanding. The client runs on either."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(main: Coroutine):
+    """asyncio.run(main) on new_event_loop(): what the bench and the tree transfers run."""
+    loop = new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            _cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """What asyncio.run does with the tasks main left running: cancel them and let them end."""
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
 @dataclass
@@ -108,6 +169,11 @@ class _Replies:
         return self.arrived.popleft() if self.arrived else None
 
 
+# What a first attempt's future holds when the call did not succeed at once; anything else is
+# a success's result (decoded msgpack: never one of these types).
+_NOT_RESULTS = frozenset({Reply, _Replies, _NotSent})
+
+
 def _receive_rest(socket: zmq.Socket, frame: zmq.Frame) -> list:
     """The frames of a message whose first frame is `frame`, as buffers. Frame.more instead of
     recv_multipart's getsockopt(RCVMORE), which runs enum code."""
@@ -135,30 +201,34 @@ class _AsyncConnections:
     A call's first attempt is queued (queue_first) and a loop round's queued requests are sent
     back to back, then the socket drained once: ZeroMQ's I/O thread then wakes once for a batch
     rather than once per request, which is most of a small request's CPU. Its waiter is a future,
-    resolved with its Reply, with NOT_SENT if the send was refused (no connection: nothing was
-    queued), or at its deadline with a _Replies that collects a late answer. The later attempts
-    of a call that needed failover are sent at once (request) and wait on a _Replies. Deadlines
-    are one heap swept by one timer, armed for the earliest: no timer per request."""
+    resolved with the result of a success, with a Reply for anything else that came back, with
+    NOT_SENT if the send was refused (no connection: nothing was queued), or at its deadline
+    with a _Replies that collects a late answer. The later attempts of a call that needed
+    failover are sent at once (request) and wait on a _Replies.
+
+    Deadlines: first attempts still unanswered are kept in one insertion-ordered map (request
+    -> deadline), which an answer leaves; one timer sweeps it at most every
+    SWEEP_INTERVAL_SECONDS. No timer and no heap entry per request: a sweep looks only at the
+    requests in flight, and a request answered before its sweep costs it nothing."""
 
     def __init__(self, addresses: dict[str, str], options: SocketOptions) -> None:
         assert options.immediate, "failover relies on unsent meaning unapplied"
         self.addresses = addresses
         self.options = options
         self._context = shared_context()
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._sockets: dict[str, zmq.Socket] = {}
         self._poll_items: dict[str, list] = {}  # node -> [(its socket, POLLIN)], for _zmq_poll
         self._waiting: dict[tuple[str, int], asyncio.Future | _Replies] = {}
         self._next_request_id = 1
         self._drains_due: set[str] = set()  # nodes whose socket is drained this loop round
         self._outbox: dict[str, list[tuple[int, bytes]]] = {}  # node -> first attempts not sent yet
-        # (deadline, request id, node) of first attempts; answered ones stay until due. Only
-        # numbers and a node id: an entry kept its future (and through it the reply) alive
-        # for the whole attempt timeout, and those thousands of live objects made every
-        # garbage collection slow (about 40% of a 1-outstanding request's client CPU).
-        self._deadlines: list[tuple[float, int, str]] = []
+        # (node, request id) -> deadline (time.monotonic) of the first attempts not answered yet.
+        self._first_deadlines: dict[tuple[str, int], float] = {}
         self._sweep_timer: asyncio.TimerHandle | None = None
-        self._sweep_at = math.inf
+        self._sweep_at = math.inf  # when the timer fires (inf: not armed)
+        # One Packer for the loop's thread: msgpack.packb builds one (and its buffer) per call.
+        self._pack = msgpack.Packer(use_bin_type=True).pack
 
     def _socket(self, node: str) -> zmq.Socket:
         socket = self._sockets.get(node)
@@ -167,8 +237,12 @@ class _AsyncConnections:
             connect_dealer(socket, self.addresses[node], self.options, node)
             self._sockets[node] = socket
             self._poll_items[node] = [(socket, _POLLIN)]
-            self._loop.add_reader(socket.getsockopt(zmq.FD), self._drain, node, socket)
+            self.loop.add_reader(socket.getsockopt(zmq.FD), self._drain, node, socket)
         return socket
+
+    def _encode(self, request_id: int, op: str, args: dict) -> bytes:
+        """protocol.request's frame, packed by this loop's Packer."""
+        return self._pack({"v": protocol.PROTOCOL_VERSION, "id": request_id, "op": op, "args": args})
 
     def send(self, node: str, op: str, args: dict) -> int | None:
         """Send op to node if its connection is up and has room; the request id, or None
@@ -176,33 +250,36 @@ class _AsyncConnections:
         socket = self._socket(node)
         request_id = self._next_request_id
         try:
-            socket.send(protocol.request(request_id, op, args), _NOBLOCK)
+            _send(socket, self._encode(request_id, op, args), _NOBLOCK)
         except zmq.Again:
             return None
         self._next_request_id += 1
         if node not in self._drains_due:
             self._drains_due.add(node)
-            self._loop.call_soon(self._due_drain, node, socket)
+            self.loop.call_soon(self._due_drain, node, socket)
         return request_id
 
     def queue_first(self, node: str, op: str, args: dict, future: asyncio.Future, deadline: float) -> int:
         """Queue a call's first attempt for this loop round's send to node; its request id.
-        future gets the Reply, NOT_SENT, or at `deadline` (time.monotonic) a _Replies that the
-        request's late answer will be put on."""
+        future gets the result or a Reply, NOT_SENT, or at `deadline` (time.monotonic) a
+        _Replies that the request's late answer will be put on."""
         request_id = self._next_request_id
-        self._next_request_id += 1
+        self._next_request_id = request_id + 1
         outbox = self._outbox.get(node)
         if outbox is None:
             outbox = self._outbox[node] = []
-            self._loop.call_soon(self._flush, node)
-        outbox.append((request_id, protocol.request(request_id, op, args)))
-        self._waiting[(node, request_id)] = future
-        heapq.heappush(self._deadlines, (deadline, request_id, node))
-        if deadline < self._sweep_at:
+            self.loop.call_soon(self._flush, node)
+        # _encode, inline (the hot path: a Python call costs about as much as the packing).
+        outbox.append((request_id, self._pack({"v": protocol.PROTOCOL_VERSION, "id": request_id, "op": op,
+                                                "args": args})))
+        key = (node, request_id)
+        self._waiting[key] = future
+        self._first_deadlines[key] = deadline
+        if deadline < self._sweep_at:  # the first, or a shorter deadline than those in flight
             if self._sweep_timer is not None:
                 self._sweep_timer.cancel()
             self._sweep_at = deadline
-            self._sweep_timer = self._loop.call_at(deadline, self._sweep)
+            self._sweep_timer = self.loop.call_at(deadline, self._sweep)
         return request_id
 
     async def request(self, node: str, op: str, args: dict, replies: _Replies,
@@ -231,24 +308,27 @@ class _AsyncConnections:
 
     def forget(self, node: str, request_id: int) -> None:
         self._waiting.pop((node, request_id), None)
+        self._first_deadlines.pop((node, request_id), None)
 
     def _sweep(self) -> None:
         """Resolve the first attempts whose deadline has come; arm the timer for the next."""
         self._sweep_timer = None
         self._sweep_at = math.inf
-        deadlines = self._deadlines
+        deadlines = self._first_deadlines
+        if not deadlines:
+            return  # the next queue_first arms it again
         now = time.monotonic()
-        while deadlines and deadlines[0][0] <= now:
-            _deadline, request_id, node = heapq.heappop(deadlines)
-            # Still waiting: answered, refused and cancelled attempts left `_waiting`.
-            future = self._waiting.get((node, request_id))
+        waiting = self._waiting
+        for key in [key for key, deadline in deadlines.items() if deadline <= now]:
+            del deadlines[key]
+            future = waiting.get(key)
             if type(future) is not _Replies and future is not None and not future.done():
                 late = _Replies()
-                self._waiting[(node, request_id)] = late
+                waiting[key] = late
                 future.set_result(late)
         if deadlines:
-            self._sweep_at = max(deadlines[0][0], now + SWEEP_INTERVAL_SECONDS)
-            self._sweep_timer = self._loop.call_at(self._sweep_at, self._sweep)
+            self._sweep_at = max(min(deadlines.values()), now + SWEEP_INTERVAL_SECONDS)
+            self._sweep_timer = self.loop.call_at(self._sweep_at, self._sweep)
 
     def _flush(self, node: str) -> None:
         """Send node's queued first attempts back to back, then read what has come."""
@@ -256,12 +336,12 @@ class _AsyncConnections:
         if not outbox:
             return  # closed meanwhile, or queued ahead by _drain and nobody sent
         socket = self._socket(node)
-        waiting = self._waiting
         for request_id, frame in outbox:
             try:
-                socket.send(frame, _NOBLOCK)
+                _send(socket, frame, _NOBLOCK)
             except zmq.Again:
-                future = waiting.pop((node, request_id), None)
+                self._first_deadlines.pop((node, request_id), None)
+                future = self._waiting.pop((node, request_id), None)
                 if future is not None and not future.done():
                     future.set_result(NOT_SENT)
         self._drain(node, socket)
@@ -272,70 +352,78 @@ class _AsyncConnections:
 
     def _drain(self, node: str, socket: zmq.Socket) -> None:
         # An events check per message: cheaper than the zmq.Again a refused recv raises.
-        # A one-frame success (nearly every reply) is unpacked here and handed to a first
-        # attempt's future as a _Success; anything else goes through parse_reply. Inline,
+        # A one-frame success (nearly every reply) is unpacked here and its result handed to
+        # a first attempt's future as it is; anything else goes through parse_reply. Inline,
         # because a Python call costs about as much as the rest of a reply's handling.
+        if socket.closed:
+            return
         frame_bytes_max = self.options.frame_bytes_max
         waiting = self._waiting
-        poll_items = self._poll_items.get(node)
+        first_deadlines = self._first_deadlines
+        poll_items = self._poll_items[node]
+        recv = socket.recv
         answered = False
         for _ in range(RECEIVE_BATCH_MAX):
-            if socket.closed or not _zmq_poll(poll_items, 0):
+            if not _zmq_poll(poll_items, 0):
                 break
-            frame = socket.recv(_NOBLOCK, copy=False)
-            reply = success = None
+            frame = recv(_NOBLOCK, copy=False)
+            reply = None
             if frame.more:
                 reply = parse_reply(node, _receive_rest(socket, frame), frame_bytes_max)
-            else:
-                buffer = frame.buffer
-                message = None
-                if len(buffer) <= frame_bytes_max:
-                    try:
-                        message = _unpackb(buffer, raw=False, strict_map_key=True)
-                    except Exception:  # noqa: BLE001 -- msgpack raises several types for garbage
-                        pass
-                if type(message) is dict and message.get("ok") is True and "result" in message \
-                        and type(message.get("id")) is int:
-                    success = _Success((node, message["result"]))
-                    request_id = message["id"]
-                else:
-                    reply = parse_reply(node, [buffer], frame_bytes_max)
-            if success is None:
                 if reply is None:
                     continue  # malformed: its request times out
                 request_id = reply.request_id
-            waiter = waiting.pop((node, request_id), None)
+            else:
+                buffer = frame.buffer
+                try:
+                    if len(buffer) > frame_bytes_max:
+                        raise ValueError
+                    message = _unpackb(buffer, raw=False, strict_map_key=True)
+                    request_id = message["id"]
+                    if message["ok"] is not True or type(request_id) is not int:
+                        raise ValueError
+                    result = message["result"]
+                except Exception:  # noqa: BLE001 -- msgpack raises several types for garbage
+                    reply = parse_reply(node, [buffer], frame_bytes_max)
+                    if reply is None:
+                        continue  # malformed: its request times out
+                    request_id = reply.request_id
+            key = (node, request_id)
+            waiter = waiting.pop(key, None)
             if waiter is None:
                 continue  # forgotten: its call is over
             if type(waiter) is _Replies:
-                waiter.put(reply if success is None else Reply(node, request_id, True, success[1]))
+                waiter.put(reply if reply is not None else Reply(node, request_id, True, result))
             elif not waiter.done():
-                waiter.set_result(reply if success is None else success)
+                first_deadlines.pop(key, None)
+                waiter.set_result(reply if reply is not None else result)
                 answered = True
         else:
             # More are waiting: read them on the next loop round, so one socket cannot starve the loop.
             if node not in self._drains_due:
                 self._drains_due.add(node)
-                self._loop.call_soon(self._due_drain, node, socket)
+                self.loop.call_soon(self._due_drain, node, socket)
         if answered and node not in self._outbox:
             # The calls just answered resume on the next loop round and most send their next
             # request to this node: a flush queued now, after their wake-ups, runs in that same
             # round and sends them (queued by queue_first into this outbox). Queued by their
             # queue_first instead, it would run a round later: one loop round more per request.
             self._outbox[node] = []
-            self._loop.call_soon(self._flush, node)
+            self.loop.call_soon(self._flush, node)
 
     def close(self) -> None:
         self._outbox.clear()
         if self._sweep_timer is not None:
             self._sweep_timer.cancel()
             self._sweep_timer = None
+            self._sweep_at = math.inf
         for socket in self._sockets.values():
-            self._loop.remove_reader(socket.getsockopt(zmq.FD))
+            self.loop.remove_reader(socket.getsockopt(zmq.FD))
             socket.close(linger=0)
         self._sockets.clear()
         self._poll_items.clear()
         self._waiting.clear()
+        self._first_deadlines.clear()
 
 
 class AsyncClient:
@@ -351,6 +439,8 @@ class AsyncClient:
         if self.timeout_seconds <= 0:
             raise BadRequest(f"timeout must be positive, got {self.timeout_seconds}")
         self.client_id = client_id or "sandctl-" + secrets.token_hex(8)
+        # A session id is client_id-N; one too long is refused by validate_args on every write.
+        self._client_id_valid = len(f"{self.client_id}-{SESSIONS_MAX}".encode()) <= protocol.CLIENT_ID_BYTES_MAX
         self.attempt_timeout_seconds = attempt_timeout_seconds
         self.unreachable_seconds = unreachable_seconds
         self.addresses: dict[str, str] = {address.id: address.client for address in config.nodes}
@@ -396,43 +486,63 @@ class AsyncClient:
         kind = _OP_KINDS.get(op)
         if kind is None:
             raise BadRequest(f"unknown op {op!r}")
-        schema, carries_session, counts_as_write = kind
+        schema, carries_session, counts_as_write, accepted, required = kind
         if node is not None and node not in self.addresses:
             self.config.node(node)  # raises ConfigError naming the known ids
-        session = self._lend_session() if carries_session else None
+        # What validate_request checks of a request this client builds: only the args can be
+        # wrong. Exact types and every required argument: valid as they are (copied: the
+        # caller's dict is never changed, and retries send this copy). Else validate_args
+        # decides, with its named error.
+        checked = None
+        if accepted is not None and type(args) is dict and args.keys() >= required:
+            for name, value in args.items():
+                if type(value) not in accepted.get(name, ()):
+                    break
+            else:
+                checked = dict(args)
+        session = None
+        if carries_session:
+            session = self._free_sessions.pop() if self._free_sessions else self._new_session()
+            session.seq += 1  # once per call: every retry of this write reuses it
+            if checked is not None and self._client_id_valid:
+                checked["client"] = session.client_id
+                checked["seq"] = session.seq
+            else:
+                checked = protocol.validate_args(op, {**args, "client": session.client_id, "seq": session.seq}, schema)
+        elif checked is None:
+            checked = protocol.validate_args(op, args, schema)
         try:
-            if session is not None:
-                session.seq += 1  # once per call: every retry of this write reuses it
-                args = {**args, "client": session.client_id, "seq": session.seq}
-            # What validate_request checks of a request this client builds: only the args can
-            # be wrong. It returns the present args as a new dict: the caller's is never changed.
-            args = protocol.validate_args(op, args, schema)
             timeout_seconds = self.timeout_seconds if deadline_seconds is None else deadline_seconds
-            write = write or counts_as_write
             connections = self._connections
             if connections is None:
                 connections = self._connections = _AsyncConnections(
                     self.addresses, SocketOptions(self.config.frame_bytes_max, immediate=True, security=self.security))
-            started = time.monotonic()
-            target = node if node is not None else self._tracker.leader
+            started = _monotonic()
+            tracker = self._tracker
+            target = node if node is not None else tracker.leader
             outcome, request_id = NOT_SENT, 0
             if target is not None and timeout_seconds > 0:
-                future = asyncio.get_running_loop().create_future()
-                request_id = connections.queue_first(target, op, args, future,
-                                                     started + min(timeout_seconds, self.attempt_timeout_seconds))
+                future = _Future(loop=connections.loop)
+                attempt_seconds = self.attempt_timeout_seconds
+                request_id = connections.queue_first(
+                    target, op, checked, future,
+                    started + (timeout_seconds if timeout_seconds < attempt_seconds else attempt_seconds))
                 try:
                     outcome = await future
                 except BaseException:
                     connections.forget(target, request_id)
                     raise
-                if type(outcome) is _Success:
-                    served_by, result = outcome
-                    if node is None and self._tracker.served_by(served_by, started) and not self._probing:
-                        self._start_probe(served_by)
-                    return result
+                if type(outcome) not in _NOT_RESULTS:  # the result of a one-frame success
+                    # Not the leader, or no longer confirmed as leader: served_by decides
+                    # whether to ask the serving node who leads.
+                    if node is None and (target != tracker.leader or _monotonic() >= tracker.confirmed_until) \
+                            and tracker.served_by(target, started) and not self._probing:
+                        self._start_probe(target)
+                    return outcome
                 if type(outcome) is Reply and outcome.ok:  # a success with a content frame
                     return outcome.result
-            return await self._failover(op, args, write, timeout_seconds, node, started, target, request_id, outcome)
+            return await self._failover(op, checked, write or counts_as_write, timeout_seconds, node, started,
+                                        target, request_id, outcome)
         finally:
             if session is not None:
                 self._free_sessions.append(session)
@@ -496,9 +606,8 @@ class AsyncClient:
             if reply is not None and plan.on_reply(reply):
                 return reply
 
-    def _lend_session(self) -> _Session:
-        if self._free_sessions:
-            return self._free_sessions.pop()
+    def _new_session(self) -> _Session:
+        """A session for a write when every one made so far is lent out."""
         assert self._sessions_made < SESSIONS_MAX, f"more than {SESSIONS_MAX} writes in flight"
         self._sessions_made += 1
         return _Session(f"{self.client_id}-{self._sessions_made}")

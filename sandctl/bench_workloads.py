@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from node.config import ClusterConfig
 
-from sandctl.async_client import AsyncClient
 from sandctl.bench_nodes import sample_nodes, step_figures
 from sandctl.bench_load import Lane, LoadResult, Operation, ResultHandler, run_load
 from sandctl.bench_stats import latency_summary_ms, rate_per_second
@@ -113,18 +112,14 @@ def _file_reader(paths: list[str], expected: dict[str, bytes], stale: bool, once
         if path is None:
             return None
         node = nodes[lane.index % len(nodes)] if nodes else None
-        return lambda client: _read_checked(client, path, stale, node)
+        lane.under_way = path
+        return lambda client: client.read(path, stale, node)
 
-    def on_result(lane: Lane, path_and_data: object) -> None:
-        path, data = path_and_data
-        mismatches[0] += data != expected[path]
+    def on_result(lane: Lane, stat_and_data: object) -> None:
+        _stat, data = stat_and_data
+        mismatches[0] += data != expected[lane.under_way]
 
     return make_operation, on_result, mismatches
-
-
-async def _read_checked(client: AsyncClient, path: str, stale: bool, node: str | None) -> tuple[str, bytes]:
-    _stat, data = await client.read(path, stale=stale, node=node)
-    return path, data
 
 
 def write_workload(context: BenchContext, concurrency_levels: tuple[int, ...]) -> list[dict]:
