@@ -17,7 +17,8 @@ _per_thread = threading.local()
 
 
 def packb(value: object) -> bytes:
-    packer = getattr(_per_thread, "packer", None)
-    if packer is None:
+    try:  # an attribute read: cheaper than getattr(..., None) on every call
+        packer = _per_thread.packer
+    except AttributeError:  # this thread's first call
         packer = _per_thread.packer = msgpack.Packer(use_bin_type=True)
     return packer.pack(value)
