@@ -170,6 +170,7 @@ class RaftReplicator:
         self._next_tick_at = time.monotonic() + self._tick_seconds
         # A heartbeat late by more than a tick wakes a follower on every tick again.
         self._follower_wake_seconds = (config.heartbeat_ticks + 1) * self._tick_seconds
+        self._committed_at_tick = 0  # the core's commit index after the last tick
         self.leader_changes: list[dict] = []
         self.log_entries_at_start = store.last_index() - store.first_index() + 1
         self.applied_at_start = applied_index
@@ -224,19 +225,30 @@ class RaftReplicator:
         return max(0.0, self._next_wake_at() - now_seconds)
 
     def _next_wake_at(self) -> float:
-        """When the loop must run next without input: at the next tick, except for a follower
-        that hears its leader. A follower's ticks only count towards its election timeout
-        (election_ticks_min ticks at least): while heartbeats arrive, each wakes the loop and
-        the ticks in between are counted then (_run_due_ticks), so waking for every tick as
-        well would double an idle follower's turns for nothing. Once the leader misses a
-        heartbeat by a tick, or anything else is due (a pre-vote after a lost link, reads,
-        apply-only batches to commit), it wakes on every tick again."""
+        """When the loop must run next without input: at the next tick, except for a leader
+        between heartbeats and a follower that hears its leader. A follower's ticks only count
+        towards its election timeout (election_ticks_min ticks at least): while heartbeats
+        arrive, each wakes the loop and the ticks in between are counted then
+        (_run_due_ticks), so waking for every tick as well would double an idle follower's
+        turns for nothing. Once the leader misses a heartbeat by a tick, or anything else is
+        due (a pre-vote after a lost link, reads, apply-only batches to commit), it wakes on
+        every tick again."""
         next_tick_at = self._next_tick_at
         core = self.core
-        if core.role != Role.FOLLOWER or core.early_campaign_ticks is not None or self._measured_store.deferred:
+        if self._measured_store.deferred or self.driver.reads_pending():
+            return next_tick_at
+        if core.role == Role.LEADER:
+            # A leader's ticks between heartbeats only send a commit no APPEND carried: wanted
+            # only if it committed since the last tick. (The check-quorum count may then run a
+            # tick late, of election_ticks_min.)
+            if core.log.committed != self._committed_at_tick:
+                return next_tick_at
+            ticks_to_heartbeat = max(1, self._config.heartbeat_ticks - core.heartbeat_elapsed_ticks)
+            return next_tick_at + (ticks_to_heartbeat - 1) * self._tick_seconds
+        if core.role != Role.FOLLOWER or core.early_campaign_ticks is not None:
             return next_tick_at
         heard_at = self.driver.last_contact.get(core.lead)
-        if heard_at is None or self.driver.reads_pending():
+        if heard_at is None:
             return next_tick_at
         return max(next_tick_at, heard_at + self._follower_wake_seconds)
 
@@ -336,6 +348,7 @@ class RaftReplicator:
         while now_seconds >= self._next_tick_at:
             self.core.tick()
             self._next_tick_at += self._tick_seconds
+            self._committed_at_tick = self.core.log.committed
 
     def run(self, now_seconds: float) -> None:
         self._run_due_ticks(now_seconds)

@@ -115,3 +115,48 @@ def test_a_follower_with_an_open_apply_batch_wakes_on_the_next_tick(replicator, 
     with replicator._measured_store.write_batch(durable=True):
         pass
     assert replicator.seconds_until_tick(heard_at) > replicator._tick_seconds
+
+
+@pytest.fixture
+def single_voter(tmp_path, context):
+    nodes = (NodeAddress("n1", "127.0.0.1:1", f"127.0.0.1:{_unused_port()}", f"127.0.0.1:{_unused_port()}",
+                         raft_bind="127.0.0.1:*"),)
+    store = NodeStore(tmp_path / "n1", 1 << 26)
+    made = RaftReplicator(ClusterConfig(nodes=nodes), "n1", store, Namespace(store.env, session_ttl_ns=10**12),
+                          _Callbacks(), context)
+    yield made
+    made.close()
+    store.close()
+
+
+def _lead(replicator: RaftReplicator) -> float:
+    """Tick the single voter through its election timeout until it leads; the time it did."""
+    now = replicator._next_tick_at
+    for _ in range(3 * replicator._config.election_ticks_max):
+        replicator.run(now)
+        if replicator.core.role == Role.LEADER and not replicator.driver.has_work():
+            return now
+        now += replicator._tick_seconds
+    raise AssertionError("the single voter never became leader")
+
+
+def test_a_leader_sleeps_until_its_heartbeat_tick_unless_it_committed(single_voter):
+    from node.metadata.commands import new_command
+
+    replicator = single_voter
+    heartbeat_ticks = replicator._config.heartbeat_ticks
+    assert heartbeat_ticks >= 2, "the default config has ticks between heartbeats"
+    now = _lead(replicator)
+    tick_seconds = replicator._tick_seconds
+    # Run up to a heartbeat tick: the next one is heartbeat_ticks ticks away, not one.
+    while replicator.core.heartbeat_elapsed_ticks != 0 or replicator._measured_store.deferred:
+        now += tick_seconds
+        replicator.run(now)
+    assert replicator._next_tick_at == pytest.approx(now + tick_seconds)
+    assert replicator.seconds_until_tick(now) == pytest.approx(heartbeat_ticks * tick_seconds)
+    # A write commits between heartbeats: the next tick tells the followers, so it runs.
+    command = new_command("mkdir", {"path": "/a", "client": "c", "seq": 1}, 1, args_validated=True)
+    replicator.replicate(command.encode(), command)
+    replicator.run(now)
+    assert replicator.core.status().commit > 1
+    assert replicator.seconds_until_tick(now) <= tick_seconds
