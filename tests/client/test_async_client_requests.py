@@ -4,6 +4,7 @@ which it refuses (with validate_args' own errors, before sending anything), and 
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
 
@@ -143,3 +144,22 @@ def test_run_gives_the_coroutines_result_and_ends_what_it_left_running():
 
     assert run_on_loop(main()) == 42
     assert ended == [True]
+
+
+def test_the_loop_is_uvloops_and_asyncios_own_where_uvloop_cannot_be_imported(monkeypatch):
+    import uvloop  # a dependency (setup.cfg)
+
+    from sandctl.async_client import new_event_loop
+
+    loop = new_event_loop()
+    assert isinstance(loop, uvloop.Loop)
+    loop.close()
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+    loop = new_event_loop()
+    assert not isinstance(loop, uvloop.Loop) and isinstance(loop, asyncio.BaseEventLoop)
+    loop.close()
+
+    async def main():
+        return type(asyncio.get_running_loop())
+
+    assert run_on_loop(main()) is type(loop)
