@@ -164,11 +164,8 @@ class NodeServer:
                  self.address.client, self.address.chunk, self.config.replicator)
         poller = zmq.Poller()
         poller.register(self.client_socket, zmq.POLLIN)
-        replicator_sockets = self.replicator.poll_sockets()
-        for socket in replicator_sockets:
-            poller.register(socket, zmq.POLLIN)
         try:
-            self._loop(poller, replicator_sockets)
+            self._loop(poller)
         except StoreFull as error:
             # A Ready that cannot be persisted cannot be advanced: stop cleanly (the store is
             # intact, the transaction was aborted) rather than serve from an unpersisted state.
@@ -183,8 +180,18 @@ class NodeServer:
         finally:
             self.close()
 
-    def _loop(self, poller: zmq.Poller, replicator_sockets: list) -> None:
+    def _loop(self, poller: zmq.Poller) -> None:
+        replicator_sockets: list = []
         while not self._stopping:
+            sockets = self.replicator.poll_sockets()
+            if sockets is not replicator_sockets and sockets != replicator_sockets:
+                # The replicator's sockets changed (a peer added or removed): poll the new set,
+                # before a closed one could reach the poll.
+                for socket in replicator_sockets:
+                    poller.unregister(socket)
+                for socket in sockets:
+                    poller.register(socket, zmq.POLLIN)
+            replicator_sockets = sockets
             # Rounded up: pyzmq truncates a float timeout, so the last millisecond before each
             # tick would otherwise be a busy loop (about 10% of a core on an idle node).
             timeout_ms = math.ceil(max(0.0, self.replicator.seconds_until_tick(time.monotonic())) * 1000)

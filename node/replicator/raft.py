@@ -204,9 +204,12 @@ class RaftReplicator:
         return self._addresses.all()
 
     def poll_sockets(self) -> list[zmq.Socket]:
-        return [self.transport.peer.socket]
+        return self.transport.peer.poll_sockets()  # a new list when the peers change
 
     def on_readable(self, socket: zmq.Socket) -> None:
+        if socket is not self.transport.peer.socket:
+            self.transport.peer.on_monitor_readable(socket)  # taken in run(): take_lost_links
+            return
         now = time.monotonic()
         # Ticks that fell due while the loop slept come first, as if counted on time: a
         # follower that slept through them (seconds_until_tick) must not count them after the

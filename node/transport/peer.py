@@ -220,6 +220,8 @@ class PeerTransport:
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._links: dict[str, _Link] = {}
         self._lost: list[str] = []  # peers whose link went down, until take_lost_links()
+        self._links_by_monitor: dict[zmq.Socket, _Link] = {}
+        self._poll_sockets: list[zmq.Socket] = []  # replaced whole when the links change
         self._events_read_at = 0.0
         self._security, self._client_security = security or (None, None)
         self.socket = context.socket(zmq.ROUTER)
@@ -262,6 +264,24 @@ class PeerTransport:
                 self._links[peer] = _Link(self._context, self.node_id, peer, address, self._queue_messages_max,
                                           self._client_security)
         assert self._links.keys() == wanted.keys()
+        self._links_by_monitor = {link.monitor: link for link in self._links.values()}
+        self._poll_sockets = [self.socket, *self._links_by_monitor]
+
+    def poll_sockets(self) -> list[zmq.Socket]:
+        """What the loop polls: the inbound ROUTER and each link's monitor, so that a link
+        that closes (its peer's process died) wakes the loop at once rather than at the next
+        periodic read of link events. The same list object until the links change (set_peers
+        builds a new one): a caller may compare by identity."""
+        return self._poll_sockets
+
+    def on_monitor_readable(self, monitor: zmq.Socket) -> None:
+        """A link's monitor has events (the loop's poll said so): apply them now, so that a
+        lost link reaches take_lost_links() in this turn of the loop."""
+        link = self._links_by_monitor.get(monitor)
+        if link is None:
+            return  # the link was closed since the poll
+        if link.read_events(self._counters, time.monotonic()) and link.peer not in self._lost:
+            self._lost.append(link.peer)
 
     def link_up(self, peer: str) -> bool:
         """Whether the connection to `peer` is established (as of the events read so far)."""
@@ -403,4 +423,6 @@ class PeerTransport:
         for link in self._links.values():
             link.close()
         self._links.clear()
+        self._links_by_monitor.clear()
+        self._poll_sockets = []
         self.socket.close(linger=0)

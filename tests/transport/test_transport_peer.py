@@ -14,6 +14,7 @@ import pytest
 import zmq
 
 from node.raft.types import Entry, Message, MessageKind
+from node.transport import peer as peer_module
 from node.transport.codec import encode_forward, encode_message
 from node.transport.peer import PeerTransport
 
@@ -288,3 +289,32 @@ def test_a_silent_peer_is_detected_and_gets_no_backlog_after_it_wakes(context, t
     finally:
         transport.close()
         peer.close()
+
+
+def test_a_closed_link_wakes_the_poll_and_is_reported_at_once(make_transports, monkeypatch):
+    # No periodic read of link events in this test: only the monitor the poll watches reports.
+    monkeypatch.setattr(peer_module, "LINK_EVENTS_INTERVAL_SECONDS", 3600.0)
+    transports = make_transports(["n1", "n2"])
+    n1 = transports["n1"]
+    deliver(n1, transports["n2"], heartbeat("n1", "n2"))
+    wait_for(lambda: n1.link_up("n2"), "the link to n2 is up")
+    sockets = n1.poll_sockets()
+    assert sockets[0] is n1.socket and len(sockets) == 2  # the ROUTER and n2's link monitor
+    assert n1.poll_sockets() is sockets, "the same list until the links change"
+    assert n1.take_lost_links() == []
+    transports["n2"].close()
+    poller = zmq.Poller()
+    for polled in sockets:
+        poller.register(polled, zmq.POLLIN)
+    lost: list[str] = []
+
+    def link_reported_lost() -> bool:
+        for polled, _ in poller.poll(10):
+            if polled is not n1.socket:
+                n1.on_monitor_readable(polled)
+        lost.extend(n1.take_lost_links())
+        return lost == ["n2"]
+
+    wait_for(link_reported_lost, "the monitor woke the poll and n2's link is reported lost")
+    n1.set_peers({})
+    assert n1.poll_sockets() == [n1.socket] and n1.poll_sockets() is not sockets
