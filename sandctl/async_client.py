@@ -100,6 +100,13 @@ for _op, _schema in protocol.OPS.items():
 del _op, _schema, _session, _own, _types
 
 
+# (op, argument names..., their types...) of the calls found valid without validate_args: the
+# next call with the same names and types needs one set lookup. Names are str and types are
+# not, so a signature reads back unambiguously. Bounded: past the bound, the loop decides.
+VALID_SIGNATURES_MAX = 1024
+_VALID_SIGNATURES: set[tuple] = set()
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop when it is installed, else asyncio's default one. uvloop runs the
     loop's own work (ready callbacks, timers, reader callbacks) in C: about a sixth of a
@@ -378,7 +385,7 @@ class _AsyncConnections:
                 try:
                     if len(buffer) > frame_bytes_max:
                         raise ValueError
-                    message = _unpackb(buffer, raw=False, strict_map_key=True)
+                    message = _unpackb(buffer)  # raw=False, strict_map_key=True: msgpack 1.0's defaults
                     request_id = message["id"]
                     if message["ok"] is not True or type(request_id) is not int:
                         raise ValueError
@@ -494,12 +501,19 @@ class AsyncClient:
         # caller's dict is never changed, and retries send this copy). Else validate_args
         # decides, with its named error.
         checked = None
-        if accepted is not None and type(args) is dict and args.keys() >= required:
-            for name, value in args.items():
-                if type(value) not in accepted.get(name, ()):
-                    break
-            else:
+        if type(args) is dict:
+            # The names and exact types decide: a signature seen valid once is valid again.
+            signature = (op, *args, *map(type, args.values()))
+            if signature in _VALID_SIGNATURES:
                 checked = dict(args)
+            elif accepted is not None and args.keys() >= required:
+                for name, value in args.items():
+                    if type(value) not in accepted.get(name, ()):
+                        break
+                else:
+                    checked = dict(args)
+                    if len(_VALID_SIGNATURES) < VALID_SIGNATURES_MAX:
+                        _VALID_SIGNATURES.add(signature)
         session = None
         if carries_session:
             session = self._free_sessions.pop() if self._free_sessions else self._new_session()
