@@ -42,6 +42,10 @@ _DEFAULTS: dict[str, dict[str, object]] = {
 _PATH_ARGUMENTS = ("path", "src", "dst")
 
 assert set(_DEFAULTS) == set(COMMAND_OPS), "every command op needs its defaults listed"
+# The path arguments each op takes (normalised once, when the command is built or decoded).
+_PATHS_OF: dict[str, tuple[str, ...]] = {
+    op: tuple(name for name in _PATH_ARGUMENTS if name in schema) for op, schema in COMMAND_OPS.items()
+}
 
 
 class Command(NamedTuple):
@@ -105,7 +109,7 @@ def _validated(op: object, args: object, now_ns: object, args_validated: bool = 
     seq = checked.pop("seq")
     if seq >= SEQ_MAX:  # a session stores it in 8 bytes below 2**62 (sessions.py)
         raise BadRequest(f"seq must be below 2**62, got {seq}")
-    for name in _PATH_ARGUMENTS:
+    for name in _PATHS_OF[op]:
         if name in checked:
             checked[name] = normalize_path(checked[name])
     if "into_directory" in checked:

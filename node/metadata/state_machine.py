@@ -141,7 +141,7 @@ class Namespace:
             # with a concurrent mkdir or rm of the target.
             path = paths.normalize_path(paths.join(path, args["into_directory"]))  # checks the length
             found = tree.resolve(txn, self._tables, path, self._memo.directories, self._memo.directory_records)
-        record = Record(False, args["mode"], command.now_ns, args["size"], data=args.get("data"), chunks=args.get("chunks"))
+        record = Record(False, args["mode"], command.now_ns, args["size"], args.get("data"), args.get("chunks"))  # positional: cheaper
         if found.exists:
             if found.record.is_directory:
                 raise IsADirectory(f"{path} is a directory")
@@ -154,7 +154,8 @@ class Namespace:
             return record.stat(path)
         self._check_parent_exists(found, path, args["parents"])
         self._create(txn, found, record, command.now_ns)
-        chunk_refs.add(txn, self._tables, record.chunk_list())
+        if record.chunks:  # an inline file references no chunk
+            chunk_refs.add(txn, self._tables, record.chunks)
         return record.stat(path)
 
     def _rm(self, txn: lmdb.Transaction, command: Command) -> dict:
