@@ -1,7 +1,7 @@
 """The Raft core's public vocabulary: entries, messages, states and the Ready batch.
 
 Everything here is immutable (a small frozen dataclass, or a NamedTuple where one is built
-per write or per message: Entry, Message) so that a value handed to the driver can never
+per write, per message or per Ready: Entry, Message, HardState, SoftState, Ready) so that a value handed to the driver can never
 change under it. Enum values are persisted (log entries, hard state) and sent on the wire:
 they are pinned and must never be renumbered.
 """
@@ -53,17 +53,17 @@ class Role(enum.IntEnum):
     LEADER = 4
 
 
-@dataclass(frozen=True, slots=True)
-class HardState:
-    """What must be durable before any message that depends on it is sent."""
+class HardState(NamedTuple):
+    """What must be durable before any message that depends on it is sent. (A NamedTuple, as
+    SoftState and Ready: one is built per Ready, and a frozen dataclass's setattr per field
+    cost several microseconds each time.)"""
 
     term: int = NO_TERM
     vote: NodeId = NO_NODE
     commit: int = NO_INDEX
 
 
-@dataclass(frozen=True, slots=True)
-class SoftState:
+class SoftState(NamedTuple):
     """Volatile facts the driver may show or act on; never persisted."""
 
     leader: NodeId = NO_NODE
@@ -226,8 +226,7 @@ class ReadState:
     context: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(NamedTuple):
     """Everything the core needs the driver to do, in one batch.
 
     The driver MUST, in this order:
