@@ -119,7 +119,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(main: Coroutine):
-    """asyncio.run(main) on new_event_loop(): what the bench and the tree transfers run."""
+    """asyncio.run(main) on new_event_loop() (the bench's load runs on it)."""
     loop = new_event_loop()
     try:
         asyncio.set_event_loop(loop)
@@ -214,9 +214,10 @@ class _AsyncConnections:
     failover are sent at once (request) and wait on a _Replies.
 
     Deadlines: first attempts still unanswered are kept in one insertion-ordered map (request
-    -> deadline), which an answer leaves; one timer sweeps it at most every
-    SWEEP_INTERVAL_SECONDS. No timer and no heap entry per request: a sweep looks only at the
-    requests in flight, and a request answered before its sweep costs it nothing."""
+    -> deadline), which an answer leaves; one timer, armed for the earliest deadline in flight
+    (at most every SWEEP_INTERVAL_SECONDS), sweeps it. No timer and no heap entry per request:
+    under load the earliest deadline is about an attempt timeout away, so a sweep runs about
+    once per attempt timeout and looks only at the requests then in flight."""
 
     def __init__(self, addresses: dict[str, str], options: SocketOptions) -> None:
         assert options.immediate, "failover relies on unsent meaning unapplied"
