@@ -147,6 +147,11 @@ class _Session:
     client_id: str
     seq: int = 0
 
+    def __post_init__(self) -> None:
+        # The schema's bound on a session's client id, checked once: a write in a session with
+        # a longer one goes through validate_args, which refuses it with its named error.
+        self.id_fits = 0 < len(self.client_id.encode()) <= protocol.CLIENT_ID_BYTES_MAX
+
 
 class _Replies:
     """The replies of one call's attempts, as they arrive, and a wait for the next one."""
@@ -447,8 +452,6 @@ class AsyncClient:
         if self.timeout_seconds <= 0:
             raise BadRequest(f"timeout must be positive, got {self.timeout_seconds}")
         self.client_id = client_id or "sandctl-" + secrets.token_hex(8)
-        # A session id is client_id-N; one too long is refused by validate_args on every write.
-        self._client_id_valid = len(f"{self.client_id}-{SESSIONS_MAX}".encode()) <= protocol.CLIENT_ID_BYTES_MAX
         self.attempt_timeout_seconds = attempt_timeout_seconds
         self.unreachable_seconds = unreachable_seconds
         self.addresses: dict[str, str] = {address.id: address.client for address in config.nodes}
@@ -519,7 +522,7 @@ class AsyncClient:
         if carries_session:
             session = self._free_sessions.pop() if self._free_sessions else self._new_session()
             session.seq += 1  # once per call: every retry of this write reuses it
-            if checked is not None and self._client_id_valid:
+            if checked is not None and session.id_fits:
                 checked["client"] = session.client_id
                 checked["seq"] = session.seq
             else:
