@@ -227,8 +227,7 @@ class NodeStore:
 
     # -- transactions -------------------------------------------------------------------------
 
-    @contextmanager
-    def write_batch(self, durable: bool = True) -> Iterator[WriteBatch]:
+    def write_batch(self, durable: bool = True) -> "_BatchScope":
         """One write transaction, atomic: all of it or (on any exception) none of it. A full map
         becomes StoreFull and leaves the store as it was.
 
@@ -240,6 +239,9 @@ class NodeStore:
         durable batch, after DEFERRED_BATCHES_MAX batches, or by commit_deferred(). A crash or
         power loss may undo deferred batches (and, LMDB's metasync=False, the last non-durable
         commit): all of them after the last durable one at most."""
+        return _BatchScope(self, durable)
+
+    def _open_batch(self) -> tuple[WriteBatch, lmdb.Transaction, lmdb.Transaction | None]:
         assert not self._batch_open, "write batches do not nest"
         thread = threading.get_ident()
         assert self._writer_thread in (None, thread), "write batches on two threads"
@@ -248,19 +250,28 @@ class NodeStore:
         deferred = self._deferred
         # Nested in the deferred transaction: an exception aborts this batch alone.
         txn = self.env.begin(write=True, parent=deferred) if deferred is not None else self.env.begin(write=True)
+        return WriteBatch(txn, self._tables, self._bounds), txn, deferred
+
+    def _close_batch(self, batch: WriteBatch, txn: lmdb.Transaction, deferred: lmdb.Transaction | None,
+                     durable: bool, error: BaseException | None) -> None:
+        """The end of a write_batch block (error: what the block raised, if it did)."""
         try:
-            batch = WriteBatch(txn, self._tables, self._bounds)
-            yield batch
-            if deferred is not None:
+            if error is not None:
+                txn.abort()  # all of the batch or none of it
+            elif deferred is not None:
                 txn.commit()  # into the deferred transaction: nothing is on disk yet
         except lmdb.MapFullError:
             txn.abort()
-            raise self._store_full() from None
+            error = lmdb.MapFullError()  # only that commit raises it here
         except BaseException:
             txn.abort()
             raise
         finally:
             self._batch_open = False
+        if isinstance(error, lmdb.MapFullError):
+            raise self._store_full() from None
+        if error is not None:
+            return  # the block's exception goes on
         top = deferred if deferred is not None else txn
         if durable or batch.bounds is not self._bounds or self._deferred_batches + 1 >= DEFERRED_BATCHES_MAX:
             self._deferred = None
@@ -310,6 +321,29 @@ class NodeStore:
             self.commit_deferred()
         with self.env.begin() as txn:
             yield txn
+
+
+class _BatchScope:
+    """NodeStore.write_batch's context manager: a small class, not a generator (@contextmanager
+    costs a generator, a next() on each side and a StopIteration per batch, two batches per
+    write at low load)."""
+
+    __slots__ = ("_store", "_durable", "_opened")
+
+    def __init__(self, store: NodeStore, durable: bool) -> None:
+        self._store = store
+        self._durable = durable
+        self._opened: tuple | None = None
+
+    def __enter__(self) -> WriteBatch:
+        assert self._opened is None, "a write_batch() scope is entered once"
+        self._opened = self._store._open_batch()
+        return self._opened[0]
+
+    def __exit__(self, error_type, error, traceback) -> bool:
+        batch, txn, deferred = self._opened
+        self._store._close_batch(batch, txn, deferred, self._durable, error)
+        return False  # an exception of the block is never swallowed
 
 
 class LogTail:
