@@ -211,10 +211,13 @@ class RaftReplicator:
             self.transport.peer.on_monitor_readable(socket)  # taken in run(): take_lost_links
             return
         now = time.monotonic()
-        # Ticks that fell due while the loop slept come first, as if counted on time: a
-        # follower that slept through them (seconds_until_tick) must not count them after the
-        # heartbeat that woke it, as silence that heartbeat ended.
-        self._run_due_ticks(now)
+        # A follower's ticks that fell due while the loop slept come first, as if counted on
+        # time: it must not count them after the heartbeat that woke it, as silence that
+        # heartbeat ended. A leader's run after the messages (in run()): a due tick then sends
+        # a commit an acknowledgement just made in the same turn as the client's reply, so
+        # followers (and stale reads there) learn it as soon as before.
+        if self.core.role != Role.LEADER:
+            self._run_due_ticks(now)
         for item in self.transport.peer.receive():
             if item[0] == "raft":
                 self.driver.step(item[1], now)
