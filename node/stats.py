@@ -3,9 +3,8 @@ Prometheus histograms of the metrics endpoint (node/metrics.py: every sample eve
 
 from __future__ import annotations
 
+import bisect
 import collections
-
-from prometheus_client import Histogram
 
 # Histogram bucket bounds in seconds, 0.1 ms to 10 s: a synced commit takes about a millisecond.
 LATENCY_BUCKETS_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -13,18 +12,26 @@ LATENCY_BUCKETS_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 
 
 
 class LatencySamples:
-    """Keeps the most recent `capacity` samples in milliseconds; memory is bounded by design."""
+    """Keeps the most recent `capacity` samples in milliseconds; memory is bounded by design.
+    Beside them, a histogram of every sample ever (Prometheus semantics: a sample counts in
+    each bucket whose bound is at least the sample). It is counted here by hand: one
+    prometheus_client Histogram.observe cost about 2 us (a lock and a loop over the bounds),
+    paid for every write on the leader and for every batch on every node."""
 
     def __init__(self, capacity: int = 2048) -> None:
         assert capacity > 0
         self._samples_ms: collections.deque[float] = collections.deque(maxlen=capacity)
-        # Not registered anywhere: prometheus_client only counts here; percentiles() reports it.
-        self._histogram = Histogram("latency_seconds", "", registry=None, buckets=LATENCY_BUCKETS_SECONDS)
+        # Per bound, the samples that fall in it and not in a smaller one; the last slot is +Inf.
+        self._bucket_counts = [0] * (len(LATENCY_BUCKETS_SECONDS) + 1)
+        self._count = 0
+        self._sum_seconds = 0.0
 
     def add_seconds(self, seconds: float) -> None:
         assert seconds >= 0, seconds
         self._samples_ms.append(seconds * 1000.0)
-        self._histogram.observe(seconds)
+        self._bucket_counts[bisect.bisect_left(LATENCY_BUCKETS_SECONDS, seconds)] += 1
+        self._count += 1
+        self._sum_seconds += seconds
 
     def percentiles(self) -> dict:
         if not self._samples_ms:
@@ -41,12 +48,8 @@ class LatencySamples:
     def histogram(self) -> dict:
         """Every sample ever: {"buckets": [[upper bound seconds, cumulative count], ...] for the
         finite bounds (+Inf is "count"), "count": int, "sum_seconds": float}."""
-        buckets, count, sum_seconds = [], 0, 0.0
-        for sample in self._histogram.collect()[0].samples:
-            if sample.name.endswith("_bucket") and sample.labels["le"] != "+Inf":
-                buckets.append([float(sample.labels["le"]), int(sample.value)])
-            elif sample.name.endswith("_count"):
-                count = int(sample.value)
-            elif sample.name.endswith("_sum"):
-                sum_seconds = sample.value
-        return {"buckets": buckets, "count": count, "sum_seconds": sum_seconds}
+        buckets, cumulative = [], 0
+        for bound, count in zip(LATENCY_BUCKETS_SECONDS, self._bucket_counts):
+            cumulative += count
+            buckets.append([bound, cumulative])
+        return {"buckets": buckets, "count": self._count, "sum_seconds": self._sum_seconds}
