@@ -57,7 +57,10 @@ def node_command(config_path: str, node_id: str, data_dir: str | None, log_file:
     except Exception as error:  # zmq.ZMQError (address in use) and lmdb.Error are not OSErrors
         if os.environ.get("SANDSTORE_TRACEBACK"):
             raise
-        click.echo(f"Error: cannot start node {node_id}: {error}", err=True)
+        # The stack goes to the log (an assertion has no message of its own to show); the
+        # one line names the error's type when its text is empty.
+        logging.getLogger("sandstore.node").error("cannot start node %s", node_id, exc_info=True)
+        click.echo(f"Error: cannot start node {node_id}: {str(error) or type(error).__name__}", err=True)
         sys.exit(EXIT_REFUSED)
     server.serve_forever()
 

@@ -49,3 +49,18 @@ def test_invalid_toml_is_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and "is not valid TOML" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_startup_error_without_a_message_is_named_by_its_type_and_its_stack_is_logged(tmp_path, monkeypatch,
+                                                                                           caplog):
+    import node.server
+
+    def broken_server(*args, **kwargs):
+        raise AssertionError()  # as a failed bare assert in the node: its str() is empty
+
+    monkeypatch.setattr(node.server, "NodeServer", broken_server)
+    result = run("node", "--config", "configs/local-3.toml", "--id", "n1", "--data-dir", str(tmp_path / "d"))
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: cannot start node n1: AssertionError"
+    logged = [record for record in caplog.records if record.getMessage() == "cannot start node n1"]
+    assert logged and logged[0].exc_info and logged[0].exc_info[0] is AssertionError
