@@ -55,31 +55,17 @@ class MeasuredStore:
     def __init__(self, store) -> None:
         self._store = store
         self.fsync_latency = LatencySamples()
-        # When the first apply-only batch since the last durable one was written (NodeStore
-        # then holds it open, to commit with the next durable batch or commit_deferred), or
-        # None: the loop must keep running ticks to commit it.
-        self._deferred_since: float | None = None
 
     @property
     def deferred(self) -> bool:
-        return self._deferred_since is not None
-
-    def note_commit_deferred(self, now_seconds: float, older_than_seconds: float) -> None:
-        """The loop called NodeStore.commit_deferred(older_than_seconds) at now_seconds."""
-        if self._deferred_since is not None and now_seconds - self._deferred_since >= older_than_seconds:
-            self._deferred_since = None
+        return self._store.has_deferred
 
     @contextmanager
     def write_batch(self, durable: bool = True):
         started = time.monotonic()
         with self._store.write_batch(durable=durable) as batch:
             yield batch
-        ended = time.monotonic()
-        self.fsync_latency.add_seconds(ended - started)
-        if durable:
-            self._deferred_since = None  # committed with this batch
-        elif self._deferred_since is None:
-            self._deferred_since = ended  # not before NodeStore's own clock for it
+        self.fsync_latency.add_seconds(time.monotonic() - started)
 
     def hard_state(self):
         return self._store.hard_state()
@@ -368,9 +354,7 @@ class RaftReplicator:
         # Apply-only batches wait for the next durable batch to commit with it (NodeStore): at
         # one write outstanding the next write's comes within a round trip. Other threads
         # (chunk GC, repair, snapshots) see them once committed: at the latest a tick later.
-        checked_at = time.monotonic()  # not after NodeStore's own clock for the check
         self._store.commit_deferred(older_than_seconds=self._tick_seconds)
-        self._measured_store.note_commit_deferred(checked_at, older_than_seconds=self._tick_seconds)
 
     # ----- snapshots (log compaction)
 

@@ -303,6 +303,12 @@ class NodeStore:
             self.sync_counters.durable_commits += 1
             self.sync_counters.fsyncs += 1
 
+    @property
+    def has_deferred(self) -> bool:
+        """Whether apply-only batches wait uncommitted (for the next durable batch or
+        commit_deferred): the loop must then keep waking to commit them."""
+        return self._deferred is not None
+
     def commit_deferred(self, older_than_seconds: float = 0.0) -> None:
         """Commit the deferred batches (if opened more than older_than_seconds ago). On the
         writing thread only, outside a write batch."""
