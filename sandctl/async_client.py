@@ -66,45 +66,11 @@ _send = zmq.backend.Socket.send
 _Future = asyncio.Future
 _monotonic = time.monotonic
 
-# The Python types each argument type of node/protocol.py's schemas accepts exactly as
-# validate_args does (a bool is not an int there, and neither is it here: type() is exact).
-# A call whose every argument has one of these types, with every required one present, is
-# valid without validate_args; any other goes through validate_args for its named error.
-_EXACT_TYPES = {"str": (str,), "int": (int,), "bool": (bool,), "bytes": (bytes,), "list": (list, tuple),
-                "map": (dict,), "float": (int, float)}
-
-
-def _exact_types(schema: dict[str, str]) -> tuple[dict[str, tuple], frozenset[str]] | None:
-    """(argument name -> accepted types, required names) of a schema; None if some argument
-    takes any type (validate_args then checks every call of that op)."""
-    accepted = {}
-    for name, notation in schema.items():
-        types = _EXACT_TYPES.get(notation.rstrip("?"))
-        if types is None:
-            return None
-        accepted[name] = types
-    return accepted, frozenset(name for name, notation in schema.items() if not notation.endswith("?"))
-
-
-# What a call needs to know of its op: (schema, carries a write session, counts as a write,
-# accepted types per argument, required arguments). The session arguments are left out of
-# the accepted ones: the call adds its own, and a caller's "client" or "seq" (which the call
-# replaces) sends the call through validate_args as before.
-_OP_KINDS: dict[str, tuple] = {}
-for _op, _schema in protocol.OPS.items():
-    _session = _op in protocol.WRITE_OPS
-    _own = {name: notation for name, notation in _schema.items() if not (_session and name in ("client", "seq"))}
-    _types = _exact_types(_own)
-    _OP_KINDS[_op] = (_schema, _session, _session or _op in protocol.ADMIN_OPS,
-                      _types[0] if _types else None, _types[1] if _types else None)
-del _op, _schema, _session, _own, _types
-
-
-# (op, argument names..., their types...) of the calls found valid without validate_args: the
-# next call with the same names and types needs one set lookup. Names are str and types are
-# not, so a signature reads back unambiguously. Bounded: past the bound, the loop decides.
-VALID_SIGNATURES_MAX = 1024
-_VALID_SIGNATURES: set[tuple] = set()
+# What a call needs to know of its op: (schema, carries a write session, counts as a write).
+_OP_KINDS: dict[str, tuple] = {
+    op: (schema, op in protocol.WRITE_OPS, op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS)
+    for op, schema in protocol.OPS.items()
+}
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -146,11 +112,6 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
 class _Session:
     client_id: str
     seq: int = 0
-
-    def __post_init__(self) -> None:
-        # The schema's bound on a session's client id, checked once: a write in a session with
-        # a longer one goes through validate_args, which refuses it with its named error.
-        self.id_fits = 0 < len(self.client_id.encode()) <= protocol.CLIENT_ID_BYTES_MAX
 
 
 class _Replies:
@@ -497,37 +458,18 @@ class AsyncClient:
         kind = _OP_KINDS.get(op)
         if kind is None:
             raise BadRequest(f"unknown op {op!r}")
-        schema, carries_session, counts_as_write, accepted, required = kind
+        schema, carries_session, counts_as_write = kind
         if node is not None and node not in self.addresses:
             self.config.node(node)  # raises ConfigError naming the known ids
         # What validate_request checks of a request this client builds: only the args can be
-        # wrong. Exact types and every required argument: valid as they are (copied: the
-        # caller's dict is never changed, and retries send this copy). Else validate_args
-        # decides, with its named error.
-        checked = None
-        if type(args) is dict:
-            # The names and exact types decide: a signature seen valid once is valid again.
-            signature = (op, *args, *map(type, args.values()))
-            if signature in _VALID_SIGNATURES:
-                checked = dict(args)
-            elif accepted is not None and args.keys() >= required:
-                for name, value in args.items():
-                    if type(value) not in accepted.get(name, ()):
-                        break
-                else:
-                    checked = dict(args)
-                    if len(_VALID_SIGNATURES) < VALID_SIGNATURES_MAX:
-                        _VALID_SIGNATURES.add(signature)
+        # wrong (validate_args returns a copy: the caller's dict is never changed, and retries
+        # send this copy; a call like one seen valid before costs it one lookup).
         session = None
         if carries_session:
             session = self._free_sessions.pop() if self._free_sessions else self._new_session()
             session.seq += 1  # once per call: every retry of this write reuses it
-            if checked is not None and session.id_fits:
-                checked["client"] = session.client_id
-                checked["seq"] = session.seq
-            else:
-                checked = protocol.validate_args(op, {**args, "client": session.client_id, "seq": session.seq}, schema)
-        elif checked is None:
+            checked = protocol.validate_args(op, {**args, "client": session.client_id, "seq": session.seq}, schema)
+        else:
             checked = protocol.validate_args(op, args, schema)
         try:
             timeout_seconds = self.timeout_seconds if deadline_seconds is None else deadline_seconds
