@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 
 from node.errors import AlreadyExists, IsADirectory, NotADirectory
 
-from sandctl.async_client import AsyncClient
+from sandctl.async_client import AsyncClient, run as run_async
 from sandctl.client import Client
 from sandctl.errors import LocalFileError, LocalFileNotFound
 from sandctl.remote_files import Overwrite, exists_message, remote_type, walk
@@ -154,7 +154,7 @@ def put_tree(client: Client, local_root: Path, remote: str, policy: Overwrite,
     wanted = [file for file in files if posixpath.join(root, file.relative) not in skip]
     small = [file for file in wanted if file.size <= client.config.inline_bytes_max]
     large = [file for file in wanted if file.size > client.config.inline_bytes_max]
-    grown = asyncio.run(_put_small_files(client, local_root, root, small, policy, progress, summary))
+    grown = run_async(_put_small_files(client, local_root, root, small, policy, progress, summary))
     for file in large + grown:
         path = posixpath.join(root, file.relative)
         with open_local(local_root / file.relative) as reader:
@@ -301,7 +301,7 @@ def get_tree(client: Client, remote: str, local: Path, policy: Overwrite, progre
             _make_local_directory(path)
             summary.directories += 1
     small = [(entry, local_path(entry)) for entry in files if entry.get("inline")]
-    asyncio.run(_get_small_files(client, small, policy, progress, stale, summary))
+    run_async(_get_small_files(client, small, policy, progress, stale, summary))
     for entry in files:
         if entry.get("inline"):
             continue
