@@ -857,16 +857,17 @@ class RaftNode:
         if message.source == self.lead_transferee and progress.match == self.log.last_index():
             self._send(MessageKind.TIMEOUT_NOW, message.source)
 
-    def _broadcast_heartbeat(self, interval_elapsed: bool = False) -> None:
-        """One heartbeat to each follower: on the heartbeat tick (`interval_elapsed`), or at
-        once for a ReadIndex round. Only the tick lets each follower's next response resume a
-        paused flow (see Progress.heartbeat_resume_allowed): read rounds can be far more
-        frequent, and must not turn into more probes or snapshot chunks."""
+    def _broadcast_heartbeat(self, interval_elapsed: bool = False, targets: frozenset[NodeId] | None = None) -> None:
+        """One heartbeat to each follower (or to `targets` only): on the heartbeat tick
+        (`interval_elapsed`), or at once for a ReadIndex round. Only the tick lets each
+        follower's next response resume a paused flow (see Progress.heartbeat_resume_allowed):
+        read rounds can be far more frequent, and must not turn into more probes or snapshot
+        chunks."""
         context = self.read_only.last_pending_context()
         if context:
             self.read_only.round_sent(context)
         for node in sorted(self.tracker.progress):
-            if node == self.id:
+            if node == self.id or (targets is not None and node not in targets):
                 continue
             progress = self.tracker.progress[node]
             commit = min(progress.match, self.log.committed)
@@ -949,7 +950,7 @@ class RaftNode:
             return
         self.read_only.add_request(self.log.committed, context, requester, self.id)
         if not self.read_only.round_in_flight():
-            self._broadcast_heartbeat()
+            self._start_read_round()
         # Else a round is out: when it is confirmed (or the next periodic heartbeat goes out),
         # one new round confirms every request that arrived meanwhile, instead of one each.
 
@@ -969,7 +970,14 @@ class RaftNode:
         for request in self.read_only.advance(context):
             self._answer_read(request)
         if self.read_only.pending_count() and not self.read_only.round_in_flight():
-            self._broadcast_heartbeat()  # the requests that waited for this round
+            self._start_read_round()  # the requests that waited for this round
+
+    def _start_read_round(self) -> None:
+        """A heartbeat round for the pending reads, to the followers that confirmed the last
+        one when they still make a quorum with us (ReadOnly.round_targets), else to all."""
+        conf_state = self.tracker.conf_state
+        self._broadcast_heartbeat(targets=self.read_only.round_targets(self.id, conf_state.voters,
+                                                                       conf_state.voters_outgoing))
 
     def _answer_read(self, request: ReadRequest) -> None:
         if request.requester == self.id:

@@ -1,10 +1,22 @@
 """ReadIndex bookkeeping on the leader: pending read requests waiting for a quorum of
-heartbeat acknowledgements that confirm the leader was still the leader at their index."""
+heartbeat acknowledgements that confirm the leader was still the leader at their index.
+
+One round at a time: requests that arrive while a round is out wait for the next one, which
+then confirms all of them. A round confirms only requests queued before it went out (it
+carries the newest pending context, and an ack for a context confirms the requests up to it
+in arrival order), so no read is answered by a round that started before the read arrived.
+
+A read round is sent to the followers whose acks confirmed the previous round (with the
+leader, a quorum), not to every follower: the others would only do the work of an ack nobody
+waits for. The periodic heartbeat still goes to every follower and carries the newest pending
+context, so if those followers stop answering, reads wait one heartbeat interval at most and
+the acks of whoever answers then become the next targets."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from node.raft.quorum import VoteResult, vote_result
 from node.raft.types import NodeId
 
 
@@ -21,6 +33,7 @@ class ReadOnly:
         self._pending: dict[bytes, ReadRequest] = {}
         self._queue: list[bytes] = []  # contexts in arrival order
         self._round_context = b""  # the context the last heartbeat round carried
+        self._last_quorum: frozenset[NodeId] = frozenset()  # acks (own included) of the last confirmed round
 
     def add_request(self, index: int, context: bytes, requester: NodeId, own_id: NodeId) -> None:
         """A duplicate context (while the first is pending) joins the first request."""
@@ -41,6 +54,7 @@ class ReadOnly:
         """Requests up to and including `context`: a quorum ack for a later heartbeat round
         also confirms every earlier request."""
         assert context in self._pending
+        self._last_quorum = frozenset(self._pending[context].acks)
         position = self._queue.index(context)
         done_contexts = self._queue[: position + 1]
         del self._queue[: position + 1]
@@ -57,6 +71,18 @@ class ReadOnly:
         """Whether the last round is still unconfirmed. Requests arriving meanwhile wait for
         the next round: one round then confirms all of them (batching under load)."""
         return self._round_context in self._pending
+
+    def round_targets(self, own_id: NodeId, voters: frozenset[NodeId],
+                      voters_outgoing: frozenset[NodeId]) -> frozenset[NodeId] | None:
+        """The followers to send a read round to: those whose acks confirmed the last round,
+        if with us they are still a quorum of the (joint) configuration; None for every
+        follower (no round confirmed yet in this term, or the configuration changed)."""
+        targets = self._last_quorum & (voters | voters_outgoing)
+        votes = dict.fromkeys(targets | {own_id}, True)
+        targets -= {own_id}
+        if not targets or vote_result(voters, votes, voters_outgoing) != VoteResult.WON:
+            return None
+        return targets
 
     def last_pending_context(self) -> bytes:
         return self._queue[-1] if self._queue else b""

@@ -371,8 +371,8 @@ class Chaos:
         """A leader hears from nobody, and what it sends is held back for two to three election
         timeouts; it keeps taking proposals. The others elect a new leader, which is cut off
         from one follower right after that follower acked its first entry (before it learns
-        that it committed). Then the old leader's appends arrive at that follower: they are of
-        an older term and must change nothing."""
+        that it committed). Then the old leader's appends arrive at that follower (held until
+        that moment): they are of an older term and must change nothing."""
         leaders = self.cluster.claimed_leaders()
         if not leaders:
             return
@@ -392,13 +392,35 @@ class Chaos:
             self.cluster.schedule(delay_ms, lambda: self._propose_to(leader))
         old_term = self.cluster.nodes[leader].term
         follower = self.rng.choice(others)
+        if self.cluster.hold_when is None:
+            # The follower's share is held back until it acked the new leader's first entry
+            # (released below), so that it arrives while the follower is still in that term.
+            self.cluster.hold_when = lambda m: m.source == leader and m.target == follower and m.term == old_term
+
+        def release_held() -> None:
+            self.cluster.hold_when = None
+            self.cluster.schedule(1, self.cluster.deliver_held)
 
         def on_new_leader(new_leader: NodeId, term: int) -> None:
-            if term <= old_term or new_leader == follower or not self.active:
+            if term <= old_term or not self.active:
                 return
             self.cluster.leader_listeners.remove(on_new_leader)
-            # Its no-op reaches the follower 1 ms after the election, the commit 2 ms later.
-            self.cluster.schedule(self.rng.choice((1, 2)), lambda: self.cluster.block(new_leader, follower))
+            if new_leader == follower:
+                release_held()
+                return
+
+            def on_delivery(message: Message) -> None:
+                # Cut off the moment the follower holds (and has acked) an entry of the new
+                # term: whatever the new leader sends next, the commit included, is lost. (A
+                # fixed delay raced the network's: the no-op was often cut off on its way.)
+                node = self.cluster.nodes[follower]
+                if (message.source == new_leader and message.target == follower and self.active
+                        and node.alive and node.driver.core.log.last_term() == term):
+                    self.cluster.delivery_listeners.remove(on_delivery)
+                    self.cluster.block(new_leader, follower)
+                    release_held()
+
+            self.cluster.delivery_listeners.append(on_delivery)
 
         self.cluster.leader_listeners.append(on_new_leader)
 

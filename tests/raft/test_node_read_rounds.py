@@ -1,0 +1,97 @@
+"""ReadIndex rounds: one at a time, sent to the followers that confirmed the last one.
+
+A read round asks only the followers whose acks confirmed the previous round (with the leader,
+a quorum); the periodic heartbeat still asks every follower, so a silent target delays reads
+by one heartbeat interval at most. Reads that arrive while a round is out are confirmed by the
+next round, never by the one already out.
+"""
+
+from node.raft.read_only import ReadOnly
+from node.raft.types import ConfChange, ConfChangeKind, ConfChangeStep, ConfState, MessageKind, ReadState
+from raft_harness import Cluster, kinds, only
+
+
+def confirm_first_read_with(cluster: Cluster, follower: str) -> None:
+    """a reads r1; the round goes to every follower; only `follower` answers."""
+    a = cluster.nodes["a"]
+    a.read_index(b"r1")
+    first_round = cluster.process("a")
+    assert sorted(m.target for m in first_round) == sorted(set(cluster.nodes) - {"a"})
+    answers = cluster.deliver([m for m in first_round if m.target == follower])
+    cluster.deliver(answers)
+    assert cluster.read_states["a"] == [ReadState(index=2, context=b"r1")]
+
+
+def test_a_read_round_goes_to_the_followers_that_confirmed_the_last_one():
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    confirm_first_read_with(cluster, "c")
+    cluster.nodes["a"].read_index(b"r2")
+    second_round = cluster.process("a")
+    assert kinds(second_round) == [("HEARTBEAT", "a", "c")]
+    assert second_round[0].context == b"r2"
+    cluster.deliver(cluster.deliver(second_round))
+    assert cluster.read_states["a"][1:] == [ReadState(index=2, context=b"r2")]
+
+
+def test_a_learner_that_answered_first_is_not_asked_alone():
+    cluster = Cluster("abc")
+    cluster.add_node("d", seed=40)
+    cluster.elect("a")
+    a = cluster.nodes["a"]
+    a.propose_membership_change(ConfChange(steps=(ConfChangeStep(ConfChangeKind.ADD_LEARNER, "d"),)))
+    cluster.stabilize()
+    assert a.tracker.conf_state == ConfState(voters=frozenset("abc"), learners=frozenset("d"))
+    a.read_index(b"r1")
+    first_round = cluster.process("a")
+    assert sorted(m.target for m in first_round) == ["b", "c", "d"]
+    learner_ack = cluster.deliver([m for m in first_round if m.target == "d"])
+    assert cluster.deliver(learner_ack) == [] and cluster.read_states["a"] == []  # a learner is no quorum
+    cluster.deliver(cluster.deliver([m for m in first_round if m.target == "b"]))
+    assert [state.context for state in cluster.read_states["a"]] == [b"r1"]
+    a.read_index(b"r2")
+    assert kinds(cluster.process("a")) == [("HEARTBEAT", "a", "b")]
+
+
+def test_reads_arriving_while_a_round_is_out_wait_for_the_next_round():
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    confirm_first_read_with(cluster, "b")
+    a = cluster.nodes["a"]
+    a.read_index(b"r2")
+    round_2 = cluster.process("a")
+    a.read_index(b"r3")
+    a.read_index(b"r4")
+    assert only(cluster.process("a"), MessageKind.HEARTBEAT) == []  # r2's round is still out
+    round_3 = cluster.deliver(cluster.deliver(round_2))  # r2's ack: r2 confirmed, and the next round
+    assert cluster.read_states["a"][1:] == [ReadState(index=2, context=b"r2")]  # not r3, r4
+    assert kinds(round_3) == [("HEARTBEAT", "a", "b")] and round_3[0].context == b"r4"
+    cluster.deliver(cluster.deliver(round_3))
+    assert cluster.read_states["a"][2:] == [ReadState(index=2, context=b"r3"), ReadState(index=2, context=b"r4")]
+
+
+def test_when_the_asked_follower_is_silent_the_periodic_heartbeat_asks_everyone():
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    confirm_first_read_with(cluster, "c")
+    a = cluster.nodes["a"]
+    a.read_index(b"r2")
+    assert kinds(cluster.process("a")) == [("HEARTBEAT", "a", "c")]  # lost: c went silent
+    retry = only(cluster.tick("a", a.config.heartbeat_ticks), MessageKind.HEARTBEAT)
+    assert sorted(m.target for m in retry) == ["b", "c"] and {m.context for m in retry} == {b"r2"}
+    cluster.deliver(cluster.deliver([m for m in retry if m.target == "b"]))
+    assert cluster.read_states["a"][1:] == [ReadState(index=2, context=b"r2")]
+    a.read_index(b"r3")
+    assert kinds(cluster.process("a")) == [("HEARTBEAT", "a", "b")]  # whoever answered is asked next
+
+
+def test_round_targets_are_asked_alone_only_while_they_make_a_quorum():
+    read_only = ReadOnly()
+    assert read_only.round_targets("a", frozenset("abc"), frozenset()) is None  # nothing confirmed yet
+    read_only.add_request(5, b"r1", "a", own_id="a")
+    read_only.receive_ack("b", b"r1")
+    read_only.advance(b"r1")
+    assert read_only.round_targets("a", frozenset("abc"), frozenset()) == {"b"}
+    assert read_only.round_targets("a", frozenset("abcde"), frozenset()) is None  # grown: a, b are 2 of 5
+    assert read_only.round_targets("a", frozenset("ab"), frozenset("acd")) is None  # joint: not of a, c, d
+    assert read_only.round_targets("a", frozenset("ac"), frozenset()) is None  # b is no voter now
