@@ -25,6 +25,11 @@ class RaftLog:
         self.committed = snapshot_index
         self.applying = max(applied, snapshot_index)
         self.applied = self.applying
+        # Set by the driver (an input, like a message): while True, committed entries wait and
+        # are not handed out in a Ready (has_next_committed is False). A follower's driver
+        # holds them back for a moment to apply several in one batch; the core's own logic
+        # never depends on when entries are applied, only on `applied` once they are.
+        self.committed_held = False
 
     # -- positions and terms ----------------------------------------------------------------
 
@@ -184,9 +189,13 @@ class RaftLog:
         return min(self.committed, self.unstable.offset_in_progress - 1)
 
     def has_next_committed(self) -> bool:
+        return not self.committed_held and self.committed_waiting() > 0
+
+    def committed_waiting(self) -> int:
+        """How many committed entries wait to be handed out, held back or not."""
         if self.unstable.snapshot is not None:
-            return False  # the snapshot must be restored first
-        return self._applicable_high() > self.applying
+            return 0  # the snapshot must be restored first
+        return max(0, self._applicable_high() - self.applying)
 
     def next_committed(self, bytes_max: int | None = None) -> list[Entry]:
         if not self.has_next_committed():

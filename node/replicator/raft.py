@@ -152,6 +152,7 @@ class RaftReplicator:
             self.core, self._measured_store, NamespaceMachine(namespace, self._addresses), self.transport,
             self, node_id=node_id, incarnation=os.urandom(INCARNATION_BYTES), applied_index=applied_index,
             read_timeout_seconds=2 * config.election_ticks_max * self._tick_seconds,
+            apply_hold_seconds=self._tick_seconds,
         )
         self._next_tick_at = time.monotonic() + self._tick_seconds
         # A heartbeat late by more than a tick wakes a follower on every tick again.
@@ -229,6 +230,9 @@ class RaftReplicator:
         core = self.core
         if self._measured_store.deferred or self.driver.reads_pending():
             return next_tick_at
+        held_until = self.driver.committed_held_until()
+        if held_until is not None:  # a follower batching its apply (Driver, APPLY_HOLD_ENTRIES_MAX)
+            return min(next_tick_at, held_until)
         if core.role == Role.LEADER:
             # A leader's ticks between heartbeats only send a commit no APPEND carried: wanted
             # only if it committed since the last tick. (The check-quorum count may then run a
@@ -269,7 +273,10 @@ class RaftReplicator:
         silence_seconds = now_seconds - last_contact[leader]
         if silence_seconds > self._config.election_ticks_max * self._tick_seconds:
             return False
-        return self.driver.applied_index >= self.core.status().commit
+        # Entries held back to be applied in one batch (at most a tick's worth, see the driver)
+        # count as applied: this answer is already up to a housekeeping interval old when the
+        # chunk service uses it, and unreferenced chunks are kept for gc_grace_seconds anyway.
+        return self.driver.applied_index >= self.core.status().commit or self.driver.committed_held_until() is not None
 
     # ----- membership and leadership administration (leader only)
 

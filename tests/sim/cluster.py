@@ -184,6 +184,10 @@ class Cluster:
         self.seed = seed
         self.rng = rng or random.Random(seed)
         self._crash_rng = random.Random(f"crash-{seed}")
+        # Whether followers hold committed entries back for a tick to apply them in a batch, as
+        # production does (Driver, APPLY_HOLD_ENTRIES_MAX): drawn apart from the main RNG so that
+        # seeds keep their schedules whichever way it falls; half the seeds run each way.
+        self.apply_hold = random.Random(f"apply-hold-{seed}").random() < 0.5
         self.clock = EventQueue()
         self.network = Network(self.rng)
         self.checker = Checker(self.clock)
@@ -297,6 +301,7 @@ class Cluster:
                 core, node.disk, node.disk.state_machine, SimTransport(self, node), SimCallbacks(self, node),
                 node_id=node.node_id, incarnation=incarnation, applied_index=node.disk.applied_index,
                 read_timeout_seconds=self.read_timeout_seconds(node),
+                apply_hold_seconds=node.tick_period_ms / 1000.0 if self.apply_hold else 0.0,
             )
 
         self._core(node, "start", start)
