@@ -802,6 +802,8 @@ class RaftNode:
         progress = self.tracker.progress[node]
         if progress.is_paused():
             return False
+        if not send_if_empty and progress.next > self.log.last_index():
+            return False  # it has everything (the pipelining loops end here, without a log read)
         previous_index = progress.next - 1
         window_bytes = progress.inflights.bytes_available()
         assert window_bytes >= 1, "a window without room is full, so paused"
@@ -974,10 +976,16 @@ class RaftNode:
 
     def _start_read_round(self) -> None:
         """A heartbeat round for the pending reads, to the followers that confirmed the last
-        one when they still make a quorum with us (ReadOnly.round_targets), else to all."""
+        one when they still make a quorum with us (ReadOnly.round_targets), else to all. Also
+        to all while one of those followers has entries to acknowledge: it may be busy writing
+        them, and then the first quorum of acks, whoever sends them, should confirm the reads."""
         conf_state = self.tracker.conf_state
-        self._broadcast_heartbeat(targets=self.read_only.round_targets(self.id, conf_state.voters,
-                                                                       conf_state.voters_outgoing))
+        targets = self.read_only.round_targets(self.id, conf_state.voters, conf_state.voters_outgoing)
+        if targets is not None:
+            last_index = self.log.last_index()
+            if any(self.tracker.progress[node].match < last_index for node in targets):
+                targets = None
+        self._broadcast_heartbeat(targets=targets)
 
     def _answer_read(self, request: ReadRequest) -> None:
         if request.requester == self.id:

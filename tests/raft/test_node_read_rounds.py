@@ -95,3 +95,19 @@ def test_round_targets_are_asked_alone_only_while_they_make_a_quorum():
     assert read_only.round_targets("a", frozenset("abcde"), frozenset()) is None  # grown: a, b are 2 of 5
     assert read_only.round_targets("a", frozenset("ab"), frozenset("acd")) is None  # joint: not of a, c, d
     assert read_only.round_targets("a", frozenset("ac"), frozenset()) is None  # b is no voter now
+
+
+def test_a_read_round_goes_to_every_follower_while_a_target_has_entries_to_acknowledge():
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    confirm_first_read_with(cluster, "c")
+    a = cluster.nodes["a"]
+    a.propose(b"a write")
+    appends = cluster.process("a")  # c may be busy writing it: the round does not wait for c alone
+    assert sorted(m.target for m in only(appends, MessageKind.APPEND)) == ["b", "c"]
+    a.read_index(b"r2")
+    assert kinds(cluster.process("a")) == [("HEARTBEAT", "a", "b"), ("HEARTBEAT", "a", "c")]
+    cluster.stabilize(appends)  # both acknowledged the write and r2's round
+    assert [state.context for state in cluster.read_states["a"]] == [b"r1", b"r2"]
+    a.read_index(b"r3")
+    assert len(only(cluster.process("a"), MessageKind.HEARTBEAT)) == 1  # caught up: one follower again
