@@ -251,7 +251,7 @@ class Driver:
         """Whether the core hands out the committed entries that wait (see
         APPLY_HOLD_ENTRIES_MAX): an input to the core, decided before each Ready."""
         log = self.core.log
-        waiting = log.committed_waiting()
+        waiting = log.committed_waiting() if self.core.role == Role.FOLLOWER else 0
         if not waiting:
             self._held_since = None
             log.committed_held = False
@@ -259,8 +259,7 @@ class Driver:
         if self._held_since is None:
             self._held_since = now_seconds
         log.committed_held = (
-            self.core.role == Role.FOLLOWER
-            and now_seconds - self._held_since < self._apply_hold_seconds
+            now_seconds - self._held_since < self._apply_hold_seconds
             and waiting < APPLY_HOLD_ENTRIES_MAX
             and not self._reads_confirmed
             and (self._forwarded_at is None or now_seconds - self._forwarded_at > self._read_timeout_seconds)
