@@ -47,6 +47,10 @@ BOOTSTRAP_INDEX = 1
 # a membership change (it takes effect when applied), more than APPLY_HOLD_ENTRIES_MAX entries,
 # and any role but follower release the hold at once.
 APPLY_HOLD_ENTRIES_MAX = 256
+# Client writes a follower forwarded and has not applied yet (its client waits for that): kept
+# until applied here, or for read_timeout_seconds at most (a forward may be lost), and at most
+# this many (the oldest is forgotten first: its client then waits at most one hold).
+FORWARDS_PENDING_MAX = 1024
 
 
 class DiskLost(Exception):
@@ -122,7 +126,7 @@ class Driver:
         self._apply_hold_seconds = apply_hold_seconds
         self._held_since: float | None = None  # since when committed entries have waited to apply
         self._held_normal_through = 0  # index up to which the waiting entries are all NORMAL
-        self._forwarded_at: float | None = None  # when this follower last forwarded a client write
+        self._forwards_pending: dict[bytes, float] = {}  # command forwarded -> when, until applied here
 
     # ----- input from peers
 
@@ -199,7 +203,11 @@ class Driver:
             # another node at once, and the next leader as soon as there is one.
             raise NoLeader(f"the leader {leader} has not been heard from for a while; retry shortly")
         self._transport.send_forward(leader, command)
-        self._forwarded_at = now_seconds  # its client waits for this node to apply it: no hold
+        # Its client waits for this node to apply it: no hold until then. (The leader proposes
+        # the very bytes forwarded, so the applied entry is recognised by its data.)
+        self._forwards_pending[command] = now_seconds
+        if len(self._forwards_pending) > FORWARDS_PENDING_MAX:
+            del self._forwards_pending[next(iter(self._forwards_pending))]
 
     def _propose(self, command: bytes, decoded: object | None, now_seconds: float) -> None:
         try:
@@ -262,9 +270,20 @@ class Driver:
             now_seconds - self._held_since < self._apply_hold_seconds
             and waiting < APPLY_HOLD_ENTRIES_MAX
             and not self._reads_confirmed
-            and (self._forwarded_at is None or now_seconds - self._forwarded_at > self._read_timeout_seconds)
+            and not self._forwards_wait(now_seconds)
             and self._waiting_entries_are_normal(log.applying + waiting)
         )
+
+    def _forwards_wait(self, now_seconds: float) -> bool:
+        """Whether a client write this follower forwarded may still be waiting to apply here
+        (forgetting those forwarded more than read_timeout_seconds ago: lost, or long answered)."""
+        pending = self._forwards_pending
+        if not pending:
+            return False
+        limit_seconds = self._read_timeout_seconds
+        for command in [command for command, at in pending.items() if now_seconds - at > limit_seconds]:
+            del pending[command]
+        return bool(pending)
 
     def _waiting_entries_are_normal(self, high: int) -> bool:
         """Whether the committed entries up to `high` that wait are all NORMAL (or NOOP): a
@@ -391,6 +410,8 @@ class Driver:
         for entry in ready.committed_entries:
             assert entry.index == self.applied_index + 1, (entry.index, self.applied_index)
             if entry.kind == EntryKind.NORMAL:
+                if self._forwards_pending:
+                    self._forwards_pending.pop(entry.data, None)
                 decoded = self._decoded(entry)
                 applied.append((entry.index, decoded, self._state_machine.apply(batch, entry, decoded)))
             elif entry.kind == EntryKind.CONF_CHANGE:
