@@ -262,6 +262,13 @@ class RaftNode:
         else:
             self._maybe_send_append(target, send_if_empty=True)
 
+    def ticks_until_commit_broadcast(self) -> int | None:
+        """For the driver's sleep: None when no commit waits to be told (or this node does not
+        lead), else in how many ticks the one that sends it comes (_tick_heartbeat)."""
+        if self.role != Role.LEADER or not self._outbox.commit_unsent:
+            return None
+        return 1 if self._outbox.commit_unsent_ticked else 2
+
     def leader_unreachable(self, leader: NodeId) -> None:
         """The driver saw its connection to `leader` drop (a closed TCP connection: the
         leader's process most likely died). With Config.campaign_on_leader_unreachable, a
@@ -317,6 +324,7 @@ class RaftNode:
             if self.role == Role.LEADER:
                 self._broadcast_append()
                 self._outbox.commit_unsent = False  # every follower that takes appends got it
+                self._outbox.commit_unsent_ticked = False
 
         soft_state = self._soft_state_if_changed()
         hard_state = self._hard_state_if_changed()
@@ -456,6 +464,7 @@ class RaftNode:
         self.pending_read_requests = []
         self._outbox.broadcast_due = False
         self._outbox.commit_unsent = False
+        self._outbox.commit_unsent_ticked = False
 
     def _promotable(self) -> bool:
         return self.tracker.is_voter(self.id) and self.log.unstable.snapshot is None
@@ -502,9 +511,17 @@ class RaftNode:
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed_ticks = 0
             self._broadcast_heartbeat(interval_elapsed=True)
-        if self._outbox.commit_unsent:  # a commit that no APPEND carried since: send it now
-            self._outbox.commit_unsent = False
-            self._broadcast_append()
+        if self._outbox.commit_unsent:  # a commit that no APPEND carried since
+            if self._outbox.commit_unsent_ticked:
+                # Unsent for a whole tick: no APPEND is about to carry it (a client that waits
+                # for one write's answer sends the next within a round trip), so send it now.
+                # Sending at the first tick sent two APPENDs, and got two answers, for about
+                # every other write at one write outstanding, each a turn of three loops.
+                self._outbox.commit_unsent = False
+                self._outbox.commit_unsent_ticked = False
+                self._broadcast_append()
+            else:
+                self._outbox.commit_unsent_ticked = True
 
     # == elections ============================================================================
 
@@ -1057,7 +1074,8 @@ class _Outbox:
         self.messages_after_persist: list[Message] = []
         self.read_states: list[ReadState] = []
         self.broadcast_due = False  # send appends when the next Ready is built (batching)
-        self.commit_unsent = False  # the leader committed more than its appends told (next tick)
+        self.commit_unsent = False  # the leader committed more than its appends told (a tick later)
+        self.commit_unsent_ticked = False  # ...and a tick has passed since (the next one sends it)
 
     def pending(self) -> bool:
         return bool(self.messages or self.messages_after_persist or self.read_states or self.broadcast_due)

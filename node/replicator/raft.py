@@ -157,7 +157,6 @@ class RaftReplicator:
         self._next_tick_at = time.monotonic() + self._tick_seconds
         # A heartbeat late by more than a tick wakes a follower on every tick again.
         self._follower_wake_seconds = (config.heartbeat_ticks + 1) * self._tick_seconds
-        self._committed_at_tick = 0  # the core's commit index after the last tick
         self.leader_changes: list[dict] = []
         self.log_entries_at_start = store.last_index() - store.first_index() + 1
         self.applied_at_start = applied_index
@@ -234,13 +233,15 @@ class RaftReplicator:
         if held_until is not None:  # a follower batching its apply (Driver, APPLY_HOLD_ENTRIES_MAX)
             return min(next_tick_at, held_until)
         if core.role == Role.LEADER:
-            # A leader's ticks between heartbeats only send a commit no APPEND carried: wanted
-            # only if it committed since the last tick. (The check-quorum count may then run a
-            # tick late, of election_ticks_min.)
-            if core.log.committed != self._committed_at_tick:
-                return next_tick_at
-            ticks_to_heartbeat = max(1, self._config.heartbeat_ticks - core.heartbeat_elapsed_ticks)
-            return next_tick_at + (ticks_to_heartbeat - 1) * self._tick_seconds
+            # A leader's ticks between heartbeats only send a commit no APPEND carried, a tick
+            # after it was made (RaftNode.ticks_until_commit_broadcast): it wakes for that tick
+            # and counts the others then. (The check-quorum count may run a tick late, of
+            # election_ticks_min.)
+            ticks = max(1, self._config.heartbeat_ticks - core.heartbeat_elapsed_ticks)
+            ticks_to_commit = core.ticks_until_commit_broadcast()
+            if ticks_to_commit is not None:
+                ticks = min(ticks, ticks_to_commit)
+            return next_tick_at + (ticks - 1) * self._tick_seconds
         if core.role != Role.FOLLOWER or core.early_campaign_ticks is not None:
             return next_tick_at
         heard_at = self.driver.last_contact.get(core.lead)
@@ -347,7 +348,6 @@ class RaftReplicator:
         while now_seconds >= self._next_tick_at:
             self.core.tick()
             self._next_tick_at += self._tick_seconds
-            self._committed_at_tick = self.core.log.committed
 
     def run(self, now_seconds: float) -> None:
         self._run_due_ticks(now_seconds)

@@ -154,7 +154,8 @@ def test_a_leader_sleeps_until_its_heartbeat_tick_unless_it_committed(single_vot
         replicator.run(now)
     assert replicator._next_tick_at == pytest.approx(now + tick_seconds)
     assert replicator.seconds_until_tick(now) == pytest.approx(heartbeat_ticks * tick_seconds)
-    # A write commits between heartbeats: the next tick tells the followers, so it runs.
+    # A write commits between heartbeats: the loop wakes on the next tick (its apply-only
+    # batch waits to commit; a commit no APPEND carried goes to the followers a tick later).
     command = new_command("mkdir", {"path": "/a", "client": "c", "seq": 1}, 1, args_validated=True)
     replicator.replicate(command.encode(), command)
     replicator.run(now)

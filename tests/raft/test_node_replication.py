@@ -161,7 +161,7 @@ def test_restarted_follower_catches_up_from_its_persisted_log():
     assert cluster.nodes["c"].log.committed == 4
 
 
-def test_a_commit_goes_out_with_the_next_append_or_on_the_next_tick():
+def test_a_commit_goes_out_with_the_next_append_or_on_the_second_tick():
     cluster = Cluster("abc", heartbeat_ticks=5)
     cluster.elect("a")
     a, b = cluster.nodes["a"], cluster.nodes["b"]
@@ -176,8 +176,12 @@ def test_a_commit_goes_out_with_the_next_append_or_on_the_next_tick():
     assert [(m.kind, m.commit, [e.index for e in m.entries]) for m in appends] == [(APPEND, first, [second])] * 2
     cluster.deliver(cluster.deliver(appends))
     assert b.log.committed == first and a.log.committed == second
-    on_tick = cluster.tick("a")  # not yet a heartbeat tick
+    assert a.ticks_until_commit_broadcast() == 2
+    assert cluster.tick("a") == []  # a tick later the next write's APPEND may still carry it
+    assert a.ticks_until_commit_broadcast() == 1
+    on_tick = cluster.tick("a")  # unsent for a whole tick: sent now (not yet a heartbeat tick)
     assert [(m.kind, m.target, m.commit, m.entries) for m in on_tick] == [(APPEND, "b", second, ()), (APPEND, "c", second, ())]
     cluster.deliver(on_tick)
     assert b.log.committed == second
+    assert a.ticks_until_commit_broadcast() is None
     assert only(cluster.tick("a"), APPEND) == []  # told once
