@@ -5,11 +5,17 @@ and encodes it for the log; every other node decodes and validates the entry's b
 before applying them: a log entry is bytes from a peer, and a malformed one must become an
 error result, never a crash. Each node decodes a command at most once and passes the Command
 along (the driver keeps the proposer's own, apply and the server's callback share it), so no
-cache of decoded commands is needed. Paths are stored normalised and optional arguments
-filled with their defaults, so apply sees one shape, and decode_command(command.encode())
-equals command: the proposer applies the very Command that the others decode.
+cache of decoded commands is needed. A Command has one shape, whoever built it: every
+argument of its op (client and seq aside) in schema order, paths normalised, optional
+arguments filled with their defaults or None when they have none; so decode_command(
+command.encode()) equals command, and the proposer applies the very Command that the others
+decode.
 
-Encoding (pinned): msgpack [COMMAND_VERSION, op, args including client and seq, now_ns].
+Encoding (pinned), written as version 2: msgpack [2, op, client, seq, now_ns, arguments], the
+arguments being Command.args' values, in schema order (nil when absent). Positional, as the
+peer codec's frames are: every follower unpacks every command, and the key strings of a map
+were most of the cost of unpacking one. Version 1, a map (msgpack [1, op, args including
+client and seq, now_ns]), is still read: logs and snapshots written before hold it.
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ from node.metadata.paths import file_name, normalize_path
 from node.metadata.replicas import check_node_id
 from node.metadata.sessions import SEQ_MAX
 from node.packing import packb
-from node.protocol import COMMAND_OPS, validate_args
+from node.protocol import CLIENT_ID_BYTES_MAX, COMMAND_OPS, validate_args
 
-COMMAND_VERSION = 1
+COMMAND_VERSION = 2
+COMMAND_VERSION_KEYED = 1  # arguments in a map: read, no longer written
+_FIELDS = 6  # version, op, client, seq, now_ns, arguments
+_FIELDS_KEYED = 4  # version, op, args, now_ns
 MODE_MAX = 0o7777
 DEFAULT_DIRECTORY_MODE = 0o755
 DEFAULT_FILE_MODE = 0o644
@@ -39,13 +48,31 @@ _DEFAULTS: dict[str, dict[str, object]] = {
     "add_replica": {},  # replica bookkeeping (node/metadata/replicas.py)
     "drop_replica": {},
 }
+_SESSION_ARGUMENTS = ("client", "seq")
 _PATH_ARGUMENTS = ("path", "src", "dst")
 
 assert set(_DEFAULTS) == set(COMMAND_OPS), "every command op needs its defaults listed"
+# Command.args' names, in schema order: the positions of a version 2 command's arguments.
+_ARGUMENT_NAMES: dict[str, tuple[str, ...]] = {
+    op: tuple(name for name in schema if name not in _SESSION_ARGUMENTS) for op, schema in COMMAND_OPS.items()
+}
+# Every argument None, then the defaults: what a command's args start from (dicts keep the
+# order of their first keys, so args built on it are in schema order).
+_UNFILLED: dict[str, dict[str, object]] = {
+    op: {**dict.fromkeys(names), **_DEFAULTS[op]} for op, names in _ARGUMENT_NAMES.items()
+}
 # The path arguments each op takes (normalised once, when the command is built or decoded).
 _PATHS_OF: dict[str, tuple[str, ...]] = {
     op: tuple(name for name in _PATH_ARGUMENTS if name in schema) for op, schema in COMMAND_OPS.items()
 }
+assert all(set(defaults) <= set(_ARGUMENT_NAMES[op]) for op, defaults in _DEFAULTS.items())
+assert all(list(_UNFILLED[op]) == list(names) for op, names in _ARGUMENT_NAMES.items())
+
+# (op, type of each argument, client and seq) of version 2 commands whose types validate_args
+# accepted: the next command of that signature needs only its value checks. Bounded: past the
+# bound, the types are checked in full each time.
+VALID_SIGNATURES_MAX = 1024
+_VALID_SIGNATURES: set[tuple] = set()
 
 
 class Command(NamedTuple):
@@ -53,19 +80,19 @@ class Command(NamedTuple):
     to build): one is built per proposed write and per entry a follower applies."""
 
     op: str
-    args: dict  # validated, paths normalised, defaults filled; without client and seq. Read-only: shared
+    args: dict  # every argument of op (see the module docstring), without client and seq. Read-only: shared
     client: str
     seq: int
     now_ns: int
 
     def encode(self) -> bytes:
-        """The log entry's bytes (pinned: msgpack [COMMAND_VERSION, op, args with client and seq, now_ns])."""
-        return packb([COMMAND_VERSION, self.op, {**self.args, "client": self.client, "seq": self.seq}, self.now_ns])
+        """The log entry's bytes (pinned: msgpack [2, op, client, seq, now_ns, arguments])."""
+        return packb([COMMAND_VERSION, self.op, self.client, self.seq, self.now_ns, list(self.args.values())])
 
     def describe(self) -> dict:
         """A readable summary for `sandctl inspect log` (inline data shown by its size only)."""
-        args = {name: value for name, value in self.args.items() if name != "data"}
-        if "data" in self.args:
+        args = {name: value for name, value in self.args.items() if name != "data" and value is not None}
+        if self.args.get("data") is not None:
             args["data_bytes"] = len(self.args["data"])
         if "chunks" in args:
             args["chunks"] = [[chunk_id.hex(), size, replicas] for chunk_id, size, replicas in args["chunks"]]
@@ -77,7 +104,11 @@ def new_command(op: str, args: dict, now_ns: int, *, args_validated: bool = Fals
     args_validated: args is what protocol.validate_args returned for this op's WRITE_OPS schema
     (the server's request validation), so the per-argument type checks are not repeated; paths,
     defaults, mode and content are checked here all the same."""
-    return _validated(op, args, now_ns, args_validated)
+    if not isinstance(op, str) or op not in COMMAND_OPS:
+        raise BadRequest(f"unknown write op {op!r}")
+    if not args_validated:
+        args = validate_args(op, args, COMMAND_OPS[op])
+    return _checked(op, {**_UNFILLED[op], **args}, now_ns)
 
 
 def encode_command(op: str, args: dict, now_ns: int, *, args_validated: bool = False) -> bytes:
@@ -91,34 +122,66 @@ def decode_command(data: bytes) -> Command:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as error:  # msgpack raises several unrelated types for garbage
         raise BadRequest(f"undecodable command: {type(error).__name__}") from None
-    if not isinstance(value, list) or len(value) != 4:
-        raise BadRequest("a command must be a 4-element array")
-    version, op, args, now_ns = value
-    if version != COMMAND_VERSION:
-        raise BadRequest(f"unsupported command version {version!r} (this node applies {COMMAND_VERSION})")
-    return _validated(op, args, now_ns)
+    if type(value) is not list or not value:
+        raise BadRequest("a command must be an array")
+    version = value[0]
+    if version == COMMAND_VERSION and type(version) is int:
+        if len(value) != _FIELDS:
+            raise BadRequest(f"a version {COMMAND_VERSION} command must be a {_FIELDS}-element array")
+        return _decoded_positional(*value[1:])
+    if version == COMMAND_VERSION_KEYED and type(version) is int:
+        if len(value) != _FIELDS_KEYED:
+            raise BadRequest(f"a version {COMMAND_VERSION_KEYED} command must be a {_FIELDS_KEYED}-element array")
+        _, op, args, now_ns = value
+        return new_command(op, args, now_ns)
+    raise BadRequest(f"unsupported command version {version!r} (this node applies {COMMAND_VERSION_KEYED} "
+                     f"and {COMMAND_VERSION})")
 
 
-def _validated(op: object, args: object, now_ns: object, args_validated: bool = False) -> Command:
-    if not isinstance(op, str) or op not in COMMAND_OPS:
+def _decoded_positional(op: object, client: object, seq: object, now_ns: object, arguments: object) -> Command:
+    names = _ARGUMENT_NAMES.get(op) if type(op) is str else None
+    if names is None:
         raise BadRequest(f"unknown write op {op!r}")
+    if type(arguments) is not list or len(arguments) != len(names):
+        raise BadRequest(f"{op} takes {len(names)} arguments, by position")
+    signature = (op, *map(type, arguments), type(client), type(seq))
+    if signature not in _VALID_SIGNATURES:
+        # The types in full, for the named error (validate_args sees an absent argument as None).
+        present = {name: argument for name, argument in zip(names, arguments) if argument is not None}
+        validate_args(op, {**present, "client": client, "seq": seq}, COMMAND_OPS[op])
+        if len(_VALID_SIGNATURES) < VALID_SIGNATURES_MAX:
+            _VALID_SIGNATURES.add(signature)
+    args = dict(zip(names, arguments))
+    for name, default in _DEFAULTS[op].items():
+        if args[name] is None:
+            args[name] = default
+    # The session's values; their types were checked with the signature.
+    if not 0 < len(client.encode()) <= CLIENT_ID_BYTES_MAX:
+        raise BadRequest(f"client id must be 1 to {CLIENT_ID_BYTES_MAX} bytes")
+    if seq < 1:
+        raise BadRequest("seq must be positive")
+    return _checked(op, {**args, "client": client, "seq": seq}, now_ns)
+
+
+def _checked(op: str, checked: dict, now_ns: object) -> Command:
+    """The checks beyond the argument types, on `checked`: every argument of op (None when
+    absent, defaults filled, in schema order) plus client and seq, all of the schema's types."""
     if isinstance(now_ns, bool) or not isinstance(now_ns, int) or now_ns < 0:
         raise BadRequest("a command's time stamp must be a non-negative integer of nanoseconds")
-    checked = {**_DEFAULTS[op], **(args if args_validated else validate_args(op, args, COMMAND_OPS[op]))}
     client = checked.pop("client")
     seq = checked.pop("seq")
     if seq >= SEQ_MAX:  # a session stores it in 8 bytes below 2**62 (sessions.py)
         raise BadRequest(f"seq must be below 2**62, got {seq}")
     for name in _PATHS_OF[op]:
-        if name in checked:
-            checked[name] = normalize_path(checked[name])
-    if "into_directory" in checked:
+        checked[name] = normalize_path(checked[name])
+    if checked.get("into_directory") is not None:
         checked["into_directory"] = file_name(checked["into_directory"])
-    if "mode" in checked and not 0 <= checked["mode"] <= MODE_MAX:
-        raise BadRequest(f"mode {checked['mode']:o} is not a permission mode (0 to 7777 octal)")
+    mode = checked.get("mode")
+    if mode is not None and not 0 <= mode <= MODE_MAX:
+        raise BadRequest(f"mode {mode:o} is not a permission mode (0 to 7777 octal)")
     if op == "write_file":
         _check_content(checked)
-    if "chunk" in checked:  # add_replica, drop_replica
+    elif "chunk" in checked:  # add_replica, drop_replica
         _check_replica_change(checked)
     return Command(op, checked, client, seq, now_ns)  # positional: cheaper for a NamedTuple
 
@@ -128,9 +191,9 @@ def _check_content(args: dict) -> None:
     size = args["size"]
     if size < 0:
         raise BadRequest(f"size must not be negative, got {size}")
-    if ("data" in args) == ("chunks" in args):
+    if (args["data"] is None) == (args["chunks"] is None):
         raise BadRequest("write_file needs exactly one of data or chunks")
-    if "data" in args:
+    if args["data"] is not None:
         if len(args["data"]) != size:
             raise BadRequest(f"inline data is {len(args['data'])} bytes but size says {size}")
         return

@@ -136,12 +136,12 @@ class Namespace:
         args = command.args
         path = args["path"]
         found = tree.resolve(txn, self._tables, path, self._memo.directories, self._memo.directory_records)
-        if "into_directory" in args and found.exists and found.record.is_directory:
+        if args["into_directory"] is not None and found.exists and found.record.is_directory:
             # Decided here, in apply, not by a stat before the write: one round, and no race
             # with a concurrent mkdir or rm of the target.
             path = paths.normalize_path(paths.join(path, args["into_directory"]))  # checks the length
             found = tree.resolve(txn, self._tables, path, self._memo.directories, self._memo.directory_records)
-        record = Record(False, args["mode"], command.now_ns, args["size"], args.get("data"), args.get("chunks"))  # positional: cheaper
+        record = Record(False, args["mode"], command.now_ns, args["size"], args["data"], args["chunks"])  # positional: cheaper
         if found.exists:
             if found.record.is_directory:
                 raise IsADirectory(f"{path} is a directory")

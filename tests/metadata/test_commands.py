@@ -18,8 +18,10 @@ def test_round_trip_normalises_paths_and_fills_defaults():
         op="mkdir", args={"path": "/a/b", "parents": False, "mode": 0o755}, client="c1", seq=7, now_ns=123
     )
     data = encode_command("write_file", {"path": "/f", "chunks": [CHUNK, CHUNK], "size": 20, "client": "c1", "seq": 8}, 5)
-    assert decode_command(data).args == {"path": "/f", "chunks": [CHUNK, CHUNK], "size": 20, "parents": False,
-                                         "mode": 0o644, "overwrite": True}
+    # Every argument of the op, in schema order; None for an absent one without a default.
+    assert list(decode_command(data).args.items()) == [
+        ("path", "/f"), ("data", None), ("chunks", [CHUNK, CHUNK]), ("size", 20), ("mode", 0o644),
+        ("parents", False), ("into_directory", None), ("overwrite", True)]
     data = encode_command("mv", {"src": "/a", "dst": "/b/", "client": "c1", "seq": 9}, 5)
     assert decode_command(data).args == {"src": "/a", "dst": "/b", "overwrite": True}
 
@@ -85,6 +87,23 @@ def test_invalid_path_is_refused_when_encoded():
         b"\xc1garbage",
         msgpack.packb({"not": "a list"}),
         msgpack.packb([2, "mkdir", {"path": "/a", "client": "c", "seq": 1}, 1]),
+        msgpack.packb([3, "mkdir", "c", 1, 1, ["/a", False, 0o755]]),
+        msgpack.packb([True, "mkdir", "c", 1, 1, ["/a", False, 0o755]]),
+        msgpack.packb([]),
+        msgpack.packb([2, "mkdir", "c", 1, 1, ["/a", False]]),  # an argument short
+        msgpack.packb([2, "mkdir", "c", 1, 1, ["/a", False, 0o755, None]]),  # one too many
+        msgpack.packb([2, "mkdir", "c", 1, 1, {"path": "/a"}]),
+        msgpack.packb([2, "mkdir", "c", 1, 1, ["/a", False, 0o755], 0]),
+        msgpack.packb([2, "ls", "c", 1, 1, ["/a"]]),
+        msgpack.packb([2, 7, "c", 1, 1, ["/a", False, 0o755]]),
+        msgpack.packb([2, "mkdir", "c", 1, 1, [None, False, 0o755]]),  # a required argument absent
+        msgpack.packb([2, "mkdir", "c", 1, 1, ["/a", 1, 0o755]]),  # an int for a bool
+        msgpack.packb([2, "mkdir", "c", 1, 1, ["/a", False, True]]),  # a bool for an int
+        msgpack.packb([2, "mkdir", 5, 1, 1, ["/a", False, 0o755]]),
+        msgpack.packb([2, "mkdir", "c", "1", 1, ["/a", False, 0o755]]),
+        msgpack.packb([2, "mkdir", "c", 1, -1, ["/a", False, 0o755]]),
+        msgpack.packb([2, "write_file", "c", 1, 1, ["/f", b"x", None, 1, 0o644, False, None, "yes"]]),
+        msgpack.packb([2, "write_file", "c", 1, 1, ["/f", None, None, 0, 0o644, False, None, True]]),
         msgpack.packb([1, "mkdir", {"path": "/a", "client": "c", "seq": 1}, -5]),
         msgpack.packb([1, "mkdir", ["not", "a", "map"], 1]),
         msgpack.packb([1, "mkdir", {"path": "relative", "client": "c", "seq": 1}, 1]),
@@ -93,3 +112,36 @@ def test_invalid_path_is_refused_when_encoded():
 def test_malformed_log_entries_raise_named_errors(data):
     with pytest.raises((BadRequest, InvalidPath)):
         decode_command(data)
+
+
+VALID_MKDIR = ["/a", False, 0o755]
+
+
+@pytest.mark.parametrize("client, seq, arguments", [
+    ("", 1, VALID_MKDIR), ("x" * 65, 1, VALID_MKDIR), ("c", 0, VALID_MKDIR), ("c", 1 << 62, VALID_MKDIR),
+    ("c", 1, ["relative", False, 0o755]), ("c", 1, ["/a/../b", False, 0o755]), ("c", 1, ["/a", False, 0o10000]),
+])
+def test_a_positional_command_of_known_valid_types_still_gets_its_value_checks(client, seq, arguments):
+    # The first decode of these types checks them in full and remembers the signature: the
+    # values of a command with the same signature must still be checked.
+    assert decode_command(msgpack.packb([2, "mkdir", "c", 1, 1, VALID_MKDIR])).args["path"] == "/a"
+    with pytest.raises((BadRequest, InvalidPath)):
+        decode_command(msgpack.packb([2, "mkdir", client, seq, 1, arguments]))
+
+
+def test_a_version_1_entry_decodes_to_the_command_version_2_writes():
+    # Logs and snapshots written before version 2 hold keyed commands: they still apply, alike.
+    args = {"path": "//d/", "data": b"xyz", "size": 3, "into_directory": "f", "client": "c1", "seq": 2}
+    keyed = msgpack.packb([1, "write_file", args, 77], use_bin_type=True)
+    decoded = decode_command(keyed)
+    assert decoded == new_command("write_file", dict(args), 77)
+    assert decoded.args["path"] == "/d" and decoded.args["chunks"] is None and decoded.args["mode"] == 0o644
+    assert msgpack.unpackb(decoded.encode())[0] == 2
+    assert decode_command(decoded.encode()) == decoded
+
+
+def test_a_positional_nil_takes_the_default():
+    # A proposer always fills the defaults; nil from elsewhere decodes to them on every node.
+    decoded = decode_command(msgpack.packb([2, "mkdir", "c", 1, 1, ["/a", None, None]]))
+    assert decoded.args == {"path": "/a", "parents": False, "mode": 0o755}
+
