@@ -438,10 +438,14 @@ class NodeServer:
         if not waiters:
             return
         replies: list[tuple[bytes, bytes]] = []
+        directories: dict[str, tuple[int, int]] = {}  # found in this transaction: Namespace.read
         with self.store.read_transaction() as txn:
             for waiter in waiters:
                 try:
-                    result = NAMESPACE_QUERIES[waiter.op](self.namespace, txn, waiter.args)
+                    if waiter.op == "read":
+                        result = self.namespace.read(txn, waiter.args["path"], directories)
+                    else:
+                        result = NAMESPACE_QUERIES[waiter.op](self.namespace, txn, waiter.args)
                 except SandStoreError as error:
                     replies.append((waiter.identity, protocol.reply_error(waiter.request_id, error)))
                     continue

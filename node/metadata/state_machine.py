@@ -301,10 +301,12 @@ class Namespace:
             for name, inode in tree.children(txn, self._tables, found.inode)
         ]
 
-    def read(self, txn: lmdb.Transaction, path: str) -> dict:
-        """Stat of a file plus "data" for an inline one (a chunked one's stat has its chunks)."""
+    def read(self, txn: lmdb.Transaction, path: str, directories: dict[str, tuple[int, int]] | None = None) -> dict:
+        """Stat of a file plus "data" for an inline one (a chunked one's stat has its chunks).
+        directories: the directories found so far in `txn` (tree.resolve), shared by a batch of
+        reads in one transaction: files side by side resolve their directory once."""
         path = paths.normalize_path(path)
-        record = tree.lookup(txn, self._tables, path).record
+        record = tree.lookup(txn, self._tables, path, directories).record
         if record.is_directory:
             raise IsADirectory(f"{path} is a directory")
         result = self._with_current_replicas(txn, record.stat(path))

@@ -81,9 +81,10 @@ def _load_encoded(txn: lmdb.Transaction, tables: NamespaceTables, inode: int) ->
     return value
 
 
-def lookup(txn: lmdb.Transaction, tables: NamespaceTables, path: str) -> Resolved:
-    """`path` must exist: NotFound otherwise."""
-    found = resolve(txn, tables, path)
+def lookup(txn: lmdb.Transaction, tables: NamespaceTables, path: str,
+           directories: dict[str, tuple[int, int]] | None = None) -> Resolved:
+    """`path` must exist: NotFound otherwise. directories: as for resolve."""
+    found = resolve(txn, tables, path, directories)
     if not found.exists:
         raise NotFound(f"{path} does not exist")
     return found
