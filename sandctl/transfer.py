@@ -12,7 +12,8 @@ Content is never copied in this process after it is read: a put sends the chunk 
 the input as its own frame to every replica (ZeroMQ references it, copy=False), and a get
 hashes and writes the received frame's buffer. A get asks nodes not to verify (each chunk is
 hashed once, here, end to end) and reports a copy that fails the check with chunk_verify, so
-the node counts, logs and removes it.
+the node counts, logs and removes it. Freed chunk buffers stay in the process for the next
+chunk (node/large_buffers.py): otherwise every chunk's buffers fault in fresh pages.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from node.errors import (
     StoreFull,
     Unavailable,
 )
+from node.large_buffers import keep_freed_buffers
 
 from sandctl.connection import Connections, Reply, SocketOptions, shared_context
 
@@ -276,6 +278,7 @@ def put_stream(
     copies = min(replication, len(chunk_addresses))
     copies_min = copies if min_replicas is None else min(min_replicas, copies)
     assert 1 <= copies_min <= copies
+    keep_freed_buffers()
     connections = _connections(chunk_addresses, chunks_in_flight_max, frame_bytes_max, context, security)
     try:
         stream = _PutStream(_Transfer(connections, deadline_seconds, attempt_timeout_seconds), sorted(chunk_addresses),
@@ -388,6 +391,7 @@ def get_stream(
         assert type(chunk_id) is bytes and len(chunk_id) == CHUNK_ID_BYTES, "a chunk id is 32 bytes"
         assert type(size) is int and size >= 0 and isinstance(replicas, (list, tuple))
     context = context or shared_context()
+    keep_freed_buffers()
     connections = _connections(chunk_addresses, chunks_in_flight_max, frame_bytes_max, context, security)
     verifier = _Verifier(context, VERIFY_THREADS)
     connections.add_wakeup(verifier.wakeup)

@@ -38,6 +38,7 @@ import zmq
 from node import protocol
 from node.chunks.store import CHUNK_ID_BYTES, INVENTORY_IDS_MAX, ChunkStore
 from node.errors import BadRequest, Refused, SandStoreError, Unavailable, error_from_code
+from node.large_buffers import keep_freed_buffers
 from node.transport.address import bind_socket, connect_socket
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ class ChunkService:
     def start(self) -> None:
         assert not self._started, "start() once"
         self._started = True
+        keep_freed_buffers()  # every chunk served crosses multi-MiB buffers: reuse them
         for worker in self._workers:
             worker.start()
         self._io_thread.start()
