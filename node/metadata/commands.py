@@ -108,7 +108,10 @@ def new_command(op: str, args: dict, now_ns: int, *, args_validated: bool = Fals
         raise BadRequest(f"unknown write op {op!r}")
     if not args_validated:
         args = validate_args(op, args, COMMAND_OPS[op])
-    return _checked(op, {**_UNFILLED[op], **args}, now_ns)
+    checked = {**_UNFILLED[op], **args}  # a copy: the caller's args stay as they are
+    client = checked.pop("client")
+    seq = checked.pop("seq")
+    return _checked(op, checked, client, seq, now_ns)
 
 
 def encode_command(op: str, args: dict, now_ns: int, *, args_validated: bool = False) -> bytes:
@@ -155,21 +158,21 @@ def _decoded_positional(op: object, client: object, seq: object, now_ns: object,
     for name, default in _DEFAULTS[op].items():
         if args[name] is None:
             args[name] = default
-    # The session's values; their types were checked with the signature.
+    # The session's values (validate_args checks them on the way above); their types were
+    # checked with the signature.
     if not 0 < len(client.encode()) <= CLIENT_ID_BYTES_MAX:
         raise BadRequest(f"client id must be 1 to {CLIENT_ID_BYTES_MAX} bytes")
     if seq < 1:
         raise BadRequest("seq must be positive")
-    return _checked(op, {**args, "client": client, "seq": seq}, now_ns)
+    return _checked(op, args, client, seq, now_ns)
 
 
-def _checked(op: str, checked: dict, now_ns: object) -> Command:
-    """The checks beyond the argument types, on `checked`: every argument of op (None when
-    absent, defaults filled, in schema order) plus client and seq, all of the schema's types."""
+def _checked(op: str, checked: dict, client: str, seq: int, now_ns: object) -> Command:
+    """The checks beyond the argument types, on `checked` (every argument of op: None when
+    absent, defaults filled, in schema order, all of the schema's types; client and seq
+    apart). Normalises its paths in place."""
     if isinstance(now_ns, bool) or not isinstance(now_ns, int) or now_ns < 0:
         raise BadRequest("a command's time stamp must be a non-negative integer of nanoseconds")
-    client = checked.pop("client")
-    seq = checked.pop("seq")
     if seq >= SEQ_MAX:  # a session stores it in 8 bytes below 2**62 (sessions.py)
         raise BadRequest(f"seq must be below 2**62, got {seq}")
     for name in _PATHS_OF[op]:
