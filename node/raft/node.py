@@ -296,13 +296,23 @@ class RaftNode:
         driver loop) at exactly the pending state ready() drains: the outbox, the soft and hard
         state changes, and the log's unstable and committed parts. ready() asserts that it
         leaves none of it behind."""
-        return (
-            self._outbox.pending()
-            or self._soft_state_if_changed() is not None
-            or self._hard_state_if_changed() is not None
-            or self.log.has_next_unstable()
-            or self.log.has_next_committed()
-        )
+        # Inlined (the same tests as _Outbox.pending, _soft_state_if_changed,
+        # _hard_state_if_changed and RaftLog.has_next_unstable): asked several times per turn
+        # of the loop, mostly to hear "nothing", where each method call cost more than its test.
+        outbox = self._outbox
+        if outbox.messages or outbox.messages_after_persist or outbox.read_states or outbox.broadcast_due:
+            return True
+        soft, hard, log = self._previous_soft_state, self._previous_hard_state, self.log
+        if self.lead != soft.leader or self.role != soft.role:
+            return True
+        if self.term != hard.term or self.vote != hard.vote or log.committed != hard.commit:
+            return True
+        unstable = log.unstable
+        if unstable.offset_in_progress < unstable.offset + len(unstable.entries):
+            return True
+        if unstable.snapshot is not None and not unstable.snapshot_in_progress:
+            return True
+        return log.has_next_committed()
 
     def ready(self) -> Ready:
         assert self._ready_in_flight is None, "advance() the previous Ready first"
@@ -1041,10 +1051,7 @@ class RaftNode:
         assert target != self.id, "never send to self"
         message = Message(kind=kind, source=self.id, target=target, term=self.term if term is None else term,
                           promised_term=self.promised_terms.get(target, NO_TERM), **fields)
-        promises_persisted_state = kind in _AFTER_PERSIST_KINDS or (
-            kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done
-        )
-        if promises_persisted_state:
+        if kind in _AFTER_PERSIST_KINDS or (kind is MessageKind.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done):
             self._outbox.messages_after_persist.append(message)
         else:
             self._outbox.messages.append(message)

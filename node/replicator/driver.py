@@ -321,6 +321,8 @@ class Driver:
         self._read_contexts[context] = (tokens, now_seconds)
 
     def _expire_reads(self, now_seconds: float) -> None:
+        if not self._read_contexts and not self._reads_confirmed:
+            return  # every turn of an idle or write-only node: nothing to expire
         limit_seconds = self._read_timeout_seconds
         # A ReadIndex request lost with a leader change is never answered: fail it so the client
         # retries instead of waiting for its whole deadline.
