@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 
 from node.raft.errors import RejectedMessage
-from node.raft.types import NO_TERM, ConfChange, EntryKind, Message, MessageKind
+from node.raft.types import ENTRY_KIND, MESSAGE_KIND, NO_TERM, ConfChange, Message
 
 # Terms, indexes and byte offsets from a peer must lie below this. A term is persisted and later
 # incremented; with 2^62 of headroom, term + 1 (or index + 1) always fits the signed and unsigned
@@ -25,7 +25,7 @@ _NUMBER_FIELDS = ("term", "log_term", "index", "commit", "reject_hint_index", "r
 # The number fields in one call (a C-level tuple of the fields): every message is checked, and a
 # getattr per field was most of the check.
 _number_fields_of = operator.attrgetter(*_NUMBER_FIELDS)
-_LEADER_KINDS = frozenset({MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.INSTALL_SNAPSHOT})
+_LEADER_KINDS = frozenset({MESSAGE_KIND.APPEND, MESSAGE_KIND.HEARTBEAT, MESSAGE_KIND.INSTALL_SNAPSHOT})
 
 
 def check_shape(message: Message) -> None:
@@ -37,16 +37,16 @@ def check_shape(message: Message) -> None:
                 raise RejectedMessage(message, f"{name} {value} is outside [0, 2^62)")
     if message.kind in _LEADER_KINDS and message.term == NO_TERM:
         raise RejectedMessage(message, "no leader exists in term 0")
-    if message.kind in (MessageKind.VOTE, MessageKind.PRE_VOTE, MessageKind.APPEND) and message.log_term > message.term:
+    if message.kind in (MESSAGE_KIND.VOTE, MESSAGE_KIND.PRE_VOTE, MESSAGE_KIND.APPEND) and message.log_term > message.term:
         raise RejectedMessage(message, f"log_term {message.log_term} is beyond the message's term")
-    if message.kind == MessageKind.APPEND:
+    if message.kind == MESSAGE_KIND.APPEND:
         _check_entries(message)
-    elif message.kind == MessageKind.INSTALL_SNAPSHOT:
+    elif message.kind == MESSAGE_KIND.INSTALL_SNAPSHOT:
         _check_snapshot_chunk(message)
-    elif message.kind == MessageKind.APPEND_RESPONSE and message.reject:
+    elif message.kind == MESSAGE_KIND.APPEND_RESPONSE and message.reject:
         if message.reject_hint_index > message.index:
             raise RejectedMessage(message, f"hint {message.reject_hint_index} is beyond the rejected index")
-    elif message.kind == MessageKind.READ_INDEX and not message.context:
+    elif message.kind == MESSAGE_KIND.READ_INDEX and not message.context:
         raise RejectedMessage(message, "a read needs a non-empty context")
 
 
@@ -59,7 +59,7 @@ def _check_entries(message: Message) -> None:
             raise RejectedMessage(message, f"entry {entry.index} does not follow {previous_index}")
         if not previous_term <= entry.term <= message.term:
             raise RejectedMessage(message, f"entry {entry.index} has term {entry.term} after {previous_term}")
-        if entry.kind == EntryKind.CONF_CHANGE:
+        if entry.kind == ENTRY_KIND.CONF_CHANGE:
             _check_conf_change(message, entry.index, entry.data)
         previous_index, previous_term = entry.index, entry.term
     if previous_index >= NUMBER_MAX:

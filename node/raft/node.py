@@ -29,7 +29,7 @@ from node.raft.errors import (
     TransferRefused,
 )
 from node.raft.log import RaftLog
-from node.raft.progress import Progress, ProgressState
+from node.raft.progress import PROGRESS_STATE, Progress
 from node.raft.quorum import VoteResult, vote_result
 from node.raft.read_only import ReadOnly, ReadRequest
 from node.raft.snapshot_receiver import SnapshotReceiver
@@ -37,6 +37,9 @@ from node.raft.snapshot_sender import SnapshotSender
 from node.raft.storage import Storage
 from node.raft.tracker import ProgressTracker
 from node.raft.types import (
+    ENTRY_KIND,
+    MESSAGE_KIND,
+    ROLE,
     NO_INDEX,
     NO_NODE,
     NO_TERM,
@@ -53,7 +56,6 @@ from node.raft.types import (
     NodeId,
     ReadState,
     Ready,
-    Role,
     Snapshot,
     SnapshotMeta,
     SoftState,
@@ -78,16 +80,16 @@ BOOTSTRAP_INDEX = 1
 BOOTSTRAP_TERM = 1
 
 _AFTER_PERSIST_KINDS = frozenset(
-    {MessageKind.VOTE, MessageKind.VOTE_RESPONSE, MessageKind.PRE_VOTE_RESPONSE, MessageKind.APPEND_RESPONSE}
+    {MESSAGE_KIND.VOTE, MESSAGE_KIND.VOTE_RESPONSE, MESSAGE_KIND.PRE_VOTE_RESPONSE, MESSAGE_KIND.APPEND_RESPONSE}
 )
-_LEADER_KINDS = frozenset({MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.INSTALL_SNAPSHOT})
+_LEADER_KINDS = frozenset({MESSAGE_KIND.APPEND, MESSAGE_KIND.HEARTBEAT, MESSAGE_KIND.INSTALL_SNAPSHOT})
 _REPLICATION_RESPONSE_KINDS = frozenset(
-    {MessageKind.APPEND_RESPONSE, MessageKind.HEARTBEAT_RESPONSE, MessageKind.INSTALL_SNAPSHOT_RESPONSE}
+    {MESSAGE_KIND.APPEND_RESPONSE, MESSAGE_KIND.HEARTBEAT_RESPONSE, MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE}
 )
 # Messages sent only once the sender's term was on its disk (they leave after the Ready that
 # persisted it): their term is a promise the sender must keep (Message.promised_term). Not the
 # pre-vote kinds: their term is the one proposed, which nobody has adopted.
-_TERM_PROMISE_KINDS = frozenset({MessageKind.VOTE, MessageKind.VOTE_RESPONSE, MessageKind.APPEND_RESPONSE})
+_TERM_PROMISE_KINDS = frozenset({MESSAGE_KIND.VOTE, MESSAGE_KIND.VOTE_RESPONSE, MESSAGE_KIND.APPEND_RESPONSE})
 
 
 class _Campaign(enum.Enum):
@@ -125,7 +127,7 @@ class RaftNode:
         self.tracker = ProgressTracker(config.inflight_messages_max, config.inflight_bytes_max)
         self.tracker.set_conf_state(conf_state, self.log.last_index() + 1)
 
-        self.role = Role.FOLLOWER
+        self.role = ROLE.FOLLOWER
         self.lead: NodeId = NO_NODE
         self.lead_transferee: NodeId = NO_NODE
         self.election_elapsed_ticks = 0
@@ -176,15 +178,15 @@ class RaftNode:
             self._check_against_state(message)
         self._note_term_promise(message)
         if message.term > self.term:
-            if message.kind in (MessageKind.VOTE, MessageKind.PRE_VOTE) and self._in_lease(message):
+            if message.kind in (MESSAGE_KIND.VOTE, MESSAGE_KIND.PRE_VOTE) and self._in_lease(message):
                 return  # leader stickiness: we heard from a live leader very recently
-            if message.kind == MessageKind.PRE_VOTE:
+            if message.kind == MESSAGE_KIND.PRE_VOTE:
                 pass  # a pre-vote never changes our term
-            elif message.kind == MessageKind.PRE_VOTE_RESPONSE and not message.reject:
+            elif message.kind == MESSAGE_KIND.PRE_VOTE_RESPONSE and not message.reject:
                 pass  # granted pre-votes carry the proposed term; ours bumps when we win
             elif message.kind in _LEADER_KINDS:
                 self.become_follower(message.term, message.source)
-            elif message.kind == MessageKind.VOTE:
+            elif message.kind == MESSAGE_KIND.VOTE:
                 # Adopt the term but keep the election timer running: only granting the vote
                 # (in _handle_vote_request) or hearing from a leader resets it (Raft, Figure 2).
                 # Otherwise candidates whose logs can never win, campaigning in turn with ever
@@ -197,14 +199,14 @@ class RaftNode:
             self._answer_stale(message)
             return
 
-        if message.kind in (MessageKind.VOTE, MessageKind.PRE_VOTE):
+        if message.kind in (MESSAGE_KIND.VOTE, MESSAGE_KIND.PRE_VOTE):
             self._handle_vote_request(message)
         else:
             self._step_role(message)
 
     def _note_term_promise(self, message: Message) -> None:
         promises = message.kind in _TERM_PROMISE_KINDS or (
-            message.kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done
+            message.kind == MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done
         )
         if promises and message.term > self.promised_terms.get(message.source, NO_TERM):
             if message.source in self.tracker.conf_state.all_nodes():
@@ -224,7 +226,7 @@ class RaftNode:
         self._check_can_propose()
         if self.uncommitted_bytes > 0 and self.uncommitted_bytes + len(data) > self.config.uncommitted_bytes_max:
             raise ProposalDropped(f"{self.uncommitted_bytes} bytes are uncommitted already")
-        return self._append_entry(EntryKind.NORMAL, data)
+        return self._append_entry(ENTRY_KIND.NORMAL, data)
 
     def propose_membership_change(self, change: ConfChange) -> tuple[int, int]:
         self._check_can_propose()
@@ -233,21 +235,21 @@ class RaftNode:
         if self.tracker.conf_state.joint:
             raise ConfChangeInProgress("the configuration is joint; it is being left")
         membership.apply_change(self.tracker.conf_state, change)  # validation only
-        term, index = self._append_entry(EntryKind.CONF_CHANGE, change.encode())
+        term, index = self._append_entry(ENTRY_KIND.CONF_CHANGE, change.encode())
         self.pending_conf_index = index
         return term, index
 
     def read_index(self, context: bytes) -> None:
         assert context, "a read needs a non-empty, unique context"
-        if self.role == Role.LEADER:
+        if self.role == ROLE.LEADER:
             self._handle_read_request(context, self.id)
         elif self.lead == NO_NODE:
             raise NotLeader(NO_NODE)
         else:
-            self._send(MessageKind.READ_INDEX, self.lead, context=context)
+            self._send(MESSAGE_KIND.READ_INDEX, self.lead, context=context)
 
     def transfer_leadership(self, target: NodeId) -> None:
-        if self.role != Role.LEADER:
+        if self.role != ROLE.LEADER:
             raise NotLeader(self.lead)
         if target == self.id:
             raise TransferRefused(f"{target} already leads")
@@ -258,14 +260,14 @@ class RaftNode:
         self.lead_transferee = target
         self.election_elapsed_ticks = 0  # the transfer is aborted after one election timeout
         if self.tracker.progress[target].match == self.log.last_index():
-            self._send(MessageKind.TIMEOUT_NOW, target)
+            self._send(MESSAGE_KIND.TIMEOUT_NOW, target)
         else:
             self._maybe_send_append(target, send_if_empty=True)
 
     def ticks_until_commit_broadcast(self) -> int | None:
         """For the driver's sleep: None when no commit waits to be told (or this node does not
         lead), else in how many ticks the one that sends it comes (_tick_heartbeat)."""
-        if self.role != Role.LEADER or not self._outbox.commit_unsent:
+        if self.role != ROLE.LEADER or not self._outbox.commit_unsent:
             return None
         return 1 if self._outbox.commit_unsent_ticked else 2
 
@@ -277,7 +279,7 @@ class RaftNode:
         EARLY_CAMPAIGN_STAGGER_HEARTBEATS per voter before it in id order. Ignored otherwise, and when `leader` is not our leader; any
         message from the leader cancels it. A live leader is not disturbed: the pre-vote fails
         while a majority still hears from it (leader stickiness), and changes no term."""
-        if not self.config.campaign_on_leader_unreachable or self.role != Role.FOLLOWER:
+        if not self.config.campaign_on_leader_unreachable or self.role != ROLE.FOLLOWER:
             return
         if leader == NO_NODE or leader != self.lead or self.early_campaign_ticks is not None:
             return
@@ -316,6 +318,21 @@ class RaftNode:
 
     def ready(self) -> Ready:
         assert self._ready_in_flight is None, "advance() the previous Ready first"
+        log = self.log
+        if (self._outbox.broadcast_due or log.has_next_unstable() or log.has_next_committed()
+                or self._soft_state_if_changed() is not None or self._hard_state_if_changed() is not None):
+            ready = self._ready_with_state()
+        else:
+            # Messages and read states only (heartbeats and their answers, read rounds, acks of
+            # duplicates): most Readys of a node. Nothing to persist, apply or compare.
+            messages, messages_after_persist, read_states = self._outbox.drain()
+            ready = Ready(messages=messages, messages_after_persist=messages_after_persist, read_states=read_states)
+        # Only committed entries beyond committed_bytes_per_ready_max may wait for the next one.
+        assert not self.has_ready() or self.log.has_next_committed(), "ready() left pending state behind"
+        self._ready_in_flight = ready
+        return ready
+
+    def _ready_with_state(self) -> Ready:
         entries = tuple(self.log.unstable.next_entries())
         snapshot = self.log.unstable.next_snapshot()
         self.log.unstable.accept_in_progress()
@@ -324,14 +341,14 @@ class RaftNode:
         if committed_entries:
             self.log.accept_applying(committed_entries[-1].index)
         for entry in committed_entries:
-            if entry.kind == EntryKind.CONF_CHANGE:
+            if entry.kind == ENTRY_KIND.CONF_CHANGE:
                 conf_state = self._apply_conf_change(ConfChange.decode(entry.data))
-        if self.role == Role.LEADER:
+        if self.role == ROLE.LEADER:
             released_bytes = sum(len(entry.data) for entry in committed_entries)
             self.uncommitted_bytes = max(0, self.uncommitted_bytes - released_bytes)
         if self._outbox.broadcast_due:
             self._outbox.broadcast_due = False
-            if self.role == Role.LEADER:
+            if self.role == ROLE.LEADER:
                 self._broadcast_append()
                 self._outbox.commit_unsent = False  # every follower that takes appends got it
                 self._outbox.commit_unsent_ticked = False
@@ -352,9 +369,6 @@ class RaftNode:
         )
         self._previous_soft_state = soft_state or self._previous_soft_state
         self._previous_hard_state = hard_state or self._previous_hard_state
-        # Only committed entries beyond committed_bytes_per_ready_max may wait for the next one.
-        assert not self.has_ready() or self.log.has_next_committed(), "ready() left pending state behind"
-        self._ready_in_flight = ready
         return ready
 
     def advance(self, ready: Ready) -> None:
@@ -366,7 +380,7 @@ class RaftNode:
             self.log.unstable.stable_to(ready.entries[-1].index, ready.entries[-1].term)
         if ready.committed_entries:
             self.log.applied_to(ready.committed_entries[-1].index)
-        if self.role != Role.LEADER:
+        if self.role != ROLE.LEADER:
             return
         own_progress = self.tracker.progress[self.id]
         if own_progress.maybe_update(self.log.persisted_last_index()):
@@ -374,7 +388,7 @@ class RaftNode:
         if self.tracker.conf_state.joint and self.log.applied >= self.pending_conf_index:
             # The joint configuration is in force: leave it automatically.
             leave = ConfChange(steps=(ConfChangeStep(ConfChangeKind.LEAVE_JOINT),))
-            _, self.pending_conf_index = self._append_entry(EntryKind.CONF_CHANGE, leave.encode())
+            _, self.pending_conf_index = self._append_entry(ENTRY_KIND.CONF_CHANGE, leave.encode())
 
     def compacted(self, index: int) -> None:
         # The log reads compacted entries from storage only, and storage now starts after
@@ -384,7 +398,7 @@ class RaftNode:
 
     def status(self) -> Status:
         progress = {}
-        if self.role == Role.LEADER:
+        if self.role == ROLE.LEADER:
             progress = {node: each.describe() for node, each in sorted(self.tracker.progress.items())}
         return Status(
             node_id=self.id,
@@ -409,22 +423,22 @@ class RaftNode:
         if keep_election_timer:
             self.election_elapsed_ticks = election_elapsed_ticks
         self.lead = lead
-        self.role = Role.FOLLOWER
+        self.role = ROLE.FOLLOWER
         self._step_role = self._step_follower
         self._tick_role = self._tick_election
 
     def become_pre_candidate(self) -> None:
-        assert self.role != Role.LEADER, "a leader does not campaign"
+        assert self.role != ROLE.LEADER, "a leader does not campaign"
         # Neither term nor vote change: a pre-election only asks whether we could win.
         self.tracker.reset_votes()
         self.lead = NO_NODE
         self.early_campaign_ticks = None  # reported once, acted on once
-        self.role = Role.PRE_CANDIDATE
+        self.role = ROLE.PRE_CANDIDATE
         self._step_role = self._step_candidate
         self._tick_role = self._tick_election
 
     def become_candidate(self) -> None:
-        assert self.role != Role.LEADER, "a leader does not campaign"
+        assert self.role != ROLE.LEADER, "a leader does not campaign"
         self._reset(self.term + 1)
         # A candidate that has not won within this many ticks campaigns again. Shorter than a
         # follower's timeout: that one is long so that a slow leader is not deposed, but here
@@ -435,15 +449,15 @@ class RaftNode:
             max(1, self.config.election_ticks_min // 2), self.config.election_ticks_min
         )
         self.vote = self.id
-        self.role = Role.CANDIDATE
+        self.role = ROLE.CANDIDATE
         self._step_role = self._step_candidate
         self._tick_role = self._tick_election
 
     def become_leader(self) -> None:
-        assert self.role == Role.CANDIDATE, "only a candidate wins an election"
+        assert self.role == ROLE.CANDIDATE, "only a candidate wins an election"
         self._reset(self.term)
         self.lead = self.id
-        self.role = Role.LEADER
+        self.role = ROLE.LEADER
         self._step_role = self._step_leader
         self._tick_role = self._tick_heartbeat
         own_progress = self.tracker.progress[self.id]
@@ -452,7 +466,7 @@ class RaftNode:
         # No membership change until everything already in the log is applied: one of those
         # entries may be a change this leader does not know about yet.
         self.pending_conf_index = self.log.last_index()
-        self._append_entry(EntryKind.NOOP, b"")
+        self._append_entry(ENTRY_KIND.NOOP, b"")
 
     def _reset(self, term: int) -> None:
         if term != self.term:
@@ -538,10 +552,10 @@ class RaftNode:
     def _campaign(self, campaign: _Campaign, transfer: bool = False) -> None:
         if campaign == _Campaign.PRE_ELECTION:
             self.become_pre_candidate()
-            request_kind, request_term = MessageKind.PRE_VOTE, self.term + 1
+            request_kind, request_term = MESSAGE_KIND.PRE_VOTE, self.term + 1
         else:
             self.become_candidate()
-            request_kind, request_term = MessageKind.VOTE, self.term
+            request_kind, request_term = MESSAGE_KIND.VOTE, self.term
         self.tracker.record_vote(self.id, True)
         if self.tracker.tally_votes() == VoteResult.WON:  # a single voter
             if campaign == _Campaign.PRE_ELECTION:
@@ -562,17 +576,17 @@ class RaftNode:
 
     def _handle_vote_request(self, message: Message) -> None:
         response_kind = (
-            MessageKind.VOTE_RESPONSE if message.kind == MessageKind.VOTE else MessageKind.PRE_VOTE_RESPONSE
+            MESSAGE_KIND.VOTE_RESPONSE if message.kind == MESSAGE_KIND.VOTE else MESSAGE_KIND.PRE_VOTE_RESPONSE
         )
         can_vote = (
             self.vote == message.source
             or (self.vote == NO_NODE and self.lead == NO_NODE)
-            or (message.kind == MessageKind.PRE_VOTE and message.term > self.term)
+            or (message.kind == MESSAGE_KIND.PRE_VOTE and message.term > self.term)
         )
         if can_vote and self.log.is_up_to_date(message.index, message.log_term):
             # A granted pre-vote carries the proposed term so the pre-candidate counts it.
             self._send(response_kind, message.source, term=message.term)
-            if message.kind == MessageKind.VOTE:
+            if message.kind == MESSAGE_KIND.VOTE:
                 self.election_elapsed_ticks = 0
                 self.vote = message.source
         else:
@@ -583,9 +597,9 @@ class RaftNode:
         if message.kind in _LEADER_KINDS and (self.config.check_quorum or self.config.pre_vote):
             # Without this a leader cut off by a partition would never learn it was deposed
             # (pre-vote keeps our term from reaching it through a vote request).
-            self._send(MessageKind.APPEND_RESPONSE, message.source)
-        elif message.kind == MessageKind.PRE_VOTE:
-            self._send(MessageKind.PRE_VOTE_RESPONSE, message.source, reject=True)
+            self._send(MESSAGE_KIND.APPEND_RESPONSE, message.source)
+        elif message.kind == MESSAGE_KIND.PRE_VOTE:
+            self._send(MESSAGE_KIND.PRE_VOTE_RESPONSE, message.source, reject=True)
 
     # == peer input ============================================================================
 
@@ -593,17 +607,17 @@ class RaftNode:
         """Raise RejectedMessage for a current- or higher-term message that no honest peer can
         send to a node in our state. Reads state only: a rejected message changes nothing."""
         kind, same_term = message.kind, message.term == self.term
-        if kind in _LEADER_KINDS or kind in (MessageKind.TIMEOUT_NOW, MessageKind.READ_INDEX_RESPONSE):
+        if kind in _LEADER_KINDS or kind in (MESSAGE_KIND.TIMEOUT_NOW, MESSAGE_KIND.READ_INDEX_RESPONSE):
             # Only the leader of a term sends these, and a term has at most one leader.
-            if same_term and (self.role == Role.LEADER or self.lead not in (NO_NODE, message.source)):
-                leader = self.id if self.role == Role.LEADER else self.lead
+            if same_term and (self.role == ROLE.LEADER or self.lead not in (NO_NODE, message.source)):
+                leader = self.id if self.role == ROLE.LEADER else self.lead
                 raise RejectedMessage(message, f"two leaders in term {self.term}: {leader} and {message.source}")
-        if kind == MessageKind.HEARTBEAT and message.commit > self.log.last_index():
+        if kind == MESSAGE_KIND.HEARTBEAT and message.commit > self.log.last_index():
             # The leader caps a heartbeat's commit at what we acknowledged in its term, and we
             # acknowledge only what is on our disk: our log lost entries it had.
             lost = StateLost if self.log.last_index() <= BOOTSTRAP_INDEX else RejectedMessage
             raise lost(message, f"commit {message.commit} is beyond the log end {self.log.last_index()}")
-        elif kind == MessageKind.INSTALL_SNAPSHOT:
+        elif kind == MESSAGE_KIND.INSTALL_SNAPSHOT:
             receiver = self.snapshot_receiver
             if receiver is not None and receiver.is_for(message.snapshot_meta, message.source, message.term):
                 if message.snapshot_offset > receiver.received_bytes:
@@ -611,24 +625,24 @@ class RaftNode:
                     # delayed from before a restart of ours may also land here: dropped too.)
                     raise RejectedMessage(message, f"offset {message.snapshot_offset} does not follow the "
                                                    f"{receiver.received_bytes} bytes received")
-        elif kind == MessageKind.APPEND:
+        elif kind == MESSAGE_KIND.APPEND:
             if message.index == self.log.committed and not self.log.match_term(message.index, message.log_term):
                 # Every later leader holds our committed entries (Leader Completeness).
                 raise RejectedMessage(message, f"entry {message.index} of term {message.log_term} contradicts the committed log")
-        elif kind in (MessageKind.TIMEOUT_NOW, MessageKind.READ_INDEX) and not same_term:
+        elif kind in (MESSAGE_KIND.TIMEOUT_NOW, MESSAGE_KIND.READ_INDEX) and not same_term:
             # Both go only to a node that already shares the sender's term: the leader sends
             # TIMEOUT_NOW after we acknowledged it in its term; READ_INDEX goes to our leader.
             raise RejectedMessage(message, f"{kind.name} from a later term {message.term}")
-        elif kind == MessageKind.READ_INDEX_RESPONSE and not same_term:
+        elif kind == MESSAGE_KIND.READ_INDEX_RESPONSE and not same_term:
             raise RejectedMessage(message, "answers a read this node never asked in that term")
-        elif kind in _REPLICATION_RESPONSE_KINDS and self.role == Role.LEADER and same_term:
+        elif kind in _REPLICATION_RESPONSE_KINDS and self.role == ROLE.LEADER and same_term:
             self._check_response(message)
 
     def _check_response(self, message: Message) -> None:
         """A follower's answer in our term: it can only speak of entries we have."""
         if message.index > self.log.last_index():
             raise RejectedMessage(message, f"index {message.index} is beyond the leader's last index {self.log.last_index()}")
-        if message.kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE:
+        if message.kind == MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE:
             progress = self.tracker.progress.get(message.source)
             sender = progress.snapshot_sender if progress is not None else None
             if sender is not None and sender.index == message.index and message.snapshot_offset > sender.size_bytes:
@@ -641,27 +655,27 @@ class RaftNode:
             self.election_elapsed_ticks = 0
             self.early_campaign_ticks = None  # the leader is alive after all
             self.lead = message.source
-            if message.kind == MessageKind.APPEND:
+            if message.kind == MESSAGE_KIND.APPEND:
                 self._handle_append(message)
-            elif message.kind == MessageKind.HEARTBEAT:
+            elif message.kind == MESSAGE_KIND.HEARTBEAT:
                 self._handle_heartbeat(message)
             else:
                 self._handle_snapshot_chunk(message)
             if self.promised_terms.get(message.source, NO_TERM) < message.term:
                 self._note_leader_promise(message)
-        elif message.kind == MessageKind.TIMEOUT_NOW:
+        elif message.kind == MESSAGE_KIND.TIMEOUT_NOW:
             # From our leader only: a same-term TIMEOUT_NOW while we know no leader (a
             # pre-candidate stepped back) is ignored.
             if message.source == self.lead and self._promotable():
                 self._campaign(_Campaign.ELECTION, transfer=True)
-        elif message.kind == MessageKind.READ_INDEX_RESPONSE:
+        elif message.kind == MESSAGE_KIND.READ_INDEX_RESPONSE:
             if not message.reject:
                 self._outbox.read_states.append(ReadState(index=message.index, context=message.context))
         # READ_INDEX sent to a non-leader is dropped: its sender times out and retries.
 
     def _step_candidate(self, message: Message) -> None:
         expected_response = (
-            MessageKind.PRE_VOTE_RESPONSE if self.role == Role.PRE_CANDIDATE else MessageKind.VOTE_RESPONSE
+            MESSAGE_KIND.PRE_VOTE_RESPONSE if self.role == ROLE.PRE_CANDIDATE else MESSAGE_KIND.VOTE_RESPONSE
         )
         if message.kind in _LEADER_KINDS:
             self.become_follower(message.term, message.source)  # someone won this term
@@ -670,7 +684,7 @@ class RaftNode:
             self.tracker.record_vote(message.source, not message.reject)
             result = self.tracker.tally_votes()
             if result == VoteResult.WON:
-                if self.role == Role.PRE_CANDIDATE:
+                if self.role == ROLE.PRE_CANDIDATE:
                     self._campaign(_Campaign.ELECTION)
                 else:
                     self.become_leader()
@@ -679,29 +693,29 @@ class RaftNode:
 
     def _step_leader(self, message: Message) -> None:
         assert message.kind not in _LEADER_KINDS, "refused by _check_against_state"
-        if message.kind == MessageKind.READ_INDEX:
+        if message.kind == MESSAGE_KIND.READ_INDEX:
             self._handle_read_request(message.context, message.source)
             return
         progress = self.tracker.progress.get(message.source)
         if progress is None:
             return  # not (or no longer) a member
         progress.recent_active = True
-        if message.kind == MessageKind.APPEND_RESPONSE:
+        if message.kind == MESSAGE_KIND.APPEND_RESPONSE:
             self._handle_append_response(message, progress)
-        elif message.kind == MessageKind.HEARTBEAT_RESPONSE:
+        elif message.kind == MESSAGE_KIND.HEARTBEAT_RESPONSE:
             self._handle_heartbeat_response(message, progress)
-        elif message.kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE:
+        elif message.kind == MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE:
             self._handle_snapshot_response(message, progress)
 
     # == follower side of replication ===========================================================
 
     def _handle_append(self, message: Message) -> None:
         if message.index < self.log.committed:
-            self._send(MessageKind.APPEND_RESPONSE, message.source, index=self.log.committed)
+            self._send(MESSAGE_KIND.APPEND_RESPONSE, message.source, index=self.log.committed)
             return
         last_new_index = self.log.maybe_append(message.index, message.log_term, message.commit, message.entries)
         if last_new_index is not None:
-            self._send(MessageKind.APPEND_RESPONSE, message.source, index=last_new_index)
+            self._send(MESSAGE_KIND.APPEND_RESPONSE, message.source, index=last_new_index)
             return
         # Hint: our last entry at or below the probed index whose term is at most the probed
         # term; the leader can skip every entry in between in one round trip.
@@ -709,7 +723,7 @@ class RaftNode:
             min(message.index, self.log.last_index()), message.log_term
         )
         self._send(
-            MessageKind.APPEND_RESPONSE,
+            MESSAGE_KIND.APPEND_RESPONSE,
             message.source,
             index=message.index,
             reject=True,
@@ -719,27 +733,27 @@ class RaftNode:
 
     def _handle_heartbeat(self, message: Message) -> None:
         self.log.commit_to(message.commit)
-        self._send(MessageKind.HEARTBEAT_RESPONSE, message.source, context=message.context)
+        self._send(MESSAGE_KIND.HEARTBEAT_RESPONSE, message.source, context=message.context)
 
     def _handle_snapshot_chunk(self, message: Message) -> None:
         meta = message.snapshot_meta
         assert meta is not None, "INSTALL_SNAPSHOT without snapshot_meta"
         if meta.index <= self.log.committed:
             self.snapshot_receiver = None  # we have all of it already
-            self._send(MessageKind.APPEND_RESPONSE, message.source, index=self.log.committed)
+            self._send(MESSAGE_KIND.APPEND_RESPONSE, message.source, index=self.log.committed)
             return
         receiver = self.snapshot_receiver
         if receiver is None or not receiver.is_for(meta, message.source, message.term):
             if message.snapshot_offset != 0:
                 # A new snapshot (or leader) must start from its first byte.
-                self._send(MessageKind.INSTALL_SNAPSHOT_RESPONSE, message.source, index=meta.index, reject=True)
+                self._send(MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE, message.source, index=meta.index, reject=True)
                 return
             receiver = SnapshotReceiver(meta, message.source, message.term)
             self.snapshot_receiver = receiver
         if message.snapshot_offset != receiver.received_bytes:
             # A duplicate (a gap was refused in _check_against_state): say which offset we need.
             self._send(
-                MessageKind.INSTALL_SNAPSHOT_RESPONSE,
+                MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE,
                 message.source,
                 index=meta.index,
                 snapshot_offset=receiver.received_bytes,
@@ -748,7 +762,7 @@ class RaftNode:
         receiver.add_chunk(message.snapshot_offset, message.snapshot_data)
         if not message.snapshot_done:
             self._send(
-                MessageKind.INSTALL_SNAPSHOT_RESPONSE,
+                MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE,
                 message.source,
                 index=meta.index,
                 snapshot_offset=receiver.received_bytes,
@@ -759,14 +773,14 @@ class RaftNode:
         if self._restore(snapshot):
             # Sent after the snapshot is persisted (see _send): the leader probes after it.
             self._send(
-                MessageKind.INSTALL_SNAPSHOT_RESPONSE,
+                MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE,
                 message.source,
                 index=meta.index,
                 snapshot_offset=receiver.received_bytes,
                 snapshot_done=True,
             )
         else:
-            self._send(MessageKind.APPEND_RESPONSE, message.source, index=self.log.committed)
+            self._send(MESSAGE_KIND.APPEND_RESPONSE, message.source, index=self.log.committed)
 
     def _restore(self, snapshot: Snapshot) -> bool:
         """Reset the log to the snapshot; False if the log already holds its last entry (then
@@ -787,13 +801,13 @@ class RaftNode:
     # == leader side of replication =============================================================
 
     def _check_can_propose(self) -> None:
-        if self.role != Role.LEADER:
+        if self.role != ROLE.LEADER:
             raise NotLeader(self.lead)
         if self.lead_transferee != NO_NODE:
             raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
 
     def _append_entry(self, kind: EntryKind, data: bytes) -> tuple[int, int]:
-        assert self.role == Role.LEADER
+        assert self.role == ROLE.LEADER
         entry = Entry(term=self.term, index=self.log.last_index() + 1, kind=kind, data=data)
         self.log.append([entry])
         self.uncommitted_bytes += len(data)
@@ -846,7 +860,7 @@ class RaftNode:
             progress.inflights.mark_no_room()  # full in bytes: wait for acknowledgements
             return False
         self._send(
-            MessageKind.APPEND,
+            MESSAGE_KIND.APPEND,
             node,
             index=previous_index,
             log_term=previous_term,
@@ -864,17 +878,17 @@ class RaftNode:
                     min(message.reject_hint_index, self.log.last_index()), message.reject_hint_term
                 )
             if progress.maybe_decrease_to(message.index, next_probe_index):
-                if progress.state == ProgressState.REPLICATE:
+                if progress.state == PROGRESS_STATE.REPLICATE:
                     progress.become_probe()
                 self._maybe_send_append(message.source, send_if_empty=True)
             return
         was_paused = progress.is_paused()
         updated = progress.maybe_update(message.index)
-        if not updated and not (progress.match == message.index and progress.state == ProgressState.PROBE):
+        if not updated and not (progress.match == message.index and progress.state == PROGRESS_STATE.PROBE):
             return  # a stale or duplicate answer
-        if progress.state == ProgressState.PROBE:
+        if progress.state == PROGRESS_STATE.PROBE:
             progress.become_replicate()
-        elif progress.state == ProgressState.SNAPSHOT:
+        elif progress.state == PROGRESS_STATE.SNAPSHOT:
             if progress.match + 1 >= self.log.first_index():
                 progress.become_replicate()
         else:
@@ -884,7 +898,7 @@ class RaftNode:
         while self._maybe_send_append(message.source, send_if_empty=False):
             pass  # pipeline: fill the in-flight window
         if message.source == self.lead_transferee and progress.match == self.log.last_index():
-            self._send(MessageKind.TIMEOUT_NOW, message.source)
+            self._send(MESSAGE_KIND.TIMEOUT_NOW, message.source)
 
     def _broadcast_heartbeat(self, interval_elapsed: bool = False, targets: frozenset[NodeId] | None = None) -> None:
         """One heartbeat to each follower (or to `targets` only): on the heartbeat tick
@@ -900,7 +914,7 @@ class RaftNode:
                 continue
             progress = self.tracker.progress[node]
             commit = min(progress.match, self.log.committed)
-            self._send(MessageKind.HEARTBEAT, node, commit=commit, context=context)
+            self._send(MESSAGE_KIND.HEARTBEAT, node, commit=commit, context=context)
             if interval_elapsed:
                 progress.heartbeat_resume_allowed = True
                 if progress.snapshot_sender is not None:
@@ -916,12 +930,12 @@ class RaftNode:
         """The follower is reachable: assume what is out was lost and send one message (a
         probe, the next APPEND, or the snapshot chunk unanswered for long)."""
         progress.probe_sent = False
-        if progress.state == ProgressState.REPLICATE and progress.inflights.full():
+        if progress.state == PROGRESS_STATE.REPLICATE and progress.inflights.full():
             progress.inflights.free_first_one()
-        if progress.state == ProgressState.SNAPSHOT:
+        if progress.state == PROGRESS_STATE.SNAPSHOT:
             if progress.snapshot_sender.resend_due():
                 self._send_snapshot_chunk(node, progress.snapshot_sender)
-        elif progress.match < self.log.last_index() or progress.state == ProgressState.PROBE:
+        elif progress.match < self.log.last_index() or progress.state == PROGRESS_STATE.PROBE:
             self._maybe_send_append(node, send_if_empty=True)
 
     # == snapshots (leader side) ==================================================================
@@ -948,7 +962,7 @@ class RaftNode:
     def _send_snapshot_chunk(self, node: NodeId, sender: SnapshotSender) -> None:
         offset, data, done = sender.next_chunk()
         self._send(
-            MessageKind.INSTALL_SNAPSHOT,
+            MESSAGE_KIND.INSTALL_SNAPSHOT,
             node,
             snapshot_meta=sender.meta,
             snapshot_offset=offset,
@@ -1018,7 +1032,7 @@ class RaftNode:
         if request.requester == self.id:
             self._outbox.read_states.append(ReadState(index=request.index, context=request.context))
         else:
-            self._send(MessageKind.READ_INDEX_RESPONSE, request.requester, index=request.index, context=request.context)
+            self._send(MESSAGE_KIND.READ_INDEX_RESPONSE, request.requester, index=request.index, context=request.context)
 
     # == membership =================================================================================
 
@@ -1033,7 +1047,7 @@ class RaftNode:
         members = conf_state.all_nodes()
         for node in [node for node in self.promised_terms if node not in members]:
             del self.promised_terms[node]  # removed: it may come back on a new disk
-        if self.role == Role.LEADER:
+        if self.role == ROLE.LEADER:
             if self.id not in self.tracker.voters():
                 # Removed or demoted, and the configuration without us is in force: step down
                 # (no more heartbeats) so that the remaining voters elect a leader.
@@ -1051,7 +1065,7 @@ class RaftNode:
         assert target != self.id, "never send to self"
         message = Message(kind=kind, source=self.id, target=target, term=self.term if term is None else term,
                           promised_term=self.promised_terms.get(target, NO_TERM), **fields)
-        if kind in _AFTER_PERSIST_KINDS or (kind is MessageKind.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done):
+        if kind in _AFTER_PERSIST_KINDS or (kind is MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done):
             self._outbox.messages_after_persist.append(message)
         else:
             self._outbox.messages.append(message)

@@ -11,13 +11,16 @@ import collections
 import enum
 
 from node.raft.snapshot_sender import SnapshotSender
-from node.raft.types import NO_INDEX
+from node.raft.types import NO_INDEX, FastMembers
 
 
 class ProgressState(enum.Enum):
     PROBE = "probe"
     REPLICATE = "replicate"
     SNAPSHOT = "snapshot"
+
+
+PROGRESS_STATE = FastMembers(ProgressState)  # fast member lookups (see types.FastMembers)
 
 
 class Inflights:
@@ -90,7 +93,7 @@ class Progress:
         # answers a backlog of stale heartbeats at once; without this each answer would make
         # the leader read and send the whole lag again.
         self.heartbeat_resume_allowed = False
-        self._reset_state(ProgressState.PROBE)
+        self._reset_state(PROGRESS_STATE.PROBE)
 
     def _reset_state(self, state: ProgressState) -> None:
         self.state = state
@@ -108,16 +111,16 @@ class Progress:
     def become_probe(self) -> None:
         # Out of SNAPSHOT, the follower has (or will soon have) the snapshot: probe right after it.
         pending_snapshot = self.pending_snapshot
-        self._reset_state(ProgressState.PROBE)
+        self._reset_state(PROGRESS_STATE.PROBE)
         self.next = max(self.match + 1, pending_snapshot + 1)
         assert self.next > self.match
 
     def become_replicate(self) -> None:
-        self._reset_state(ProgressState.REPLICATE)
+        self._reset_state(PROGRESS_STATE.REPLICATE)
         self.next = self.match + 1
 
     def become_snapshot(self, sender: SnapshotSender) -> None:
-        self._reset_state(ProgressState.SNAPSHOT)
+        self._reset_state(PROGRESS_STATE.SNAPSHOT)
         self.snapshot_sender = sender
 
     def maybe_update(self, acknowledged_index: int) -> bool:
@@ -138,12 +141,12 @@ class Progress:
 
     def sent_entries(self, entry_count: int, last_index: int, size_bytes: int) -> None:
         """Record an APPEND carrying entry_count entries (size_bytes) ending at last_index."""
-        if self.state == ProgressState.REPLICATE:
+        if self.state == PROGRESS_STATE.REPLICATE:
             if entry_count > 0:
                 assert last_index + 1 > self.next - 1
                 self.next = last_index + 1
                 self.inflights.add(last_index, size_bytes)
-        elif self.state == ProgressState.PROBE:
+        elif self.state == PROGRESS_STATE.PROBE:
             self.probe_sent = True
         else:
             raise AssertionError(f"sending entries in state {self.state}")
@@ -151,7 +154,7 @@ class Progress:
     def maybe_decrease_to(self, rejected_index: int, match_hint: int) -> bool:
         """The follower rejected the APPEND whose previous index was rejected_index. Move next
         back using the hint; False if the rejection is stale (answers an older message)."""
-        if self.state == ProgressState.REPLICATE:
+        if self.state == PROGRESS_STATE.REPLICATE:
             if rejected_index <= self.match:
                 return False
             self.next = self.match + 1
@@ -163,9 +166,9 @@ class Progress:
         return True
 
     def is_paused(self) -> bool:
-        if self.state == ProgressState.PROBE:
+        if self.state == PROGRESS_STATE.PROBE:
             return self.probe_sent
-        if self.state == ProgressState.REPLICATE:
+        if self.state == PROGRESS_STATE.REPLICATE:
             return self.inflights.full()
         return True  # SNAPSHOT: chunks follow their own flow control, never APPENDs
 

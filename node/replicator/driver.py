@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from node.errors import BadRequest, NoLeader, NotLeader, SandStoreError, Unavailable
 from node.raft import errors as raft_errors
 from node.raft.node import RaftNode
-from node.raft.types import ConfChange, EntryKind, Message, MessageKind, Ready, Role
+from node.raft.types import ENTRY_KIND, MESSAGE_KIND, ROLE, ConfChange, Message, Ready
 from node.replicator.contracts import DriverCallbacks, StateMachine, Store, Transport
 from node.stats import LatencySamples
 
@@ -134,11 +134,11 @@ class Driver:
         """A validated message from a peer. One that contradicts this node's state is dropped,
         counted and logged; one that proves this node lost its disk raises DiskLost."""
         self.last_contact[message.source] = now_seconds
-        if message.kind == MessageKind.HEARTBEAT:
+        if message.kind == MESSAGE_KIND.HEARTBEAT:
             self._check_disk_not_lost(message)
-        elif message.kind == MessageKind.INSTALL_SNAPSHOT and self._snapshot_receive_started is None:
+        elif message.kind == MESSAGE_KIND.INSTALL_SNAPSHOT and self._snapshot_receive_started is None:
             self._snapshot_receive_started = now_seconds
-        elif message.kind == MessageKind.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done:
+        elif message.kind == MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done:
             self._note_snapshot_sent(message.source, message.index, now_seconds)
         try:
             self.core.step(message)
@@ -191,7 +191,7 @@ class Driver:
         leader. Raises NotLeader / NoLeader when neither is possible. decoded: what
         StateMachine.decode(command) returns, if the caller has it (it built the command), so
         that this node does not decode its own proposal again to apply it."""
-        if self.core.role == Role.LEADER:
+        if self.core.role == ROLE.LEADER:
             self._propose(command, decoded, now_seconds)
             return
         leader = self.core.lead
@@ -259,7 +259,7 @@ class Driver:
         """Whether the core hands out the committed entries that wait (see
         APPLY_HOLD_ENTRIES_MAX): an input to the core, decided before each Ready."""
         log = self.core.log
-        waiting = log.committed_waiting() if self.core.role == Role.FOLLOWER else 0
+        waiting = log.committed_waiting() if self.core.role == ROLE.FOLLOWER else 0
         if not waiting:
             self._held_since = None
             log.committed_held = False
@@ -292,7 +292,7 @@ class Driver:
         low = max(self.core.log.applying, self._held_normal_through) + 1
         if low <= high:
             for entry in self.core.log.slice(low, high + 1):
-                if entry.kind == EntryKind.CONF_CHANGE:
+                if entry.kind == ENTRY_KIND.CONF_CHANGE:
                     return False
             self._held_normal_through = high
         return True
@@ -411,12 +411,12 @@ class Driver:
         applied_conf: list[tuple[int, int]] = []
         for entry in ready.committed_entries:
             assert entry.index == self.applied_index + 1, (entry.index, self.applied_index)
-            if entry.kind == EntryKind.NORMAL:
+            if entry.kind == ENTRY_KIND.NORMAL:
                 if self._forwards_pending:
                     self._forwards_pending.pop(entry.data, None)
                 decoded = self._decoded(entry)
                 applied.append((entry.index, decoded, self._state_machine.apply(batch, entry, decoded)))
-            elif entry.kind == EntryKind.CONF_CHANGE:
+            elif entry.kind == ENTRY_KIND.CONF_CHANGE:
                 self._state_machine.apply_membership(batch, entry, ConfChange.decode(entry.data))
                 applied_conf.append((entry.index, entry.term))
             self.applied_index = entry.index
@@ -470,7 +470,7 @@ class Driver:
 
     def _send(self, messages: tuple[Message, ...], now_seconds: float) -> None:
         for message in messages:
-            if message.kind == MessageKind.INSTALL_SNAPSHOT and message.snapshot_offset == 0:
+            if message.kind == MESSAGE_KIND.INSTALL_SNAPSHOT and message.snapshot_offset == 0:
                 key = (message.target, message.snapshot_meta.index)
                 if key not in self._snapshot_sends:
                     self._snapshot_sends[key] = now_seconds
@@ -505,7 +505,7 @@ class Driver:
             term = self.core.term
             log.info("leader is now %s (term %d)", leader, term)
             self._callbacks.leader_changed(leader, term, leader == self.node_id)
-        if ready.soft_state.role != Role.LEADER:
+        if ready.soft_state.role != ROLE.LEADER:
             # Proposals of a deposed leader may never commit (another entry may take their
             # index): their latency would mislead, and the entry applied there is decoded anew.
             self._proposals.clear()

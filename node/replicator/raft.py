@@ -28,8 +28,8 @@ from node.raft.types import (
     ConfState,
     Config,
     Entry,
+    ROLE,
     Message,
-    Role,
     SnapshotMeta,
     Status,
 )
@@ -219,7 +219,7 @@ class RaftReplicator:
         # heartbeat ended. A leader's run after the messages (in run()): a due tick then sends
         # a commit an acknowledgement just made in the same turn as the client's reply, so
         # followers (and stale reads there) learn it as soon as before.
-        if self.core.role != Role.LEADER:
+        if self.core.role != ROLE.LEADER:
             self._run_due_ticks(now)
         for item in self.transport.peer.receive():
             if item[0] == "raft":
@@ -249,7 +249,7 @@ class RaftReplicator:
         held_until = self.driver.committed_held_until()
         if held_until is not None:  # a follower batching its apply (Driver, APPLY_HOLD_ENTRIES_MAX)
             return min(next_tick_at, held_until)
-        if core.role == Role.LEADER:
+        if core.role == ROLE.LEADER:
             # A leader's ticks between heartbeats only send a commit no APPEND carried, a tick
             # after it was made (RaftNode.ticks_until_commit_broadcast): it wakes for that tick
             # and counts the others then. (The check-quorum count may run a tick late, of
@@ -259,7 +259,7 @@ class RaftReplicator:
             if ticks_to_commit is not None:
                 ticks = min(ticks, ticks_to_commit)
             return next_tick_at + (ticks - 1) * self._tick_seconds
-        if core.role != Role.FOLLOWER or core.early_campaign_ticks is not None:
+        if core.role != ROLE.FOLLOWER or core.early_campaign_ticks is not None:
             return next_tick_at
         heard_at = self.driver.last_contact.get(core.lead)
         if heard_at is None:
@@ -273,7 +273,7 @@ class RaftReplicator:
         self.driver.read_barrier(token)
 
     def is_leader(self) -> bool:
-        return self.core.role == Role.LEADER  # asked per client request: no Status snapshot
+        return self.core.role == ROLE.LEADER  # asked per client request: no Status snapshot
 
     def leader(self) -> str:
         return self.core.lead
@@ -282,7 +282,7 @@ class RaftReplicator:
         """Whether this node's applied state is known to be recent: it leads, or it heard from
         its leader within an election timeout and has applied everything it knows committed.
         A node cut off from the cluster must not judge which chunks are unreferenced."""
-        if self.core.role == Role.LEADER:
+        if self.core.role == ROLE.LEADER:
             return True
         leader = self.core.lead
         last_contact = self.driver.last_contact
@@ -323,7 +323,7 @@ class RaftReplicator:
     def _leader_status(self, why_the_leader: str) -> Status:
         """The core's status, if this node leads; else NotLeader (with the leader it knows)."""
         status = self.core.status()
-        if status.role != Role.LEADER:
+        if status.role != ROLE.LEADER:
             if status.leader:
                 raise NotLeader(why_the_leader, status.leader)
             raise NoLeader("no leader is known right now; retry shortly")
