@@ -516,7 +516,7 @@ class RaftNode:
     def _tick_election(self) -> None:
         self.election_elapsed_ticks += 1
         timed_out = self.election_elapsed_ticks >= self.randomized_election_ticks
-        if self._promotable() and (timed_out or self._early_campaign_due()):
+        if (timed_out or self._early_campaign_due()) and self._promotable():  # pure tests, the cheap ones first
             self.election_elapsed_ticks = 0
             self._campaign(_Campaign.PRE_ELECTION if self.config.pre_vote else _Campaign.ELECTION)
 
