@@ -18,6 +18,7 @@ import click
 
 from node.config import NodeAddress
 from node.errors import Refused, SandStoreError, Unavailable
+from node.large_buffers import keep_freed_buffers
 
 from sandctl import backup
 from sandctl import cli_files, cli_health, cli_repair, output
@@ -84,7 +85,10 @@ class _OneLineErrorsGroup(click.Group):
 @click.group(cls=_OneLineErrorsGroup, help=MAIN_HELP)
 @click.version_option(package_name="sandstore")
 def main() -> None:
-    pass
+    # sandctl's own process moves chunks through multi-MiB buffers (put, get, bench): keep
+    # them for reuse (node/large_buffers.py). Here, not in the transfer library, because the
+    # setting is process-wide: a program that imports sandctl keeps its own malloc policy.
+    keep_freed_buffers()
 
 
 for _command in cli_files.COMMANDS + cli_health.COMMANDS + cli_repair.COMMANDS:

@@ -36,7 +36,6 @@ from node.errors import (
     StoreFull,
     Unavailable,
 )
-from node.large_buffers import keep_freed_buffers
 
 from sandctl.connection import Connections, Reply, SocketOptions, shared_context
 
@@ -278,7 +277,6 @@ def put_stream(
     copies = min(replication, len(chunk_addresses))
     copies_min = copies if min_replicas is None else min(min_replicas, copies)
     assert 1 <= copies_min <= copies
-    keep_freed_buffers()
     connections = _connections(chunk_addresses, chunks_in_flight_max, frame_bytes_max, context, security)
     try:
         stream = _PutStream(_Transfer(connections, deadline_seconds, attempt_timeout_seconds), sorted(chunk_addresses),
@@ -391,7 +389,6 @@ def get_stream(
         assert type(chunk_id) is bytes and len(chunk_id) == CHUNK_ID_BYTES, "a chunk id is 32 bytes"
         assert type(size) is int and size >= 0 and isinstance(replicas, (list, tuple))
     context = context or shared_context()
-    keep_freed_buffers()
     connections = _connections(chunk_addresses, chunks_in_flight_max, frame_bytes_max, context, security)
     verifier = _Verifier(context, VERIFY_THREADS)
     connections.add_wakeup(verifier.wakeup)

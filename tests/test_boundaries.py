@@ -25,7 +25,7 @@ SANDCTL_MAY_USE = frozenset({
     "node.errors",
     "node.config",
     "node.chunk_ids",
-    "node.large_buffers",  # the allocator thresholds both ends of a chunk transfer use
+    "node.large_buffers",  # the allocator thresholds the sandctl process and the nodes use
     "node.transport",
     "node.transport.address",
     # The trust boundary's client half: keys, roles, and the socket settings a DEALER needs.
