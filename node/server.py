@@ -57,12 +57,15 @@ _RECEIVE_NOBLOCK = int(zmq.NOBLOCK)
 
 
 # The read ops served from the namespace (linearizable unless "stale"), by op name.
+# query(namespace, txn, args, directories): directories is the lookup memo that one batch of
+# queries in one read transaction shares (Namespace.read).
 NAMESPACE_QUERIES = {
-    "stat": lambda namespace, txn, args: namespace.stat(txn, args["path"]),
-    "ls": lambda namespace, txn, args: namespace.ls(txn, args["path"], recursive=bool(args.get("recursive"))),
-    "read": lambda namespace, txn, args: namespace.read(txn, args["path"]),
-    "du": lambda namespace, txn, args: namespace.du(txn, args["path"], args.get("nodes_down", frozenset())),
-    "namespace_image": backup.namespace_image,  # sandctl snapshot save
+    "stat": lambda namespace, txn, args, directories: namespace.stat(txn, args["path"], directories),
+    "ls": lambda namespace, txn, args, directories: namespace.ls(
+        txn, args["path"], recursive=bool(args.get("recursive")), directories=directories),
+    "read": lambda namespace, txn, args, directories: namespace.read(txn, args["path"], directories),
+    "du": lambda namespace, txn, args, directories: namespace.du(txn, args["path"], args.get("nodes_down", frozenset())),
+    "namespace_image": lambda namespace, txn, args, directories: backup.namespace_image(namespace, txn, args),
 }
 
 
@@ -438,14 +441,11 @@ class NodeServer:
         if not waiters:
             return
         replies: list[tuple[bytes, bytes]] = []
-        directories: dict[str, tuple[int, int]] = {}  # found in this transaction: Namespace.read
+        directories: dict[str, tuple[int, int]] = {}  # found in this transaction (NAMESPACE_QUERIES)
         with self.store.read_transaction() as txn:
             for waiter in waiters:
                 try:
-                    if waiter.op == "read":
-                        result = self.namespace.read(txn, waiter.args["path"], directories)
-                    else:
-                        result = NAMESPACE_QUERIES[waiter.op](self.namespace, txn, waiter.args)
+                    result = NAMESPACE_QUERIES[waiter.op](self.namespace, txn, waiter.args, directories)
                 except SandStoreError as error:
                     replies.append((waiter.identity, protocol.reply_error(waiter.request_id, error)))
                     continue

@@ -275,9 +275,13 @@ class Namespace:
 
     # -- queries (in the caller's read transaction) -------------------------------------------
 
-    def stat(self, txn: lmdb.Transaction, path: str) -> dict:
+    # directories (every query that looks a path up): the directories found so far in `txn`
+    # (tree.resolve), shared by a batch of queries in one transaction, so files side by side
+    # resolve their directory once.
+
+    def stat(self, txn: lmdb.Transaction, path: str, directories: dict[str, tuple[int, int]] | None = None) -> dict:
         path = paths.normalize_path(path)
-        return self._with_current_replicas(txn, tree.lookup(txn, self._tables, path).record.stat(path))
+        return self._with_current_replicas(txn, tree.lookup(txn, self._tables, path, directories).record.stat(path))
 
     def _with_current_replicas(self, txn: lmdb.Transaction, result: dict) -> dict:
         """A stat whose chunks name the replicas recorded now, not those written to."""
@@ -285,11 +289,12 @@ class Namespace:
             result["chunks"] = replicas.current_chunks(txn, self._tables, result["chunks"])
         return result
 
-    def ls(self, txn: lmdb.Transaction, path: str, recursive: bool = False) -> list[dict]:
+    def ls(self, txn: lmdb.Transaction, path: str, recursive: bool = False,
+           directories: dict[str, tuple[int, int]] | None = None) -> list[dict]:
         """Stat dicts of a directory's entries in name order; recursive: every node below it,
         depth first, each directory's entries in name order."""
         path = paths.normalize_path(path)
-        found = tree.lookup(txn, self._tables, path)
+        found = tree.lookup(txn, self._tables, path, directories)
         if not found.record.is_directory:
             raise NotADirectory(f"{path} is a file, not a directory")
         if recursive:
@@ -302,9 +307,7 @@ class Namespace:
         ]
 
     def read(self, txn: lmdb.Transaction, path: str, directories: dict[str, tuple[int, int]] | None = None) -> dict:
-        """Stat of a file plus "data" for an inline one (a chunked one's stat has its chunks).
-        directories: the directories found so far in `txn` (tree.resolve), shared by a batch of
-        reads in one transaction: files side by side resolve their directory once."""
+        """Stat of a file plus "data" for an inline one (a chunked one's stat has its chunks)."""
         path = paths.normalize_path(path)
         record = tree.lookup(txn, self._tables, path, directories).record
         if record.is_directory:
