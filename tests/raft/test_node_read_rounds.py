@@ -11,8 +11,11 @@ from node.raft.types import ConfChange, ConfChangeKind, ConfChangeStep, ConfStat
 from raft_harness import Cluster, kinds, only
 
 
-def confirm_first_read_with(cluster: Cluster, follower: str) -> None:
-    """a reads r1; the round goes to every follower; only `follower` answers."""
+def leader_after_first_read(follower: str):
+    """A 3-node cluster led by a, which read r1: the round went to every follower and only
+    `follower` answered. (cluster, a)."""
+    cluster = Cluster("abc")
+    cluster.elect("a")
     a = cluster.nodes["a"]
     a.read_index(b"r1")
     first_round = cluster.process("a")
@@ -20,13 +23,12 @@ def confirm_first_read_with(cluster: Cluster, follower: str) -> None:
     answers = cluster.deliver([m for m in first_round if m.target == follower])
     cluster.deliver(answers)
     assert cluster.read_states["a"] == [ReadState(index=2, context=b"r1")]
+    return cluster, a
 
 
 def test_a_read_round_goes_to_the_followers_that_confirmed_the_last_one():
-    cluster = Cluster("abc")
-    cluster.elect("a")
-    confirm_first_read_with(cluster, "c")
-    cluster.nodes["a"].read_index(b"r2")
+    cluster, a = leader_after_first_read("c")
+    a.read_index(b"r2")
     second_round = cluster.process("a")
     assert kinds(second_round) == [("HEARTBEAT", "a", "c")]
     assert second_round[0].context == b"r2"
@@ -54,10 +56,7 @@ def test_a_learner_that_answered_first_is_not_asked_alone():
 
 
 def test_reads_arriving_while_a_round_is_out_wait_for_the_next_round():
-    cluster = Cluster("abc")
-    cluster.elect("a")
-    confirm_first_read_with(cluster, "b")
-    a = cluster.nodes["a"]
+    cluster, a = leader_after_first_read("b")
     a.read_index(b"r2")
     round_2 = cluster.process("a")
     a.read_index(b"r3")
@@ -71,10 +70,7 @@ def test_reads_arriving_while_a_round_is_out_wait_for_the_next_round():
 
 
 def test_when_the_asked_follower_is_silent_the_periodic_heartbeat_asks_everyone():
-    cluster = Cluster("abc")
-    cluster.elect("a")
-    confirm_first_read_with(cluster, "c")
-    a = cluster.nodes["a"]
+    cluster, a = leader_after_first_read("c")
     a.read_index(b"r2")
     assert kinds(cluster.process("a")) == [("HEARTBEAT", "a", "c")]  # lost: c went silent
     retry = only(cluster.tick("a", a.config.heartbeat_ticks), MessageKind.HEARTBEAT)
@@ -98,10 +94,7 @@ def test_round_targets_are_asked_alone_only_while_they_make_a_quorum():
 
 
 def test_a_read_round_goes_to_every_follower_while_a_target_has_entries_to_acknowledge():
-    cluster = Cluster("abc")
-    cluster.elect("a")
-    confirm_first_read_with(cluster, "c")
-    a = cluster.nodes["a"]
+    cluster, a = leader_after_first_read("c")
     a.propose(b"a write")
     appends = cluster.process("a")  # c may be busy writing it: the round does not wait for c alone
     assert sorted(m.target for m in only(appends, MessageKind.APPEND)) == ["b", "c"]
