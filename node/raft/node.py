@@ -295,14 +295,19 @@ class RaftNode:
 
     def has_ready(self) -> bool:
         """Whether ready() has anything to hand out. A cheap look (asked on every turn of the
-        driver loop) at exactly the pending state ready() drains: the outbox, the soft and hard
-        state changes, and the log's unstable and committed parts. ready() asserts that it
-        leaves none of it behind."""
-        # Inlined (the same tests as _Outbox.pending, _soft_state_if_changed,
-        # _hard_state_if_changed and RaftLog.has_next_unstable): asked several times per turn
-        # of the loop, mostly to hear "nothing", where each method call cost more than its test.
+        driver loop) at exactly the pending state ready() drains: the outbox's messages and
+        read states, and _state_pending. ready() asserts that it leaves none of it behind."""
         outbox = self._outbox
-        if outbox.messages or outbox.messages_after_persist or outbox.read_states or outbox.broadcast_due:
+        return bool(outbox.messages or outbox.messages_after_persist or outbox.read_states) or self._state_pending()
+
+    def _state_pending(self) -> bool:
+        """Whether the next Ready carries more than messages and read states: a due broadcast,
+        a soft or hard state change, unstable log entries or snapshot, committed entries to
+        hand out. The one test has_ready and ready() both make. (Spelled out rather than
+        through _soft_state_if_changed, _hard_state_if_changed and RaftLog.has_next_unstable:
+        asked several times per turn of the loop, mostly to hear "no", where each method
+        call cost more than its test.)"""
+        if self._outbox.broadcast_due:
             return True
         soft, hard, log = self._previous_soft_state, self._previous_hard_state, self.log
         if self.lead != soft.leader or self.role != soft.role:
@@ -318,9 +323,7 @@ class RaftNode:
 
     def ready(self) -> Ready:
         assert self._ready_in_flight is None, "advance() the previous Ready first"
-        log = self.log
-        if (self._outbox.broadcast_due or log.has_next_unstable() or log.has_next_committed()
-                or self._soft_state_if_changed() is not None or self._hard_state_if_changed() is not None):
+        if self._state_pending():
             ready = self._ready_with_state()
         else:
             # Messages and read states only (heartbeats and their answers, read rounds, acks of
@@ -1087,8 +1090,8 @@ class RaftNode:
 
 class _Outbox:
     """What the core produced since the last Ready besides state changes: messages, read
-    states, and whether a batched append broadcast is due. has_ready() asks pending();
-    ready() drains it."""
+    states, and whether a batched append broadcast is due. has_ready() looks at it; ready()
+    drains it."""
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
@@ -1097,9 +1100,6 @@ class _Outbox:
         self.broadcast_due = False  # send appends when the next Ready is built (batching)
         self.commit_unsent = False  # the leader committed more than its appends told (a tick later)
         self.commit_unsent_ticked = False  # ...and a tick has passed since (the next one sends it)
-
-    def pending(self) -> bool:
-        return bool(self.messages or self.messages_after_persist or self.read_states or self.broadcast_due)
 
     def drain(self) -> tuple[tuple[Message, ...], tuple[Message, ...], tuple[ReadState, ...]]:
         assert not self.broadcast_due, "ready() sends a due broadcast before draining"
