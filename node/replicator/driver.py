@@ -205,6 +205,8 @@ class Driver:
         self._transport.send_forward(leader, command)
         # Its client waits for this node to apply it: no hold until then. (The leader proposes
         # the very bytes forwarded, so the applied entry is recognised by its data.)
+        # Popped first so the map stays in forwarding order (oldest first: _forwards_wait).
+        self._forwards_pending.pop(command, None)
         self._forwards_pending[command] = now_seconds
         if len(self._forwards_pending) > FORWARDS_PENDING_MAX:
             del self._forwards_pending[next(iter(self._forwards_pending))]
@@ -280,10 +282,15 @@ class Driver:
         pending = self._forwards_pending
         if not pending:
             return False
-        limit_seconds = self._read_timeout_seconds
-        for command in [command for command, at in pending.items() if now_seconds - at > limit_seconds]:
+        # Oldest first (forward): only the expired front is looked at, not every forward on
+        # every Ready of a follower that forwards a busy client's writes.
+        oldest_kept = now_seconds - self._read_timeout_seconds
+        while pending:
+            command = next(iter(pending))
+            if pending[command] >= oldest_kept:
+                return True
             del pending[command]
-        return bool(pending)
+        return False
 
     def _waiting_entries_are_normal(self, high: int) -> bool:
         """Whether the committed entries up to `high` that wait are all NORMAL (or NOOP): a
