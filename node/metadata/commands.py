@@ -30,7 +30,7 @@ from node.metadata.paths import file_name, normalize_path
 from node.metadata.replicas import check_node_id
 from node.metadata.sessions import SEQ_MAX
 from node.packing import packb
-from node.protocol import CLIENT_ID_BYTES_MAX, COMMAND_OPS, validate_args
+from node.protocol import COMMAND_OPS, validate_args
 
 COMMAND_VERSION = 2
 COMMAND_VERSION_KEYED = 1  # arguments in a map: read, no longer written
@@ -67,12 +67,6 @@ _PATHS_OF: dict[str, tuple[str, ...]] = {
 }
 assert all(set(defaults) <= set(_ARGUMENT_NAMES[op]) for op, defaults in _DEFAULTS.items())
 assert all(list(_UNFILLED[op]) == list(names) for op, names in _ARGUMENT_NAMES.items())
-
-# (op, type of each argument, client and seq) of version 2 commands whose types validate_args
-# accepted: the next command of that signature needs only its value checks. Bounded: past the
-# bound, the types are checked in full each time.
-VALID_SIGNATURES_MAX = 1024
-_VALID_SIGNATURES: set[tuple] = set()
 
 
 class Command(NamedTuple):
@@ -142,29 +136,18 @@ def decode_command(data: bytes) -> Command:
 
 
 def _decoded_positional(op: object, client: object, seq: object, now_ns: object, arguments: object) -> Command:
+    """A version 2 command: its arguments named by position (nil: absent), then the one path
+    every command takes (new_command: validate_args, whose memory of valid signatures makes a
+    known one cheap, and the value checks)."""
     names = _ARGUMENT_NAMES.get(op) if type(op) is str else None
     if names is None:
         raise BadRequest(f"unknown write op {op!r}")
     if type(arguments) is not list or len(arguments) != len(names):
         raise BadRequest(f"{op} takes {len(names)} arguments, by position")
-    signature = (op, *map(type, arguments), type(client), type(seq))
-    if signature not in _VALID_SIGNATURES:
-        # The types in full, for the named error (validate_args sees an absent argument as None).
-        present = {name: argument for name, argument in zip(names, arguments) if argument is not None}
-        validate_args(op, {**present, "client": client, "seq": seq}, COMMAND_OPS[op])
-        if len(_VALID_SIGNATURES) < VALID_SIGNATURES_MAX:
-            _VALID_SIGNATURES.add(signature)
-    args = dict(zip(names, arguments))
-    for name, default in _DEFAULTS[op].items():
-        if args[name] is None:
-            args[name] = default
-    # The session's values (validate_args checks them on the way above); their types were
-    # checked with the signature.
-    if not 0 < len(client.encode()) <= CLIENT_ID_BYTES_MAX:
-        raise BadRequest(f"client id must be 1 to {CLIENT_ID_BYTES_MAX} bytes")
-    if seq < 1:
-        raise BadRequest("seq must be positive")
-    return _checked(op, args, client, seq, now_ns)
+    args = {name: argument for name, argument in zip(names, arguments) if argument is not None}
+    args["client"] = client
+    args["seq"] = seq
+    return new_command(op, args, now_ns)
 
 
 def _checked(op: str, checked: dict, client: str, seq: int, now_ns: object) -> Command:
