@@ -127,7 +127,7 @@ def _bytes(value: object, name: str) -> bytes:
 
 
 def _node_id(value: object, name: str) -> str:
-    if not is_valid_node_id(value):
+    if not node_id_is_valid(value):
         raise CodecError(f"{name} is not a valid node id")
     return value
 
@@ -185,11 +185,60 @@ def _snapshot_meta(value: object) -> SnapshotMeta | None:
     )
 
 
+def node_id_is_valid(value: object) -> bool:
+    """is_valid_node_id, remembering the ids that passed: every Raft frame names two node ids
+    and comes from a third, nearly always the same few, and a set lookup costs a fraction of
+    the rule's string scans. At most NODE_IDS_REMEMBERED_MAX are kept (a peer inventing ids
+    only makes the rest be checked in full)."""
+    if type(value) is str and value in _valid_node_ids:
+        return True
+    if not is_valid_node_id(value):
+        return False
+    if len(_valid_node_ids) < NODE_IDS_REMEMBERED_MAX:
+        _valid_node_ids.add(value)
+    return True
+
+
+NODE_IDS_REMEMBERED_MAX = 1024
+_valid_node_ids: set[str] = set()
+_INT_ONLY = {int}
+# The fast path of _message builds a Message positionally, in this field order.
+assert Message._fields == ("kind", "source", "target", "term", "log_term", "index", "entries", "commit", "reject",
+                           "reject_hint_index", "reject_hint_term", "context", "snapshot_meta", "snapshot_offset",
+                           "snapshot_data", "snapshot_done", "promised_term")
+
+
 def _message(value: list) -> Message:
     if len(value) == RAFT_FRAME_FIELDS_WITHOUT_PROMISED_TERM:
         value = [*value, 0]
     if len(value) != RAFT_FRAME_FIELDS:
         raise CodecError(f"a raft frame must have {RAFT_FRAME_FIELDS} fields, got {len(value)}")
+    (_, _, kind, source, target, term, log_term, index, entries, commit, reject,
+     reject_hint_index, reject_hint_term, context, snapshot_meta,
+     snapshot_offset, snapshot_data, snapshot_done, promised_term) = value
+    numbers = (term, log_term, index, commit, reject_hint_index, reject_hint_term, snapshot_offset, promised_term)
+    if (
+        type(kind) is int and kind in _MESSAGE_KINDS
+        and node_id_is_valid(source) and node_id_is_valid(target)
+        and set(map(type, numbers)) == _INT_ONLY and min(numbers) >= 0 and max(numbers) <= WIRE_INTEGER_MAX
+        and type(reject) is bool and type(snapshot_done) is bool
+        and type(context) is bytes and type(snapshot_data) is bytes
+        and snapshot_meta is None
+    ):
+        # Every message but a snapshot chunk: the same checks as _checked_message, made at once
+        # (a call per field was most of the decode). Only the entries are left; any other
+        # field that fails takes the path below, which names it.
+        return Message(
+            _MESSAGE_KINDS[kind], source, target, term, log_term, index,
+            () if type(entries) is list and not entries else _entries(entries),
+            commit, reject, reject_hint_index, reject_hint_term, context, None, snapshot_offset, snapshot_data,
+            snapshot_done, promised_term,
+        )
+    return _checked_message(value)
+
+
+def _checked_message(value: list) -> Message:
+    """A Raft frame's fields checked one by one, in order: the first that fails is named."""
     (_, _, kind, source, target, term, log_term, index, entries, commit, reject,
      reject_hint_index, reject_hint_term, context, snapshot_meta,
      snapshot_offset, snapshot_data, snapshot_done, promised_term) = value

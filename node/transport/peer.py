@@ -39,6 +39,7 @@ from node.transport.codec import (
     encode_forward,
     encode_message,
     is_valid_node_id,
+    node_id_is_valid,
 )
 
 log = logging.getLogger(__name__)
@@ -387,7 +388,7 @@ class PeerTransport:
 
     def _accept(self, sender: str, frame: bytes) -> tuple | None:
         self._counters["received_bytes"] += len(frame)
-        if not is_valid_node_id(sender):
+        if not node_id_is_valid(sender):
             # An anonymous connection (ZeroMQ's generated identity) is not a node.
             self._counters["invalid_frames"] += 1
             return None

@@ -8,12 +8,15 @@ import msgpack
 import pytest
 
 from node.raft.types import ConfState, Entry, EntryKind, Message, MessageKind, SnapshotMeta
+from node.transport import codec
 from node.transport.codec import (
     CodecError,
+    NODE_IDS_REMEMBERED_MAX,
     decode_message,
     decode_peer_frame,
     encode_forward,
     encode_message,
+    node_id_is_valid,
 )
 
 FRAME_BYTES_MAX = 1 << 20
@@ -103,6 +106,45 @@ def test_each_bad_field_is_refused(position, bad):
     fields[position] = bad
     with pytest.raises(CodecError):
         decode_peer_frame(msgpack.packb(fields, use_bin_type=True), FRAME_BYTES_MAX)
+
+
+def message_without_snapshot(kind: MessageKind, with_entries: bool) -> Message:
+    """Every message but a snapshot chunk: what the decode's fast path takes."""
+    return full_message(kind)._replace(snapshot_meta=None, snapshot_offset=0, snapshot_data=b"", snapshot_done=False,
+                                       entries=full_message(kind).entries if with_entries else ())
+
+
+@pytest.mark.parametrize("kind", list(MessageKind))
+@pytest.mark.parametrize("with_entries", [True, False])
+def test_messages_without_a_snapshot_round_trip(kind, with_entries):
+    message = message_without_snapshot(kind, with_entries)
+    assert decode_peer_frame(encode_message(message), FRAME_BYTES_MAX) == ("raft", message)
+
+
+FIELD_NAMES = {3: "source", 4: "target", 5: "term", 6: "log_term", 7: "index", 8: "entr", 9: "commit", 10: "reject",
+               11: "reject_hint_index", 12: "reject_hint_term", 13: "context", 15: "snapshot_offset",
+               16: "snapshot_data", 17: "snapshot_done", 18: "promised_term"}
+
+
+@pytest.mark.parametrize("position,bad", [(p, v) for p, values in BAD_FIELD_VALUES.items() for v in values
+                                          if p != 14] + [(p, v) for p in (6, 11, 12, 15, 18) for v in (-1, "1", 2**62)]
+                                         + [(16, "data"), (16, None)])
+def test_each_bad_field_of_a_message_without_a_snapshot_is_refused_and_named(position, bad):
+    fields = raft_fields(message_without_snapshot(MessageKind.HEARTBEAT, with_entries=True))
+    fields[position] = bad
+    expected = FIELD_NAMES.get(position, "kind")
+    with pytest.raises(CodecError, match=expected):
+        decode_peer_frame(msgpack.packb(fields, use_bin_type=True), FRAME_BYTES_MAX)
+
+
+def test_remembered_node_ids_are_bounded_and_only_valid_ones():
+    for number in range(NODE_IDS_REMEMBERED_MAX + 10):
+        assert node_id_is_valid(f"memo-{number}")
+    assert node_id_is_valid("memo-0") and node_id_is_valid(f"memo-{NODE_IDS_REMEMBERED_MAX + 5}")
+    assert len(codec._valid_node_ids) <= NODE_IDS_REMEMBERED_MAX
+    for bad in ("", "a b", "x" * 65, b"n1", ["n1"], None, 1):
+        assert not node_id_is_valid(bad)
+        assert not node_id_is_valid(bad)  # asked again: still refused
 
 
 def test_snapshot_data_beyond_the_announced_size_is_refused():
