@@ -60,15 +60,17 @@ def _pack_snapshot_meta(meta: SnapshotMeta | None) -> list | None:
 def encode_message(message: Message) -> bytes:
     """One Raft message as a frame. Our own messages are trusted here; receivers validate."""
     assert isinstance(message, Message), type(message)
-    entries = [[entry.term, entry.index, int(entry.kind), entry.data] for entry in message.entries]
+    (kind, source, target, term, log_term, index, entries, commit, reject, reject_hint_index, reject_hint_term,
+     context, snapshot_meta, snapshot_offset, snapshot_data, snapshot_done, promised_term) = message
     return packb(
         [
             WIRE_VERSION, FRAME_RAFT,
-            int(message.kind), message.source, message.target, message.term,
-            message.log_term, message.index, entries, message.commit, message.reject,
-            message.reject_hint_index, message.reject_hint_term, message.context,
-            _pack_snapshot_meta(message.snapshot_meta),
-            message.snapshot_offset, message.snapshot_data, message.snapshot_done, message.promised_term,
+            int(kind), source, target, term, log_term, index,
+            # (most messages carry no entries and no snapshot: no list comprehension, no call)
+            [[entry.term, entry.index, int(entry.kind), entry.data] for entry in entries] if entries else [],
+            commit, reject, reject_hint_index, reject_hint_term, context,
+            None if snapshot_meta is None else _pack_snapshot_meta(snapshot_meta),
+            snapshot_offset, snapshot_data, snapshot_done, promised_term,
         ],
     )
 

@@ -28,6 +28,7 @@ import logging
 import time
 
 import zmq
+import zmq.backend
 from zmq.utils.monitor import recv_monitor_message
 
 from node.raft.types import Message
@@ -68,7 +69,10 @@ assert PEER_HEARTBEAT_TTL_MS % 100 == 0 and PEER_HEARTBEAT_TTL_MS >= PEER_HEARTB
 assert PEER_RECONNECT_INTERVAL_MS <= PEER_RECONNECT_INTERVAL_MS_MAX
 assert PEER_CONNECT_TIMEOUT_MS <= PEER_HEARTBEAT_TIMEOUT_MS
 
-_RECEIVE_NOBLOCK = int(zmq.NOBLOCK)
+_RECEIVE_NOBLOCK = _SEND_NOBLOCK = int(zmq.NOBLOCK)
+_COPY_THRESHOLD_BYTES = zmq.COPY_THRESHOLD
+_backend_send = zmq.backend.Socket.send
+assert issubclass(zmq.Socket, zmq.backend.Socket)
 _POLLIN = int(zmq.POLLIN)
 _HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
@@ -337,7 +341,11 @@ class PeerTransport:
             log.error("dropped a %d-byte peer frame: above frame_bytes_max %d", len(frame), self._frame_bytes_max)
             return False
         try:
-            link.dealer.send(frame, zmq.NOBLOCK, copy=False)
+            # Copied below ZeroMQ's copy threshold (pyzmq copies such a frame anyway when asked
+            # not to, through a Frame object made and freed per send); zero-copy above it.
+            # The backend's send itself: pyzmq's Python-level Socket.send only adds the routing_id
+            # and group options of draft sockets (a DEALER has neither) around it.
+            _backend_send(link.dealer, frame, _SEND_NOBLOCK, len(frame) < _COPY_THRESHOLD_BYTES)
         except zmq.Again:
             self._counters["dropped_full"] += 1
             link.dropped += 1
