@@ -29,6 +29,7 @@ from node.errors import BadRequest, NotLeader, Refused, SandStoreError, StoreFul
 from node.names import NODE_ID_RULE, is_valid_node_id
 from node.metadata.commands import Command, decode_command, new_command
 from node.metadata.paths import normalize_path
+from node.metadata.read_memo import SnapshotDirectories
 from node.metadata.state_machine import Namespace
 from node.raft.types import ConfChange, EntryKind
 from node.replicator import Replicator
@@ -57,8 +58,8 @@ _RECEIVE_NOBLOCK = int(zmq.NOBLOCK)
 
 
 # The read ops served from the namespace (linearizable unless "stale"), by op name.
-# query(namespace, txn, args, directories): directories is the lookup memo that one batch of
-# queries in one read transaction shares (Namespace.read).
+# query(namespace, txn, args, directories): directories is the lookup memo that the queries
+# reading one snapshot share (Namespace.read, read_memo.SnapshotDirectories).
 NAMESPACE_QUERIES = {
     "stat": lambda namespace, txn, args, directories: namespace.stat(txn, args["path"], directories),
     "ls": lambda namespace, txn, args, directories: namespace.ls(
@@ -132,6 +133,7 @@ class NodeServer:
         self._conf_waiting: dict[int, tuple[int, Waiter]] = {}  # index -> (term, waiter)
         self._reads_waiting: dict[int, Waiter] = {}
         self._next_read_token = 1
+        self._read_directories = SnapshotDirectories()  # what reads found, per snapshot (_serve_reads)
         self._last_applied_seq: dict[str, int] = {}  # client -> highest seq applied here
         self._namespace_current = False  # see _referenced_chunk_ids
         self._housekeeping_at = 0.0  # waiter expiry and the namespace check, not every turn
@@ -441,8 +443,11 @@ class NodeServer:
         if not waiters:
             return
         replies: list[tuple[bytes, bytes]] = []
-        directories: dict[str, tuple[int, int]] = {}  # found in this transaction (NAMESPACE_QUERIES)
         with self.store.read_transaction() as txn:
+            # The directories earlier reads found in this snapshot (until a write commits), so
+            # that at one read outstanding, a read of a file beside the last one read does not
+            # walk its whole path again.
+            directories = self._read_directories.for_transaction(txn)
             for waiter in waiters:
                 try:
                     result = NAMESPACE_QUERIES[waiter.op](self.namespace, txn, waiter.args, directories)
