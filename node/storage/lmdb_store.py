@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import lmdb
 
@@ -319,14 +317,31 @@ class NodeStore:
         txn, self._deferred = self._deferred, None
         self._commit(txn, durable=False)
 
-    @contextmanager
-    def read_transaction(self) -> Iterator[lmdb.Transaction]:
+    def read_transaction(self) -> "_ReadScope":
         """A read-only snapshot of everything committed so far (for queries and status). On the
         writing thread, deferred batches are committed first, so that it reads what it wrote."""
         if self._deferred is not None and not self._batch_open and threading.get_ident() == self._writer_thread:
             self.commit_deferred()
-        with self.env.begin() as txn:
-            yield txn
+        return _ReadScope(self.env.begin())
+
+
+class _ReadScope:
+    """NodeStore.read_transaction's context manager: a small class, not a @contextmanager
+    generator (as _BatchScope; one read transaction per client read, where the generator's
+    machinery cost more than beginning and ending the transaction). The transaction ends with
+    the block, as its own context manager ends it."""
+
+    __slots__ = ("_txn",)
+
+    def __init__(self, txn: lmdb.Transaction) -> None:
+        self._txn = txn
+
+    def __enter__(self) -> lmdb.Transaction:
+        return self._txn
+
+    def __exit__(self, error_type, error, traceback) -> bool:
+        self._txn.__exit__(error_type, error, traceback)
+        return False  # an exception of the block is never swallowed
 
 
 class _BatchScope:
