@@ -241,7 +241,7 @@ def request(request_id: int, op: str, args: dict) -> bytes:
 
 
 def reply_ok(request_id: int, result: object) -> bytes:
-    return encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result})
+    return packb({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result})  # = encode(), a call less
 
 
 def reply_error(request_id: int, error: SandStoreError) -> bytes:

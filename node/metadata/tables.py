@@ -95,6 +95,9 @@ def children_prefix(parent: int) -> bytes:
     return _UINT64.pack(parent)
 
 
+_new_tuple = tuple.__new__
+
+
 class Record(NamedTuple):
     """A directory or a file. A file's content is inline `data` or a list of `chunks`
     ([chunk id, size, [replica node ids]]), never both.
@@ -127,14 +130,18 @@ class Record(NamedTuple):
 
     @staticmethod
     def decode(value: bytes) -> "Record":
-        kind, mode, mtime_ns, *content = msgpack.unpackb(value, raw=False)
+        # Built with tuple.__new__ and every field given: the NamedTuple's own __new__ is a
+        # Python function (it only packs its arguments into the tuple), and a record is decoded
+        # per read and per applied write.
+        fields = msgpack.unpackb(value, raw=False)
+        kind = fields[0]
         if kind == KIND_DIRECTORY:
-            return Record(True, mode, mtime_ns)
-        size, payload = content
+            return _new_tuple(Record, (True, fields[1], fields[2], 0, None, None))
+        kind, mode, mtime_ns, size, payload = fields
         if kind == KIND_INLINE_FILE:
-            return Record(False, mode, mtime_ns, size, payload, None)  # positional: data
+            return _new_tuple(Record, (False, mode, mtime_ns, size, payload, None))  # data
         assert kind == KIND_CHUNKED_FILE, kind
-        return Record(False, mode, mtime_ns, size, None, payload)  # positional: chunks
+        return _new_tuple(Record, (False, mode, mtime_ns, size, None, payload))  # chunks
 
     def with_mtime(self, mtime_ns: int) -> "Record":
         # Built directly: _replace goes through _make and a dict, several times slower, and
@@ -164,3 +171,5 @@ _DIRECTORY_HEAD = bytes([0x93, KIND_DIRECTORY])
 assert Record(True, 0o755, 1).encode()[:2] == _DIRECTORY_HEAD
 assert Record(False, 0o644, 1, 1, data=b"x").encode()[:2] != _DIRECTORY_HEAD
 assert Record(False, 0o644, 1, 1, chunks=[]).encode()[:2] != _DIRECTORY_HEAD
+# decode builds the fields in this order (tuple.__new__): pinned here, beside the class.
+assert Record._fields == ("is_directory", "mode", "mtime_ns", "size", "data", "chunks")

@@ -47,11 +47,13 @@ def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str,
     Record of directories as stored in `txn` (the caller keeps it so), for that parent."""
     names = paths.components(path)
     parent_path = path.rsplit("/", 1)[0] or paths.ROOT
-    if directories is not None and names and parent_path in directories:
-        inode, parent = directories[parent_path]
+    remembered = directories.get(parent_path) if directories is not None and names else None
+    if remembered is not None:
+        inode, parent = remembered
         value = txn.get(child_key(inode, names[-1]), None, tables.children)  # positional: tables.py
         if value is not None:
-            return Resolved(len(names), unpack_uint64(value), inode, load(txn, tables, unpack_uint64(value)), names)
+            child = unpack_uint64(value)
+            return Resolved(len(names), child, inode, load(txn, tables, child), names)
         record = directory_records.get(inode) if directory_records is not None else None
         if record is None:
             record = load(txn, tables, inode)
