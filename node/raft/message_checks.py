@@ -26,6 +26,7 @@ _NUMBER_FIELDS = ("term", "log_term", "index", "commit", "reject_hint_index", "r
 # getattr per field was most of the check.
 _number_fields_of = operator.attrgetter(*_NUMBER_FIELDS)
 _LEADER_KINDS = frozenset({MESSAGE_KIND.APPEND, MESSAGE_KIND.HEARTBEAT, MESSAGE_KIND.INSTALL_SNAPSHOT})
+_LOG_POSITION_KINDS = frozenset({MESSAGE_KIND.VOTE, MESSAGE_KIND.PRE_VOTE, MESSAGE_KIND.APPEND})  # log_term: a sent entry
 
 
 def check_shape(message: Message) -> None:
@@ -37,7 +38,7 @@ def check_shape(message: Message) -> None:
                 raise RejectedMessage(message, f"{name} {value} is outside [0, 2^62)")
     if message.kind in _LEADER_KINDS and message.term == NO_TERM:
         raise RejectedMessage(message, "no leader exists in term 0")
-    if message.kind in (MESSAGE_KIND.VOTE, MESSAGE_KIND.PRE_VOTE, MESSAGE_KIND.APPEND) and message.log_term > message.term:
+    if message.kind in _LOG_POSITION_KINDS and message.log_term > message.term:
         raise RejectedMessage(message, f"log_term {message.log_term} is beyond the message's term")
     if message.kind == MESSAGE_KIND.APPEND:
         _check_entries(message)

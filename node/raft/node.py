@@ -30,7 +30,7 @@ from node.raft.errors import (
 )
 from node.raft.log import RaftLog
 from node.raft.progress import PROGRESS_STATE, Progress
-from node.raft.quorum import VoteResult, vote_result
+from node.raft.quorum import VoteResult, has_quorum
 from node.raft.read_only import ReadOnly, ReadRequest
 from node.raft.snapshot_receiver import SnapshotReceiver
 from node.raft.snapshot_sender import SnapshotSender
@@ -83,6 +83,10 @@ _AFTER_PERSIST_KINDS = frozenset(
     {MESSAGE_KIND.VOTE, MESSAGE_KIND.VOTE_RESPONSE, MESSAGE_KIND.PRE_VOTE_RESPONSE, MESSAGE_KIND.APPEND_RESPONSE}
 )
 _LEADER_KINDS = frozenset({MESSAGE_KIND.APPEND, MESSAGE_KIND.HEARTBEAT, MESSAGE_KIND.INSTALL_SNAPSHOT})
+_VOTE_REQUEST_KINDS = frozenset({MESSAGE_KIND.VOTE, MESSAGE_KIND.PRE_VOTE})
+# Sent only by the leader of the term (with _LEADER_KINDS), and only to a node of the sender's term.
+_LEADER_ANSWER_KINDS = frozenset({MESSAGE_KIND.TIMEOUT_NOW, MESSAGE_KIND.READ_INDEX_RESPONSE})
+_SAME_TERM_KINDS = frozenset({MESSAGE_KIND.TIMEOUT_NOW, MESSAGE_KIND.READ_INDEX})
 _REPLICATION_RESPONSE_KINDS = frozenset(
     {MESSAGE_KIND.APPEND_RESPONSE, MESSAGE_KIND.HEARTBEAT_RESPONSE, MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE}
 )
@@ -163,7 +167,7 @@ class RaftNode:
     def step(self, message: Message) -> None:
         """Take in one message from a peer. Raises RejectedMessage (changing nothing) for a
         message that is malformed or contradicts this node's state; the driver drops it."""
-        if message.target != self.id or message.source in (self.id, NO_NODE):
+        if message.target != self.id or message.source == self.id or message.source == NO_NODE:
             return
         message_checks.check_shape(message)
         if message.promised_term > self.term and message.source in self.tracker.conf_state.all_nodes():
@@ -178,7 +182,7 @@ class RaftNode:
             self._check_against_state(message)
         self._note_term_promise(message)
         if message.term > self.term:
-            if message.kind in (MESSAGE_KIND.VOTE, MESSAGE_KIND.PRE_VOTE) and self._in_lease(message):
+            if message.kind in _VOTE_REQUEST_KINDS and self._in_lease(message):
                 return  # leader stickiness: we heard from a live leader very recently
             if message.kind == MESSAGE_KIND.PRE_VOTE:
                 pass  # a pre-vote never changes our term
@@ -199,7 +203,7 @@ class RaftNode:
             self._answer_stale(message)
             return
 
-        if message.kind in (MESSAGE_KIND.VOTE, MESSAGE_KIND.PRE_VOTE):
+        if message.kind in _VOTE_REQUEST_KINDS:
             self._handle_vote_request(message)
         else:
             self._step_role(message)
@@ -610,7 +614,7 @@ class RaftNode:
         """Raise RejectedMessage for a current- or higher-term message that no honest peer can
         send to a node in our state. Reads state only: a rejected message changes nothing."""
         kind, same_term = message.kind, message.term == self.term
-        if kind in _LEADER_KINDS or kind in (MESSAGE_KIND.TIMEOUT_NOW, MESSAGE_KIND.READ_INDEX_RESPONSE):
+        if kind in _LEADER_KINDS or kind in _LEADER_ANSWER_KINDS:
             # Only the leader of a term sends these, and a term has at most one leader.
             if same_term and (self.role == ROLE.LEADER or self.lead not in (NO_NODE, message.source)):
                 leader = self.id if self.role == ROLE.LEADER else self.lead
@@ -632,7 +636,7 @@ class RaftNode:
             if message.index == self.log.committed and not self.log.match_term(message.index, message.log_term):
                 # Every later leader holds our committed entries (Leader Completeness).
                 raise RejectedMessage(message, f"entry {message.index} of term {message.log_term} contradicts the committed log")
-        elif kind in (MESSAGE_KIND.TIMEOUT_NOW, MESSAGE_KIND.READ_INDEX) and not same_term:
+        elif kind in _SAME_TERM_KINDS and not same_term:
             # Both go only to a node that already shares the sender's term: the leader sends
             # TIMEOUT_NOW after we acknowledged it in its term; READ_INDEX goes to our leader.
             raise RejectedMessage(message, f"{kind.name} from a later term {message.term}")
@@ -736,7 +740,7 @@ class RaftNode:
 
     def _handle_heartbeat(self, message: Message) -> None:
         self.log.commit_to(message.commit)
-        self._send(MESSAGE_KIND.HEARTBEAT_RESPONSE, message.source, context=message.context)
+        self._send_heartbeat(MESSAGE_KIND.HEARTBEAT_RESPONSE, message.source, NO_INDEX, message.context)
 
     def _handle_snapshot_chunk(self, message: Message) -> None:
         meta = message.snapshot_meta
@@ -917,7 +921,7 @@ class RaftNode:
                 continue
             progress = self.tracker.progress[node]
             commit = min(progress.match, self.log.committed)
-            self._send(MESSAGE_KIND.HEARTBEAT, node, commit=commit, context=context)
+            self._send_heartbeat(MESSAGE_KIND.HEARTBEAT, node, commit, context)
             if interval_elapsed:
                 progress.heartbeat_resume_allowed = True
                 if progress.snapshot_sender is not None:
@@ -1009,9 +1013,8 @@ class RaftNode:
         acks = self.read_only.receive_ack(node, context)
         if acks is None:
             return
-        votes = {ack: True for ack in acks}
         conf_state = self.tracker.conf_state
-        if vote_result(conf_state.voters, votes, conf_state.voters_outgoing) != VoteResult.WON:
+        if not has_quorum(conf_state.voters, acks, conf_state.voters_outgoing):
             return
         for request in self.read_only.advance(context):
             self._answer_read(request)
@@ -1027,8 +1030,10 @@ class RaftNode:
         targets = self.read_only.round_targets(self.id, conf_state.voters, conf_state.voters_outgoing)
         if targets is not None:
             last_index = self.log.last_index()
-            if any(self.tracker.progress[node].match < last_index for node in targets):
-                targets = None
+            for node in targets:
+                if self.tracker.progress[node].match < last_index:
+                    targets = None
+                    break
         self._broadcast_heartbeat(targets=targets)
 
     def _answer_read(self, request: ReadRequest) -> None:
@@ -1072,6 +1077,14 @@ class RaftNode:
             self._outbox.messages_after_persist.append(message)
         else:
             self._outbox.messages.append(message)
+
+    def _send_heartbeat(self, kind: MessageKind, target: NodeId, commit: int, context: bytes) -> None:
+        """_send of a HEARTBEAT or HEARTBEAT_RESPONSE (they promise nothing persisted): the
+        most frequent messages, built without _send's merge of keyword fields."""
+        assert kind is MESSAGE_KIND.HEARTBEAT or kind is MESSAGE_KIND.HEARTBEAT_RESPONSE, kind
+        assert target != self.id, "never send to self"
+        self._outbox.messages.append(Message(kind, self.id, target, self.term, commit=commit, context=context,
+                                             promised_term=self.promised_terms.get(target, NO_TERM)))
 
     def _soft_state_if_changed(self) -> SoftState | None:
         """The soft state if it differs from the last Ready's (compared field by field, so

@@ -7,7 +7,7 @@ halves. An empty half agrees to everything, so the joint rules reduce to the sim
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from typing import AbstractSet as Set, Mapping
 
 from node.raft.types import NodeId
 
@@ -61,6 +61,18 @@ def majority_vote_result(voters: frozenset[NodeId], votes: Mapping[NodeId, bool]
     if len(voters) - rejected < needed:
         return VoteResult.LOST
     return VoteResult.PENDING
+
+
+def has_quorum(
+    voters: frozenset[NodeId],
+    nodes: Set[NodeId],
+    voters_outgoing: frozenset[NodeId] = frozenset(),
+) -> bool:
+    """Whether `nodes` hold a majority of `voters` and one of `voters_outgoing` (an empty half
+    agrees): what vote_result answers WON for when each of `nodes` voted yes and nobody no.
+    Asked per read acknowledgement: set arithmetic, no vote map."""
+    return ((not voters or 2 * len(voters & nodes) > len(voters))
+            and (not voters_outgoing or 2 * len(voters_outgoing & nodes) > len(voters_outgoing)))
 
 
 def vote_result(

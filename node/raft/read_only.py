@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from node.raft.quorum import VoteResult, vote_result
+from node.raft.quorum import has_quorum
 from node.raft.types import NodeId
 
 
@@ -54,8 +54,13 @@ class ReadOnly:
         """Requests up to and including `context`: a quorum ack for a later heartbeat round
         also confirms every earlier request."""
         assert context in self._pending
-        self._last_quorum = frozenset(self._pending[context].acks)
+        acks = self._pending[context].acks
+        if acks != self._last_quorum:
+            self._last_quorum = frozenset(acks)
         position = self._queue.index(context)
+        if position == 0:  # one request per round (no read waited for another): the usual case
+            del self._queue[0]
+            return [self._pending.pop(context)]
         done_contexts = self._queue[: position + 1]
         del self._queue[: position + 1]
         done = [self._pending.pop(done_context) for done_context in done_contexts]
@@ -77,10 +82,11 @@ class ReadOnly:
         """The followers to send a read round to: those whose acks confirmed the last round,
         if with us they are still a quorum of the (joint) configuration; None for every
         follower (no round confirmed yet in this term, or the configuration changed)."""
-        targets = self._last_quorum & (voters | voters_outgoing)
-        votes = dict.fromkeys(targets | {own_id}, True)
+        targets = self._last_quorum & voters
+        if voters_outgoing:
+            targets |= self._last_quorum & voters_outgoing
         targets -= {own_id}
-        if not targets or vote_result(voters, votes, voters_outgoing) != VoteResult.WON:
+        if not targets or not has_quorum(voters, targets | {own_id}, voters_outgoing):
             return None
         return targets
 

@@ -1,7 +1,7 @@
 """The Raft core's public vocabulary: entries, messages, states and the Ready batch.
 
 Everything here is immutable (a small frozen dataclass, or a NamedTuple where one is built
-per write, per message or per Ready: Entry, Message, HardState, SoftState, Ready) so that a value handed to the driver can never
+per write, per message or per Ready: Entry, Message, HardState, SoftState, ReadState, Ready) so that a value handed to the driver can never
 change under it. Enum values are persisted (log entries, hard state) and sent on the wire:
 they are pinned and must never be renumbered.
 """
@@ -236,10 +236,9 @@ class Message(NamedTuple):
     promised_term: int = NO_TERM
 
 
-@dataclass(frozen=True, slots=True)
-class ReadState:
+class ReadState(NamedTuple):
     """The answer to read_index(context): once the local applied index reaches `index`,
-    a read for `context` is linearizable."""
+    a read for `context` is linearizable. (A NamedTuple: one is built per read round.)"""
 
     index: int
     context: bytes

@@ -1,4 +1,6 @@
-from node.raft.quorum import VoteResult, committed_index, majority_committed_index, vote_result
+import random
+
+from node.raft.quorum import VoteResult, committed_index, has_quorum, majority_committed_index, vote_result
 
 ABC = frozenset("abc")
 CDE = frozenset("cde")
@@ -42,3 +44,16 @@ def test_joint_vote_needs_both_majorities():
     assert vote_result(ABC, {"a": True, "c": True, "d": True}, voters_outgoing=CDE) == VoteResult.WON
     assert vote_result(ABC, {"a": True, "b": True, "d": False, "e": False}, voters_outgoing=CDE) == VoteResult.LOST
     assert vote_result(ABC, {"c": True, "a": True}, voters_outgoing=CDE) == VoteResult.PENDING
+
+
+def test_has_quorum_is_a_won_poll_of_yes_votes():
+    rng = random.Random(20261201)
+    nodes = ["a", "b", "c", "d", "e", "f"]
+    for _ in range(2000):
+        voters = frozenset(rng.sample(nodes, rng.randrange(0, 6)))
+        outgoing = frozenset(rng.sample(nodes, rng.randrange(0, 6))) if rng.random() < 0.5 else frozenset()
+        if not voters and not outgoing:
+            continue
+        yes = set(rng.sample(nodes, rng.randrange(0, 7)))
+        won = vote_result(voters, dict.fromkeys(yes, True), outgoing) == VoteResult.WON
+        assert has_quorum(voters, yes, outgoing) == won, (voters, outgoing, yes)
