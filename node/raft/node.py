@@ -323,7 +323,8 @@ class RaftNode:
             return True
         if unstable.snapshot is not None and not unstable.snapshot_in_progress:
             return True
-        return log.has_next_committed()
+        # (committed <= applying: nothing committed waits, the usual answer, without a call)
+        return log.committed > log.applying and log.has_next_committed()
 
     def ready(self) -> Ready:
         assert self._ready_in_flight is None, "advance() the previous Ready first"

@@ -134,11 +134,13 @@ class Driver:
         """A validated message from a peer. One that contradicts this node's state is dropped,
         counted and logged; one that proves this node lost its disk raises DiskLost."""
         self.last_contact[message.source] = now_seconds
-        if message.kind == MESSAGE_KIND.HEARTBEAT:
-            self._check_disk_not_lost(message)
-        elif message.kind == MESSAGE_KIND.INSTALL_SNAPSHOT and self._snapshot_receive_started is None:
+        kind = message.kind
+        if kind is MESSAGE_KIND.HEARTBEAT:
+            if message.commit > BOOTSTRAP_INDEX and self.applied_index <= BOOTSTRAP_INDEX:  # else decided here
+                self._check_disk_not_lost(message)
+        elif kind is MESSAGE_KIND.INSTALL_SNAPSHOT and self._snapshot_receive_started is None:
             self._snapshot_receive_started = now_seconds
-        elif message.kind == MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done:
+        elif kind is MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE and message.snapshot_done:
             self._note_snapshot_sent(message.source, message.index, now_seconds)
         try:
             self.core.step(message)
@@ -237,11 +239,16 @@ class Driver:
 
     def process(self, now_seconds: float) -> bool:
         """Carry out what the core has ready; False if it still has more (come back at once)."""
-        self._ask_read_index(now_seconds)
+        if self._reads_to_ask:
+            self._ask_read_index(now_seconds)
         applied_bytes = 0
         idle = False  # the core said it had nothing ready: it is not asked again below
+        log = self.core.log
         for _ in range(READY_ROUNDS_PER_PROCESS_MAX):
-            self._hold_committed(now_seconds)
+            if log.committed > log.applying or log.committed_held or self._held_since is not None:
+                # Else nothing committed waits and no hold is on: _hold_committed would find
+                # nothing to decide (most turns of a node that is not applying).
+                self._hold_committed(now_seconds)
             if not self.core.has_ready():
                 idle = True
                 break
@@ -254,7 +261,8 @@ class Driver:
                     # one full batch (committed_bytes_per_ready_max) per turn of the loop, which
                     # serves the node's clients in between: thousands of entries take a second.
                     break
-        self._expire_reads(now_seconds)  # answers clients only: leaves the core as it was
+        if self._read_contexts or self._reads_confirmed:
+            self._expire_reads(now_seconds)  # answers clients only: leaves the core as it was
         return idle or not self.core.has_ready()
 
     def _hold_committed(self, now_seconds: float) -> None:
@@ -316,8 +324,6 @@ class Driver:
         return self._read_context_prefix + self._read_counter.to_bytes(8, "big")
 
     def _ask_read_index(self, now_seconds: float) -> None:
-        if not self._reads_to_ask:
-            return
         tokens, self._reads_to_ask = self._reads_to_ask, []
         context = self._new_read_context()
         try:
@@ -328,8 +334,6 @@ class Driver:
         self._read_contexts[context] = (tokens, now_seconds)
 
     def _expire_reads(self, now_seconds: float) -> None:
-        if not self._read_contexts and not self._reads_confirmed:
-            return  # every turn of an idle or write-only node: nothing to expire
         limit_seconds = self._read_timeout_seconds
         # A ReadIndex request lost with a leader change is never answered: fail it so the client
         # retries instead of waiting for its whole deadline.
@@ -350,7 +354,19 @@ class Driver:
         self._reads_confirmed = waiting
 
     def _handle_ready(self, ready: Ready, now_seconds: float) -> None:
-        self._send(ready.messages, now_seconds)
+        if ready.messages:
+            self._send(ready.messages, now_seconds)
+        if (ready.hard_state is None and not ready.entries and ready.snapshot is None and not ready.committed_entries
+                and ready.conf_state is None):
+            # Messages and read states only (heartbeats, their answers, read rounds: most
+            # Readys): nothing to persist or apply, and no membership or soft state changed.
+            if ready.messages_after_persist:
+                self._send(ready.messages_after_persist, now_seconds)
+            if ready.soft_state is not None:
+                self._note_soft_state(ready)
+            self._confirm_reads(ready)
+            self.core.advance(ready)
+            return
         if ready.messages_after_persist and ready.committed_entries:
             # A follower's acknowledgement waits for its log write, not for applying what was
             # committed before: the entries and hard state are one batch, the promises go out,
@@ -373,12 +389,17 @@ class Driver:
             self._callbacks.conf_applied(index, term)
         if ready.soft_state is not None:
             self._note_soft_state(ready)
+        self._confirm_reads(ready)
+        self.core.advance(ready)
+
+    def _confirm_reads(self, ready: Ready) -> None:
+        """The Ready's read states confirm reads this node asked; serve those now applied."""
         for read_state in ready.read_states:
             waiting = self._read_contexts.pop(read_state.context, None)
             if waiting is not None:
                 self._reads_confirmed.append((read_state.index, waiting[0], waiting[1]))
-        self._serve_confirmed_reads()
-        self.core.advance(ready)
+        if self._reads_confirmed:
+            self._serve_confirmed_reads()
 
     def _persist(self, ready: Ready, now_seconds: float, *, log: bool = True, apply: bool = True) -> tuple[list, list]:
         """The Ready's batch: its log part (snapshot, entries, hard state) and its apply part
@@ -492,8 +513,6 @@ class Driver:
             log.info("sent snapshot at index %d to %s in %.1f ms", index, peer, (now_seconds - started) * 1000)
 
     def _serve_confirmed_reads(self) -> None:
-        if not self._reads_confirmed:
-            return
         ready_tokens: list[int] = []
         waiting = []
         for read in self._reads_confirmed:
