@@ -141,6 +141,10 @@ class RaftNode:
         self.uncommitted_bytes = 0
         self.read_only = ReadOnly()
         self.pending_read_requests: list[tuple[bytes, NodeId]] = []  # until the term's no-op commits
+        # Whether a leader saw an entry of its term committed (for ReadIndex). Once true it stays
+        # true for the term: the commit index only grows, and every entry from the leader's no-op
+        # on is of its term. Reset with the term (_reset); saves a log term lookup per read.
+        self.term_entry_committed = False
         self.snapshot_receiver: SnapshotReceiver | None = None
         # Set by leader_unreachable(): campaign once the leader has been silent this long.
         self.early_campaign_ticks: int | None = None
@@ -494,6 +498,7 @@ class RaftNode:
         self.uncommitted_bytes = 0
         self.read_only = ReadOnly()
         self.pending_read_requests = []
+        self.term_entry_committed = False
         self._outbox.broadcast_due = False
         self._outbox.commit_unsent = False
         self._outbox.commit_unsent_ticked = False
@@ -992,10 +997,12 @@ class RaftNode:
     # == ReadIndex ==================================================================================
 
     def _handle_read_request(self, context: bytes, requester: NodeId) -> None:
-        if self.log.term_or_zero(self.log.committed) != self.term:
-            # Until this term's no-op commits, our commit index may lag the true one.
-            self.pending_read_requests.append((context, requester))
-            return
+        if not self.term_entry_committed:
+            if self.log.term_or_zero(self.log.committed) != self.term:
+                # Until this term's no-op commits, our commit index may lag the true one.
+                self.pending_read_requests.append((context, requester))
+                return
+            self.term_entry_committed = True
         if self.tracker.is_single_voter(self.id):
             self._answer_read(ReadRequest(self.log.committed, context, requester))
             return

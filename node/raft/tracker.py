@@ -17,7 +17,10 @@ class ProgressTracker:
         self.votes: dict[NodeId, bool] = {}
 
     def voters(self) -> frozenset[NodeId]:
-        return self.conf_state.voters | self.conf_state.voters_outgoing
+        conf_state = self.conf_state
+        if not conf_state.voters_outgoing:
+            return conf_state.voters  # not joint (nearly always): no new set
+        return conf_state.voters | conf_state.voters_outgoing
 
     def is_voter(self, node: NodeId) -> bool:
         return node in self.voters()

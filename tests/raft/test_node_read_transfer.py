@@ -147,3 +147,23 @@ def test_transfer_refusals():
             cluster.nodes["a"].transfer_leadership(target)
     with pytest.raises(NotLeader):
         cluster.nodes["b"].transfer_leadership("c")
+
+
+def test_a_leader_elected_again_waits_for_the_no_op_of_its_new_term():
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    a.read_index(b"first-term")
+    cluster.stabilize(cluster.process("a"))
+    assert [state.context for state in cluster.read_states["a"]] == [b"first-term"]
+    a.transfer_leadership("b")
+    cluster.stabilize(cluster.process("a"))
+    assert b.role == Role.LEADER
+    b.transfer_leadership("a")
+    votes = cluster.deliver(cluster.process("b"))  # TIMEOUT_NOW: a campaigns in a new term
+    replies = cluster.deliver(cluster.deliver(votes))  # a wins: its no-op's APPENDs
+    assert a.role == Role.LEADER and a.log.term_or_zero(a.log.committed) != a.term
+    a.read_index(b"new-term")
+    assert [m for m in cluster.process("a") if m.context] == []  # no round before the no-op commits
+    cluster.stabilize(replies)
+    assert [state.context for state in cluster.read_states["a"]] == [b"first-term", b"new-term"]
