@@ -203,7 +203,7 @@ def node_id_is_valid(value: object) -> bool:
 
 NODE_IDS_REMEMBERED_MAX = 1024
 _valid_node_ids: set[str] = set()
-_INT_ONLY = {int}
+_new_tuple = tuple.__new__
 # The fast path of _message builds a Message positionally, in this field order.
 assert Message._fields == ("kind", "source", "target", "term", "log_term", "index", "entries", "commit", "reject",
                            "reject_hint_index", "reject_hint_term", "context", "snapshot_meta", "snapshot_offset",
@@ -218,24 +218,26 @@ def _message(value: list) -> Message:
     (_, _, kind, source, target, term, log_term, index, entries, commit, reject,
      reject_hint_index, reject_hint_term, context, snapshot_meta,
      snapshot_offset, snapshot_data, snapshot_done, promised_term) = value
-    numbers = (term, log_term, index, commit, reject_hint_index, reject_hint_term, snapshot_offset, promised_term)
+    # Every message but a snapshot chunk: the checks of _checked_message, made at once (a
+    # call per field was most of the decode). Only the entries are left to _entries; any other
+    # field that fails takes _checked_message, which names it.
+    for number in (term, log_term, index, commit, reject_hint_index, reject_hint_term, snapshot_offset, promised_term):
+        if type(number) is not int or number < 0 or number > WIRE_INTEGER_MAX:
+            return _checked_message(value)
     if (
         type(kind) is int and kind in _MESSAGE_KINDS
         and node_id_is_valid(source) and node_id_is_valid(target)
-        and set(map(type, numbers)) == _INT_ONLY and min(numbers) >= 0 and max(numbers) <= WIRE_INTEGER_MAX
         and type(reject) is bool and type(snapshot_done) is bool
         and type(context) is bytes and type(snapshot_data) is bytes
         and snapshot_meta is None
     ):
-        # Every message but a snapshot chunk: the same checks as _checked_message, made at once
-        # (a call per field was most of the decode). Only the entries are left; any other
-        # field that fails takes the path below, which names it.
-        return Message(
+        # tuple.__new__: the NamedTuple's own __new__ is a Python function that only calls it.
+        return _new_tuple(Message, (
             _MESSAGE_KINDS[kind], source, target, term, log_term, index,
             () if type(entries) is list and not entries else _entries(entries),
             commit, reject, reject_hint_index, reject_hint_term, context, None, snapshot_offset, snapshot_data,
             snapshot_done, promised_term,
-        )
+        ))
     return _checked_message(value)
 
 
