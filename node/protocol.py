@@ -156,18 +156,21 @@ def validate_request(request: object, ops: dict[str, dict[str, str]] = OPS) -> t
     Returns (id, op, args) or raises BadRequest."""
     if not isinstance(request, dict):
         raise BadRequest("a request must be a map")
-    if request.get("v") != PROTOCOL_VERSION:
-        raise BadRequest(f"unsupported protocol version {request.get('v')!r} (this node speaks {PROTOCOL_VERSION})")
+    version = request.get("v")
+    if version != PROTOCOL_VERSION:
+        raise BadRequest(f"unsupported protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
     request_id = request.get("id")
-    if isinstance(request_id, bool) or not isinstance(request_id, int):
+    # type() first: a plain int (every well-formed request) then needs no isinstance test.
+    if type(request_id) is not int and (isinstance(request_id, bool) or not isinstance(request_id, int)):
         raise BadRequest("request id must be an integer")
     if not _REQUEST_FIELDS.issuperset(request):
         extra = set(request) - _REQUEST_FIELDS
         raise BadRequest(f"unknown request field {sorted(map(str, extra))[0]!r}")
     op = request.get("op")
-    if not isinstance(op, str) or op not in ops:
+    schema = ops.get(op) if isinstance(op, str) else None  # (a schema is a dict, never None)
+    if schema is None:
         raise BadRequest(f"unknown op {op!r}")
-    return request_id, op, validate_args(op, request.get("args", {}), ops[op])
+    return request_id, op, validate_args(op, request.get("args", {}), schema)
 
 
 # (op, argument names..., their exact types...) -> schema, of arguments validate_args found

@@ -43,7 +43,7 @@ class ChunkReplicas(NamedTuple):
 
 
 def get(txn: lmdb.Transaction, tables: NamespaceTables, chunk_id: bytes) -> ChunkReplicas | None:
-    value = txn.get(chunk_id, db=tables.chunk_replicas)
+    value = txn.get(chunk_id, None, tables.chunk_replicas)  # positional (tables.py): per chunk of every read
     return None if value is None else ChunkReplicas.decode(value)
 
 
