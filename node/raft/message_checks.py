@@ -31,11 +31,11 @@ _LOG_POSITION_KINDS = frozenset({MESSAGE_KIND.VOTE, MESSAGE_KIND.PRE_VOTE, MESSA
 
 def check_shape(message: Message) -> None:
     """Raise RejectedMessage unless `message` is well formed for its kind."""
-    values = _number_fields_of(message)
-    if min(values) < 0 or max(values) >= NUMBER_MAX:
-        for name, value in zip(_NUMBER_FIELDS, values):
-            if not 0 <= value < NUMBER_MAX:
-                raise RejectedMessage(message, f"{name} {value} is outside [0, 2^62)")
+    for value in _number_fields_of(message):
+        if value < 0 or value >= NUMBER_MAX:  # (one loop: cheaper than min and max)
+            for name, field_value in zip(_NUMBER_FIELDS, _number_fields_of(message)):
+                if not 0 <= field_value < NUMBER_MAX:
+                    raise RejectedMessage(message, f"{name} {field_value} is outside [0, 2^62)")
     if message.kind in _LEADER_KINDS and message.term == NO_TERM:
         raise RejectedMessage(message, "no leader exists in term 0")
     if message.kind in _LOG_POSITION_KINDS and message.log_term > message.term:

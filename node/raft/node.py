@@ -184,7 +184,8 @@ class RaftNode:
                             held_term=self.term)
         if message.term >= self.term:
             self._check_against_state(message)
-        self._note_term_promise(message)
+        if message.kind in _TERM_PROMISE_KINDS or message.kind is MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE:
+            self._note_term_promise(message)
         if message.term > self.term:
             if message.kind in _VOTE_REQUEST_KINDS and self._in_lease(message):
                 return  # leader stickiness: we heard from a live leader very recently
@@ -622,10 +623,11 @@ class RaftNode:
         kind, same_term = message.kind, message.term == self.term
         if kind in _LEADER_KINDS or kind in _LEADER_ANSWER_KINDS:
             # Only the leader of a term sends these, and a term has at most one leader.
-            if same_term and (self.role == ROLE.LEADER or self.lead not in (NO_NODE, message.source)):
+            if same_term and (self.role == ROLE.LEADER or (self.lead != NO_NODE and self.lead != message.source)):
                 leader = self.id if self.role == ROLE.LEADER else self.lead
                 raise RejectedMessage(message, f"two leaders in term {self.term}: {leader} and {message.source}")
-        if kind == MESSAGE_KIND.HEARTBEAT and message.commit > self.log.last_index():
+        # (commit <= committed <= last_index: decided without the log's bounds, the usual case)
+        if kind is MESSAGE_KIND.HEARTBEAT and message.commit > self.log.committed and message.commit > self.log.last_index():
             # The leader caps a heartbeat's commit at what we acknowledged in its term, and we
             # acknowledge only what is on our disk: our log lost entries it had.
             lost = StateLost if self.log.last_index() <= BOOTSTRAP_INDEX else RejectedMessage
@@ -653,7 +655,8 @@ class RaftNode:
 
     def _check_response(self, message: Message) -> None:
         """A follower's answer in our term: it can only speak of entries we have."""
-        if message.index > self.log.last_index():
+        # (index <= committed <= last_index, as in every heartbeat's answer: no bounds lookup)
+        if message.index > self.log.committed and message.index > self.log.last_index():
             raise RejectedMessage(message, f"index {message.index} is beyond the leader's last index {self.log.last_index()}")
         if message.kind == MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE:
             progress = self.tracker.progress.get(message.source)
