@@ -362,9 +362,11 @@ class PeerTransport:
         Per message: two recvs and Frame.more rather than recv_multipart (whose RCVMORE
         lookups run enum code); after the first message a zmq_poll(0) asks whether another
         is waiting, since a recv on an empty socket raises zmq.Again, which costs about twice
-        the check (and a drain of one message, the common case, then raises none)."""
+        the check (and a drain of one message, the common case, then raises none).
+
+        Link events are not read here: the loop reads them in the same turn (take_lost_links,
+        after it drained this socket), and at once when a monitor wakes it."""
         assert frames_max > 0
-        self._read_link_events()
         socket = self.socket
         poll_items = self._receive_poll_items
         items: list[tuple] = []
@@ -407,7 +409,7 @@ class PeerTransport:
             log.debug("dropped an invalid frame from %s: %s", sender, error)
             return None
         if kind == "forward":
-            if not self._is_member(sender):
+            if self._security is not None and sender not in self._links and not self._is_member(sender):
                 return None
             self._counters["received"] += 1
             return "forward", sender, value
@@ -419,8 +421,8 @@ class PeerTransport:
         if value.target != self.node_id:
             self._counters["misdirected"] += 1
             return None
-        if not self._is_member(sender):
-            return None
+        if self._security is not None and sender not in self._links and not self._is_member(sender):
+            return None  # (the usual answer, a member, decided without the call)
         self._counters["received"] += 1
         return "raft", value
 
