@@ -395,6 +395,11 @@ class RaftNode:
             self.log.applied_to(ready.committed_entries[-1].index)
         if self.role != ROLE.LEADER:
             return
+        if not ready.entries and not ready.committed_entries:
+            # Nothing was persisted or applied (a leader's Ready of heartbeats or read states):
+            # its persisted log end and applied index are what the last advance saw, so its own
+            # progress and the joint configuration's exit need no new look.
+            return
         own_progress = self.tracker.progress[self.id]
         if own_progress.maybe_update(self.log.persisted_last_index()):
             self._maybe_commit()

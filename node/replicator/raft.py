@@ -232,7 +232,8 @@ class RaftReplicator:
     def seconds_until_tick(self, now_seconds: float) -> float:
         if self.driver.has_work():
             return 0.0
-        return max(0.0, self._next_wake_at() - now_seconds)
+        seconds = self._next_wake_at() - now_seconds
+        return seconds if seconds > 0.0 else 0.0
 
     def _next_wake_at(self) -> float:
         """When the loop must run next without input: at the next tick, except for a leader
@@ -245,7 +246,7 @@ class RaftReplicator:
         every tick again."""
         next_tick_at = self._next_tick_at
         core = self.core
-        if self._measured_store.deferred or self.driver.reads_pending():
+        if self._store.has_deferred or self.driver.reads_pending():  # (the store itself: asked every turn)
             return next_tick_at
         held_until = self.driver.committed_held_until()
         if held_until is not None:  # a follower batching its apply (Driver, APPLY_HOLD_ENTRIES_MAX)
