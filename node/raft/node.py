@@ -632,7 +632,8 @@ class RaftNode:
                 leader = self.id if self.role == ROLE.LEADER else self.lead
                 raise RejectedMessage(message, f"two leaders in term {self.term}: {leader} and {message.source}")
         # (commit <= committed <= last_index: decided without the log's bounds, the usual case)
-        if kind is MESSAGE_KIND.HEARTBEAT and message.commit > self.log.committed and message.commit > self.log.last_index():
+        if (kind is MESSAGE_KIND.HEARTBEAT and message.commit > self.log.committed
+                and message.commit > self.log.last_index()):
             # The leader caps a heartbeat's commit at what we acknowledged in its term, and we
             # acknowledge only what is on our disk: our log lost entries it had.
             lost = StateLost if self.log.last_index() <= BOOTSTRAP_INDEX else RejectedMessage

@@ -341,7 +341,8 @@ class Driver:
         # answer of nearly every turn with a read outstanding, without a scan.
         contexts = self._read_contexts
         oldest_young = not contexts or now_seconds - next(iter(contexts.values()))[1] <= limit_seconds
-        expired = [] if oldest_young else [ctx for ctx, (_, asked) in contexts.items() if now_seconds - asked > limit_seconds]
+        expired = [] if oldest_young else [
+            context for context, (_, asked) in contexts.items() if now_seconds - asked > limit_seconds]
         for context in expired:
             tokens, _ = self._read_contexts.pop(context)
             self._callbacks.reads_failed(tokens, NoLeader("the read could not be confirmed by a leader; retry"))
