@@ -15,20 +15,9 @@ NAME_BYTES_MAX = 255
 assert NAME_BYTES_MAX < PATH_BYTES_MAX
 
 
-# The last path found plainly normal, held here so that `is` can only ever match that very
-# string (immutable): a read's path is checked when the request is dispatched, again by the
-# query, and asserted normal when it is resolved; the same object, each time. Any value stored
-# was checked, so threads that race on it can only skip the check for a normal path.
-_last_normal: str = ROOT
-
-
 def normalize_path(path: str) -> str:
     """The normal form of `path`, or InvalidPath with a sentence saying what is wrong."""
-    global _last_normal
-    if path is _last_normal:
-        return path
     if _is_plainly_normal(path):
-        _last_normal = path
         return path  # the usual case: every path in a log entry was normalised by its proposer
     return _normalized(path)
 
@@ -111,4 +100,4 @@ def is_within(path: str, ancestor: str) -> bool:
 
 
 def _is_normal(path: str) -> bool:
-    return path is _last_normal or isinstance(path, str) and path.startswith("/") and (path == ROOT or not path.endswith("/")) and "//" not in path
+    return isinstance(path, str) and path.startswith("/") and (path == ROOT or not path.endswith("/")) and "//" not in path

@@ -82,15 +82,3 @@ def test_the_quick_test_for_a_normal_path_never_passes_anything_the_full_check_w
     assert not paths._is_plainly_normal(long_path)
     with pytest.raises(InvalidPath):
         normalize_path(long_path)
-
-
-def test_the_last_normal_path_is_remembered_only_as_that_very_string():
-    path = "".join(["/a", "/b"])  # built at run time: an object of its own
-    assert normalize_path(path) is path
-    assert normalize_path(path) is path  # remembered: answered by identity
-    assert normalize_path("/a//b/") == "/a/b"  # an equal-looking path that is not normal is still normalized
-    with pytest.raises(InvalidPath):
-        normalize_path("/a/../b")  # and a bad one still refused, right after a remembered one
-    assert normalize_path(path) is path
-    with pytest.raises(InvalidPath):
-        normalize_path("relative")
