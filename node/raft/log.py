@@ -186,21 +186,18 @@ class RaftLog:
     def _applicable_high(self) -> int:
         """Committed entries may be applied once handed out for persisting (this Ready or an
         earlier one): the driver persists before it applies."""
-        return min(self.committed, self.unstable.offset_in_progress - 1)
+        high = self.unstable.offset_in_progress - 1
+        return self.committed if self.committed < high else high  # (min(): a call more, asked every turn)
 
     def has_next_committed(self) -> bool:
         return not self.committed_held and self.committed_waiting() > 0
 
     def committed_waiting(self) -> int:
-        """How many committed entries wait to be handed out, held back or not. (Asked several
-        times per turn of the loop: _applicable_high is spelled out here, without min/max.)"""
-        unstable = self.unstable
-        if unstable.snapshot is not None:
+        """How many committed entries wait to be handed out, held back or not."""
+        if self.unstable.snapshot is not None:
             return 0  # the snapshot must be restored first
-        high = unstable.offset_in_progress - 1
-        if self.committed < high:
-            high = self.committed
-        return high - self.applying if high > self.applying else 0
+        waiting = self._applicable_high() - self.applying
+        return waiting if waiting > 0 else 0
 
     def next_committed(self, bytes_max: int | None = None) -> list[Entry]:
         if not self.has_next_committed():

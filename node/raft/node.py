@@ -184,8 +184,7 @@ class RaftNode:
                             held_term=self.term)
         if message.term >= self.term:
             self._check_against_state(message)
-        if message.kind in _TERM_PROMISE_KINDS or message.kind is MESSAGE_KIND.INSTALL_SNAPSHOT_RESPONSE:
-            self._note_term_promise(message)
+        self._note_term_promise(message)
         if message.term > self.term:
             if message.kind in _VOTE_REQUEST_KINDS and self._in_lease(message):
                 return  # leader stickiness: we heard from a live leader very recently
@@ -755,7 +754,7 @@ class RaftNode:
 
     def _handle_heartbeat(self, message: Message) -> None:
         self.log.commit_to(message.commit)
-        self._send_heartbeat(MESSAGE_KIND.HEARTBEAT_RESPONSE, message.source, NO_INDEX, message.context)
+        self._send(MESSAGE_KIND.HEARTBEAT_RESPONSE, message.source, context=message.context)
 
     def _handle_snapshot_chunk(self, message: Message) -> None:
         meta = message.snapshot_meta
@@ -936,7 +935,7 @@ class RaftNode:
                 continue
             progress = self.tracker.progress[node]
             commit = min(progress.match, self.log.committed)
-            self._send_heartbeat(MESSAGE_KIND.HEARTBEAT, node, commit, context)
+            self._send(MESSAGE_KIND.HEARTBEAT, node, commit=commit, context=context)
             if interval_elapsed:
                 progress.heartbeat_resume_allowed = True
                 if progress.snapshot_sender is not None:
@@ -1094,14 +1093,6 @@ class RaftNode:
             self._outbox.messages_after_persist.append(message)
         else:
             self._outbox.messages.append(message)
-
-    def _send_heartbeat(self, kind: MessageKind, target: NodeId, commit: int, context: bytes) -> None:
-        """_send of a HEARTBEAT or HEARTBEAT_RESPONSE (they promise nothing persisted): the
-        most frequent messages, built without _send's merge of keyword fields."""
-        assert kind is MESSAGE_KIND.HEARTBEAT or kind is MESSAGE_KIND.HEARTBEAT_RESPONSE, kind
-        assert target != self.id, "never send to self"
-        self._outbox.messages.append(Message(kind, self.id, target, self.term, commit=commit, context=context,
-                                             promised_term=self.promised_terms.get(target, NO_TERM)))
 
     def _soft_state_if_changed(self) -> SoftState | None:
         """The soft state if it differs from the last Ready's (compared field by field, so

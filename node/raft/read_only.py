@@ -34,10 +34,6 @@ class ReadOnly:
         self._queue: list[bytes] = []  # contexts in arrival order
         self._round_context = b""  # the context the last heartbeat round carried
         self._last_quorum: frozenset[NodeId] = frozenset()  # acks (own included) of the last confirmed round
-        # round_targets' last question and answer: asked per round, and the last quorum and the
-        # configuration (the same objects) rarely change between rounds.
-        self._targets_asked: tuple | None = None
-        self._targets: frozenset[NodeId] | None = None
 
     def add_request(self, index: int, context: bytes, requester: NodeId, own_id: NodeId) -> None:
         """A duplicate context (while the first is pending) joins the first request."""
@@ -86,14 +82,6 @@ class ReadOnly:
         """The followers to send a read round to: those whose acks confirmed the last round,
         if with us they are still a quorum of the (joint) configuration; None for every
         follower (no round confirmed yet in this term, or the configuration changed)."""
-        asked = (self._last_quorum, own_id, voters, voters_outgoing)
-        if asked != self._targets_asked:
-            self._targets_asked = asked
-            self._targets = self._round_targets(own_id, voters, voters_outgoing)
-        return self._targets
-
-    def _round_targets(self, own_id: NodeId, voters: frozenset[NodeId],
-                       voters_outgoing: frozenset[NodeId]) -> frozenset[NodeId] | None:
         targets = self._last_quorum & voters
         if voters_outgoing:
             targets |= self._last_quorum & voters_outgoing

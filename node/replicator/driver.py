@@ -361,17 +361,6 @@ class Driver:
     def _handle_ready(self, ready: Ready, now_seconds: float) -> None:
         if ready.messages:
             self._send(ready.messages, now_seconds)
-        if (ready.hard_state is None and not ready.entries and ready.snapshot is None and not ready.committed_entries
-                and ready.conf_state is None):
-            # Messages and read states only (heartbeats, their answers, read rounds: most
-            # Readys): nothing to persist or apply, and no membership or soft state changed.
-            if ready.messages_after_persist:
-                self._send(ready.messages_after_persist, now_seconds)
-            if ready.soft_state is not None:
-                self._note_soft_state(ready)
-            self._confirm_reads(ready)
-            self.core.advance(ready)
-            return
         if ready.messages_after_persist and ready.committed_entries:
             # A follower's acknowledgement waits for its log write, not for applying what was
             # committed before: the entries and hard state are one batch, the promises go out,
@@ -381,8 +370,9 @@ class Driver:
             self._send(ready.messages_after_persist, now_seconds)
             applied, applied_conf = self._persist(ready, now_seconds, log=False)
         else:
-            applied, applied_conf = self._persist(ready, now_seconds)
-            self._send(ready.messages_after_persist, now_seconds)
+            applied, applied_conf = self._persist(ready, now_seconds)  # no batch for messages only
+            if ready.messages_after_persist:
+                self._send(ready.messages_after_persist, now_seconds)
         if ready.conf_state is not None:  # a snapshot or a membership change took effect
             self._transport.set_peers(ready.conf_state)
         for index, decoded, result in applied:

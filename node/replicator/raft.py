@@ -220,7 +220,7 @@ class RaftReplicator:
         # heartbeat ended. A leader's run after the messages (in run()): a due tick then sends
         # a commit an acknowledgement just made in the same turn as the client's reply, so
         # followers (and stale reads there) learn it as soon as before.
-        if self.core.role != ROLE.LEADER and now >= self._next_tick_at:
+        if self.core.role != ROLE.LEADER:
             self._run_due_ticks(now)
         for item in self.transport.peer.receive():
             if item[0] == "raft":
@@ -363,6 +363,8 @@ class RaftReplicator:
     # ----- the loop body
 
     def _run_due_ticks(self, now_seconds: float) -> None:
+        if now_seconds < self._next_tick_at:
+            return  # no tick due (most turns), and so no stall to skip
         if now_seconds - self._next_tick_at > 1.0:
             # The process was stalled (suspended, swapping): do not replay a burst of ticks.
             self._next_tick_at = now_seconds
@@ -371,8 +373,7 @@ class RaftReplicator:
             self._next_tick_at += self._tick_seconds
 
     def run(self, now_seconds: float) -> None:
-        if now_seconds >= self._next_tick_at:  # else no tick is due (and no stall to skip)
-            self._run_due_ticks(now_seconds)
+        self._run_due_ticks(now_seconds)
         # A closed link to the leader (its process died: the kernel closed its connections) is a
         # hint to pre-vote after a few heartbeats of silence instead of the whole election
         # timeout. The core ignores it for any peer but its leader, and pre-vote with leader

@@ -129,7 +129,7 @@ def _bytes(value: object, name: str) -> bytes:
 
 
 def _node_id(value: object, name: str) -> str:
-    if not node_id_is_valid(value):
+    if not is_valid_node_id(value):
         raise CodecError(f"{name} is not a valid node id")
     return value
 
@@ -187,22 +187,6 @@ def _snapshot_meta(value: object) -> SnapshotMeta | None:
     )
 
 
-def node_id_is_valid(value: object) -> bool:
-    """is_valid_node_id, remembering the ids that passed: every Raft frame names two node ids
-    and comes from a third, nearly always the same few, and a set lookup costs a fraction of
-    the rule's string scans. At most NODE_IDS_REMEMBERED_MAX are kept (a peer inventing ids
-    only makes the rest be checked in full)."""
-    if type(value) is str and value in _valid_node_ids:
-        return True
-    if not is_valid_node_id(value):
-        return False
-    if len(_valid_node_ids) < NODE_IDS_REMEMBERED_MAX:
-        _valid_node_ids.add(value)
-    return True
-
-
-NODE_IDS_REMEMBERED_MAX = 1024
-_valid_node_ids: set[str] = set()
 _new_tuple = tuple.__new__
 # The fast path of _message builds a Message positionally, in this field order.
 assert Message._fields == ("kind", "source", "target", "term", "log_term", "index", "entries", "commit", "reject",
@@ -226,7 +210,7 @@ def _message(value: list) -> Message:
             return _checked_message(value)
     if (
         type(kind) is int and kind in _MESSAGE_KINDS
-        and node_id_is_valid(source) and node_id_is_valid(target)
+        and is_valid_node_id(source) and is_valid_node_id(target)
         and type(reject) is bool and type(snapshot_done) is bool
         and type(context) is bytes and type(snapshot_data) is bytes
         and snapshot_meta is None

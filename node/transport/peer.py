@@ -40,7 +40,6 @@ from node.transport.codec import (
     encode_forward,
     encode_message,
     is_valid_node_id,
-    node_id_is_valid,
 )
 
 log = logging.getLogger(__name__)
@@ -398,7 +397,7 @@ class PeerTransport:
 
     def _accept(self, sender: str, frame: bytes) -> tuple | None:
         self._counters["received_bytes"] += len(frame)
-        if not node_id_is_valid(sender):
+        if not is_valid_node_id(sender):
             # An anonymous connection (ZeroMQ's generated identity) is not a node.
             self._counters["invalid_frames"] += 1
             return None
@@ -409,7 +408,7 @@ class PeerTransport:
             log.debug("dropped an invalid frame from %s: %s", sender, error)
             return None
         if kind == "forward":
-            if self._security is not None and sender not in self._links and not self._is_member(sender):
+            if not self._is_member(sender):
                 return None
             self._counters["received"] += 1
             return "forward", sender, value
@@ -421,8 +420,8 @@ class PeerTransport:
         if value.target != self.node_id:
             self._counters["misdirected"] += 1
             return None
-        if self._security is not None and sender not in self._links and not self._is_member(sender):
-            return None  # (the usual answer, a member, decided without the call)
+        if not self._is_member(sender):
+            return None
         self._counters["received"] += 1
         return "raft", value
 

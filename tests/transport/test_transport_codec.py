@@ -8,15 +8,12 @@ import msgpack
 import pytest
 
 from node.raft.types import ConfState, Entry, EntryKind, Message, MessageKind, SnapshotMeta
-from node.transport import codec
 from node.transport.codec import (
     CodecError,
-    NODE_IDS_REMEMBERED_MAX,
     decode_message,
     decode_peer_frame,
     encode_forward,
     encode_message,
-    node_id_is_valid,
 )
 
 FRAME_BYTES_MAX = 1 << 20
@@ -135,16 +132,6 @@ def test_each_bad_field_of_a_message_without_a_snapshot_is_refused_and_named(pos
     expected = FIELD_NAMES.get(position, "kind")
     with pytest.raises(CodecError, match=expected):
         decode_peer_frame(msgpack.packb(fields, use_bin_type=True), FRAME_BYTES_MAX)
-
-
-def test_remembered_node_ids_are_bounded_and_only_valid_ones():
-    for number in range(NODE_IDS_REMEMBERED_MAX + 10):
-        assert node_id_is_valid(f"memo-{number}")
-    assert node_id_is_valid("memo-0") and node_id_is_valid(f"memo-{NODE_IDS_REMEMBERED_MAX + 5}")
-    assert len(codec._valid_node_ids) <= NODE_IDS_REMEMBERED_MAX
-    for bad in ("", "a b", "x" * 65, b"n1", ["n1"], None, 1):
-        assert not node_id_is_valid(bad)
-        assert not node_id_is_valid(bad)  # asked again: still refused
 
 
 def test_snapshot_data_beyond_the_announced_size_is_refused():
