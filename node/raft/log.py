@@ -125,8 +125,11 @@ class RaftLog:
 
     def find_conflict(self, entries: tuple[Entry, ...] | list[Entry]) -> int:
         """The index of the first entry that is new or differs in term; NO_INDEX if none."""
+        last_index = self.last_index()
         for entry in entries:
-            if not self.match_term(entry.index, entry.term):
+            # An entry beyond our log is new (match_term would say so through an exception, with
+            # its sentence formatted: for the first entry of nearly every APPEND).
+            if entry.index > last_index or not self.match_term(entry.index, entry.term):
                 return entry.index
         return NO_INDEX
 
