@@ -90,7 +90,8 @@ class NodeServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._stopping = False
         self.store = NodeStore(self.directory, config.lmdb_map_size_bytes)
-        self.namespace = Namespace(self.store.env, session_ttl_ns=int(config.session_ttl_seconds * 1e9))
+        self.namespace = Namespace(self.store.env, session_ttl_ns=int(config.session_ttl_seconds * 1e9),
+                                   batches=self.store)  # once-per-batch writes at each batch's end
         self.chunk_store = ChunkStore(self.directory, config.chunk_map_size_bytes)
         self.context = zmq.Context()
         # The trust boundary (node/security/): every port authenticates every connection.

@@ -13,7 +13,7 @@ such as a full map) aborts the caller's whole transaction.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import lmdb
 
@@ -36,36 +36,65 @@ from node.metadata.tree import Resolved
 DEFAULT_SESSION_TTL_NS = 3600 * 10**9
 
 
+class BatchEnds(Protocol):
+    """Where the write batches that apply runs in end (NodeStore.on_batch_end)."""
+
+    def on_batch_end(self, hook: Callable[[lmdb.Transaction], None]) -> None:
+        """Call hook(txn) at the end of every write batch, in its transaction, before it commits."""
+
+
 class _TransactionMemo:
     """What apply learned in one write transaction and may use again within it: a batch
     applies many writes, usually into the same few directories. Forgotten with the
     transaction (a new one may follow an aborted one) and whenever a directory may have been
-    removed or moved (rm, mv, restore)."""
+    removed or moved (rm, mv, restore).
+
+    It also holds what is written once per batch rather than once per entry (Namespace.finish
+    writes it, at the end of the batch, in its transaction): the applied index, the log's
+    clock, the next inode number and the directories whose mtime the batch's writes touched.
+    Every entry of a batch read these as the previous entry left them, so the batch ends in
+    the very state its entries applied one by one would leave."""
 
     __slots__ = ("txn", "directories", "directory_records", "applied_index", "clock_ns", "next_inode",
-                 "session_floor_ns")
+                 "session_floor_ns", "stored_applied_index", "stored_clock_ns", "stored_next_inode",
+                 "touched_directories")
 
     def __init__(self, txn: lmdb.Transaction | None) -> None:
         self.txn = txn
         self.directories: dict[str, tuple[int, int]] = {}  # for tree.resolve
-        # inode -> Record of directories read or written in this transaction, as stored: the
-        # parent of every write is touched (its mtime), then read again by the next write.
+        # inode -> Record of directories read or written in this transaction, as they are in
+        # it (stored, or touched and written by finish): the parent of every write is touched
+        # (its mtime), then read again by the next write.
         self.directory_records: dict[int, Record] = {}
-        self.applied_index: int | None = None  # as stored in this transaction, once read
+        self.applied_index: int | None = None  # in this transaction, once read
         self.clock_ns: int | None = None
-        self.next_inode: int | None = None  # as stored in this transaction, once read
+        self.next_inode: int | None = None  # in this transaction, once read
         self.session_floor_ns: int | None = None  # Sessions.expire's bound, once it walked
+        # As stored in the transaction: finish writes only what differs.
+        self.stored_applied_index: int | None = None
+        self.stored_clock_ns: int | None = None
+        self.stored_next_inode: int | None = None
+        self.touched_directories: set[int] = set()  # inodes in directory_records that finish writes
 
     def forget_directories(self) -> None:
+        assert not self.touched_directories, "finish the touched directories before forgetting them"
         self.directories.clear()
         self.directory_records.clear()
 
 
 class Namespace:
-    def __init__(self, env: lmdb.Environment, session_ttl_ns: int = DEFAULT_SESSION_TTL_NS) -> None:
+    def __init__(self, env: lmdb.Environment, session_ttl_ns: int = DEFAULT_SESSION_TTL_NS, *,
+                 batches: BatchEnds | None = None) -> None:
         """Open (and on first use create) the tables in `env`, e.g. NodeStore(...).env.
-        Construct it before any write batch is open: creating the root takes a write txn."""
+        Construct it before any write batch is open: creating the root takes a write txn.
+
+        batches: the store whose write batches apply runs in (NodeStore): what apply writes
+        once per batch (finish) is then written when the batch ends. None: apply writes it
+        at the end of every entry (for callers that do not end their batches through it)."""
         self._tables = NamespaceTables.open(env)
+        self._finish_each_entry = batches is None
+        if batches is not None:
+            batches.on_batch_end(self.finish)
         self._sessions = Sessions(self._tables, session_ttl_ns)
         self._memo = _TransactionMemo(None)
         self._handlers: dict[str, Callable[[lmdb.Transaction, Command], dict]] = {
@@ -89,20 +118,55 @@ class Namespace:
     def apply(self, txn: lmdb.Transaction, index: int, decoded: Command | SandStoreError) -> dict:
         """Apply the command of log entry `index`, as decode_command decoded it (or the error it
         raised: a malformed entry is an error result on every node); returns the reply for the
-        client: {"ok": True, "result": ...} or {"ok": False, "error": {"code": ..., "message": ...}}."""
+        client: {"ok": True, "result": ...} or {"ok": False, "error": {"code": ..., "message": ...}}.
+        What it writes once per batch is written by finish (see __init__'s batches)."""
+        result = self._apply(txn, index, decoded)
+        if self._finish_each_entry:
+            self.finish(txn)
+        return result
+
+    def finish(self, txn: lmdb.Transaction) -> None:
+        """Write, in `txn`, what the entries applied in it left for the end of the batch: the
+        applied index, the clock, the next inode number and the touched directories' records
+        (each once, as the last entry left it). The store calls it when a write batch ends
+        (any batch: one that applied nothing here has nothing to write)."""
+        memo = self._memo
+        if memo.txn is not txn:
+            return
+        meta = self._tables.meta
+        if memo.applied_index != memo.stored_applied_index:
+            txn.put(KEY_APPLIED_INDEX, pack_uint64(memo.applied_index), True, True, False, meta)  # positional: tables.py
+            memo.stored_applied_index = memo.applied_index
+        if memo.clock_ns != memo.stored_clock_ns:
+            self._sessions.set_clock(txn, memo.clock_ns)
+            memo.stored_clock_ns = memo.clock_ns
+        if memo.next_inode != memo.stored_next_inode:
+            txn.put(KEY_NEXT_INODE, pack_uint64(memo.next_inode), True, True, False, meta)
+            memo.stored_next_inode = memo.next_inode
+        self._write_touched_directories(txn)
+
+    def _write_touched_directories(self, txn: lmdb.Transaction) -> None:
+        memo = self._memo
+        if memo.txn is not txn or not memo.touched_directories:
+            return
+        records = memo.directory_records
+        inodes = self._tables.inodes
+        for inode in sorted(memo.touched_directories):  # sorted: the same puts on every node
+            txn.put(pack_uint64(inode), records[inode].encode(), True, True, False, inodes)
+        memo.touched_directories.clear()
+
+    def _apply(self, txn: lmdb.Transaction, index: int, decoded: Command | SandStoreError) -> dict:
         memo = self._memo
         if memo.txn is not txn:
             memo = self._memo = _TransactionMemo(txn)
-            memo.applied_index = self._applied_index(txn)
-            memo.clock_ns = self._sessions.clock_ns(txn)
+            memo.applied_index = memo.stored_applied_index = self._applied_index(txn)
+            memo.clock_ns = memo.stored_clock_ns = self._sessions.clock_ns(txn)
         assert index > memo.applied_index, f"entry {index} applied after entry {memo.applied_index}"
-        txn.put(KEY_APPLIED_INDEX, pack_uint64(index), True, True, False, self._tables.meta)  # positional: tables.py
         memo.applied_index = index
         if isinstance(decoded, SandStoreError):
             return _error_result(decoded)
         if decoded.now_ns > memo.clock_ns:  # the log's clock never runs backwards
             memo.clock_ns = decoded.now_ns
-            self._sessions.set_clock(txn, decoded.now_ns)
         clock_ns = memo.clock_ns
         memo.session_floor_ns = self._sessions.expire(txn, clock_ns, memo.session_floor_ns)
         session = self._sessions.get(txn, decoded.client)
@@ -159,6 +223,7 @@ class Namespace:
         return record.stat(path)
 
     def _rm(self, txn: lmdb.Transaction, command: Command) -> dict:
+        self._write_touched_directories(txn)  # rm reads records from the table
         self._memo.forget_directories()  # a remembered directory may go
         path = command.args["path"]
         if path == paths.ROOT:
@@ -177,6 +242,7 @@ class Namespace:
         return {"path": path, "files": len(removed) - directories, "dirs": directories}
 
     def _mv(self, txn: lmdb.Transaction, command: Command) -> dict:
+        self._write_touched_directories(txn)  # mv reads records from the table
         self._memo.forget_directories()  # a remembered directory may move or be replaced
         source, destination = command.args["src"], command.args["dst"]
         if source == paths.ROOT:
@@ -230,7 +296,10 @@ class Namespace:
         """Create found.names[found.depth:] under found: directories, then `record` for the last."""
         names = found.names
         parent = found.inode
-        self._put(txn, parent, found.record.with_mtime(now_ns))  # touch: found.record is its record
+        # Touched: found.record is its record in this transaction; finish writes it, once.
+        memo = self._memo
+        memo.directory_records[parent] = found.record.with_mtime(now_ns)
+        memo.touched_directories.add(parent)
         for name in names[found.depth : -1]:
             parent = self._link(txn, parent, name, Record(True, DEFAULT_DIRECTORY_MODE, now_ns))
         self._link(txn, parent, names[-1], record)
@@ -240,9 +309,8 @@ class Namespace:
         assert memo.txn is txn, "apply opens the memo of its transaction first"
         next_inode = memo.next_inode
         if next_inode is None:
-            next_inode = unpack_uint64(txn.get(KEY_NEXT_INODE, None, self._tables.meta))
-        memo.next_inode = next_inode + 1
-        txn.put(KEY_NEXT_INODE, pack_uint64(next_inode + 1), True, True, False, self._tables.meta)
+            next_inode = memo.stored_next_inode = unpack_uint64(txn.get(KEY_NEXT_INODE, None, self._tables.meta))
+        memo.next_inode = next_inode + 1  # written by finish
         inserted = txn.put(child_key(parent, name), pack_uint64(next_inode), True, False, False,  # overwrite=False
                            self._tables.children)
         assert inserted, f"{name!r} already exists in inode {parent}"
@@ -252,6 +320,7 @@ class Namespace:
     def _put(self, txn: lmdb.Transaction, inode: int, record: Record) -> None:
         txn.put(pack_uint64(inode), record.encode(), True, True, False, self._tables.inodes)
         if record.is_directory:  # what resolve() finds remembered must be what is stored
+            assert inode not in self._memo.touched_directories, "a touched directory written twice"
             self._memo.directory_records[inode] = record
 
     def _touch(self, txn: lmdb.Transaction, directory: int, now_ns: int) -> None:
@@ -380,13 +449,15 @@ class Namespace:
     # -- snapshots ----------------------------------------------------------------------------
 
     def snapshot_data(self, txn: lmdb.Transaction) -> bytes:
+        self.finish(txn)  # (a snapshot reads committed state: nothing is left to finish there)
         return image.snapshot_data(txn, self._tables)
 
     def restore(self, txn: lmdb.Transaction, data: bytes) -> None:
-        self._memo = _TransactionMemo(None)
+        self._memo = _TransactionMemo(None)  # what it left to finish is replaced as well
         image.restore(txn, self._tables, data)
 
     def digest(self, txn: lmdb.Transaction) -> str:
+        self.finish(txn)
         return image.digest(txn, self._tables)
 
 

@@ -44,7 +44,8 @@ def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str,
     directories: path -> (inode, parent inode) of directories known to exist in `txn` (the
     caller guarantees that nothing removed or moved since): the parent of `path` is looked up
     there first, and remembered there when the walk finds it. directory_records: inode ->
-    Record of directories as stored in `txn` (the caller keeps it so), for that parent."""
+    Record of directories as they are in `txn` (the caller keeps it so; a record there may
+    not be stored yet, see state_machine._TransactionMemo), for the record resolve returns."""
     names = paths.components(path)
     parent_path = path.rsplit("/", 1)[0] or paths.ROOT
     remembered = directories.get(parent_path) if directories is not None and names else None
@@ -53,7 +54,8 @@ def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str,
         value = txn.get(child_key(inode, names[-1]), None, tables.children)  # positional: tables.py
         if value is not None:
             child = unpack_uint64(value)
-            return Resolved(len(names), child, inode, load(txn, tables, child), names)
+            record = directory_records.get(child) if directory_records is not None else None
+            return Resolved(len(names), child, inode, record or load(txn, tables, child), names)
         record = directory_records.get(inode) if directory_records is not None else None
         if record is None:
             record = load(txn, tables, inode)
@@ -71,10 +73,16 @@ def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str,
             directories[parent_path] = (inode, parent)
         value = txn.get(child_key(inode, name), None, tables.children)
         if value is None:
-            return Resolved(depth, inode, parent, Record.decode(encoded), names)
+            return Resolved(depth, inode, parent, _record(encoded, inode, directory_records), names)
         inode, parent = unpack_uint64(value), inode
         encoded = _load_encoded(txn, tables, inode)
-    return Resolved(len(names), inode, parent, Record.decode(encoded), names)
+    return Resolved(len(names), inode, parent, _record(encoded, inode, directory_records), names)
+
+
+def _record(encoded: bytes, inode: int, directory_records: dict[int, Record] | None) -> Record:
+    """The inode's record in the transaction: as directory_records has it, else as stored."""
+    record = directory_records.get(inode) if directory_records is not None else None
+    return Record.decode(encoded) if record is None else record
 
 
 def _load_encoded(txn: lmdb.Transaction, tables: NamespaceTables, inode: int) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -101,6 +102,7 @@ class NodeStore:
         self.sync_counters = SyncCounters()
         self._used_fraction: float | None = None
         self._used_fraction_read_at_commit = 0  # sync_counters.commits when it was read
+        self._batch_end_hooks: list[Callable[[lmdb.Transaction], None]] = []
 
     def close(self) -> None:
         assert not self._batch_open, "close() inside a write batch"
@@ -225,6 +227,14 @@ class NodeStore:
 
     # -- transactions -------------------------------------------------------------------------
 
+    def on_batch_end(self, hook: Callable[[lmdb.Transaction], None]) -> None:
+        """Call hook(txn) at the end of every write batch whose block did not raise, in the
+        batch's own transaction, before it commits (or is deferred): what a state machine
+        writes once per batch rather than once per entry lands in the same transaction as the
+        entries, so it commits, or rolls back, with them. A hook that raises aborts the batch
+        as the block would have."""
+        self._batch_end_hooks.append(hook)
+
     def write_batch(self, durable: bool = True) -> "_BatchScope":
         """One write transaction, atomic: all of it or (on any exception) none of it. A full map
         becomes StoreFull and leaves the store as it was.
@@ -254,6 +264,9 @@ class NodeStore:
                      durable: bool, error: BaseException | None) -> None:
         """The end of a write_batch block (error: what the block raised, if it did)."""
         try:
+            if error is None:
+                for hook in self._batch_end_hooks:
+                    hook(txn)
             if error is not None:
                 txn.abort()  # all of the batch or none of it
             elif deferred is not None:

@@ -20,11 +20,14 @@ def chunk(name: str, size: int = 100) -> list:
 
 
 class Node:
-    """One store and namespace; write() applies a command as the driver would."""
+    """One store and namespace; write() applies a command as the driver would.
+    batched: the namespace leaves its once-per-batch writes to the end of each write batch
+    (as a node's does), else it writes them after every entry."""
 
-    def __init__(self, directory, session_ttl_ns: int = 3600 * SECOND_NS) -> None:
+    def __init__(self, directory, session_ttl_ns: int = 3600 * SECOND_NS, *, batched: bool = False) -> None:
         self.store = NodeStore(directory, MAP_SIZE_BYTES)
-        self.namespace = Namespace(self.store.env, session_ttl_ns=session_ttl_ns)
+        self.namespace = Namespace(self.store.env, session_ttl_ns=session_ttl_ns,
+                                   batches=self.store if batched else None)
         self.index = 0
         self.seq = 0
 
@@ -430,7 +433,7 @@ def test_many_writes_in_one_batch_give_the_state_and_results_of_one_write_per_ba
     print(f"seed={seed}")
     rng = random.Random(seed)
     commands = random_commands(rng, 400)
-    batched, single = Node(tmp_path / "batched"), Node(tmp_path / "single")
+    batched, single = Node(tmp_path / "batched", batched=True), Node(tmp_path / "single")
     assert apply_in_batches(batched, commands, rng) == [single.apply(command) for command in commands]
     assert batched.query("digest") == single.query("digest")
 
@@ -438,7 +441,7 @@ def test_many_writes_in_one_batch_give_the_state_and_results_of_one_write_per_ba
 @pytest.mark.parametrize("removal", [("rm", {"path": "/d", "recursive": True}), ("mv", {"src": "/d", "dst": "/e"})])
 def test_a_directory_removed_or_moved_in_a_batch_is_not_written_into_later_in_it(tmp_path, removal):
     op, args = removal
-    node = Node(tmp_path)
+    node = Node(tmp_path, batched=True)
     commands = [encode_command(*each, now_ns=seq) for seq, each in enumerate([
         ("mkdir", {"path": "/d", "client": "c", "seq": 1}),
         ("write_file", {"path": "/d/f", "data": b"1", "size": 1, "client": "c", "seq": 2}),
@@ -486,7 +489,7 @@ def test_sessions_expire_at_the_same_entry_whatever_the_batches(tmp_path):
     rng = random.Random(seed)
     ttl_ns = 10 * SECOND_NS
     commands = session_commands(rng, 400, ttl_ns)
-    batched = Node(tmp_path / "batched", session_ttl_ns=ttl_ns)
+    batched = Node(tmp_path / "batched", session_ttl_ns=ttl_ns, batched=True)
     single = Node(tmp_path / "single", session_ttl_ns=ttl_ns)
     assert apply_in_batches(batched, commands, rng) == [single.apply(command) for command in commands]
     assert batched.query("digest") == single.query("digest")
