@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
+import zmq.backend
 
 from node import backup, metrics, protocol
 from node.chunks.service import ChunkService
@@ -55,6 +56,10 @@ _SEND_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _SEND_NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
 _RECEIVE_NOBLOCK = int(zmq.NOBLOCK)
+# The backend's send itself (as the peer transport's): pyzmq's Python-level Socket.send only
+# adds the routing_id and group options of draft sockets (a ROUTER has neither) around it.
+_backend_send = zmq.backend.Socket.send
+assert issubclass(zmq.Socket, zmq.backend.Socket)
 
 
 # The read ops served from the namespace (linearizable unless "stale"), by op name.
@@ -586,9 +591,10 @@ class NodeServer:
         # Two plain sends rather than send_multipart, whose Python-level loop and flag enums cost
         # several times the send itself (one reply per client request). ZeroMQ delivers the
         # frames of one message atomically all the same.
+        socket = self.client_socket
         try:
-            self.client_socket.send(identity, _SEND_MORE_NOBLOCK)
-            self.client_socket.send(payload, _SEND_NOBLOCK)
+            _backend_send(socket, identity, _SEND_MORE_NOBLOCK)
+            _backend_send(socket, payload, _SEND_NOBLOCK)
         except zmq.Again:
             log.warning("dropped a reply: client queue full")
         except zmq.ZMQError as error:  # client gone (unroutable identity is silently dropped)

@@ -93,6 +93,10 @@ class Command(NamedTuple):
         return {"op": self.op, **args, "client": self.client, "seq": self.seq, "now_ns": self.now_ns}
 
 
+assert Command._fields == ("op", "args", "client", "seq", "now_ns")
+_new_tuple = tuple.__new__
+
+
 def new_command(op: str, args: dict, now_ns: int, *, args_validated: bool = False) -> Command:
     """Validate a write; raises BadRequest / InvalidPath before anything is proposed.
     args_validated: args is what protocol.validate_args returned for this op's WRITE_OPS schema
@@ -169,7 +173,9 @@ def _checked(op: str, checked: dict, client: str, seq: int, now_ns: object) -> C
         _check_content(checked)
     elif "chunk" in checked:  # add_replica, drop_replica
         _check_replica_change(checked)
-    return Command(op, checked, client, seq, now_ns)  # positional: cheaper for a NamedTuple
+    # tuple.__new__, in the field order asserted below the class: the NamedTuple's __new__ is
+    # a Python call, and a command is built per proposed write and per entry a follower applies.
+    return _new_tuple(Command, (op, checked, client, seq, now_ns))
 
 
 def _check_content(args: dict) -> None:

@@ -59,6 +59,10 @@ class Session(NamedTuple):
         return msgpack.unpackb(self.encoded_result, raw=False)
 
 
+assert Session._fields == ("last_seq", "encoded_result", "last_active_ns", "indexed_ns")
+_new_tuple = tuple.__new__
+
+
 class Sessions:
     def __init__(self, tables: NamespaceTables, ttl_ns: int) -> None:
         assert ttl_ns > 0, ttl_ns
@@ -125,7 +129,9 @@ class Sessions:
             last_seq, result, last_active_ns = msgpack.unpackb(value, raw=False)
             return Session(last_seq, packb(result), last_active_ns, last_active_ns)
         last_seq, last_active_ns, indexed_ns = _HEAD.unpack_from(value)
-        return Session(last_seq, value[_HEAD.size :], last_active_ns, indexed_ns)
+        # tuple.__new__, in the field order asserted below: the NamedTuple's __new__ is a
+        # Python call, and a session is read per applied write.
+        return _new_tuple(Session, (last_seq, value[_HEAD.size :], last_active_ns, indexed_ns))
 
     def record(self, txn: lmdb.Transaction, client: str, previous: Session | None, seq: int, result: dict,
                clock_ns: int) -> None:

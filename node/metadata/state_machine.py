@@ -34,6 +34,7 @@ from node.metadata.tables import (
 from node.metadata.tree import Resolved
 
 DEFAULT_SESSION_TTL_NS = 3600 * 10**9
+_new_tuple = tuple.__new__
 
 
 class BatchEnds(Protocol):
@@ -205,7 +206,8 @@ class Namespace:
             # with a concurrent mkdir or rm of the target.
             path = paths.normalize_path(paths.join(path, args["into_directory"]))  # checks the length
             found = tree.resolve(txn, self._tables, path, self._memo.directories, self._memo.directory_records)
-        record = Record(False, args["mode"], command.now_ns, args["size"], args["data"], args["chunks"])  # positional: cheaper
+        # tuple.__new__: as Record.decode builds one (the NamedTuple's __new__ is a Python call)
+        record = _new_tuple(Record, (False, args["mode"], command.now_ns, args["size"], args["data"], args["chunks"]))
         if found.exists:
             if found.record.is_directory:
                 raise IsADirectory(f"{path} is a directory")

@@ -144,9 +144,9 @@ class Record(NamedTuple):
         return _new_tuple(Record, (False, mode, mtime_ns, size, None, payload))  # chunks
 
     def with_mtime(self, mtime_ns: int) -> "Record":
-        # Built directly: _replace goes through _make and a dict, several times slower, and
-        # every write touches its parent directory's mtime.
-        return Record(self.is_directory, self.mode, mtime_ns, self.size, self.data, self.chunks)
+        # Built directly (tuple.__new__, as decode): _replace goes through _make and a dict,
+        # several times slower, and every write touches its parent directory's mtime.
+        return _new_tuple(Record, (self.is_directory, self.mode, mtime_ns, self.size, self.data, self.chunks))
 
     def chunk_list(self) -> list:
         return self.chunks or []

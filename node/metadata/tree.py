@@ -17,17 +17,19 @@ from node.metadata.tables import NO_INODE, ROOT_INODE, NamespaceTables, Record, 
 class Resolved(NamedTuple):
     """The deepest existing node along a path: `depth` names of it resolved (all of them when
     the path exists). When depth is short of the path, `record` is a directory.
-    (A NamedTuple: one is built per applied write and per read, and it is cheap to build.)"""
+    (A NamedTuple: one is built per applied write and per read, and it is cheap to build;
+    resolve builds it with tuple.__new__, as Record.decode does, in the order asserted below.)"""
 
     depth: int
     inode: int
     parent: int  # NO_INODE for the root
     record: Record
     names: list[str]  # paths.components of the path resolved (split once, used by every caller)
+    exists: bool  # depth == len(names): a field, not a property (asked per applied write)
 
-    @property
-    def exists(self) -> bool:
-        return self.depth == len(self.names)
+
+assert Resolved._fields == ("depth", "inode", "parent", "record", "names", "exists")
+_new_tuple = tuple.__new__
 
 
 def load(txn: lmdb.Transaction, tables: NamespaceTables, inode: int) -> Record:
@@ -55,14 +57,14 @@ def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str,
         if value is not None:
             child = unpack_uint64(value)
             record = directory_records.get(child) if directory_records is not None else None
-            return Resolved(len(names), child, inode, record or load(txn, tables, child), names)
+            return _new_tuple(Resolved, (len(names), child, inode, record or load(txn, tables, child), names, True))
         record = directory_records.get(inode) if directory_records is not None else None
         if record is None:
             record = load(txn, tables, inode)
             if directory_records is not None:
                 directory_records[inode] = record
         assert record.is_directory, f"{parent_path} was remembered as a directory"
-        return Resolved(len(names) - 1, inode, parent, record, names)
+        return _new_tuple(Resolved, (len(names) - 1, inode, parent, record, names, False))
     inode, parent = ROOT_INODE, NO_INODE
     encoded = _load_encoded(txn, tables, ROOT_INODE)
     for depth, name in enumerate(names):
@@ -73,10 +75,10 @@ def resolve(txn: lmdb.Transaction, tables: NamespaceTables, path: str,
             directories[parent_path] = (inode, parent)
         value = txn.get(child_key(inode, name), None, tables.children)
         if value is None:
-            return Resolved(depth, inode, parent, _record(encoded, inode, directory_records), names)
+            return _new_tuple(Resolved, (depth, inode, parent, _record(encoded, inode, directory_records), names, False))
         inode, parent = unpack_uint64(value), inode
         encoded = _load_encoded(txn, tables, inode)
-    return Resolved(len(names), inode, parent, _record(encoded, inode, directory_records), names)
+    return _new_tuple(Resolved, (len(names), inode, parent, _record(encoded, inode, directory_records), names, True))
 
 
 def _record(encoded: bytes, inode: int, directory_records: dict[int, Record] | None) -> Record:
