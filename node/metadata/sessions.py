@@ -87,7 +87,7 @@ class Sessions:
         oldest_floor_ns: a bound, known in this transaction, that no session in it was last
         active before (None: unknown); with cutoff at or below it nothing can expire and the
         index is not read (apply asks once per write). Returns such a bound for the caller to
-        keep (record() may lower it: see oldest_floor_after_record)."""
+        keep (record() lowers it when it stores a session active before it, and returns it)."""
         cutoff_ns = clock_ns - self._ttl_ns
         if oldest_floor_ns is not None and cutoff_ns <= oldest_floor_ns:
             return oldest_floor_ns
@@ -113,11 +113,6 @@ class Sessions:
             key = cursor.key()
         return unpack_uint64(key[:_CLOCK_BYTES]) if key else NO_SESSION_NS
 
-    @staticmethod
-    def oldest_floor_after_record(oldest_floor_ns: int | None, clock_ns: int) -> int | None:
-        """The floor expire() returned, once record() stored a session active at clock_ns."""
-        return None if oldest_floor_ns is None else min(oldest_floor_ns, clock_ns)
-
     def get(self, txn: lmdb.Transaction, client: str) -> Session | None:
         return self._decode(txn.get(client.encode("utf-8"), None, self._tables.sessions))
 
@@ -134,9 +129,11 @@ class Sessions:
         return _new_tuple(Session, (last_seq, value[_HEAD.size :], last_active_ns, indexed_ns))
 
     def record(self, txn: lmdb.Transaction, client: str, previous: Session | None, seq: int, result: dict,
-               clock_ns: int) -> None:
+               clock_ns: int, oldest_floor_ns: int | None) -> int | None:
         """Remember `result` as the client's last; `previous` is what get() returned for it in
-        this transaction (passed in: apply has just read it, and reading it twice was a cost)."""
+        this transaction (passed in: apply has just read it, and reading it twice was a cost).
+        Returns oldest_floor_ns, the bound expire() returned, lowered to clock_ns if above it:
+        the session stored is active at clock_ns."""
         assert 0 < seq < SEQ_MAX, seq
         client_key = client.encode("utf-8")
         if previous is None:
@@ -152,6 +149,7 @@ class Sessions:
             indexed_ns = clock_ns
             txn.put(pack_uint64(clock_ns) + client_key, b"", True, True, False, self._tables.session_expiry)
         self._put(txn, client_key, seq, packb(result), clock_ns, indexed_ns)
+        return oldest_floor_ns if oldest_floor_ns is None or oldest_floor_ns <= clock_ns else clock_ns
 
     def _put(self, txn: lmdb.Transaction, client_key: bytes, seq: int, encoded_result: bytes, last_active_ns: int,
              indexed_ns: int) -> None:

@@ -181,8 +181,8 @@ class Namespace:
             result = {"ok": True, "result": self._handlers[decoded.op](txn, decoded)}
         except SandStoreError as error:
             result = _error_result(error)
-        self._sessions.record(txn, decoded.client, session, decoded.seq, result, clock_ns)
-        memo.session_floor_ns = self._sessions.oldest_floor_after_record(memo.session_floor_ns, clock_ns)
+        memo.session_floor_ns = self._sessions.record(txn, decoded.client, session, decoded.seq, result, clock_ns,
+                                                      memo.session_floor_ns)
         return result
 
     def _mkdir(self, txn: lmdb.Transaction, command: Command) -> dict:

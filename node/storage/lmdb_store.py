@@ -100,8 +100,8 @@ class NodeStore:
         self._deferred_since = 0.0  # time.monotonic() when it was opened
         self._writer_thread: int | None = None  # LMDB binds a write transaction to its thread
         self.sync_counters = SyncCounters()
-        self._used_fraction: float | None = None
-        self._used_fraction_read_at_commit = 0  # sync_counters.commits when it was read
+        self._used_fraction = 0.0  # as last read (used_fraction)
+        self._used_fraction_fresh_until_commit = 0  # read env.info() again at this many commits
         self._batch_end_hooks: list[Callable[[lmdb.Transaction], None]] = []
 
     def close(self) -> None:
@@ -204,17 +204,16 @@ class NodeStore:
         """How much of the LMDB map is in use (0..1): writes are refused well before it is full,
         because a Ready that cannot be persisted would stop the node."""
         commits = self.sync_counters.commits
-        if (self._used_fraction is None or not self._used_fraction_may_be_cached()
-                or commits - self._used_fraction_read_at_commit >= USED_FRACTION_REFRESH_COMMITS):
+        # Whether a reading may be kept depends on the reading alone: decided when it is read.
+        if commits >= self._used_fraction_fresh_until_commit:
             info = self.env.info()  # the page size is read once, at open
             self._used_fraction = (info["last_pgno"] + 1) * self._page_size_bytes / info["map_size"]
-            self._used_fraction_read_at_commit = commits
+            free_bytes = (1.0 - self._used_fraction) * self.map_size_bytes
+            may_be_cached = free_bytes >= USED_FRACTION_REFRESH_COMMITS * BATCH_GROWTH_BYTES_BOUND
+            # Read again after USED_FRACTION_REFRESH_COMMITS commits, or at the next call.
+            self._used_fraction_fresh_until_commit = commits + (USED_FRACTION_REFRESH_COMMITS if may_be_cached else 0)
         assert 0.0 <= self._used_fraction <= 1.0, self._used_fraction
         return self._used_fraction
-
-    def _used_fraction_may_be_cached(self) -> bool:
-        free_bytes = (1.0 - self._used_fraction) * self.map_size_bytes
-        return free_bytes >= USED_FRACTION_REFRESH_COMMITS * BATCH_GROWTH_BYTES_BOUND
 
     def log_entry_count(self) -> int:
         return self._bounds.last_index - self._bounds.base_index
