@@ -9,9 +9,20 @@ from __future__ import annotations
 
 from node.raft.errors import Compacted, Unavailable
 from node.raft.log_unstable import Unstable
-from node.raft.memory_storage import limit_count, limit_size
 from node.raft.storage import Storage
-from node.raft.types import NO_INDEX, NO_TERM, Entry, Snapshot
+from node.raft.types import (
+    ENTRY_OVERHEAD_BYTES,
+    NO_INDEX,
+    NO_TERM,
+    Entry,
+    EntryKind,
+    Snapshot,
+    entries_size_bytes,
+    entries_within,
+)
+
+_new_tuple = tuple.__new__  # an Entry from its fields in C (the NamedTuple's __new__ is a Python function)
+assert Entry._fields == ("term", "index", "kind", "data")
 
 # Entries one conflict search may look at (see find_conflict_by_term).
 CONFLICT_SEARCH_STEPS_MAX = 1024
@@ -90,21 +101,25 @@ class RaftLog:
         if low == high:
             return []
         result: list[Entry] = []
-        if low < self.unstable.offset:
-            stored_high = min(high, self.unstable.offset)
+        offset = self.unstable.offset
+        if low < offset:
+            stored_high = min(high, offset)
             result = self.storage.entries(low, stored_high, bytes_max)
             if len(result) < stored_high - low:
                 return result  # the byte limit was reached inside storage
-        if high > self.unstable.offset:
-            unstable_low = max(low, self.unstable.offset)
-            if bytes_max is not None:
-                # Copy no more of the unstable tail than the limit can take (plus one entry).
-                high = self.unstable.offset + limit_count(
-                    self.unstable.entries, unstable_low - self.unstable.offset, high - self.unstable.offset,
-                    bytes_max - sum(entry.size_bytes() for entry in result), at_least_one=not result,
-                )
-            result = result + self.unstable.slice(unstable_low, high)
-        return result if bytes_max is None else limit_size(result, bytes_max)
+        if high > offset:
+            start, stop = max(low, offset) - offset, high - offset
+            if bytes_max is None:
+                return result + self.unstable.entries[start:stop]
+            # Storage kept within bytes_max (its contract): the unstable part takes what is left,
+            # copying no more of the tail than can fit (every entry counts at least
+            # ENTRY_OVERHEAD_BYTES), and at least one entry if storage gave none.
+            bytes_left = bytes_max - entries_size_bytes(result) if result else bytes_max
+            candidates = self.unstable.entries[start:min(stop, start + max(0, bytes_left) // ENTRY_OVERHEAD_BYTES + 1)]
+            taken = entries_within(candidates, bytes_left, at_least_one=not result)
+            tail = candidates if taken == len(candidates) else candidates[:taken]
+            return result + tail if result else tail
+        return result
 
     def entries_from(self, low: int, bytes_max: int | None = None) -> list[Entry]:
         if low > self.last_index():
@@ -122,6 +137,21 @@ class RaftLog:
             assert entries[0].index <= self.last_index() + 1, "appending would leave a gap"
             self.unstable.truncate_and_append(entries)
         return self.last_index()
+
+    def append_own(self, term: int, kind: EntryKind, data: bytes) -> int:
+        """A leader's new entry after its last one (of `term`, its own); returns its index. What
+        append([entry]) does, made for the entry of every proposed write: no list, no bounds
+        lookups while the unstable tail holds entries (the new one goes right after them)."""
+        entries = self.unstable.entries
+        if not entries:
+            index = self.last_index() + 1
+            self.append([_new_tuple(Entry, (term, index, kind, data))])
+            return index
+        index = self.unstable.offset + len(entries)
+        assert index > self.committed, "must never overwrite committed entries"
+        assert term >= entries[-1].term, "terms never decrease along the log"
+        entries.append(_new_tuple(Entry, (term, index, kind, data)))
+        return index
 
     def find_conflict(self, entries: tuple[Entry, ...] | list[Entry]) -> int:
         """The index of the first entry that is new or differs in term; NO_INDEX if none."""

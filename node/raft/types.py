@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import enum
 import json
+import operator
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from itertools import accumulate, repeat
+from typing import NamedTuple, Sequence
 
 NodeId = str
 
@@ -54,7 +57,37 @@ class Entry(NamedTuple):
 
     def size_bytes(self) -> int:
         """Approximate wire size, used for the per-message byte cap."""
-        return len(self.data) + 24
+        return len(self.data) + ENTRY_OVERHEAD_BYTES
+
+
+ENTRY_OVERHEAD_BYTES = 24  # what Entry.size_bytes counts besides the data
+assert Entry._fields[3] == "data"
+_entry_data = operator.itemgetter(3)  # entry.data, callable from C (map)
+
+
+def entries_data_bytes(entries: Sequence[Entry]) -> int:
+    """sum(len(entry.data) for entry in entries), summed in C (no Python step per entry)."""
+    return sum(map(len, map(_entry_data, entries)))
+
+
+def entries_size_bytes(entries: Sequence[Entry]) -> int:
+    """sum(entry.size_bytes() for entry in entries), summed in C: the byte caps of every
+    APPEND (per follower) and every apply batch count the entries they carry."""
+    return entries_data_bytes(entries) + ENTRY_OVERHEAD_BYTES * len(entries)
+
+
+def entries_within(entries: Sequence[Entry], bytes_max: int, at_least_one: bool = True) -> int:
+    """How many of `entries`, from the first, fit in bytes_max together (their size_bytes
+    summed), but at least one when at_least_one (and there is one). Looks at every entry
+    given: a caller bounds them (no more than bytes_max // ENTRY_OVERHEAD_BYTES + 1 can fit).
+    Counted in C: a total first (most reads fit whole), else prefix sums and a bisection."""
+    if not entries:
+        return 0
+    if entries_size_bytes(entries) <= bytes_max:
+        return len(entries)
+    totals = list(accumulate(map(operator.add, map(len, map(_entry_data, entries)), repeat(ENTRY_OVERHEAD_BYTES))))
+    fitting = bisect_right(totals, bytes_max)
+    return 1 if fitting == 0 and at_least_one else fitting
 
 
 class Role(enum.IntEnum):

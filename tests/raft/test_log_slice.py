@@ -1,0 +1,73 @@
+"""RaftLog.slice under a byte limit, and the entry-size sums it counts with (in C), against
+the plain definition: the longest run from `low` within bytes_max, but at least one entry,
+wherever the log splits between storage and the unstable tail."""
+
+import random
+
+import pytest
+
+from node.raft.log import RaftLog
+from node.raft.memory_storage import MemoryStorage
+from node.raft.types import Entry, EntryKind, entries_data_bytes, entries_size_bytes, entries_within
+
+SEED = 20261201
+ROUNDS = 3000
+
+
+def reference_within(entries: list[Entry], bytes_max: int, at_least_one: bool = True) -> int:
+    total_bytes = 0
+    for count, entry in enumerate(entries):
+        total_bytes += entry.size_bytes()
+        if total_bytes > bytes_max and (count > 0 or not at_least_one):
+            return count
+    return len(entries)
+
+
+def random_entries(rng: random.Random, first: int, count: int) -> list[Entry]:
+    return [Entry(term=1, index=first + offset, kind=EntryKind.NORMAL, data=b"d" * rng.choice([0, 1, 5, 40, 200, 1000]))
+            for offset in range(count)]
+
+
+def test_size_sums_match_the_entries_own():
+    rng = random.Random(SEED)
+    for _ in range(200):
+        entries = random_entries(rng, 1, rng.randrange(20))
+        assert entries_size_bytes(entries) == sum(entry.size_bytes() for entry in entries)
+        assert entries_data_bytes(entries) == sum(len(entry.data) for entry in entries)
+        assert entries_size_bytes(tuple(entries)) == entries_size_bytes(entries)
+
+
+def test_entries_within_matches_the_definition():
+    rng = random.Random(SEED)
+    for _ in range(ROUNDS):
+        entries = random_entries(rng, 1, rng.randrange(12))
+        bytes_max = rng.choice([-50, 0, 1, 23, 24, 25, 48, 100, 500, 3000, 10**6])
+        at_least_one = rng.random() < 0.5
+        assert entries_within(entries, bytes_max, at_least_one) == reference_within(entries, bytes_max, at_least_one), \
+            (entries, bytes_max, at_least_one)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_slice_with_a_byte_limit_matches_the_definition(seed):
+    rng = random.Random(SEED + seed)
+    for _ in range(ROUNDS // 5):
+        count = rng.randrange(1, 30)
+        entries = random_entries(rng, 1, count)
+        stored = rng.randrange(count + 1)  # entries 1..stored are in storage, the rest unstable
+        storage = MemoryStorage()
+        storage.append(entries[:stored])
+        log = RaftLog(storage)
+        if stored < count:
+            log.append(entries[stored:])
+        assert log.last_index() == count
+        low = rng.randrange(1, count + 1)
+        high = rng.randrange(low, count + 2)
+        bytes_max = rng.choice([None, 0, 1, 24, 30, 100, 250, 1100, 5000, 10**6])
+        got = log.slice(low, high, bytes_max)
+        wanted = entries[low - 1:high - 1]
+        if bytes_max is not None:
+            wanted = wanted[:reference_within(wanted, bytes_max)]
+        assert got == wanted, (stored, low, high, bytes_max)
+        assert type(got) is list
+        if got and stored < count:
+            assert got is not log.unstable.entries  # a copy: the caller may keep it
