@@ -350,9 +350,12 @@ class NodeServer:
     def results_fixed(self, results: list[tuple[int, Command | SandStoreError, dict]]) -> None:
         """Replicator callback: these commands' results are final (contracts.Callbacks), maybe
         before the batch that applied them commits: their waiting clients are answered now."""
+        waiting = self._writes_waiting
+        if not waiting:
+            return  # a follower's usual case: no client of this node waits for a write
         for _, decoded, result in results:
             if isinstance(decoded, Command):  # else a malformed entry: no client of ours waits for it
-                for waiter in self._writes_waiting.pop((decoded.client, decoded.seq), ()):
+                for waiter in waiting.pop((decoded.client, decoded.seq), ()):
                     self._send_result(waiter, result)
 
     def applied(self, index: int, decoded: Command | SandStoreError, result: dict) -> None:
