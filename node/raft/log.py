@@ -49,11 +49,18 @@ class RaftLog:
         return index if index is not None else self.storage.first_index()
 
     def last_index(self) -> int:
+        entries = self.unstable.entries
+        if entries:  # (the unstable tail ends the log: a leader's usual answer, without a call)
+            return self.unstable.offset + len(entries) - 1
         index = self.unstable.maybe_last_index()
         return index if index is not None else self.storage.last_index()
 
     def term(self, index: int) -> int:
         """Raises Compacted below first_index() - 1 and Unavailable beyond last_index()."""
+        unstable = self.unstable
+        position = index - unstable.offset
+        if 0 <= position < len(unstable.entries):
+            return unstable.entries[position].term  # in the unstable tail: within the bounds
         if index < self.first_index() - 1:
             raise Compacted(f"index {index} is compacted")
         if index > self.last_index():

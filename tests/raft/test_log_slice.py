@@ -71,3 +71,20 @@ def test_slice_with_a_byte_limit_matches_the_definition(seed):
         assert type(got) is list
         if got and stored < count:
             assert got is not log.unstable.entries  # a copy: the caller may keep it
+
+
+def test_terms_and_last_index_wherever_the_log_splits():
+    rng = random.Random(SEED)
+    for _ in range(500):
+        count = rng.randrange(1, 20)
+        terms = sorted(rng.randrange(1, 5) for _ in range(count))
+        entries = [Entry(term=term, index=position + 1) for position, term in enumerate(terms)]
+        stored = rng.randrange(count + 1)
+        storage = MemoryStorage()
+        storage.append(entries[:stored])
+        log = RaftLog(storage)
+        if stored < count:
+            log.append(entries[stored:])
+        assert log.last_index() == count
+        assert [log.term(index) for index in range(1, count + 1)] == terms
+        assert log.term(0) == 0 and log.term_or_zero(count + 1) == 0
