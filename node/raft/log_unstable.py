@@ -91,7 +91,3 @@ class Unstable:
             self.entries.extend(entries)
             self.offset_in_progress = min(self.offset_in_progress, first)
         assert self.offset <= self.offset_in_progress <= self.offset + len(self.entries)
-
-    def slice(self, low: int, high: int) -> list[Entry]:
-        assert self.offset <= low <= high <= self.offset + len(self.entries), (low, high, self.offset)
-        return self.entries[low - self.offset : high - self.offset]
