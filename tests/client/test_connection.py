@@ -210,3 +210,45 @@ def test_every_blocking_client_shares_the_process_context():
         assert sockets[0] is not sockets[1]  # each Client reads only its own replies
         assert sockets[0].context is sockets[1].context is shared_context()
     assert not shared_context().closed  # closing a Client leaves the shared context alone
+
+
+class _ClosingWatch:
+    """A HandshakeWatch double: its monitor is an inproc PAIR the test writes 'closed' to."""
+
+    def __init__(self, context: zmq.Context, name: str) -> None:
+        self.monitor = context.socket(zmq.PAIR)
+        self.monitor.bind(f"inproc://{name}")
+        self.events = context.socket(zmq.PAIR)
+        self.events.connect(f"inproc://{name}")
+
+    def take_disconnects(self) -> int:
+        count = 0
+        while self.monitor.poll(0):
+            self.monitor.recv()
+            count += 1
+        return count
+
+    def close(self) -> None:
+        self.events.close(linger=0)
+        self.monitor.close(linger=0)
+
+
+def test_a_connect_wait_ends_when_the_nodes_connection_closes(connections):
+    # The believed leader just died: its socket has no connection and the event saying it
+    # closed is queued. The send gives up at once rather than waiting out the connect wait,
+    # and the node is reported lost (the failover then treats it as silent).
+    from tests.waiting import wait_until
+
+    engine = connections({"dead": f"127.0.0.1:{free_port()}"}, immediate=True)
+    engine.socket("dead")
+    watch = _ClosingWatch(shared_context(), f"closing-watch-{id(engine)}")
+    engine._watches["dead"] = watch  # what connect_dealer(watch=True) sets up on a secured cluster
+    engine._node_of_monitor[watch.monitor] = "dead"
+    outcome: list[bool] = []
+    sender = threading.Thread(target=lambda: outcome.append(engine.send("dead", 1, [b"x"], connect_wait_seconds=120.0)),
+                              daemon=True)
+    sender.start()
+    watch.events.send(b"closed")
+    wait_until(lambda: outcome, "the send to a node whose connection closed to give up", deadline_seconds=30)
+    assert outcome == [False]
+    assert engine.take_lost() == {"dead"}
