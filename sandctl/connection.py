@@ -177,8 +177,8 @@ class Connections:
         False when it could not be queued: with immediate sockets, no connection came up within
         connect_wait_seconds; otherwise the node's queue is full."""
         socket = self.socket(node)
-        if connect_wait_seconds > 0 and self.options.immediate and not socket.poll(0, zmq.POLLOUT):
-            if not self._wait_connected(node, socket, connect_wait_seconds):
+        if connect_wait_seconds > 0 and self.options.immediate:
+            if not socket.poll(math.ceil(connect_wait_seconds * 1000), zmq.POLLOUT):
                 return False
         try:
             # copy=False: ZeroMQ references a chunk's content instead of copying it (small frames
@@ -188,27 +188,6 @@ class Connections:
             return False
         self._pending.add((node, request_id))
         return True
-
-    def _wait_connected(self, node: str, socket: zmq.Socket, wait_seconds: float) -> bool:
-        """Whether a connection to node comes up within wait_seconds. False at once when its
-        connection closes meanwhile: a node whose process just died is not waited for (it was
-        the believed leader, tried first, while the event that it closed was not read yet)."""
-        watch = self._watches.get(node)
-        if watch is None:
-            return bool(socket.poll(math.ceil(wait_seconds * 1000), zmq.POLLOUT))
-        poller = zmq.Poller()  # the rare path (no connection): not kept
-        poller.register(socket, zmq.POLLOUT)
-        poller.register(watch.monitor, zmq.POLLIN)
-        deadline = time.monotonic() + wait_seconds
-        while (remaining_seconds := deadline - time.monotonic()) > 0:
-            events = dict(poller.poll(math.ceil(remaining_seconds * 1000)))
-            if socket in events:
-                return True
-            if watch.monitor in events:
-                self._note_monitor(watch.monitor)  # a handshake's outcome, or the close
-                if node in self._lost:
-                    return False  # still reported by take_lost
-        return bool(socket.poll(0, zmq.POLLOUT))
 
     def request(self, node: str, op: str, args: dict, connect_wait_seconds: float = 0.0) -> int | None:
         """new_request + send to one node: the request id, or None if it was not sent."""

@@ -325,13 +325,7 @@ class Failover:
                         attempt_timeout_seconds=self.attempt_timeout_seconds,
                         unreachable_seconds=self.unreachable_seconds)
         try:
-            first_attempt = True
             while plan.time_left() > 0:
-                if not first_attempt:
-                    # A node whose connection closed during this call's attempts is silent from
-                    # now on: the rotation does not come back to it and wait for a connection.
-                    self._note_lost_connections()
-                first_attempt = False
                 target = plan.next_target()
                 request_id = self.connections.request(target, op, args, plan.connect_wait_seconds())
                 if request_id is None:

@@ -89,10 +89,7 @@ class Transport(Protocol):
     def send(self, message: Message) -> None: ...
 
     def send_forward(self, leader: str, command: bytes) -> None:
-        """Hand a client's command to the leader (it arrives as Driver.receive_forward).
-        Raises NoLeader when the command could not even be queued (no connection to the
-        leader, or its queue is full): nothing was forwarded, so the client may retry at once
-        instead of waiting out its attempt for an answer that cannot come."""
+        """Hand a client's command to the leader (it arrives as Driver.receive_forward)."""
 
     def set_peers(self, conf_state: ConfState) -> None:
         """A snapshot or a membership change was applied: connect to the members it names

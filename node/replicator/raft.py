@@ -125,13 +125,7 @@ class ZmqTransport:
     def send_forward(self, leader: str, command: bytes) -> None:
         if leader not in self._addresses:
             raise NoLeader(f"the leader {leader} has no known address yet; retry shortly")
-        # The link queues nothing while disconnected (ZMQ_IMMEDIATE): a leader whose process
-        # just died refuses the forward here. Said at once, the client retries elsewhere after
-        # its shortest backoff; dropped silently, it waited out a whole attempt (the slowest
-        # kills of the failover bench: the next ack came an attempt timeout after the new leader).
-        if not self.peer.send_forward(leader, {"propose": command}):
-            raise NoLeader(f"cannot forward to the leader {leader} (not connected, or its queue is full); "
-                           "retry shortly")
+        self.peer.send_forward(leader, {"propose": command})
 
     def set_peers(self, conf_state: ConfState) -> None:
         self.peer.set_peers(self._addresses.peer_endpoints())

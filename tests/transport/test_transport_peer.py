@@ -321,29 +321,3 @@ def test_a_closed_link_wakes_the_poll_and_is_reported_at_once(make_transports, m
     wait_for(link_reported_lost, "the monitor woke the poll and n2's link is reported lost")
     n1.set_peers({})
     assert n1.poll_sockets() == [n1.socket] and n1.poll_sockets() is not sockets
-
-
-def test_a_forward_to_a_leader_that_is_not_connected_is_refused_as_no_leader(context):
-    # A follower whose leader just died (its link closed; ZMQ_IMMEDIATE queues nothing) must say
-    # so at once: a forward dropped silently left the client waiting out a whole attempt.
-    from node.errors import NoLeader
-    from node.replicator.raft import ZmqTransport
-
-    peer = PeerTransport(context, "n1", "127.0.0.1:*", {"n2": f"127.0.0.1:{unused_port()}"},
-                         frame_bytes_max=FRAME_BYTES_MAX, queue_messages_max=10)
-    try:
-        transport = ZmqTransport(peer, {"n2": object()})
-        with pytest.raises(NoLeader, match="cannot forward to the leader n2"):
-            transport.send_forward("n2", b"a command")
-        assert peer.counters()["dropped_full"] == 1
-    finally:
-        peer.close()
-
-
-def test_a_forward_to_a_connected_leader_is_queued(make_transports):
-    from node.replicator.raft import ZmqTransport
-
-    transports = make_transports(["n1", "n2"])
-    deliver(transports["n1"], transports["n2"], heartbeat("n1", "n2"))  # connected
-    ZmqTransport(transports["n1"], {"n2": object()}).send_forward("n2", b"a command")
-    assert receive_until(transports["n2"], 1) == [("forward", "n1", {"propose": b"a command"})]
