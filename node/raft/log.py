@@ -10,16 +10,7 @@ from __future__ import annotations
 from node.raft.errors import Compacted, Unavailable
 from node.raft.log_unstable import Unstable
 from node.raft.storage import Storage
-from node.raft.types import (
-    ENTRY_OVERHEAD_BYTES,
-    NO_INDEX,
-    NO_TERM,
-    Entry,
-    EntryKind,
-    Snapshot,
-    entries_size_bytes,
-    entries_within,
-)
+from node.raft.types import NO_INDEX, NO_TERM, Entry, EntryKind, Snapshot, entries_size_bytes, prefix_within
 
 _new_tuple = tuple.__new__  # an Entry from its fields in C (the NamedTuple's __new__ is a Python function)
 assert Entry._fields == ("term", "index", "kind", "data")
@@ -119,12 +110,10 @@ class RaftLog:
             if bytes_max is None:
                 return result + self.unstable.entries[start:stop]
             # Storage kept within bytes_max (its contract): the unstable part takes what is left,
-            # copying no more of the tail than can fit (every entry counts at least
-            # ENTRY_OVERHEAD_BYTES), and at least one entry if storage gave none.
+            # and at least one entry if storage gave none.
             bytes_left = bytes_max - entries_size_bytes(result) if result else bytes_max
-            candidates = self.unstable.entries[start:min(stop, start + max(0, bytes_left) // ENTRY_OVERHEAD_BYTES + 1)]
-            taken = entries_within(candidates, bytes_left, at_least_one=not result)
-            tail = candidates if taken == len(candidates) else candidates[:taken]
+            tail = self.unstable.entries[start:prefix_within(self.unstable.entries, start, stop, bytes_left,
+                                                             at_least_one=not result)]
             return result + tail if result else tail
         return result
 

@@ -9,7 +9,8 @@ compaction (the same trick as etcd's MemoryStorage).
 from __future__ import annotations
 
 from node.raft.errors import Compacted, Unavailable
-from node.raft.types import NO_INDEX, NO_TERM, ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from node.raft.types import (NO_INDEX, NO_TERM, ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta,
+                             prefix_within)
 
 
 class SnapshotOutOfDate(Exception):
@@ -36,7 +37,7 @@ class MemoryStorage:
             raise Unavailable(f"index {high - 1} is beyond the last index {self.last_index()}")
         offset = self._entries[0].index
         if bytes_max is not None:
-            high = offset + limit_count(self._entries, low - offset, high - offset, bytes_max)
+            high = offset + prefix_within(self._entries, low - offset, high - offset, bytes_max)
         return self._entries[low - offset : high - offset]
 
     def term(self, index: int) -> int:
@@ -111,25 +112,3 @@ class MemoryStorage:
         kept = self._entries[index - offset :]
         placeholder = Entry(term=kept[0].term, index=kept[0].index, kind=EntryKind.NOOP)
         self._entries = [placeholder] + kept[1:]
-
-
-def limit_count(entries: list[Entry], start: int, stop: int, bytes_max: int, at_least_one: bool = True) -> int:
-    """The end position of the longest run entries[start:end] (end <= stop) within bytes_max,
-    and at least one entry if at_least_one. Looks at no entry beyond the first one that does
-    not fit, so reading a bounded slice costs what it returns, not what the log holds."""
-    total_bytes = 0
-    for position in range(start, stop):
-        total_bytes += entries[position].size_bytes()
-        if total_bytes > bytes_max and (position > start or not at_least_one):
-            return position
-    return stop
-
-
-def limit_size(entries: list[Entry], bytes_max: int) -> list[Entry]:
-    """The longest prefix within bytes_max, but never fewer than one entry."""
-    total_bytes = 0
-    for count, entry in enumerate(entries):
-        total_bytes += entry.size_bytes()
-        if count > 0 and total_bytes > bytes_max:
-            return list(entries[:count])
-    return list(entries)

@@ -43,6 +43,8 @@ def committed_index(
 ) -> int:
     """The highest index acknowledged by a quorum of the (possibly joint) configuration."""
     assert voters or voters_outgoing, "a configuration without voters commits nothing"
+    if not voters_outgoing:  # not joint (nearly always: asked per acknowledgement): one half
+        return majority_committed_index(voters, match)
     committed = min(majority_committed_index(voters, match), majority_committed_index(voters_outgoing, match))
     assert committed < _UNBOUNDED_INDEX
     return committed

@@ -48,13 +48,6 @@ class ProgressTracker:
             self.progress[node] = Progress(next_index, self.inflight_messages_max, self.inflight_bytes_max)
 
     def committed_index(self) -> int:
-        conf_state = self.conf_state
-        if not conf_state.voters_outgoing and conf_state.voters:
-            # Not joint (nearly always; asked per acknowledgement): the match a majority holds,
-            # as quorum.committed_index answers, without its vote map.
-            progress = self.progress
-            matches = sorted([progress[node].match if node in progress else 0 for node in conf_state.voters])
-            return matches[(len(matches) - 1) // 2]
         match = {node: progress.match for node, progress in self.progress.items()}
         return quorum.committed_index(self.conf_state.voters, match, self.conf_state.voters_outgoing)
 

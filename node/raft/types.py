@@ -90,6 +90,15 @@ def entries_within(entries: Sequence[Entry], bytes_max: int, at_least_one: bool 
     return 1 if fitting == 0 and at_least_one else fitting
 
 
+def prefix_within(entries: Sequence[Entry], start: int, stop: int, bytes_max: int, at_least_one: bool = True) -> int:
+    """The end position of the longest run entries[start:end] (end <= stop) within bytes_max,
+    and at least one entry if at_least_one: the byte cap of every log read (storage, the
+    unstable tail, the LMDB store's tail). Looks at no more entries than can fit (each counts
+    at least ENTRY_OVERHEAD_BYTES), so a bounded read of a long log costs what it returns."""
+    stop = min(stop, start + max(0, bytes_max) // ENTRY_OVERHEAD_BYTES + 1)
+    return start + entries_within(entries[start:stop], bytes_max, at_least_one)
+
+
 class Role(enum.IntEnum):
     """Pinned values: shown in status and sent to clients."""
 

@@ -21,7 +21,7 @@ import lmdb
 
 from node.errors import StoreFull
 from node.raft.errors import Compacted, Unavailable
-from node.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta
+from node.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta, entries_size_bytes, prefix_within
 from node.storage import layout
 from node.storage.layout import RaftTables
 from node.storage.write_batch import WriteBatch
@@ -398,10 +398,10 @@ class LogTail:
             if not self.first_index <= start <= self.first_index + len(self._entries):
                 self._reset(start)
             replaced = self._entries[start - self.first_index :]
-            self._bytes -= sum(entry.size_bytes() for entry in replaced)
+            self._bytes -= entries_size_bytes(replaced)
             del self._entries[start - self.first_index :]
             self._entries.extend(batch.appended)
-            self._bytes += sum(entry.size_bytes() for entry in batch.appended)
+            self._bytes += entries_size_bytes(batch.appended)
         if self.first_index <= bounds.base_index:  # compacted, or cut by a snapshot
             self._drop_front(bounds.base_index + 1 - self.first_index)
         if len(self._entries) > LOG_TAIL_ENTRIES_MAX:
@@ -414,15 +414,10 @@ class LogTail:
 
     def entries(self, low: int, high: int, bytes_max: int | None) -> list[Entry]:
         assert self.first_index <= low <= high <= self.first_index + len(self._entries), (low, high, self.first_index)
-        selected = self._entries[low - self.first_index : high - self.first_index]
-        if bytes_max is None:
-            return selected
-        total_bytes = 0
-        for count, entry in enumerate(selected):
-            total_bytes += entry.size_bytes()
-            if count and total_bytes > bytes_max:
-                return selected[:count]  # the first entry goes out whatever its size
-        return selected
+        start, stop = low - self.first_index, high - self.first_index
+        if bytes_max is not None:
+            stop = prefix_within(self._entries, start, stop, bytes_max)  # the first entry whatever its size
+        return self._entries[start:stop]
 
     def term(self, index: int) -> int:
         return self._entries[index - self.first_index].term
@@ -434,6 +429,6 @@ class LogTail:
 
     def _drop_front(self, count: int) -> None:
         count = min(count, len(self._entries))
-        self._bytes -= sum(entry.size_bytes() for entry in self._entries[:count])
+        self._bytes -= entries_size_bytes(self._entries[:count])
         del self._entries[:count]
         self.first_index += count

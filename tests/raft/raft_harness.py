@@ -197,6 +197,16 @@ class Cluster:
         return result
 
 
+def led_with_one_entry_committed() -> Cluster:
+    """a leads b and c in term 2, with entries 2 (no-op) and 3 committed everywhere: the
+    starting point of the tests that feed a follower crafted peer messages."""
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    cluster.propose("a", b"x")
+    assert [cluster.nodes[n].log.committed for n in "abc"] == [3, 3, 3]
+    return cluster
+
+
 def kinds(messages: Iterable[Message]) -> list[tuple[str, str, str]]:
     """A compact transcript line per message: (kind, source, target)."""
     return [(message.kind.name, message.source, message.target) for message in messages]

@@ -8,7 +8,7 @@ import pytest
 
 from node.raft.log import RaftLog
 from node.raft.memory_storage import MemoryStorage
-from node.raft.types import Entry, EntryKind, entries_data_bytes, entries_size_bytes, entries_within
+from node.raft.types import Entry, EntryKind, entries_data_bytes, entries_size_bytes, entries_within, prefix_within
 
 SEED = 20261201
 ROUNDS = 3000
@@ -28,6 +28,17 @@ def random_entries(rng: random.Random, first: int, count: int) -> list[Entry]:
             for offset in range(count)]
 
 
+def split_log(entries: list[Entry], stored: int) -> RaftLog:
+    """A log holding `entries`: the first `stored` in storage, the rest in the unstable tail."""
+    storage = MemoryStorage()
+    storage.append(entries[:stored])
+    log = RaftLog(storage)
+    if stored < len(entries):
+        log.append(entries[stored:])
+    assert log.last_index() == len(entries)
+    return log
+
+
 def test_size_sums_match_the_entries_own():
     rng = random.Random(SEED)
     for _ in range(200):
@@ -45,6 +56,10 @@ def test_entries_within_matches_the_definition():
         at_least_one = rng.random() < 0.5
         assert entries_within(entries, bytes_max, at_least_one) == reference_within(entries, bytes_max, at_least_one), \
             (entries, bytes_max, at_least_one)
+        start = rng.randrange(len(entries) + 1)
+        stop = rng.randrange(start, len(entries) + 1)
+        assert prefix_within(entries, start, stop, bytes_max, at_least_one) == \
+            start + reference_within(entries[start:stop], bytes_max, at_least_one), (entries, start, stop, bytes_max)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -54,12 +69,7 @@ def test_slice_with_a_byte_limit_matches_the_definition(seed):
         count = rng.randrange(1, 30)
         entries = random_entries(rng, 1, count)
         stored = rng.randrange(count + 1)  # entries 1..stored are in storage, the rest unstable
-        storage = MemoryStorage()
-        storage.append(entries[:stored])
-        log = RaftLog(storage)
-        if stored < count:
-            log.append(entries[stored:])
-        assert log.last_index() == count
+        log = split_log(entries, stored)
         low = rng.randrange(1, count + 1)
         high = rng.randrange(low, count + 2)
         bytes_max = rng.choice([None, 0, 1, 24, 30, 100, 250, 1100, 5000, 10**6])
@@ -80,11 +90,6 @@ def test_terms_and_last_index_wherever_the_log_splits():
         terms = sorted(rng.randrange(1, 5) for _ in range(count))
         entries = [Entry(term=term, index=position + 1) for position, term in enumerate(terms)]
         stored = rng.randrange(count + 1)
-        storage = MemoryStorage()
-        storage.append(entries[:stored])
-        log = RaftLog(storage)
-        if stored < count:
-            log.append(entries[stored:])
-        assert log.last_index() == count
+        log = split_log(entries, stored)
         assert [log.term(index) for index in range(1, count + 1)] == terms
         assert log.term(0) == 0 and log.term_or_zero(count + 1) == 0

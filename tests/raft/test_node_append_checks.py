@@ -7,7 +7,7 @@ import pytest
 from node.raft.errors import RaftError, RejectedMessage
 from node.raft.message_checks import NUMBER_MAX, check_shape
 from node.raft.types import ConfChange, ConfChangeKind, ConfChangeStep, Entry, EntryKind, Message, MessageKind
-from raft_harness import Cluster
+from raft_harness import Cluster, led_with_one_entry_committed
 
 K = MessageKind
 ENTRY_COUNT = 64
@@ -17,12 +17,7 @@ LEADER_TERM = 4
 
 @pytest.fixture
 def cluster() -> Cluster:
-    """a leads b and c in term 2, with entries 2 (no-op) and 3 committed everywhere."""
-    cluster = Cluster("abc")
-    cluster.elect("a")
-    cluster.propose("a", b"x")
-    assert [cluster.nodes[n].log.committed for n in "abc"] == [3, 3, 3]
-    return cluster
+    return led_with_one_entry_committed()
 
 
 def entries(count: int = ENTRY_COUNT) -> list[Entry]:

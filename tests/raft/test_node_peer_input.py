@@ -19,7 +19,7 @@ from node.raft.types import (
     MessageKind,
     SnapshotMeta,
 )
-from raft_harness import FAST, Cluster
+from raft_harness import FAST, Cluster, led_with_one_entry_committed
 
 import random
 
@@ -42,12 +42,7 @@ def assert_rejected(node: RaftNode, message: Message, error=RejectedMessage, mat
 
 @pytest.fixture
 def cluster() -> Cluster:
-    """a leads b and c in term 2, with entries 2 (no-op) and 3 committed everywhere."""
-    cluster = Cluster("abc")
-    cluster.elect("a")
-    cluster.propose("a", b"x")
-    assert [cluster.nodes[n].log.committed for n in "abc"] == [3, 3, 3]
-    return cluster
+    return led_with_one_entry_committed()
 
 
 def message(kind: MessageKind, source: str, target: str, term: int = 2, **fields) -> Message:
