@@ -503,6 +503,9 @@ class NodeServer:
         return self.replicator.inspect_term()
 
     def _op_inspect_log(self, args: dict) -> dict:
+        # A leader's newest entries may sit in a deferred batch (written, not flushed: Driver,
+        # OWN ENTRIES), which the store's log read path shows only once committed.
+        self.store.commit_deferred()
         first_index, last_index = self.store.first_index(), self.store.last_index()
         limit = min(max(1, args.get("limit") or 20), INSPECT_LOG_LIMIT_MAX)
         start = args.get("from_index") or max(first_index, last_index - limit + 1)

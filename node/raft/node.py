@@ -8,7 +8,8 @@ become_candidate / become_leader.
 Durability promises: a message that reveals state which must survive a crash goes into
 Ready.messages_after_persist (vote requests and answers, append answers, the answer to a
 completed snapshot). A leader counts its own log towards a quorum only for entries the driver
-confirmed with advance(), so nothing is committed on the strength of an unwritten disk.
+confirmed durable (advance(), or entries_durable() later), so nothing is committed on the
+strength of an unwritten disk; its followers' durable acks may commit them first.
 """
 
 from __future__ import annotations
@@ -390,12 +391,17 @@ class RaftNode:
         self._previous_hard_state = hard_state or self._previous_hard_state
         return ready
 
-    def advance(self, ready: Ready) -> None:
+    def advance(self, ready: Ready, *, entries_durable: bool = True) -> None:
+        """The driver carried out `ready`. entries_durable=False (a leader only): its entries
+        were written but are not durable yet; they stay in progress, and this node does not
+        count them towards a quorum, until entries_durable() says they are."""
         assert ready is self._ready_in_flight, "advance() takes the Ready that ready() returned"
+        assert entries_durable or (self.role == ROLE.LEADER and ready.snapshot is None), \
+            "only a leader's own entries may wait to be durable: every other write is a promise"
         self._ready_in_flight = None
         if ready.snapshot is not None:
             self.log.snapshot_applied(ready.snapshot.meta.index)
-        if ready.entries:
+        if ready.entries and entries_durable:
             self.log.unstable.stable_to(ready.entries[-1].index, ready.entries[-1].term)
         if ready.committed_entries:
             self.log.applied_to(ready.committed_entries[-1].index)
@@ -413,6 +419,16 @@ class RaftNode:
             # The joint configuration is in force: leave it automatically.
             leave = ConfChange(steps=(ConfChangeStep(ConfChangeKind.LEAVE_JOINT),))
             _, self.pending_conf_index = self._append_entry(ENTRY_KIND.CONF_CHANGE, leave.encode())
+
+    def entries_durable(self, index: int, term: int) -> None:
+        """Entries up to `index` (of `term`), advanced earlier with entries_durable=False, are
+        now durable. Entries replaced since (this node lost leadership and a new leader
+        overwrote them) are not affected. A leader now counts them towards a quorum: Raft
+        commits only what a majority holds durably, and with the followers' acks alone (they
+        ack only durable entries) a majority may already hold them."""
+        self.log.unstable.stable_to(index, term)
+        if self.role == ROLE.LEADER and self.tracker.progress[self.id].maybe_update(self.log.persisted_last_index()):
+            self._maybe_commit()
 
     def compacted(self, index: int) -> None:
         # The log reads compacted entries from storage only, and storage now starts after

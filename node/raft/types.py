@@ -297,10 +297,16 @@ class Ready(NamedTuple):
          responses). `messages` carry no such promise and MAY be sent before step 1 finishes,
          e.g. a leader's appends to followers while its own disk write is in flight.
       3. Apply `committed_entries` to the state machine in order (they are never beyond what
-         was persisted by this or an earlier Ready). When `conf_state` is set, persist it in
+         was written by this or an earlier Ready). When `conf_state` is set, persist it in
          the same write as the applied index: it is the membership after these entries.
       4. Answer `read_states` once the applied index reaches each one's index.
       5. Call advance(ready) with this very object, before the next ready().
+    A leader's own `entries` are the one exception to "durably" in step 1: they promise
+    nothing to anyone (its appends carry them; no node relies on the leader's copy), so it may
+    write them without a flush and call advance(ready, entries_durable=False), then
+    entries_durable() once a later flush made them durable: until then the leader does not
+    count itself for them, and a majority of followers' durable acks commits them
+    (etcd-io/raft's asynchronous storage writes do the same with the leader's own append).
     """
 
     soft_state: SoftState | None = None  # set when role or leader changed since the last Ready

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from node.errors import BadRequest, NoLeader, NotLeader, SandStoreError, Unavailable
 from node.raft import errors as raft_errors
 from node.raft.node import RaftNode
+from node.raft.progress import PROGRESS_STATE
 from node.raft.types import ENTRY_KIND, MESSAGE_KIND, ROLE, ConfChange, Message, Ready
 from node.replicator.contracts import DriverCallbacks, StateMachine, Store, Transport
 from node.stats import LatencySamples
@@ -95,11 +96,17 @@ class DriverCounters:
 class Driver:
     def __init__(self, core: RaftNode, store: Store, state_machine: StateMachine, transport: Transport,
                  callbacks: DriverCallbacks, *, node_id: str, incarnation: bytes, applied_index: int,
-                 read_timeout_seconds: float, apply_hold_seconds: float = 0.0) -> None:
+                 read_timeout_seconds: float, apply_hold_seconds: float = 0.0,
+                 own_entries_flush_seconds: float = 0.0, peer_fresh_seconds: float = 0.0) -> None:
         """apply_hold_seconds: how long a follower may hold committed entries back to apply
-        them in one batch (APPLY_HOLD_ENTRIES_MAX); 0 applies them as soon as they are known."""
+        them in one batch (APPLY_HOLD_ENTRIES_MAX); 0 applies them as soon as they are known.
+        own_entries_flush_seconds: how long a leader may leave its own new entries unflushed
+        while its followers can commit them without it (see OWN ENTRIES below); 0 flushes them
+        in the batch that writes them. peer_fresh_seconds: a follower heard from within this
+        long counts as able to acknowledge promptly."""
         assert incarnation, "an incarnation makes read contexts unique across restarts"
         assert apply_hold_seconds >= 0, apply_hold_seconds
+        assert own_entries_flush_seconds >= 0 and peer_fresh_seconds >= 0, (own_entries_flush_seconds, peer_fresh_seconds)
         self.core = core
         self._store = store
         self._state_machine = state_machine
@@ -127,6 +134,14 @@ class Driver:
         self._held_since: float | None = None  # since when committed entries have waited to apply
         self._held_normal_through = 0  # index up to which the waiting entries are all NORMAL
         self._forwards_pending: dict[bytes, float] = {}  # command forwarded -> when, until applied here
+        self._own_entries_flush_seconds = own_entries_flush_seconds
+        self._peer_fresh_seconds = peer_fresh_seconds
+        # (index, term) of the last own entry written without a flush, and since when: None
+        # while everything this node wrote is durable.
+        self._own_entries_unflushed: tuple[int, int] | None = None
+        self._own_entries_unflushed_since = 0.0
+        self._flushed_in_ready = False  # the Ready being carried out had a durable batch
+        self._ready_entries_unflushed = False  # ... and wrote its entries without a flush
 
     # ----- input from peers
 
@@ -239,6 +254,8 @@ class Driver:
 
     def process(self, now_seconds: float) -> bool:
         """Carry out what the core has ready; False if it still has more (come back at once)."""
+        if self._own_entries_unflushed is not None and self._own_entries_flush_due(now_seconds):
+            self.flush_own_entries()
         if self._reads_to_ask:
             self._ask_read_index(now_seconds)
         applied_bytes = 0
@@ -312,6 +329,80 @@ class Driver:
             self._held_normal_through = high
         return True
 
+    # ----- OWN ENTRIES: a leader's log write off the critical path
+    #
+    # A leader's own entries promise nothing to anyone: it sends them in its appends before
+    # writing them, and no node relies on the leader's copy. Raft commits what a majority holds
+    # durably, and followers acknowledge only durable entries, so with enough live followers
+    # (two of a 3-node cluster) their acks alone commit an entry. The leader then writes its
+    # entries in a deferred batch (no flush) and tells the core that they are not durable:
+    # the core does not count the leader for them until flush_own_entries(). Its fsync leaves
+    # the write's critical path (on one shared disk, three nodes' concurrent flushes slowed
+    # each follower's flush by half) and one flush covers many writes. It flushes at once
+    # when the followers cannot make a quorum without it (one down or lagging: the write then
+    # waits for the leader's flush, as before), when anything it sends promises its log (a
+    # vote, an ack), when it stops leading, and at the latest own_entries_flush_seconds after
+    # the oldest unflushed entry. A crash before the flush loses only entries no quorum
+    # counted it for: it restarts as a follower that lacks them.
+
+    def flush_own_entries(self) -> None:
+        """Make every own entry written without a flush durable (an empty durable batch
+        flushes every batch before it), and tell the core. Outside a Ready only."""
+        if self._own_entries_unflushed is None:
+            return
+        self._flush_store()
+        self._own_entries_flushed()
+
+    def _flush_store(self) -> None:
+        with self._store.write_batch(durable=True):
+            pass  # a durable batch flushes every batch before it
+        self._flushed_in_ready = True
+
+    def _own_entries_flushed(self) -> None:
+        index, term = self._own_entries_unflushed
+        self._own_entries_unflushed = None
+        self.core.entries_durable(index, term)
+
+    def own_entries_flush_due_at(self) -> float | None:
+        """When unflushed own entries must be flushed at the latest (None: there are none):
+        the loop must come back by then even if nothing arrives."""
+        if self._own_entries_unflushed is None:
+            return None
+        return self._own_entries_unflushed_since + self._own_entries_flush_seconds
+
+    def _own_entries_flush_due(self, now_seconds: float) -> bool:
+        return (self.core.role != ROLE.LEADER
+                or now_seconds - self._own_entries_unflushed_since >= self._own_entries_flush_seconds
+                or not self._followers_make_quorum(now_seconds))
+
+    def _may_leave_own_entries_unflushed(self, ready: Ready, now_seconds: float) -> bool:
+        """Whether this leader's Ready may write its entries without a flush: nothing in it
+        promises this node's log (no vote, no ack, no snapshot, no new term or vote) and the
+        followers can commit the entries without the leader."""
+        return (self._own_entries_flush_seconds > 0.0
+                and self.core.role == ROLE.LEADER
+                and ready.snapshot is None
+                and not ready.messages_after_persist
+                and not self._term_or_vote_changed(ready)
+                and self._followers_make_quorum(now_seconds))
+
+    def _followers_make_quorum(self, now_seconds: float) -> bool:
+        """Whether the voters other than this node that are replicating and were heard from
+        within peer_fresh_seconds are a majority by themselves (a joint configuration: no, so
+        that its two quorums need no separate count)."""
+        tracker = self.core.tracker
+        if tracker.conf_state.voters_outgoing:
+            return False
+        voters = tracker.conf_state.voters
+        fresh_since = now_seconds - self._peer_fresh_seconds
+        last_contact = self.last_contact
+        able = 0
+        for peer in voters:
+            if peer != self.node_id and tracker.progress[peer].state == PROGRESS_STATE.REPLICATE \
+                    and last_contact.get(peer, -1.0) >= fresh_since:
+                able += 1
+        return able > len(voters) // 2
+
     def committed_held_until(self) -> float | None:
         """When the committed entries held back now are due to be applied (None: none are
         held): the loop must come back by then even if nothing arrives."""
@@ -359,6 +450,11 @@ class Driver:
         self._reads_confirmed = waiting
 
     def _handle_ready(self, ready: Ready, now_seconds: float) -> None:
+        self._flushed_in_ready = False
+        self._ready_entries_unflushed = False
+        if ready.messages_after_persist and self._own_entries_unflushed is not None:
+            # They promise this node's log (a vote, an ack): all of it durable before they leave.
+            self._flush_store()
         if ready.messages:
             self._send(ready.messages, now_seconds)
         if ready.messages_after_persist and ready.committed_entries:
@@ -385,7 +481,9 @@ class Driver:
         if ready.soft_state is not None:
             self._note_soft_state(ready)
         self._confirm_reads(ready)
-        self.core.advance(ready)
+        self.core.advance(ready, entries_durable=not self._ready_entries_unflushed)
+        if self._flushed_in_ready and self._own_entries_unflushed is not None:
+            self._own_entries_flushed()  # written by an earlier Ready, flushed in this one
 
     def _confirm_reads(self, ready: Ready) -> None:
         """The Ready's read states confirm reads this node asked; serve those now applied."""
@@ -412,11 +510,20 @@ class Driver:
         # any message that depends on them. A batch that only applies committed entries (and
         # moves the commit index) can be redone from the log, so it may skip the full flush.
         durable = has_log and bool(ready.entries or ready.snapshot is not None or self._term_or_vote_changed(ready))
-        with self._store.write_batch(durable=durable) as batch:
+        unflushed = durable and bool(ready.entries) and self._may_leave_own_entries_unflushed(ready, now_seconds)
+        with self._store.write_batch(durable=durable and not unflushed) as batch:
             if has_log:
                 self._write_log(batch, ready, now_seconds)
             if has_apply:
                 applied, applied_conf = self._apply_committed(batch, ready)
+        if unflushed:
+            if self._own_entries_unflushed is None:
+                self._own_entries_unflushed_since = now_seconds
+            last = ready.entries[-1]
+            self._own_entries_unflushed = (last.index, last.term)
+            self._ready_entries_unflushed = True
+        elif durable:
+            self._flushed_in_ready = True
         if has_log and ready.hard_state is not None:
             self._durable_term_and_vote = (ready.hard_state.term, ready.hard_state.vote)
         return applied, applied_conf

@@ -171,6 +171,11 @@ class RaftReplicator:
             self, node_id=node_id, incarnation=os.urandom(INCARNATION_BYTES), applied_index=applied_index,
             read_timeout_seconds=2 * config.election_ticks_max * self._tick_seconds,
             apply_hold_seconds=self._tick_seconds,
+            # A leader's own entries flushed within a tick (or at once when its followers
+            # cannot commit them alone); a follower is fresh while it answered a heartbeat
+            # within two heartbeat intervals (and a tick of slack).
+            own_entries_flush_seconds=self._tick_seconds,
+            peer_fresh_seconds=(2 * config.heartbeat_ticks + 1) * self._tick_seconds,
         )
         self._next_tick_at = time.monotonic() + self._tick_seconds
         # A heartbeat late by more than a tick wakes a follower on every tick again.
@@ -248,6 +253,9 @@ class RaftReplicator:
         core = self.core
         if self._store.has_deferred or self.driver.reads_pending():  # (the store itself: asked every turn)
             return next_tick_at
+        flush_at = self.driver.own_entries_flush_due_at()
+        if flush_at is not None:  # a leader's own entries written without a flush (Driver)
+            return min(next_tick_at, flush_at)
         held_until = self.driver.committed_held_until()
         if held_until is not None:  # a follower batching its apply (Driver, APPLY_HOLD_ENTRIES_MAX)
             return min(next_tick_at, held_until)
@@ -431,6 +439,8 @@ class RaftReplicator:
         if meta.index <= self._store.snapshot_meta().index:
             return None  # a snapshot installed from the leader meanwhile is newer: keep it
         compact_to = max(self._store.first_index() - 1, meta.index - self._config.snapshot_trailing_entries)
+        # The core must hold no unflushed own entry that the compaction would cut from under it.
+        self.driver.flush_own_entries()
         with self._store.write_batch() as batch:
             batch.save_snapshot(meta, data)
             batch.compact(compact_to)

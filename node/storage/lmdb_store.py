@@ -98,6 +98,9 @@ class NodeStore:
         self._deferred: lmdb.Transaction | None = None  # the open top-level txn of deferred batches
         self._deferred_batches = 0
         self._deferred_since = 0.0  # time.monotonic() when it was opened
+        # Deferred batches that changed the log (a leader's own entries, NodeStore.write_batch),
+        # in order: the read path (bounds, tail) takes them over once they commit.
+        self._deferred_log_batches: list[WriteBatch] = []
         self._writer_thread: int | None = None  # LMDB binds a write transaction to its thread
         self.sync_counters = SyncCounters()
         self._used_fraction = 0.0  # as last read (used_fraction)
@@ -240,12 +243,14 @@ class NodeStore:
 
         durable=True: committed and on disk when the block exits, power loss included, with
         every batch before it. durable=False (only for batches whose loss the log can redo:
-        applying committed entries, moving the commit index; no log change): deferred. It is
-        visible to this batch's successors at once, to read_transaction() on the writing
-        thread (which commits it first), and to other threads once committed: with the next
-        durable batch, after DEFERRED_BATCHES_MAX batches, or by commit_deferred(). A crash or
-        power loss may undo deferred batches (and, LMDB's metasync=False, the last non-durable
-        commit): all of them after the last durable one at most."""
+        applying committed entries, moving the commit index; or a leader's own entries, which
+        promise nothing until a durable batch follows them): deferred. It is visible to this
+        batch's successors at once, to read_transaction() on the writing thread (which commits
+        it first), and to other threads, and to the log read path (entries, term, bounds),
+        once committed: with the next durable batch, after DEFERRED_BATCHES_MAX batches, or by
+        commit_deferred(). A crash or power loss may undo deferred batches (and, LMDB's
+        metasync=False, the last non-durable commit): all of them after the last durable one
+        at most. An empty durable batch makes every earlier batch durable."""
         return _BatchScope(self, durable)
 
     def _open_batch(self) -> tuple[WriteBatch, lmdb.Transaction, lmdb.Transaction | None]:
@@ -256,8 +261,13 @@ class NodeStore:
         self._batch_open = True
         deferred = self._deferred
         # Nested in the deferred transaction: an exception aborts this batch alone.
-        txn = self.env.begin(write=True, parent=deferred) if deferred is not None else self.env.begin(write=True)
-        return WriteBatch(txn, self._tables, self._bounds), txn, deferred
+        if deferred is not None:
+            txn = self.env.begin(write=True, parent=deferred)
+            # The log as the deferred batches left it (the read path still shows the committed one).
+            bounds = self._deferred_log_batches[-1].bounds if self._deferred_log_batches else self._bounds
+        else:
+            txn, bounds = self.env.begin(write=True), self._bounds
+        return WriteBatch(txn, self._tables, bounds), txn, deferred
 
     def _close_batch(self, batch: WriteBatch, txn: lmdb.Transaction, deferred: lmdb.Transaction | None,
                      durable: bool, error: BaseException | None) -> None:
@@ -283,11 +293,11 @@ class NodeStore:
         if error is not None:
             return  # the block's exception goes on
         top = deferred if deferred is not None else txn
-        if durable or batch.bounds is not self._bounds or self._deferred_batches + 1 >= DEFERRED_BATCHES_MAX:
+        if batch.changed_log:
+            self._deferred_log_batches.append(batch)
+        if durable or self._deferred_batches + 1 >= DEFERRED_BATCHES_MAX:
             self._deferred = None
             self._commit(top, durable)
-            self._bounds = batch.bounds
-            self._tail.committed(batch, self._bounds)
             return
         if deferred is None:
             self._deferred, self._deferred_since = txn, time.monotonic()
@@ -306,6 +316,10 @@ class NodeStore:
             # The deferred batches go with it: the node must stop (the server does, on StoreFull);
             # after a restart they are applied again from the log.
             raise self._store_full() from None
+        for logged in self._deferred_log_batches:  # in order: each starts where the last ended
+            self._bounds = logged.bounds
+            self._tail.committed(logged, logged.bounds)
+        self._deferred_log_batches = []
         self.sync_counters.commits += 1
         self.sync_counters.fsyncs += 1  # sync=True: the commit flushes its data pages
         if durable:

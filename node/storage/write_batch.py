@@ -19,11 +19,18 @@ class WriteBatch:
         self.txn = txn  # raw write transaction: the state machine applies entries in it too
         self._tables = tables
         self.bounds = bounds
+        self._opened_bounds = bounds
         # What the store's in-memory tail of the log must take over on commit: the entries
         # written (each replacing the stored ones from its index on), and whether the log was
         # replaced from a snapshot.
         self.appended: list[Entry] = []
         self.log_replaced = False
+
+    @property
+    def changed_log(self) -> bool:
+        """Whether this batch changed the log (entries, compaction, snapshot): every change
+        replaces the bounds."""
+        return self.bounds is not self._opened_bounds
 
     # -- log ----------------------------------------------------------------------------------
 

@@ -180,6 +180,7 @@ class Cluster:
         tick_periods_ms: dict[NodeId, int] | None = None,
         verbose: bool = False,
         rng: random.Random | None = None,
+        own_entries_unflushed: bool | None = None,
     ) -> None:
         self.seed = seed
         self.rng = rng or random.Random(seed)
@@ -188,6 +189,10 @@ class Cluster:
         # production does (Driver, APPLY_HOLD_ENTRIES_MAX): drawn apart from the main RNG so that
         # seeds keep their schedules whichever way it falls; half the seeds run each way.
         self.apply_hold = random.Random(f"apply-hold-{seed}").random() < 0.5
+        # Whether a leader writes its own entries without a flush while its followers can
+        # commit them (Driver, OWN ENTRIES), as production does: half the seeds, drawn apart.
+        self.own_entries_unflushed = (random.Random(f"own-entries-{seed}").random() < 0.5
+                                      if own_entries_unflushed is None else own_entries_unflushed)
         self.clock = EventQueue()
         self.network = Network(self.rng)
         self.checker = Checker(self.clock)
@@ -302,6 +307,8 @@ class Cluster:
                 node_id=node.node_id, incarnation=incarnation, applied_index=node.disk.applied_index,
                 read_timeout_seconds=self.read_timeout_seconds(node),
                 apply_hold_seconds=node.tick_period_ms / 1000.0 if self.apply_hold else 0.0,
+                own_entries_flush_seconds=node.tick_period_ms / 1000.0 if self.own_entries_unflushed else 0.0,
+                peer_fresh_seconds=2 * self.config["heartbeat_ticks"] * node.tick_period_ms / 1000.0,
             )
 
         self._core(node, "start", start)

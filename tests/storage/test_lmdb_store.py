@@ -266,6 +266,7 @@ def test_used_fraction_is_read_again_after_enough_commits_on_a_large_map(tmp_pat
     for index in range(1, lmdb_store.USED_FRACTION_REFRESH_COMMITS + 1):
         with store.write_batch(durable=False) as batch:
             batch.append_entries([Entry(term=1, index=index, data=b"x" * 4096)])
+        store.commit_deferred()  # a deferred batch is no commit yet
         store.used_fraction()
     assert len(readings) == 2  # read again after USED_FRACTION_REFRESH_COMMITS commits
     assert store.used_fraction() > first
@@ -338,3 +339,39 @@ def test_commit_deferred_waits_until_they_are_old_enough(tmp_path):
     assert committed_applied_index(store) == 0
     store.commit_deferred(older_than_seconds=0)
     assert committed_applied_index(store) == 1
+
+
+def committed_log(store: NodeStore) -> list[Entry]:
+    """The log as another thread's read transaction sees it in LMDB (what survives a crash)."""
+    result = []
+
+    def read() -> None:
+        with store.env.begin(db=store._tables.log) as txn:
+            result.extend(layout.decode_entry(layout.key_index(key), value) for key, value in txn.cursor())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join()
+    return result
+
+
+def test_deferred_log_batches_show_in_the_read_path_once_committed(tmp_path):
+    # A leader's own entries are written without a flush (the driver): deferred like an apply.
+    store = store_with(tmp_path, entries(1, 2, term=1))
+    with store.write_batch(durable=False) as batch:
+        batch.append_entries(entries(3, 4, term=1))
+    with store.write_batch(durable=False) as batch:  # builds on the deferred ones
+        batch.append_entries(entries(4, 5, term=2))
+        batch.set_applied_index(3)
+    assert store.sync_counters.commits == 1, "a deferred batch that changed the log was committed at once"
+    assert (store.last_index(), store.entries(1, 3)) == (2, entries(1, 2, term=1))  # as committed
+    assert [entry.index for entry in committed_log(store)] == [1, 2]
+    with store.write_batch():  # an empty durable batch flushes every earlier one
+        pass
+    expected = entries(1, 3, term=1) + entries(4, 5, term=2)
+    assert (store.last_index(), store.term(5), store.entries(1, 6)) == (5, 2, expected)
+    assert committed_log(store) == expected
+    store.close()
+    reopened = NodeStore(tmp_path, MAP_SIZE_BYTES)
+    assert (reopened.entries(1, 6), reopened.applied_index()) == (expected, 3)
+
