@@ -254,8 +254,8 @@ class Driver:
 
     def process(self, now_seconds: float) -> bool:
         """Carry out what the core has ready; False if it still has more (come back at once)."""
-        if self._own_entries_unflushed is not None and self._own_entries_flush_due(now_seconds):
-            self.flush_own_entries()
+        if self._own_entries_unflushed is not None and not self._followers_commit_alone(now_seconds):
+            self.flush_own_entries()  # nothing they hold commits without it: at once
         if self._reads_to_ask:
             self._ask_read_index(now_seconds)
         applied_bytes = 0
@@ -280,6 +280,9 @@ class Driver:
                     break
         if self._read_contexts or self._reads_confirmed:
             self._expire_reads(now_seconds)  # answers clients only: leaves the core as it was
+        if self._own_entries_unflushed is not None and now_seconds >= self.own_entries_flush_due_at():
+            # Due by time alone: after this turn's replies, so the flush delays none of them.
+            self.flush_own_entries()
         return idle or not self.core.has_ready()
 
     def _hold_committed(self, now_seconds: float) -> None:
@@ -370,10 +373,10 @@ class Driver:
             return None
         return self._own_entries_unflushed_since + self._own_entries_flush_seconds
 
-    def _own_entries_flush_due(self, now_seconds: float) -> bool:
-        return (self.core.role != ROLE.LEADER
-                or now_seconds - self._own_entries_unflushed_since >= self._own_entries_flush_seconds
-                or not self._followers_make_quorum(now_seconds))
+    def _followers_commit_alone(self, now_seconds: float) -> bool:
+        """Whether this node still leads with followers that can commit its unflushed entries
+        without it (as they could when it wrote them)."""
+        return self.core.role == ROLE.LEADER and self._followers_make_quorum(now_seconds)
 
     def _may_leave_own_entries_unflushed(self, ready: Ready, now_seconds: float) -> bool:
         """Whether this leader's Ready may write its entries without a flush: nothing in it
