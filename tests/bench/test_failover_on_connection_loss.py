@@ -35,8 +35,14 @@ def _leader_among(client: Client, node_ids: list[str]) -> str | None:
 
 
 def _follows(client: Client, node: str, leader: str) -> bool:
+    """node follows leader, and its own link to the leader is up: only a link that was up can
+    be seen to close (a restarted node may hear the leader before its link finished the
+    handshake; killing the leader then would leave it nothing but the election timeout)."""
     answer = client.broadcast("status", {}, [node], timeout_seconds=1.0).get(node)
-    return isinstance(answer, dict) and answer.get("leader") == leader
+    if not isinstance(answer, dict) or answer.get("leader") != leader:
+        return False
+    link = answer.get("transport", {}).get("links", {}).get(leader, {})
+    return bool(link.get("up"))
 
 
 def test_a_killed_leader_is_replaced_well_within_the_election_timeout(isolated_home, tmp_path):
