@@ -195,8 +195,10 @@ def failover_workload(context: BenchContext, cluster: LocalCluster | None,
             leader = context.client.wait_for_leader(RECOVERY_DEADLINE_SECONDS)
             with writes.condition:
                 seen_before_kill = len(writes.acknowledgements)
-            killed_at = time.monotonic()
             cluster.kill(leader)
+            # After the kill returned, not before: a write sent in between (the pid lookup takes
+            # a few ms) could still be answered by the dying leader (one kill measured 3.2 ms).
+            killed_at = time.monotonic()
             new_leader_at = _wait_new_leader(context, leader, killed_at + RECOVERY_DEADLINE_SECONDS)
             with writes.condition:
                 recovered = writes.condition.wait_for(
