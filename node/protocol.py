@@ -1,12 +1,24 @@
 """The client wire protocol: one msgpack map per ZeroMQ frame, in both directions.
 
 Request:  {"v": 1, "id": <int>, "op": <str>, "args": {...}}
-Reply:    {"v": 1, "id": <same int>, "ok": true,  "result": <any>}
+Reply:    {"v": 1, "id": <same int>, "ok": true,  "result": <any>[, "batches": <int>]}
       or  {"v": 1, "id": <same int>, "ok": false, "error": {"code": str, "message": str, "leader": str}}
 
 A client DEALER may keep many requests in flight; replies carry the request id and may
 arrive in any order. Every request is validated against OPS before use: an unknown op, an
 unknown or missing argument, or a wrong type gets a BAD_REQUEST reply.
+
+Batches: a frame may instead hold a msgpack array of 1 to REQUESTS_PER_FRAME_MAX request maps,
+each handled as if it had come in a frame of its own (any other array is refused whole). The replies to requests that came in a
+batch may come back batched, as an array of reply maps in one frame (a client that never
+sends a batch never gets one). Each frame costs wake-ups of ZeroMQ's I/O threads and of the
+receiving loop on both sides, and at many requests in flight per connection that was most of
+a request's CPU: a client sends the requests it has ready at once in one frame, and a node
+answers the requests it can answer at once (the reads that one ReadIndex round confirmed) in
+one. A batch frame stays within batch_bytes_max(frame_bytes_max); a request or reply larger
+than that travels alone, as a map. A node that takes batches says so in its successful
+replies to requests that came alone: "batches": the most requests it takes in one frame. A
+client sends batches only to a node that said so (a node of an earlier version refuses them).
 
 Writes carry a session: "client" (a random id the client picks once) and "seq" (a number it
 increments per write and reuses when it retries that write). The state machine answers a
@@ -23,6 +35,12 @@ from node.packing import packb
 PROTOCOL_VERSION = 1
 PATH_BYTES_MAX = 4096
 CLIENT_ID_BYTES_MAX = 64
+REQUESTS_PER_FRAME_MAX = 256  # requests (or replies) in one batch frame
+# A batch frame's bytes, at most (and never more than frame_bytes_max): a client's socket drops
+# its connection on a frame beyond its own limit, and 16 replies of 64 KiB files add up.
+BATCH_BYTES_MAX = 256 << 10
+_ARRAY_HEADER_BYTES_MAX = 3  # msgpack's array 16 header (0xdc, 2 bytes of count)
+assert REQUESTS_PER_FRAME_MAX <= 0xFFFF, "an array 16 header counts the batch"
 
 # Argument types: "str", "int", "bool", "bytes", "list", "map", "any"; a trailing "?" means
 # optional (absent or nil). Session arguments ("client", "seq") are added to every write op.
@@ -239,11 +257,49 @@ def decode(frame: bytes, frame_bytes_max: int) -> object:
         raise BadRequest(f"undecodable frame: {type(error).__name__}") from None
 
 
+def batch_bytes_max(frame_bytes_max: int) -> int:
+    """The bytes of the packed maps that one batch frame may hold, with its array header."""
+    return min(BATCH_BYTES_MAX, frame_bytes_max) - _ARRAY_HEADER_BYTES_MAX
+
+
+def batch_frame(packed: list[bytes]) -> bytes:
+    """One batch frame of maps packed already (no map is packed twice): an array header and
+    the maps after it, as msgpack would pack the list of them."""
+    count = len(packed)
+    assert 0 < count <= REQUESTS_PER_FRAME_MAX, count
+    header = bytes((0x90 | count,)) if count <= 15 else b"\xdc" + count.to_bytes(2, "big")
+    return header + b"".join(packed)
+
+
+def batch_runs(packed: list[bytes], bytes_max: int, count_max: int = REQUESTS_PER_FRAME_MAX) -> list[list[bytes]]:
+    """The packed maps in runs of at most count_max whose sizes add up to at most bytes_max
+    (batch_bytes_max), in order; a map larger than bytes_max is a run of its own (to travel
+    alone, as a map)."""
+    assert 0 < count_max <= REQUESTS_PER_FRAME_MAX, count_max
+    runs: list[list[bytes]] = []
+    run: list[bytes] = []
+    run_bytes = 0
+    for payload in packed:
+        size = len(payload)
+        if run and (run_bytes + size > bytes_max or len(run) == count_max):
+            runs.append(run)
+            run, run_bytes = [], 0
+        run.append(payload)
+        run_bytes += size
+    if run:
+        runs.append(run)
+    return runs
+
+
 def request(request_id: int, op: str, args: dict) -> bytes:
     return encode({"v": PROTOCOL_VERSION, "id": request_id, "op": op, "args": args})
 
 
-def reply_ok(request_id: int, result: object) -> bytes:
+def reply_ok(request_id: int, result: object, offer_batches: bool = False) -> bytes:
+    """offer_batches: say that this node takes batch frames (see Batches above)."""
+    if offer_batches:
+        return packb({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result,
+                      "batches": REQUESTS_PER_FRAME_MAX})
     return packb({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result})  # = encode(), a call less
 
 

@@ -43,7 +43,7 @@ from node.storage.lmdb_store import NodeStore
 
 log = logging.getLogger("sandstore.server")
 
-CLIENT_FRAMES_PER_ITERATION_MAX = 2000
+CLIENT_REQUESTS_PER_ITERATION_MAX = 2000  # a drain stops after the frame that reaches it
 INSPECT_LOG_LIMIT_MAX = 1000
 # New writes are refused (STORE_FULL) beyond this share of the LMDB map: the remaining room is
 # for entries already in flight, heartbeats' hard state and the snapshot that compacts the log.
@@ -84,6 +84,7 @@ class Waiter:
     started_at: float
     op: str = ""
     args: dict | None = None
+    batched: bool = False  # it came in a batch frame: its reply may go in one (protocol.py, Batches)
 
 
 class NodeServer:
@@ -140,6 +141,10 @@ class NodeServer:
         self._reads_waiting: dict[int, Waiter] = {}
         self._next_read_token = 1
         self._read_directories = SnapshotDirectories()  # what reads found, per snapshot (_serve_reads)
+        # Replies to batched requests, by client connection, held while a drain or a callback
+        # answers many at once and then sent in batch frames (_with_replies_held); None: send now.
+        self._replies_held: dict[bytes, list[bytes]] | None = None
+        self._batch_bytes_max = protocol.batch_bytes_max(config.frame_bytes_max)
         self._last_applied_seq: dict[str, int] = {}  # client -> highest seq applied here
         self._namespace_current = False  # see _referenced_chunk_ids
         self._housekeeping_at = 0.0  # waiter expiry and the namespace check, not every turn
@@ -217,7 +222,7 @@ class NodeServer:
                 if socket in events:
                     self.replicator.on_readable(socket)
             if self.client_socket in events:
-                self._drain_client_socket()
+                self._with_replies_held(self._drain_client_socket)
             now = time.monotonic()
             self.replicator.run(now)
             self.replicator.maybe_snapshot()
@@ -255,8 +260,9 @@ class NodeServer:
         (and a drain of one message, the common case at low load, then raises none)."""
         socket = self.client_socket
         poll_items = [(socket, _POLLIN)]
-        for count in range(CLIENT_FRAMES_PER_ITERATION_MAX):
-            if count and not zmq.zmq_poll(poll_items, 0):
+        requests = 0
+        while requests < CLIENT_REQUESTS_PER_ITERATION_MAX:
+            if requests and not zmq.zmq_poll(poll_items, 0):
                 return
             try:
                 # Frames, not bytes: a Frame carries its connection's authenticated key (User-Id).
@@ -267,46 +273,71 @@ class NodeServer:
                     frame = socket.recv(_RECEIVE_NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self.counters["client_requests"] += 1
             if not well_formed:
                 # A DEALER sends exactly one frame; anything else is garbage we cannot answer
                 # sensibly, so answer the identity with BAD_REQUEST.
-                self.counters["client_bad_requests"] += 1
-                self._send(identity.bytes, protocol.reply_error(0, BadRequest("a request is exactly one frame")))
+                self._refuse_frame(identity.bytes, BadRequest("a request is exactly one frame"))
+                requests += 1
                 continue
-            self._handle_request(identity.bytes, frame)
+            requests += self._handle_frame(identity.bytes, frame)
 
-    def _handle_request(self, identity: bytes, frame: zmq.Frame) -> None:
+    def _handle_frame(self, identity: bytes, frame: zmq.Frame) -> int:
+        """Handle one request frame: a request, or a batch of them; how many it held."""
+        try:
+            decoded = protocol.decode(frame.bytes, self.config.frame_bytes_max)
+        except BadRequest as error:
+            self._refuse_frame(identity, error)
+            return 1
+        if type(decoded) is not list:
+            self._handle_request(identity, frame, decoded, False)
+            return 1
+        if not 0 < len(decoded) <= protocol.REQUESTS_PER_FRAME_MAX or not all(type(item) is dict for item in decoded):
+            # Garbage, not a batch whose requests could be answered one by one: refused whole.
+            self._refuse_frame(identity, BadRequest(
+                f"a batch is an array of 1 to {protocol.REQUESTS_PER_FRAME_MAX} request maps"))
+            return 1
+        for request in decoded:
+            self._handle_request(identity, frame, request, True)
+        return len(decoded)
+
+    def _refuse_frame(self, identity: bytes, error: BadRequest) -> None:
+        """Answer a frame that holds no request we can read (so no request id: 0)."""
+        self.counters["client_requests"] += 1
+        self.counters["client_bad_requests"] += 1
+        self._send(identity, protocol.reply_error(0, error))
+
+    def _handle_request(self, identity: bytes, frame: zmq.Frame, request: object, batched: bool) -> None:
+        """One decoded request; frame: the frame it came in (its connection's key authorizes it)."""
+        self.counters["client_requests"] += 1
         request_id = 0
         try:
-            request = protocol.decode(frame.bytes, self.config.frame_bytes_max)
             if isinstance(request, dict) and isinstance(request.get("id"), int):
                 request_id = request["id"]
             request_id, op, args = protocol.validate_request(request)
             # Before anything runs or is forwarded to the leader: may this key ask for `op`?
             self.security.authorize_request(frame, op)
-            self._dispatch(identity, request_id, op, args)
+            self._dispatch(identity, request_id, op, args, batched)
         except SandStoreError as error:
             if isinstance(error, BadRequest):
                 self.counters["client_bad_requests"] += 1
-            self._send(identity, protocol.reply_error(request_id, error))
+            self._reply(identity, batched, protocol.reply_error(request_id, error))
         except Exception as error:  # noqa: BLE001 -- one request's bug must not end the node
             self.counters["client_internal_errors"] += 1
             log.exception("request %d failed unexpectedly", request_id)
             internal = SandStoreError(f"internal error on node {self.node_id}: {type(error).__name__}: {error}")
-            self._send(identity, protocol.reply_error(request_id, internal))
+            self._reply(identity, batched, protocol.reply_error(request_id, internal))
 
-    def _dispatch(self, identity: bytes, request_id: int, op: str, args: dict) -> None:
+    def _dispatch(self, identity: bytes, request_id: int, op: str, args: dict, batched: bool) -> None:
         now = time.monotonic()
         self.requests_by_op[op] += 1
         if op in protocol.WRITE_OPS:
-            self._start_write(Waiter(identity, request_id, now), op, args)
+            self._start_write(Waiter(identity, request_id, now, batched=batched), op, args)
         elif op in NAMESPACE_QUERIES:
             if "path" in args:  # namespace_image has none
                 args["path"] = normalize_path(args["path"])
             if op == "du":  # copies on nodes the leader sees down are not live (self-healing data)
                 args["nodes_down"] = self.repair.nodes_down()
-            waiter = Waiter(identity, request_id, now, op, args)
+            waiter = Waiter(identity, request_id, now, op, args, batched)
             if args.get("stale"):
                 self._serve_reads([waiter])
             else:
@@ -315,12 +346,12 @@ class NodeServer:
                 self._reads_waiting[token] = waiter
                 self.replicator.read_barrier(token)
         elif op in ("add_learner", "promote", "remove_node"):
-            self._start_membership_change(Waiter(identity, request_id, now), op, args)
+            self._start_membership_change(Waiter(identity, request_id, now, batched=batched), op, args)
         else:
             handler = self._immediate_ops.get(op)
             if handler is None:
                 raise BadRequest(f"op {op!r} is not served by this node version")
-            self._send(identity, protocol.reply_ok(request_id, handler(args)))
+            self._reply(identity, batched, protocol.reply_ok(request_id, handler(args), not batched))
 
     # ----- writes
 
@@ -350,9 +381,12 @@ class NodeServer:
     def results_fixed(self, results: list[tuple[int, Command | SandStoreError, dict]]) -> None:
         """Replicator callback: these commands' results are final (contracts.Callbacks), maybe
         before the batch that applied them commits: their waiting clients are answered now."""
-        waiting = self._writes_waiting
-        if not waiting:
+        if not self._writes_waiting:
             return  # a follower's usual case: no client of this node waits for a write
+        self._with_replies_held(self._answer_writes, results)
+
+    def _answer_writes(self, results: list[tuple[int, Command | SandStoreError, dict]]) -> None:
+        waiting = self._writes_waiting
         for _, decoded, result in results:
             if isinstance(decoded, Command):  # else a malformed entry: no client of ours waits for it
                 for waiter in waiting.pop((decoded.client, decoded.seq), ()):
@@ -371,10 +405,12 @@ class NodeServer:
 
     def _send_result(self, waiter: Waiter, result: dict) -> None:
         if result.get("ok"):
-            self._send(waiter.identity, protocol.reply_ok(waiter.request_id, result.get("result")))
+            self._reply(waiter.identity, waiter.batched,
+                        protocol.reply_ok(waiter.request_id, result.get("result"), not waiter.batched))
             return
         error = result["error"]
-        self._send(waiter.identity, protocol.reply_error_fields(waiter.request_id, error["code"], error["message"]))
+        self._reply(waiter.identity, waiter.batched,
+                    protocol.reply_error_fields(waiter.request_id, error["code"], error["message"]))
 
     # ----- membership
 
@@ -431,27 +467,32 @@ class NodeServer:
             return
         expected_term, waiter = waiting
         if expected_term == term:
-            self._send(waiter.identity, protocol.reply_ok(waiter.request_id, {"index": index}))
+            self._reply(waiter.identity, waiter.batched,
+                        protocol.reply_ok(waiter.request_id, {"index": index}, not waiter.batched))
         else:
             error = Refused("the membership change was lost in a leader change; nothing changed, retry")
-            self._send(waiter.identity, protocol.reply_error(waiter.request_id, error))
+            self._reply(waiter.identity, waiter.batched, protocol.reply_error(waiter.request_id, error))
 
     # ----- reads
 
     def reads_ready(self, tokens: list[int]) -> None:
-        self._serve_reads([self._reads_waiting.pop(token) for token in tokens if token in self._reads_waiting])
+        waiting = self._reads_waiting
+        self._with_replies_held(self._serve_reads, [waiting.pop(token) for token in tokens if token in waiting])
 
     def reads_failed(self, tokens: list[int], error: Exception) -> None:
         assert isinstance(error, SandStoreError)
+        self._with_replies_held(self._fail_reads, tokens, error)
+
+    def _fail_reads(self, tokens: list[int], error: SandStoreError) -> None:
         for token in tokens:
             waiter = self._reads_waiting.pop(token, None)
             if waiter is not None:
-                self._send(waiter.identity, protocol.reply_error(waiter.request_id, error))
+                self._reply(waiter.identity, waiter.batched, protocol.reply_error(waiter.request_id, error))
 
     def _serve_reads(self, waiters: list[Waiter]) -> None:
         if not waiters:
             return
-        replies: list[tuple[bytes, bytes]] = []
+        replies: list[tuple[Waiter, bytes]] = []
         with self.store.read_transaction() as txn:
             # The directories earlier reads found in this snapshot (until a write commits), so
             # that at one read outstanding, a read of a file beside the last one read does not
@@ -461,14 +502,15 @@ class NodeServer:
                 try:
                     result = NAMESPACE_QUERIES[waiter.op](self.namespace, txn, waiter.args, directories)
                 except SandStoreError as error:
-                    replies.append((waiter.identity, protocol.reply_error(waiter.request_id, error)))
+                    replies.append((waiter, protocol.reply_error(waiter.request_id, error)))
                     continue
-                replies.append((waiter.identity, protocol.reply_ok(waiter.request_id, result)))
-        # Sent back to back once all are encoded: ZeroMQ's I/O thread, woken by the first, then
-        # finds the others queued, instead of being woken again for each (a read batch of
-        # linearizable reads is released at once by its ReadIndex round).
-        for identity, payload in replies:
-            self._send(identity, payload)
+                replies.append((waiter, protocol.reply_ok(waiter.request_id, result, not waiter.batched)))
+        # Sent once all are encoded (the read transaction is short), in batch frames where the
+        # client batches (a read batch of linearizable reads is released at once by its
+        # ReadIndex round), else back to back: ZeroMQ's I/O thread, woken by the first, then
+        # finds the others queued, instead of being woken again for each.
+        for waiter, payload in replies:
+            self._reply(waiter.identity, waiter.batched, payload)
 
     # ----- immediate ops
 
@@ -592,6 +634,42 @@ class NodeServer:
             return self.namespace.referenced_chunk_ids(txn)
 
     # ----- plumbing
+
+    def _with_replies_held(self, handle, *args) -> None:
+        """handle(*args), with the replies to batched requests it makes held and then sent in
+        batch frames, one or a few per client connection (protocol.py, Batches). Nested (a
+        stale read served during a drain): the outer call sends them."""
+        if self._replies_held is not None:
+            handle(*args)
+            return
+        self._replies_held = {}
+        try:
+            handle(*args)
+        finally:
+            self._release_replies()
+
+    def _reply(self, identity: bytes, batched: bool, payload: bytes) -> None:
+        """Answer a request: held for a batch frame if it came in a batch and replies are being
+        held, else sent now."""
+        held = self._replies_held
+        if not batched or held is None:
+            self._send(identity, payload)
+            return
+        payloads = held.get(identity)
+        if payloads is None:
+            held[identity] = [payload]
+        else:
+            payloads.append(payload)
+
+    def _release_replies(self) -> None:
+        held, self._replies_held = self._replies_held, None
+        assert held is not None
+        for identity, payloads in held.items():
+            if len(payloads) == 1:
+                self._send(identity, payloads[0])
+                continue
+            for run in protocol.batch_runs(payloads, self._batch_bytes_max):
+                self._send(identity, run[0] if len(run) == 1 else protocol.batch_frame(run))
 
     def _send(self, identity: bytes, payload: bytes) -> None:
         # Two plain sends rather than send_multipart, whose Python-level loop and flag enums cost

@@ -157,6 +157,16 @@ def _receive_rest(socket: zmq.Socket, frame: zmq.Frame) -> list:
     return frames
 
 
+def _parse_reply_map(node: str, message: object, frame_bytes_max: int) -> Reply | None:
+    """parse_reply for one decoded reply map (alone in its frame, or one of a batch): the rare
+    path of error replies, so packed again rather than checked a second way."""
+    try:
+        frame = msgpack.packb(message, use_bin_type=True)
+    except Exception:  # noqa: BLE001 -- whatever msgpack decoded packs again; garbage is None
+        return None
+    return parse_reply(node, [frame], frame_bytes_max)
+
+
 def _wake(waiter: asyncio.Future) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -172,8 +182,10 @@ class _AsyncConnections:
     all of that round's sends, not once per send.
 
     A call's first attempt is queued (queue_first) and a loop round's queued requests are sent
-    back to back, then the socket drained once: ZeroMQ's I/O thread then wakes once for a batch
-    rather than once per request, which is most of a small request's CPU. Its waiter is a future,
+    in one batch frame (protocol.py, Batches), then the socket drained once: ZeroMQ's I/O
+    threads and the node's loop then wake once for a batch rather than once per request, which
+    is most of a small request's CPU, and the node answers them in batch frames as well (read
+    back by _drain as they come). Its waiter is a future,
     resolved with the result of a success, with a Reply for anything else that came back, with
     NOT_SENT if the send was refused (no connection: nothing was queued), or at its deadline
     with a _Replies that collects a late answer. The later attempts of a call that needed
@@ -203,6 +215,10 @@ class _AsyncConnections:
         self._sweep_at = math.inf  # when the timer fires (inf: not armed)
         # One Packer for the loop's thread: msgpack.packb builds one (and its buffer) per call.
         self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._batch_bytes_max = protocol.batch_bytes_max(options.frame_bytes_max)
+        # node -> the most requests it takes in one batch frame, once it said it takes them
+        # (protocol.py, Batches); first attempts to a node not in it go one per frame.
+        self._batch_counts_max: dict[str, int] = {}
 
     def _socket(self, node: str) -> zmq.Socket:
         socket = self._sockets.get(node)
@@ -305,11 +321,32 @@ class _AsyncConnections:
             self._sweep_timer = self.loop.call_at(self._sweep_at, self._sweep)
 
     def _flush(self, node: str) -> None:
-        """Send node's queued first attempts back to back, then read what has come."""
+        """Send node's queued first attempts in batch frames (protocol.py, Batches; a request
+        too large for one alone, as a map), then read what has come."""
         outbox = self._outbox.pop(node, None)
         if not outbox:
             return  # closed meanwhile, or queued ahead by _drain and nobody sent
         socket = self._socket(node)
+        count_max = self._batch_counts_max.get(node)
+        if count_max is None:  # not known to take batches: one request per frame
+            self._send_each(node, socket, outbox)
+            return
+        bytes_max = self._batch_bytes_max
+        first = 0  # the outbox position of the run's first request
+        for run in protocol.batch_runs([frame for _, frame in outbox], bytes_max, count_max):
+            try:
+                _send(socket, run[0] if len(run[0]) > bytes_max else protocol.batch_frame(run), _NOBLOCK)
+            except zmq.Again:
+                # Not sent, so not queued (immediate socket): not one of the run can be applied.
+                for request_id, _ in outbox[first:first + len(run)]:
+                    self._first_deadlines.pop((node, request_id), None)
+                    future = self._waiting.pop((node, request_id), None)
+                    if future is not None and not future.done():
+                        future.set_result(NOT_SENT)
+            first += len(run)
+        self._drain(node, socket)
+
+    def _send_each(self, node: str, socket: zmq.Socket, outbox: list[tuple[int, bytes]]) -> None:
         for request_id, frame in outbox:
             try:
                 _send(socket, frame, _NOBLOCK)
@@ -320,15 +357,21 @@ class _AsyncConnections:
                     future.set_result(NOT_SENT)
         self._drain(node, socket)
 
+    def _learn_batches(self, node: str, count_max: object) -> None:
+        """A node said it takes batch frames of up to count_max requests (never more than ours)."""
+        if type(count_max) is int and count_max >= 1:
+            self._batch_counts_max[node] = min(count_max, protocol.REQUESTS_PER_FRAME_MAX)
+
     def _due_drain(self, node: str, socket: zmq.Socket) -> None:
         self._drains_due.discard(node)
         self._drain(node, socket)
 
     def _drain(self, node: str, socket: zmq.Socket) -> None:
         # An events check per message: cheaper than the zmq.Again a refused recv raises.
-        # A one-frame success (nearly every reply) is unpacked here and its result handed to
-        # a first attempt's future as it is; anything else goes through parse_reply. Inline,
-        # because a Python call costs about as much as the rest of a reply's handling.
+        # A one-frame reply map or batch of them (nearly every reply) is unpacked here and a
+        # success's result handed to a first attempt's future as it is; anything else goes
+        # through parse_reply. Inline, because a Python call costs about as much as the rest
+        # of a reply's handling.
         if socket.closed:
             return
         frame_bytes_max = self.options.frame_bytes_max
@@ -337,41 +380,53 @@ class _AsyncConnections:
         poll_items = self._poll_items[node]
         recv = socket.recv
         answered = False
+        learning = node not in self._batch_counts_max  # whether it said it takes batches
         for _ in range(RECEIVE_BATCH_MAX):
             if not _zmq_poll(poll_items, 0):
                 break
             frame = recv(_NOBLOCK, copy=False)
-            reply = None
             if frame.more:
                 reply = parse_reply(node, _receive_rest(socket, frame), frame_bytes_max)
                 if reply is None:
                     continue  # malformed: its request times out
-                request_id = reply.request_id
+                messages = (reply,)
             else:
                 buffer = frame.buffer
                 try:
                     if len(buffer) > frame_bytes_max:
                         raise ValueError
-                    message = _unpackb(buffer)  # raw=False, strict_map_key=True: msgpack 1.0's defaults
-                    request_id = message["id"]
-                    if message["ok"] is not True or type(request_id) is not int:
-                        raise ValueError
-                    result = message["result"]
+                    decoded = _unpackb(buffer)  # raw=False, strict_map_key=True: msgpack 1.0's defaults
                 except Exception:  # noqa: BLE001 -- msgpack raises several types for garbage
-                    reply = parse_reply(node, [buffer], frame_bytes_max)
-                    if reply is None:
-                        continue  # malformed: its request times out
+                    continue  # its request times out
+                messages = decoded if type(decoded) is list else (decoded,)  # a batch, or one reply
+            for message in messages:
+                reply = message if type(message) is Reply else None
+                if reply is not None:
                     request_id = reply.request_id
-            key = (node, request_id)
-            waiter = waiting.pop(key, None)
-            if waiter is None:
-                continue  # forgotten: its call is over
-            if type(waiter) is _Replies:
-                waiter.put(reply if reply is not None else Reply(node, request_id, True, result))
-            elif not waiter.done():
-                first_deadlines.pop(key, None)
-                waiter.set_result(reply if reply is not None else result)
-                answered = True
+                else:
+                    try:
+                        request_id = message["id"]
+                        if message["ok"] is not True or type(request_id) is not int:
+                            raise ValueError
+                        result = message["result"]
+                        if learning and "batches" in message:
+                            self._learn_batches(node, message["batches"])
+                            learning = False
+                    except Exception:  # noqa: BLE001 -- an error reply, or garbage
+                        reply = _parse_reply_map(node, message, frame_bytes_max)
+                        if reply is None:
+                            continue  # malformed: its request times out
+                        request_id = reply.request_id
+                key = (node, request_id)
+                waiter = waiting.pop(key, None)
+                if waiter is None:
+                    continue  # forgotten: its call is over
+                if type(waiter) is _Replies:
+                    waiter.put(reply if reply is not None else Reply(node, request_id, True, result))
+                elif not waiter.done():
+                    first_deadlines.pop(key, None)
+                    waiter.set_result(reply if reply is not None else result)
+                    answered = True
         else:
             # More are waiting: read them on the next loop round, so one socket cannot starve the loop.
             if node not in self._drains_due:
