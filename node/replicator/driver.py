@@ -97,13 +97,16 @@ class Driver:
     def __init__(self, core: RaftNode, store: Store, state_machine: StateMachine, transport: Transport,
                  callbacks: DriverCallbacks, *, node_id: str, incarnation: bytes, applied_index: int,
                  read_timeout_seconds: float, apply_hold_seconds: float = 0.0,
-                 own_entries_flush_seconds: float = 0.0, peer_fresh_seconds: float = 0.0) -> None:
+                 own_entries_flush_seconds: float = 0.0, peer_fresh_seconds: float = 0.0,
+                 own_entries_unflushed_from: int = 1) -> None:
         """apply_hold_seconds: how long a follower may hold committed entries back to apply
         them in one batch (APPLY_HOLD_ENTRIES_MAX); 0 applies them as soon as they are known.
         own_entries_flush_seconds: how long a leader may leave its own new entries unflushed
         while its followers can commit them without it (see OWN ENTRIES below); 0 flushes them
         in the batch that writes them. peer_fresh_seconds: a follower heard from within this
-        long counts as able to acknowledge promptly."""
+        long counts as able to acknowledge promptly. own_entries_unflushed_from: a Ready needs
+        at least this many entries for the leader to leave them unflushed (a lightly loaded
+        leader flushes in the batch: see OWN ENTRIES)."""
         assert incarnation, "an incarnation makes read contexts unique across restarts"
         assert apply_hold_seconds >= 0, apply_hold_seconds
         assert own_entries_flush_seconds >= 0 and peer_fresh_seconds >= 0, (own_entries_flush_seconds, peer_fresh_seconds)
@@ -134,7 +137,9 @@ class Driver:
         self._held_since: float | None = None  # since when committed entries have waited to apply
         self._held_normal_through = 0  # index up to which the waiting entries are all NORMAL
         self._forwards_pending: dict[bytes, float] = {}  # command forwarded -> when, until applied here
+        assert own_entries_unflushed_from >= 1, own_entries_unflushed_from
         self._own_entries_flush_seconds = own_entries_flush_seconds
+        self._own_entries_unflushed_from = own_entries_unflushed_from
         self._peer_fresh_seconds = peer_fresh_seconds
         # (index, term) of the last own entry written without a flush, and since when: None
         # while everything this node wrote is durable.
@@ -347,6 +352,12 @@ class Driver:
     # vote, an ack), when it stops leading, and at the latest own_entries_flush_seconds after
     # the oldest unflushed entry. A crash before the flush loses only entries no quorum
     # counted it for: it restarts as a follower that lacks them.
+    #
+    # Not flushing costs something too: the commit then waits for enough followers (both of
+    # three) instead of the fastest one and the leader. A lightly loaded leader (a Ready of
+    # fewer than own_entries_unflushed_from entries) flushes in the batch, as Raft's leader
+    # does: its loop would only wait for the acks meanwhile, and its own durable copy lets
+    # the first ack commit. A loaded one defers, where its loop time is what limits.
 
     def flush_own_entries(self) -> None:
         """Make every own entry written without a flush durable (an empty durable batch
@@ -383,6 +394,7 @@ class Driver:
         promises this node's log (no vote, no ack, no snapshot, no new term or vote) and the
         followers can commit the entries without the leader."""
         return (self._own_entries_flush_seconds > 0.0
+                and len(ready.entries) >= self._own_entries_unflushed_from
                 and self.core.role == ROLE.LEADER
                 and ready.snapshot is None
                 and not ready.messages_after_persist

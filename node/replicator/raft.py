@@ -50,6 +50,11 @@ LEADER_CHANGES_KEPT_MAX = 100
 # every 5 ticks it holds up one write in about 25 at one write outstanding (every tick: one
 # in three, the median write).
 OWN_ENTRIES_FLUSH_TICKS = 5
+# A leader's Ready of fewer entries flushes them in its batch (Driver, OWN ENTRIES): one write
+# outstanding was slower unflushed (its commit waited for the slower follower: p50 1.68-2.20
+# ms against 1.51-1.52 flushed, back to back), 64 outstanding faster (6-24% more writes/s,
+# 172-208 against 211-258 node CPU us per write).
+OWN_ENTRIES_UNFLUSHED_FROM = 4
 INCARNATION_BYTES = 8
 
 
@@ -180,6 +185,7 @@ class RaftReplicator:
             # followers cannot commit them alone); a follower is fresh while it answered a
             # heartbeat within two heartbeat intervals (and a tick of slack).
             own_entries_flush_seconds=OWN_ENTRIES_FLUSH_TICKS * self._tick_seconds,
+            own_entries_unflushed_from=OWN_ENTRIES_UNFLUSHED_FROM,
             peer_fresh_seconds=(2 * config.heartbeat_ticks + 1) * self._tick_seconds,
         )
         self._next_tick_at = time.monotonic() + self._tick_seconds

@@ -11,7 +11,7 @@ from node.raft.types import Message, MessageKind, Role
 FLUSH_SECONDS = 0.01
 
 
-def _flushing_leader() -> tuple[Cluster, _TranscriptDriver]:
+def _flushing_leader(unflushed_from: int = 1) -> tuple[Cluster, _TranscriptDriver]:
     cluster = Cluster("abc")
     cluster.elect("a")
     cluster.propose("a", b"first")  # both followers replicating, and just heard from
@@ -19,7 +19,8 @@ def _flushing_leader() -> tuple[Cluster, _TranscriptDriver]:
     outbox = _Outbox()
     driver = _TranscriptDriver(node, cluster.disks["a"], _TranscriptMachine(), outbox, outbox, node_id="a",
                                incarnation=b"own", applied_index=node.log.applied, read_timeout_seconds=math.inf,
-                               own_entries_flush_seconds=FLUSH_SECONDS, peer_fresh_seconds=1.0)
+                               own_entries_flush_seconds=FLUSH_SECONDS, peer_fresh_seconds=1.0,
+                               own_entries_unflushed_from=unflushed_from)
     driver.read_states = cluster.read_states["a"]
     driver.outbox = outbox
     driver.last_contact.update({"b": NOW_SECONDS, "c": NOW_SECONDS})
@@ -105,3 +106,18 @@ def test_a_leader_that_steps_down_flushes_before_it_answers():
     answers = cluster.process("a")
     assert any(m.kind == MessageKind.APPEND_RESPONSE and not m.reject for m in answers)
     assert not _lost_on_power_loss(cluster, "a", index)
+
+
+def test_a_lightly_loaded_leader_flushes_in_the_batch_and_commits_with_one_follower():
+    cluster, driver = _flushing_leader(unflushed_from=3)
+    a = cluster.nodes["a"]
+    index = a.propose(b"x")[1]
+    a.propose(b"y")
+    appends = cluster.process("a")  # a Ready of two entries: below the threshold
+    assert not _lost_on_power_loss(cluster, "a", index + 1)
+    _acked(cluster, _appends(appends, "b"))
+    assert a.log.committed >= index + 1  # the leader's durable copy and b's
+    for value in (b"p", b"q", b"r"):
+        last = a.propose(value)[1]
+    cluster.process("a")  # three entries: left unflushed
+    assert _lost_on_power_loss(cluster, "a", last)
