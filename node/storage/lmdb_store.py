@@ -59,6 +59,11 @@ LOG_TAIL_BYTES_MAX = 16 << 20
 # stays open and the next batches are nested into it, so it commits (one fsync) with the next
 # durable batch, before any read of this thread, or after this many batches.
 DEFERRED_BATCHES_MAX = 64
+# Deferred batches that add log entries (a leader's own, unflushed) are committed once they
+# hold this share of the map in entry bytes: used_fraction() sees committed pages only, so a
+# deferred chain of large entries could otherwise fill the map past the point where writes
+# are refused (STORE_FULL), and the commit that fails then stops the node.
+DEFERRED_LOG_MAP_SHARE = 1 / 32
 
 
 class NodeStore:
@@ -101,6 +106,7 @@ class NodeStore:
         # Deferred batches that changed the log (a leader's own entries, NodeStore.write_batch),
         # in order: the read path (bounds, tail) takes them over once they commit.
         self._deferred_log_batches: list[WriteBatch] = []
+        self._deferred_log_bytes = 0  # entry bytes those batches appended
         self._writer_thread: int | None = None  # LMDB binds a write transaction to its thread
         self.sync_counters = SyncCounters()
         self._used_fraction = 0.0  # as last read (used_fraction)
@@ -295,7 +301,9 @@ class NodeStore:
         top = deferred if deferred is not None else txn
         if batch.changed_log:
             self._deferred_log_batches.append(batch)
-        if durable or self._deferred_batches + 1 >= DEFERRED_BATCHES_MAX:
+            self._deferred_log_bytes += entries_size_bytes(batch.appended)
+        if (durable or self._deferred_batches + 1 >= DEFERRED_BATCHES_MAX
+                or self._deferred_log_bytes > self.map_size_bytes * DEFERRED_LOG_MAP_SHARE):
             self._deferred = None
             self._commit(top, durable)
             return
@@ -320,6 +328,7 @@ class NodeStore:
             self._bounds = logged.bounds
             self._tail.committed(logged, logged.bounds)
         self._deferred_log_batches = []
+        self._deferred_log_bytes = 0
         self.sync_counters.commits += 1
         self.sync_counters.fsyncs += 1  # sync=True: the commit flushes its data pages
         if durable:

@@ -375,3 +375,17 @@ def test_deferred_log_batches_show_in_the_read_path_once_committed(tmp_path):
     reopened = NodeStore(tmp_path, MAP_SIZE_BYTES)
     assert (reopened.entries(1, 6), reopened.applied_index()) == (expected, 3)
 
+
+
+def test_deferred_log_batches_are_committed_before_they_hold_much_of_the_map(tmp_path):
+    # used_fraction() sees committed pages only: a deferred chain of large entries must not
+    # grow unseen until a commit fails on a full map.
+    store = NodeStore(tmp_path, 4 << 20)
+    share_bytes = store.map_size_bytes * lmdb_store.DEFERRED_LOG_MAP_SHARE
+    index = 0
+    while store.sync_counters.commits == 0:
+        index += 1
+        with store.write_batch(durable=False) as batch:
+            batch.append_entries([Entry(term=1, index=index, data=b"x" * 20_000)])
+        assert index * 20_000 <= share_bytes + 20_000, "the deferred entries outgrew their share of the map"
+    assert store.last_index() == index  # committed: the read path shows them
