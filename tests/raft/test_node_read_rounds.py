@@ -55,18 +55,23 @@ def test_a_learner_that_answered_first_is_not_asked_alone():
     assert kinds(cluster.process("a")) == [("HEARTBEAT", "a", "b")]
 
 
-def test_reads_arriving_while_a_round_is_out_wait_for_the_next_round():
+def test_reads_arriving_while_two_rounds_are_out_wait_for_the_next_round():
     cluster, a = leader_after_first_read("b")
     a.read_index(b"r2")
     round_2 = cluster.process("a")
     a.read_index(b"r3")
+    round_3 = only(cluster.process("a"), MessageKind.HEARTBEAT)  # a second round goes out at once
+    assert kinds(round_3) == [("HEARTBEAT", "a", "b")] and round_3[0].context == b"r3"
     a.read_index(b"r4")
-    assert only(cluster.process("a"), MessageKind.HEARTBEAT) == []  # r2's round is still out
-    round_3 = cluster.deliver(cluster.deliver(round_2))  # r2's ack: r2 confirmed, and the next round
-    assert cluster.read_states["a"][1:] == [ReadState(index=2, context=b"r2")]  # not r3, r4
-    assert kinds(round_3) == [("HEARTBEAT", "a", "b")] and round_3[0].context == b"r4"
-    cluster.deliver(cluster.deliver(round_3))
-    assert cluster.read_states["a"][2:] == [ReadState(index=2, context=b"r3"), ReadState(index=2, context=b"r4")]
+    a.read_index(b"r5")
+    assert only(cluster.process("a"), MessageKind.HEARTBEAT) == []  # two rounds are out
+    round_4 = cluster.deliver(cluster.deliver(round_2))  # r2's ack: r2 confirmed, and the next round
+    assert cluster.read_states["a"][1:] == [ReadState(index=2, context=b"r2")]  # not r3 (a later round)
+    assert kinds(round_4) == [("HEARTBEAT", "a", "b")] and round_4[0].context == b"r5"
+    cluster.deliver(cluster.deliver(round_4))  # r5's ack confirms r3, r4 and r5, sent before it
+    assert cluster.read_states["a"][2:] == [ReadState(index=2, context=context) for context in (b"r3", b"r4", b"r5")]
+    cluster.deliver(cluster.deliver(round_3))  # r3's own ack, late: nothing left to confirm
+    assert len(cluster.read_states["a"]) == 5
 
 
 def test_when_the_asked_follower_is_silent_the_periodic_heartbeat_asks_everyone():

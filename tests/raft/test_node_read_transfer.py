@@ -21,7 +21,7 @@ def test_leader_read_index_is_answered_after_a_heartbeat_round():
     assert cluster.read_states["a"] == [ReadState(index=2, context=b"r1")]
 
 
-def test_reads_arriving_during_a_round_share_the_next_round():
+def test_reads_arriving_while_the_rounds_are_out_share_the_next_round():
     cluster = Cluster("abc")
     cluster.elect("a")
     a = cluster.nodes["a"]
@@ -29,16 +29,18 @@ def test_reads_arriving_during_a_round_share_the_next_round():
     first_round = cluster.process("a")
     assert {m.context for m in first_round} == {b"r1"}
     a.read_index(b"r2")
+    assert {m.context for m in only(cluster.process("a"), MessageKind.HEARTBEAT)} == {b"r2"}  # lost
     a.read_index(b"r3")
-    assert only(cluster.process("a"), MessageKind.HEARTBEAT) == []  # r1's round is still out
+    a.read_index(b"r4")
+    assert only(cluster.process("a"), MessageKind.HEARTBEAT) == []  # two rounds are out
     answers = cluster.deliver(first_round)
-    second_round = cluster.deliver(answers[:1])  # r1 confirmed: one round for r2 and r3
+    next_round = cluster.deliver(answers[:1])  # r1 confirmed: one round for r3 and r4
     assert cluster.read_states["a"] == [ReadState(index=2, context=b"r1")]
     # to the follower that confirmed r1 (tests/raft/test_node_read_rounds.py)
-    assert kinds(second_round) == [("HEARTBEAT", "a", answers[0].source)]
-    assert {m.context for m in second_round} == {b"r3"}
-    cluster.deliver(cluster.deliver(second_round)[:1])
-    assert cluster.read_states["a"][1:] == [ReadState(index=2, context=b"r2"), ReadState(index=2, context=b"r3")]
+    assert kinds(next_round) == [("HEARTBEAT", "a", answers[0].source)]
+    assert {m.context for m in next_round} == {b"r4"}
+    cluster.deliver(cluster.deliver(next_round)[:1])  # confirms r2 (lost round), r3 and r4
+    assert cluster.read_states["a"][1:] == [ReadState(index=2, context=c) for c in (b"r2", b"r3", b"r4")]
 
 
 def test_a_lost_round_is_retried_by_the_periodic_heartbeat():
