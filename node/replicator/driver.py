@@ -23,6 +23,7 @@ from node.errors import BadRequest, NoLeader, NotLeader, SandStoreError, Unavail
 from node.raft import errors as raft_errors
 from node.raft.node import RaftNode
 from node.raft.progress import PROGRESS_STATE
+from node.raft.quorum import has_quorum
 from node.raft.types import ENTRY_KIND, MESSAGE_KIND, ROLE, ConfChange, Message, Ready
 from node.replicator.contracts import DriverCallbacks, StateMachine, Store, Transport
 from node.stats import LatencySamples
@@ -360,8 +361,8 @@ class Driver:
     # the first ack commit. A loaded one defers, where its loop time is what limits.
 
     def flush_own_entries(self) -> None:
-        """Make every own entry written without a flush durable (an empty durable batch
-        flushes every batch before it), and tell the core. Outside a Ready only."""
+        """Make every own entry written without a flush durable, and tell the core. Outside
+        a Ready only."""
         if self._own_entries_unflushed is None:
             return
         self._flush_store()
@@ -370,7 +371,6 @@ class Driver:
     def _flush_store(self) -> None:
         with self._store.write_batch(durable=True):
             pass  # a durable batch flushes every batch before it
-        self._flushed_in_ready = True
 
     def _own_entries_flushed(self) -> None:
         index, term = self._own_entries_unflushed
@@ -403,20 +403,16 @@ class Driver:
 
     def _followers_make_quorum(self, now_seconds: float) -> bool:
         """Whether the voters other than this node that are replicating and were heard from
-        within peer_fresh_seconds are a majority by themselves (a joint configuration: no, so
-        that its two quorums need no separate count)."""
+        within peer_fresh_seconds are a quorum by themselves (of both halves of a joint
+        configuration)."""
         tracker = self.core.tracker
-        if tracker.conf_state.voters_outgoing:
-            return False
-        voters = tracker.conf_state.voters
+        conf_state = tracker.conf_state
         fresh_since = now_seconds - self._peer_fresh_seconds
         last_contact = self.last_contact
-        able = 0
-        for peer in voters:
-            if peer != self.node_id and tracker.progress[peer].state == PROGRESS_STATE.REPLICATE \
-                    and last_contact.get(peer, -1.0) >= fresh_since:
-                able += 1
-        return able > len(voters) // 2
+        able = {peer for peer in conf_state.voters | conf_state.voters_outgoing
+                if peer != self.node_id and tracker.progress[peer].state == PROGRESS_STATE.REPLICATE
+                and last_contact.get(peer, -1.0) >= fresh_since}
+        return has_quorum(conf_state.voters, able, conf_state.voters_outgoing)
 
     def committed_held_until(self) -> float | None:
         """When the committed entries held back now are due to be applied (None: none are
@@ -470,6 +466,7 @@ class Driver:
         if ready.messages_after_persist and self._own_entries_unflushed is not None:
             # They promise this node's log (a vote, an ack): all of it durable before they leave.
             self._flush_store()
+            self._flushed_in_ready = True
         if ready.messages:
             self._send(ready.messages, now_seconds)
         if ready.messages_after_persist and ready.committed_entries:
@@ -525,7 +522,7 @@ class Driver:
         # any message that depends on them. A batch that only applies committed entries (and
         # moves the commit index) can be redone from the log, so it may skip the full flush.
         durable = has_log and bool(ready.entries or ready.snapshot is not None or self._term_or_vote_changed(ready))
-        unflushed = durable and bool(ready.entries) and self._may_leave_own_entries_unflushed(ready, now_seconds)
+        unflushed = durable and self._may_leave_own_entries_unflushed(ready, now_seconds)
         with self._store.write_batch(durable=durable and not unflushed) as batch:
             if has_log:
                 self._write_log(batch, ready, now_seconds)

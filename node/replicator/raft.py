@@ -50,10 +50,11 @@ LEADER_CHANGES_KEPT_MAX = 100
 # every 5 ticks it holds up one write in about 25 at one write outstanding (every tick: one
 # in three, the median write).
 OWN_ENTRIES_FLUSH_TICKS = 5
-# A leader's Ready of fewer entries flushes them in its batch (Driver, OWN ENTRIES): one write
-# outstanding was slower unflushed (its commit waited for the slower follower: p50 1.68-2.20
-# ms against 1.51-1.52 flushed, back to back), 64 outstanding faster (6-24% more writes/s,
-# 172-208 against 211-258 node CPU us per write).
+# A leader's Ready of fewer entries flushes them in its batch (Driver, OWN ENTRIES): unflushed,
+# a write at one outstanding waits for the slower follower's ack instead of the faster one's
+# (measured slower on the benchmark machine, though on a noisy box); at 64 outstanding the
+# leader's Readys hold tens of entries, and unflushed was 6-24% more writes/s at 172-208
+# against 211-258 node CPU us per write.
 OWN_ENTRIES_UNFLUSHED_FROM = 4
 INCARNATION_BYTES = 8
 

@@ -267,12 +267,9 @@ class NodeStore:
         self._batch_open = True
         deferred = self._deferred
         # Nested in the deferred transaction: an exception aborts this batch alone.
-        if deferred is not None:
-            txn = self.env.begin(write=True, parent=deferred)
-            # The log as the deferred batches left it (the read path still shows the committed one).
-            bounds = self._deferred_log_batches[-1].bounds if self._deferred_log_batches else self._bounds
-        else:
-            txn, bounds = self.env.begin(write=True), self._bounds
+        txn = self.env.begin(write=True, parent=deferred) if deferred is not None else self.env.begin(write=True)
+        # The log as the deferred batches left it (the read path still shows the committed one).
+        bounds = self._deferred_log_batches[-1].bounds if self._deferred_log_batches else self._bounds
         return WriteBatch(txn, self._tables, bounds), txn, deferred
 
     def _close_batch(self, batch: WriteBatch, txn: lmdb.Transaction, deferred: lmdb.Transaction | None,

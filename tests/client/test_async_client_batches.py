@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 
 import msgpack
 import pytest
-import zmq
 
 from node import protocol
 from node.errors import NotFound
 from sandctl.async_client import AsyncClient
-from tests.cli.fake_node import make_config
+from tests.cli.fake_node import FakeNode, make_config
 
 POLL_MS = 20
 READS_AT_ONCE = 10
@@ -51,32 +49,19 @@ def test_batch_runs_keep_the_order_and_both_bounds():
     assert protocol.batch_bytes_max(frame_bytes_max) + 3 <= frame_bytes_max  # with the array header
 
 
-class BatchNode:
+class BatchNode(FakeNode):
     """A client port that takes batches of up to `offer` requests (None: says nothing, as a
     node of an earlier version) and answers a batch with one batch frame. Reads of /missing
-    get NOT_FOUND."""
+    get NOT_FOUND. (FakeNode's socket and thread; its own way of answering.)"""
 
     def __init__(self, offer: int | None) -> None:
         self.offer = offer
         self.frames: list[int | None] = []  # per request frame: its batch's size, None for a map
-        self._lock = threading.Lock()
-        self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self.port = self._socket.bind_to_random_port("tcp://127.0.0.1")
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="batch-node", daemon=True)
-        self._thread.start()
+        super().__init__("n1", handler=None)
 
     def frame_sizes(self) -> list[int | None]:
         with self._lock:
             return list(self.frames)
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=5)
-        self._socket.close(linger=0)
-        self._context.term()
 
     def _answer(self, request: dict, alone: bool) -> bytes:
         if request["args"].get("path") == "/missing":
