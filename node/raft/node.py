@@ -959,7 +959,7 @@ class RaftNode:
             commit = min(progress.match, self.log.committed)
             self._send(MESSAGE_KIND.HEARTBEAT, node, commit=commit, context=context)
             if interval_elapsed:
-                progress.heartbeat_resume_allowed = True
+                progress.interval_heartbeat_sent()
                 if progress.snapshot_sender is not None:
                     progress.snapshot_sender.heartbeat_sent()
 

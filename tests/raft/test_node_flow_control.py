@@ -170,3 +170,58 @@ def test_the_leader_reads_a_bounded_amount_of_log_per_step_for_one_follower():
     assert cluster.nodes["c"].log.committed == a.log.committed == 2002
     assert max(reads_per_step) <= 2000 + 100  # the window, plus one entry that did not fit
     assert sum(reads_per_step) < 2 * 2000 * 100  # catching up reads the lag about once, not once per answer
+
+
+def acknowledged_by_both(cluster: Cluster) -> None:
+    """a proposes a write that b and c acknowledge (no tick: no heartbeat interval ends)."""
+    cluster.nodes["a"].propose(b"acknowledged")
+    cluster.deliver(cluster.deliver(cluster.process("a")))
+
+
+def in_flight_to_c(cluster: Cluster, committed: bool = True) -> Message:
+    """a proposes a write; its APPEND to c is out; b acknowledges it (it commits) or not."""
+    cluster.nodes["a"].propose(b"in flight")
+    appends = only(cluster.process("a"), K.APPEND)
+    if committed:
+        cluster.deliver(cluster.deliver([m for m in appends if m.target == "b"]))
+    (to_c,) = [m for m in appends if m.target == "c"]
+    assert cluster.nodes["a"].tracker.progress["c"].match < cluster.nodes["a"].log.last_index()
+    return to_c
+
+
+def heartbeat_round_to_c(cluster: Cluster) -> list[Message]:
+    """The leader's heartbeat tick; c answers its heartbeat: what the leader then sends c."""
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    (heartbeat,) = [m for m in cluster.tick("a", cluster.settings["heartbeat_ticks"]) if m.target == "c"]
+    assert heartbeat.kind == K.HEARTBEAT
+    c.step(heartbeat)
+    (reply,) = cluster.process("c")
+    a.step(reply)
+    return [m for m in cluster.process("a") if m.target == "c"]
+
+
+def test_a_follower_that_acknowledged_since_the_last_heartbeat_gets_no_append_for_its_answer():
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    cluster.stabilize()
+    heartbeat_round_to_c(cluster)
+    acknowledged_by_both(cluster)
+    in_flight_to_c(cluster)
+    # c acknowledged entries during the interval, so its APPEND is on its way: the answer to
+    # the heartbeat sends it no empty APPEND (which c would answer) for nothing.
+    assert heartbeat_round_to_c(cluster) == []
+
+
+def test_an_append_lost_in_flight_is_resent_after_one_interval_without_acknowledgements():
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    cluster.stabilize()
+    heartbeat_round_to_c(cluster)
+    acknowledged_by_both(cluster)
+    in_flight_to_c(cluster, committed=False)  # and lost (no commit to tell: no other APPEND)
+    assert heartbeat_round_to_c(cluster) == []  # c acknowledged during that interval
+    resent = heartbeat_round_to_c(cluster)  # ... but not during this one: presumed lost
+    assert [m.kind for m in resent] == [K.APPEND]
+    cluster.stabilize(resent)
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    assert a.tracker.progress["c"].match == a.log.last_index() == c.log.last_index()
