@@ -100,4 +100,6 @@ def is_within(path: str, ancestor: str) -> bool:
 
 
 def _is_normal(path: str) -> bool:
-    return isinstance(path, str) and path.startswith("/") and (path == ROOT or not path.endswith("/")) and "//" not in path
+    # Asserted on every path an applied write resolves: a slice and an index compare cost
+    # about half of startswith/endswith calls (method calls).
+    return type(path) is str and path[:1] == "/" and "//" not in path and (path[-1] != "/" or path == ROOT)

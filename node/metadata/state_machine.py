@@ -166,23 +166,24 @@ class Namespace:
         memo.applied_index = index
         if isinstance(decoded, SandStoreError):
             return _error_result(decoded)
-        if decoded.now_ns > memo.clock_ns:  # the log's clock never runs backwards
-            memo.clock_ns = decoded.now_ns
+        op, _, client, seq, now_ns = decoded  # each read of a field by name is a descriptor call
+        if now_ns > memo.clock_ns:  # the log's clock never runs backwards
+            memo.clock_ns = now_ns
         clock_ns = memo.clock_ns
-        memo.session_floor_ns = self._sessions.expire(txn, clock_ns, memo.session_floor_ns)
-        session = self._sessions.get(txn, decoded.client)
-        if session is not None and decoded.seq == session.last_seq:
-            return session.result()
-        if session is not None and decoded.seq < session.last_seq:
+        sessions = self._sessions
+        memo.session_floor_ns = sessions.expire(txn, clock_ns, memo.session_floor_ns)
+        session = sessions.get(txn, client)
+        if session is not None and seq <= session.last_seq:
+            if seq == session.last_seq:
+                return session.result()
             return _error_result(Stale(
-                f"a newer request of this client was already applied (seq {decoded.seq}, last {session.last_seq})"
+                f"a newer request of this client was already applied (seq {seq}, last {session.last_seq})"
             ))
         try:
-            result = {"ok": True, "result": self._handlers[decoded.op](txn, decoded)}
+            result = {"ok": True, "result": self._handlers[op](txn, decoded)}
         except SandStoreError as error:
             result = _error_result(error)
-        memo.session_floor_ns = self._sessions.record(txn, decoded.client, session, decoded.seq, result, clock_ns,
-                                                      memo.session_floor_ns)
+        memo.session_floor_ns = sessions.record(txn, client, session, seq, result, clock_ns, memo.session_floor_ns)
         return result
 
     def _mkdir(self, txn: lmdb.Transaction, command: Command) -> dict:
@@ -200,14 +201,18 @@ class Namespace:
     def _write_file(self, txn: lmdb.Transaction, command: Command) -> dict:
         args = command.args
         path = args["path"]
+        # tuple.__new__: as Record.decode builds one (the NamedTuple's __new__ is a Python call)
+        record = _new_tuple(Record, (False, args["mode"], command.now_ns, args["size"], args["data"], args["chunks"]))
+        if self._created_in_known_directory(txn, path, record, command.now_ns):  # the usual write
+            if record.chunks:  # an inline file references no chunk
+                chunk_refs.add(txn, self._tables, record.chunks)
+            return record.stat(path)
         found = tree.resolve(txn, self._tables, path, self._memo.directories, self._memo.directory_records)
         if args["into_directory"] is not None and found.exists and found.record.is_directory:
             # Decided here, in apply, not by a stat before the write: one round, and no race
             # with a concurrent mkdir or rm of the target.
             path = paths.normalize_path(paths.join(path, args["into_directory"]))  # checks the length
             found = tree.resolve(txn, self._tables, path, self._memo.directories, self._memo.directory_records)
-        # tuple.__new__: as Record.decode builds one (the NamedTuple's __new__ is a Python call)
-        record = _new_tuple(Record, (False, args["mode"], command.now_ns, args["size"], args["data"], args["chunks"]))
         if found.exists:
             if found.record.is_directory:
                 raise IsADirectory(f"{path} is a directory")
@@ -306,16 +311,47 @@ class Namespace:
             parent = self._link(txn, parent, name, Record(True, DEFAULT_DIRECTORY_MODE, now_ns))
         self._link(txn, parent, names[-1], record)
 
+    def _created_in_known_directory(self, txn: lmdb.Transaction, path: str, record: Record, now_ns: int) -> bool:
+        """Create `path` for the file `record` if its parent is a directory known in this
+        transaction (memo.directories: a batch's writes go to the same few) and its name is
+        free there; else False, with nothing written. Then nothing else can refuse the write
+        (into_directory, parents and overwrite only matter when the path exists or its parent
+        does not), and the insert itself says whether the name is free: resolve's lookup of
+        it first, the same key, was a sixth of applying a new file."""
+        memo = self._memo
+        parent_path, _, name = path.rpartition("/")
+        known = memo.directories.get(parent_path or paths.ROOT) if name else None  # (no name: the root)
+        if known is None:
+            return False
+        parent = known[0]
+        if self._link_if_free(txn, parent, name, record) is None:
+            return False
+        # Touched, as _create touches it: finish writes it, once.
+        parent_record = memo.directory_records.get(parent) or tree.load(txn, self._tables, parent)
+        assert parent_record.is_directory, f"{parent_path} was remembered as a directory"
+        memo.directory_records[parent] = parent_record.with_mtime(now_ns)
+        memo.touched_directories.add(parent)
+        return True
+
     def _link(self, txn: lmdb.Transaction, parent: int, name: str, record: Record) -> int:
+        inode = self._link_if_free(txn, parent, name, record)
+        assert inode is not None, f"{name!r} already exists in inode {parent}"
+        return inode
+
+    def _link_if_free(self, txn: lmdb.Transaction, parent: int, name: str, record: Record) -> int | None:
+        """Store `record` under a new inode named `name` in `parent`, unless the name is taken
+        there: then None, and nothing written."""
         memo = self._memo
         assert memo.txn is txn, "apply opens the memo of its transaction first"
         next_inode = memo.next_inode
         if next_inode is None:
-            next_inode = memo.stored_next_inode = unpack_uint64(txn.get(KEY_NEXT_INODE, None, self._tables.meta))
-        memo.next_inode = next_inode + 1  # written by finish
+            next_inode = memo.next_inode = memo.stored_next_inode = unpack_uint64(
+                txn.get(KEY_NEXT_INODE, None, self._tables.meta))
         inserted = txn.put(child_key(parent, name), pack_uint64(next_inode), True, False, False,  # overwrite=False
                            self._tables.children)
-        assert inserted, f"{name!r} already exists in inode {parent}"
+        if not inserted:
+            return None
+        memo.next_inode = next_inode + 1  # written by finish
         self._put(txn, next_inode, record)
         return next_inode
 
