@@ -945,10 +945,11 @@ class RaftNode:
 
     def _broadcast_heartbeat(self, interval_elapsed: bool = False, targets: frozenset[NodeId] | None = None) -> None:
         """One heartbeat to each follower (or to `targets` only): on the heartbeat tick
-        (`interval_elapsed`), or at once for a ReadIndex round. Only the tick lets each
-        follower's next response resume a paused flow (see Progress.heartbeat_resume_allowed):
-        read rounds can be far more frequent, and must not turn into more probes or snapshot
-        chunks."""
+        (`interval_elapsed`; not to a follower whose APPENDs flow, unless a read round rides
+        on it: Progress.heartbeat_interval_elapsed), or at once for a ReadIndex round. Only
+        the tick lets each follower's next response resume a paused flow (see
+        Progress.heartbeat_resume_allowed): read rounds can be far more frequent, and must not
+        turn into more probes or snapshot chunks."""
         context = self.read_only.last_pending_context()
         if context:
             self.read_only.round_sent(context)
@@ -956,12 +957,14 @@ class RaftNode:
             if node == self.id or (targets is not None and node not in targets):
                 continue
             progress = self.tracker.progress[node]
+            if interval_elapsed:
+                needed = progress.heartbeat_interval_elapsed()  # (called for every follower)
+                if not needed and not context:
+                    continue  # its APPENDs flow; a read round needs every answer it can get
             commit = min(progress.match, self.log.committed)
             self._send(MESSAGE_KIND.HEARTBEAT, node, commit=commit, context=context)
-            if interval_elapsed:
-                progress.interval_heartbeat_sent()
-                if progress.snapshot_sender is not None:
-                    progress.snapshot_sender.heartbeat_sent()
+            if interval_elapsed and progress.snapshot_sender is not None:
+                progress.snapshot_sender.heartbeat_sent()
 
     def _handle_heartbeat_response(self, message: Message, progress: Progress) -> None:
         if progress.take_heartbeat_resume():

@@ -93,7 +93,8 @@ class Progress:
         # answers a backlog of stale heartbeats at once; without this each answer would make
         # the leader read and send the whole lag again.
         self.heartbeat_resume_allowed = False
-        self._match_at_heartbeat = NO_INDEX  # match when the last interval heartbeat went out
+        self._match_at_heartbeat = NO_INDEX  # match at the last heartbeat tick
+        self._appended_since_heartbeat = False  # an APPEND went out since the last heartbeat tick
         self._reset_state(PROGRESS_STATE.PROBE)
 
     def _reset_state(self, state: ProgressState) -> None:
@@ -135,16 +136,23 @@ class Progress:
         assert self.next > self.match
         return updated
 
-    def interval_heartbeat_sent(self) -> None:
-        """The leader's heartbeat tick sent this follower a heartbeat: its answer may resume
-        the flow, unless the follower is replicating and acknowledged entries since the last
-        one. Its APPENDs then flow, and those out are on their way, not lost: resuming would
-        send an empty APPEND (and get an answer) per heartbeat to every follower with a write
-        in flight, about a sixth of all messages at one write outstanding. A loss still
-        resumes, one interval later: the next interval sees no acknowledgement."""
+    def heartbeat_interval_elapsed(self) -> bool:
+        """The leader's heartbeat tick: whether this follower needs its heartbeat. It does not
+        when it is replicating, acknowledged entries since the last tick and was sent an
+        APPEND since: it heard from the leader (term, commit, its election timer reset) within
+        the interval, and its answers show the leader's own liveness. At one write outstanding
+        that skips nearly every heartbeat and its answer, a wake of both loops each.
+
+        Its answer to a heartbeat may resume the flow, unless the follower is replicating and
+        acknowledged entries since the last tick: its APPENDs then flow, and those out are on
+        their way, not lost; resuming would send an empty APPEND (and get an answer) to every
+        follower with a write in flight. A loss still resumes, one interval later: the next
+        interval sees no acknowledgement (and sends the heartbeat)."""
         flowing = self.state == PROGRESS_STATE.REPLICATE and self.match > self._match_at_heartbeat
+        appended, self._appended_since_heartbeat = self._appended_since_heartbeat, False
         self._match_at_heartbeat = self.match
         self.heartbeat_resume_allowed = not flowing
+        return not (flowing and appended)
 
     def take_heartbeat_resume(self) -> bool:
         """Whether this heartbeat response may resume the flow (see heartbeat_resume_allowed)."""
@@ -153,6 +161,7 @@ class Progress:
 
     def sent_entries(self, entry_count: int, last_index: int, size_bytes: int) -> None:
         """Record an APPEND carrying entry_count entries (size_bytes) ending at last_index."""
+        self._appended_since_heartbeat = True
         if self.state == PROGRESS_STATE.REPLICATE:
             if entry_count > 0:
                 assert last_index + 1 > self.next - 1

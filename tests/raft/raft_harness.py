@@ -169,15 +169,16 @@ class Cluster:
     def stabilize(self, messages: Iterable[Message] = (), drop: Callable[[Message], bool] = lambda m: False,
                   rounds_max: int = 100) -> None:
         """Deliver until no message is left. A leader that committed more than its APPENDs
-        told the followers sends it on its next tick: that tick is part of settling."""
+        told the followers sends it within two ticks: those ticks are part of settling (the
+        first may send nothing: a heartbeat tick skips the followers whose APPENDs flow)."""
         pending = list(messages) + self.process_all()
         for _ in range(rounds_max):
             if not pending:
-                pending = [message for node_id, node in sorted(self.nodes.items())
-                           if node.role == Role.LEADER and node._outbox.commit_unsent
-                           for message in self.tick(node_id)]
-                if not pending:
+                committing = [node_id for node_id, node in sorted(self.nodes.items())
+                              if node.role == Role.LEADER and node._outbox.commit_unsent]
+                if not committing:
                     return
+                pending = [message for node_id in committing for message in self.tick(node_id)]
             pending = self.deliver(pending, drop)
         raise AssertionError("the cluster did not settle")
 

@@ -189,27 +189,33 @@ def in_flight_to_c(cluster: Cluster, committed: bool = True) -> Message:
     return to_c
 
 
-def heartbeat_round_to_c(cluster: Cluster) -> list[Message]:
-    """The leader's heartbeat tick; c answers its heartbeat: what the leader then sends c."""
+def heartbeat_round_to_c(cluster: Cluster) -> list[Message] | None:
+    """The leader's heartbeat tick; c answers its heartbeat: what the leader then sends c
+    (None: the tick sent c no heartbeat)."""
     a, c = cluster.nodes["a"], cluster.nodes["c"]
-    (heartbeat,) = [m for m in cluster.tick("a", cluster.settings["heartbeat_ticks"]) if m.target == "c"]
-    assert heartbeat.kind == K.HEARTBEAT
+    to_c = [m for m in cluster.tick("a", cluster.settings["heartbeat_ticks"]) if m.target == "c"]
+    heartbeats = only(to_c, K.HEARTBEAT)  # (a commit no APPEND told may go out with it)
+    if not heartbeats:
+        return None
+    (heartbeat,) = heartbeats
     c.step(heartbeat)
     (reply,) = cluster.process("c")
     a.step(reply)
     return [m for m in cluster.process("a") if m.target == "c"]
 
 
-def test_a_follower_that_acknowledged_since_the_last_heartbeat_gets_no_append_for_its_answer():
+def test_a_follower_whose_appends_flow_gets_no_heartbeat():
     cluster = Cluster("abc")
     cluster.elect("a")
     cluster.stabilize()
-    heartbeat_round_to_c(cluster)
+    assert heartbeat_round_to_c(cluster) == []  # idle: the heartbeat goes out
     acknowledged_by_both(cluster)
     in_flight_to_c(cluster)
-    # c acknowledged entries during the interval, so its APPEND is on its way: the answer to
-    # the heartbeat sends it no empty APPEND (which c would answer) for nothing.
-    assert heartbeat_round_to_c(cluster) == []
+    # c acknowledged entries since the last heartbeat tick and was sent an APPEND since: it
+    # heard from the leader within the interval, and its APPEND is on its way. Neither a
+    # heartbeat nor (for its answer) an empty APPEND, each answered, goes out for nothing.
+    assert heartbeat_round_to_c(cluster) is None
+    assert heartbeat_round_to_c(cluster) is not None  # nothing went to c since: the heartbeat does
 
 
 def test_an_append_lost_in_flight_is_resent_after_one_interval_without_acknowledgements():
@@ -219,9 +225,26 @@ def test_an_append_lost_in_flight_is_resent_after_one_interval_without_acknowled
     heartbeat_round_to_c(cluster)
     acknowledged_by_both(cluster)
     in_flight_to_c(cluster, committed=False)  # and lost (no commit to tell: no other APPEND)
-    assert heartbeat_round_to_c(cluster) == []  # c acknowledged during that interval
+    assert heartbeat_round_to_c(cluster) is None  # c's APPENDs flowed during that interval
     resent = heartbeat_round_to_c(cluster)  # ... but not during this one: presumed lost
     assert [m.kind for m in resent] == [K.APPEND]
     cluster.stabilize(resent)
     a, c = cluster.nodes["a"], cluster.nodes["c"]
     assert a.tracker.progress["c"].match == a.log.last_index() == c.log.last_index()
+
+
+def test_a_read_round_on_the_heartbeat_tick_goes_to_every_follower():
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    cluster.stabilize()
+    heartbeat_round_to_c(cluster)
+    acknowledged_by_both(cluster)
+    a = cluster.nodes["a"]
+    for context in (b"first", b"second"):  # two rounds go out at once, unanswered
+        a.read_index(context)
+        assert len(only(cluster.process("a"), K.HEARTBEAT)) == 2
+    a.read_index(b"third")  # its round is the heartbeat tick's
+    assert cluster.process("a") == []
+    heartbeats = only(cluster.tick("a", cluster.settings["heartbeat_ticks"]), K.HEARTBEAT)
+    # b's and c's APPENDs flow, but the round needs a quorum's answers: it goes to both.
+    assert {m.target for m in heartbeats if m.context == b"third"} == {"b", "c"}
