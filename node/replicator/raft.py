@@ -260,17 +260,24 @@ class RaftReplicator:
         (_run_due_ticks), so waking for every tick as well would double an idle follower's
         turns for nothing. Once the leader misses a heartbeat by a tick, or anything else is
         due (a pre-vote after a lost link, reads, apply-only batches to commit), it wakes on
-        every tick again."""
+        every tick again. A follower that holds committed entries back wakes when the hold
+        ends, not for the ticks before it (they only count towards the election)."""
         next_tick_at = self._next_tick_at
-        core = self.core
         if self._store.has_deferred or self.driver.reads_pending():  # (the store itself: asked every turn)
             return next_tick_at
         flush_at = self.driver.own_entries_flush_due_at()
         if flush_at is not None:  # a leader's own entries written without a flush (Driver)
             return min(next_tick_at, flush_at)
+        wake_at = self._ticks_wake_at(next_tick_at)
         held_until = self.driver.committed_held_until()
         if held_until is not None:  # a follower batching its apply (Driver, APPLY_HOLD_ENTRIES_MAX)
-            return min(next_tick_at, held_until)
+            return min(wake_at, held_until)
+        return wake_at
+
+    def _ticks_wake_at(self, next_tick_at: float) -> float:
+        """_next_wake_at for the ticks alone: a leader's heartbeat and commit ticks, every
+        tick of a follower whose leader is late or of a candidate."""
+        core = self.core
         if core.role == ROLE.LEADER:
             # A leader's ticks between heartbeats only send a commit no APPEND carried, a tick
             # after it was made (RaftNode.ticks_until_commit_broadcast): it wakes for that tick
@@ -401,6 +408,13 @@ class RaftReplicator:
         for peer in self.transport.peer.take_lost_links():
             self.core.leader_unreachable(peer)
         self.driver.process(now_seconds)
+        held_until = self.driver.committed_held_until()
+        if held_until is not None:
+            now = time.monotonic()
+            if now >= held_until:
+                # The hold ended during this turn (most often in the fsync of the batch that
+                # acknowledged the next entries): apply now, not in a turn of its own at once.
+                self.driver.process(now)
         # Apply-only batches wait for the next durable batch to commit with it (NodeStore): at
         # one write outstanding the next write's comes within a round trip. Other threads
         # (chunk GC, repair, snapshots) see them once committed: at the latest a tick later,
