@@ -225,7 +225,11 @@ class RaftReplicator:
         return self._addresses.all()
 
     def poll_sockets(self) -> list[zmq.Socket]:
-        return self.transport.peer.poll_sockets()  # a new list when the peers change
+        # The raft port, and the link to the leader: the one link whose closing must wake the
+        # loop at once (a follower's early pre-vote; RaftNode.leader_unreachable ignores every
+        # other peer). A new list when the leader or the peers change.
+        core = self.core
+        return self.transport.peer.poll_sockets_watching(core.lead if core.role != ROLE.LEADER else None)
 
     def on_readable(self, socket: zmq.Socket) -> None:
         if socket is not self.transport.peer.socket:

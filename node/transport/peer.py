@@ -140,16 +140,16 @@ class _Link:
             # Present our node key; talk only to a process that proves it holds `peer`'s.
             client_security.configure_dealer(self.dealer, peer)
         self.monitor = self.dealer.get_monitor_socket(_LINK_EVENTS)
+        self._monitor_poll_items = [(self.monitor, _POLLIN)]
         connect_socket(self.dealer, address)
 
     def read_events(self, counters: dict, now: float) -> bool:
         """Apply the monitor's queued events; True if the link went down meanwhile."""
         went_down = False
-        while True:
-            try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                return went_down
+        # Asked first: a receive from an empty monitor (the common case, several times a
+        # second per link) raises zmq.Again, which costs several times the question.
+        while zmq.zmq_poll(self._monitor_poll_items, 0):
+            event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.up = True
                 self.ups += 1
@@ -170,6 +170,7 @@ class _Link:
                     log.warning("the handshake with %s (%s) failed (event %#x): retrying in %.1f s", self.peer,
                                 self.address, event["event"], PEER_HANDSHAKE_RETRY_SECONDS)
                     self.handshake_retry_at = now + PEER_HANDSHAKE_RETRY_SECONDS
+        return went_down
 
     def retry_handshake(self, counters: dict) -> None:
         """Start a new connection in place of the one whose handshake failed (libzmq will not)."""
@@ -228,6 +229,7 @@ class PeerTransport:
         self._lost: list[str] = []  # peers whose link went down, until take_lost_links()
         self._links_by_monitor: dict[zmq.Socket, _Link] = {}
         self._poll_sockets: list[zmq.Socket] = []  # replaced whole when the links change
+        self._poll_sockets_watching: dict[str | None, list[zmq.Socket]] = {}  # (poll_sockets_watching)
         self._events_read_at = 0.0
         self._security, self._client_security = security or (None, None)
         self.socket = context.socket(zmq.ROUTER)
@@ -273,6 +275,7 @@ class PeerTransport:
         assert self._links.keys() == wanted.keys()
         self._links_by_monitor = {link.monitor: link for link in self._links.values()}
         self._poll_sockets = [self.socket, *self._links_by_monitor]
+        self._poll_sockets_watching = {}
 
     def poll_sockets(self) -> list[zmq.Socket]:
         """What the loop polls: the inbound ROUTER and each link's monitor, so that a link
@@ -280,6 +283,19 @@ class PeerTransport:
         periodic read of link events. The same list object until the links change (set_peers
         builds a new one): a caller may compare by identity."""
         return self._poll_sockets
+
+    def poll_sockets_watching(self, peer: str | None) -> list[zmq.Socket]:
+        """poll_sockets with only `peer`'s link monitor (none: None, or not a peer), for a
+        loop that must wake at once only when that link closes (a follower's, to its leader):
+        every ZeroMQ socket polled costs two EVENTS lookups, each a getpid and a poll system
+        call, on every turn of the loop. The other links' events are read periodically
+        (take_lost_links). The same list object per `peer` until the links change."""
+        watching = self._poll_sockets_watching.get(peer)
+        if watching is None:
+            link = self._links.get(peer) if peer is not None else None
+            watching = [self.socket] if link is None else [self.socket, link.monitor]
+            self._poll_sockets_watching[peer] = watching
+        return watching
 
     def on_monitor_readable(self, monitor: zmq.Socket) -> None:
         """A link's monitor has events (the loop's poll said so): apply them now, so that a
@@ -449,4 +465,5 @@ class PeerTransport:
         self._links.clear()
         self._links_by_monitor.clear()
         self._poll_sockets = []
+        self._poll_sockets_watching = {}
         self.socket.close(linger=0)
