@@ -43,11 +43,15 @@ class WriteBatch:
             assert after.index == before.index + 1, "entries must be contiguous"
             assert after.term >= before.term, "terms never decrease along the log"
         assert entries[0].index <= self.bounds.last_index + 1, "appending would leave a gap"
-        entries = [entry for entry in entries if entry.index > self.bounds.base_index]
-        if not entries:
-            return
+        if entries[0].index <= self.bounds.base_index:
+            entries = [entry for entry in entries if entry.index > self.bounds.base_index]
+            if not entries:
+                return
         assert entries[0].term >= self._term(entries[0].index - 1), "a term lower than its predecessor's"
-        self._delete_from(entries[0].index)
+        if entries[0].index <= self.bounds.last_index:
+            # A conflicting suffix. Appended past the end (nearly every batch), there is none:
+            # the table holds no key above the log's last index, and no cursor need look.
+            self._delete_from(entries[0].index)
         cursor = self.txn.cursor(db=self._tables.log)
         # Keys ascend past the current end of the table, so LMDB can append without searching.
         items = [(layout.index_key(entry.index), layout.encode_entry(entry)) for entry in entries]
