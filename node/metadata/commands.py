@@ -150,7 +150,8 @@ def decode_command(data: bytes) -> Command:
     if version == COMMAND_VERSION and type(version) is int:
         if len(value) != _FIELDS:
             raise BadRequest(f"a version {COMMAND_VERSION} command must be a {_FIELDS}-element array")
-        return _decoded_positional(*value[1:])
+        _, op, client, seq, now_ns, arguments = value
+        return _decoded_positional(op, client, seq, now_ns, arguments)
     if version == COMMAND_VERSION_KEYED and type(version) is int:
         if len(value) != _FIELDS_KEYED:
             raise BadRequest(f"a version {COMMAND_VERSION_KEYED} command must be a {_FIELDS_KEYED}-element array")
