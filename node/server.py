@@ -38,7 +38,7 @@ from node.repair.fsck import fsck_report  # self-healing data (node/repair/)
 from node.repair.planner import ChunkRecord
 from node.repair.scheduler import FSCK_FILES_MAX, Membership, RepairScheduler
 from node.replicator.driver import DiskLost
-from node.security import ClientSecurity, ServerSecurity, check_cluster_identity
+from node.security import ClientSecurity, Principal, ServerSecurity, check_cluster_identity
 from node.storage.lmdb_store import NodeStore
 
 log = logging.getLogger("sandstore.server")
@@ -75,7 +75,7 @@ NAMESPACE_QUERIES = {
 }
 
 
-@dataclass
+@dataclass(slots=True)  # one per client request: slots make it quicker to build and read
 class Waiter:
     """A client request waiting for its write to apply or its read to become safe."""
 
@@ -288,16 +288,21 @@ class NodeServer:
         except BadRequest as error:
             self._refuse_frame(identity, error)
             return 1
+        # The sender, from its connection's key: looked up once per frame, not once per request
+        # of a batch (each request's op is still checked against its role: _handle_request).
+        principal = self.security.principal_of(frame)
         if type(decoded) is not list:
-            self._handle_request(identity, frame, decoded, False)
+            self.counters["client_requests"] += 1
+            self._handle_request(identity, principal, decoded, False)
             return 1
         if not 0 < len(decoded) <= protocol.REQUESTS_PER_FRAME_MAX or not all(type(item) is dict for item in decoded):
             # Garbage, not a batch whose requests could be answered one by one: refused whole.
             self._refuse_frame(identity, BadRequest(
                 f"a batch is an array of 1 to {protocol.REQUESTS_PER_FRAME_MAX} request maps"))
             return 1
+        self.counters["client_requests"] += len(decoded)
         for request in decoded:
-            self._handle_request(identity, frame, request, True)
+            self._handle_request(identity, principal, request, True)
         return len(decoded)
 
     def _refuse_frame(self, identity: bytes, error: BadRequest) -> None:
@@ -306,23 +311,23 @@ class NodeServer:
         self.counters["client_bad_requests"] += 1
         self._send(identity, protocol.reply_error(0, error))
 
-    def _handle_request(self, identity: bytes, frame: zmq.Frame, request: object, batched: bool) -> None:
-        """One decoded request; frame: the frame it came in (its connection's key authorizes it)."""
-        self.counters["client_requests"] += 1
-        request_id = 0
+    def _handle_request(self, identity: bytes, principal: Principal | None, request: object, batched: bool) -> None:
+        """One decoded request (counted by the caller); principal: the sender of the frame it
+        came in, from its connection's key (None: no authorized key)."""
+        request_id = None  # until validated; an error before that answers the id the request sent
         try:
-            if isinstance(request, dict) and isinstance(request.get("id"), int):
-                request_id = request["id"]
             request_id, op, args = protocol.validate_request(request)
             # Before anything runs or is forwarded to the leader: may this key ask for `op`?
-            self.security.authorize_request(frame, op)
+            self.security.authorize_principal(principal, op)
             self._dispatch(identity, request_id, op, args, batched)
         except SandStoreError as error:
             if isinstance(error, BadRequest):
                 self.counters["client_bad_requests"] += 1
+            request_id = sent_request_id(request) if request_id is None else request_id
             self._reply(identity, batched, protocol.reply_error(request_id, error))
         except Exception as error:  # noqa: BLE001 -- one request's bug must not end the node
             self.counters["client_internal_errors"] += 1
+            request_id = sent_request_id(request) if request_id is None else request_id
             log.exception("request %d failed unexpectedly", request_id)
             internal = SandStoreError(f"internal error on node {self.node_id}: {type(error).__name__}: {error}")
             self._reply(identity, batched, protocol.reply_error(request_id, internal))
@@ -364,19 +369,20 @@ class NodeServer:
         if self.store.used_fraction() > STORE_USED_FRACTION_MAX:
             raise StoreFull(f"node {self.node_id}'s store is over {STORE_USED_FRACTION_MAX:.0%} full; "
                             "the write was refused (raise lmdb_map_size_bytes)")
-        if self._last_applied_seq.get(args["client"], 0) >= args["seq"]:
+        client, seq = args["client"], args["seq"]
+        if self._last_applied_seq.get(client, 0) >= seq:
             # A retry of a write already applied here: answer from the session, apply nothing.
             # (Only such retries pay for the read transaction; after a restart this map is empty
             # and a retry is proposed again, which the state machine's session answers too.)
             with self.store.read_transaction() as txn:
-                previous = self.namespace.session_result(txn, args["client"], args["seq"])
+                previous = self.namespace.session_result(txn, client, seq)
             if previous is not None:
                 self._send_result(waiter, previous)
                 return
         # args passed protocol.validate_request against this op's schema: not checked twice.
         command = new_command(op, args, time.time_ns(), args_validated=True)
         self.replicator.replicate(command.encode(), command)  # decoded once: applied as built here
-        self._writes_waiting.setdefault((args["client"], args["seq"]), []).append(waiter)
+        self._writes_waiting.setdefault((client, seq), []).append(waiter)
 
     def results_fixed(self, results: list[tuple[int, Command | SandStoreError, dict]]) -> None:
         """Replicator callback: these commands' results are final (contracts.Callbacks), maybe
@@ -692,6 +698,13 @@ class NodeServer:
             del self._writes_waiting[key]
         for index in [i for i, (_, w) in self._conf_waiting.items() if now - w.started_at > limit_seconds]:
             del self._conf_waiting[index]
+
+
+def sent_request_id(request: object) -> int:
+    """The id to answer a request that failed validation with: the one it sent if an integer, else 0."""
+    if isinstance(request, dict) and isinstance(request.get("id"), int):
+        return request["id"]
+    return 0
 
 
 def disk_lost_message(error: DiskLost, directory: Path) -> str:

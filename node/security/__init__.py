@@ -7,6 +7,7 @@ Wiring, in the process that binds (a node), once at start:
     security.peer_node_id(frames[-1])             # raft port: the sender's node id, or None: drop
     security.authorize_request(frames[-1], op)    # client, chunk ports: Principal, or Unauthorized
     security.principal_of(frames[-1])             # who it is (None: revoked / unvouched: drop)
+    security.authorize_principal(principal, op)   # authorize_request for that principal (a batch frame's)
     security.reload_if_changed()                  # from housekeeping, about once a second
     security.status()                             # into `status` (mode, cluster id, counts)
     security.close()                              # after the ROUTERs are closed

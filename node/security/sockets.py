@@ -145,7 +145,12 @@ class ServerSecurity:
         """For the client and chunk ports, once per request after its op is known: the sender,
         if its role allows `op`. Unauthorized (wire code REFUSED) otherwise, also for a key
         revoked since the connection was made: answer the request with that error."""
-        principal = self.principal_of(frame)
+        return self.authorize_principal(self.principal_of(frame), op)
+
+    @staticmethod
+    def authorize_principal(principal: Principal | None, op: str) -> Principal:
+        """authorize_request for a sender already looked up with principal_of: a frame that
+        holds a batch of requests is looked up once and each request's op checked here."""
         if principal is None:
             raise Unauthorized("this connection has no authorized key (revoked since it connected?): refused")
         authorize(principal, op)
