@@ -175,7 +175,7 @@ def _decoded_positional(op: object, client: object, seq: object, now_ns: object,
     # A follower decodes every entry that the leader validated: building a keyed dict and
     # passing it through validate_args (and new_command's copies) was most of decoding one
     # (~20% of a follower's loop at 64 writes outstanding). Client and seq as validate_args
-    # checks them (tests/metadata/test_h2_positional_decode.py keeps the two paths alike).
+    # checks them (tests/metadata/test_positional_decode.py keeps the two paths alike).
     if (type(client) is str and type(seq) is int and seq > 0 and 0 < len(client.encode()) <= CLIENT_ID_BYTES_MAX
             and tuple(map(type, arguments)) in _VALID_SIGNATURES[op]):
         checked = dict(zip(names, arguments))
