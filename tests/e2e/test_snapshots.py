@@ -13,9 +13,10 @@ import time
 import pytest
 
 from node.config import NodeAddress, load_config, render_config
-from node.errors import SandStoreError, TimedOut
+from node.errors import Refused, SandStoreError, TimedOut
 from sandctl import cluster as supervisor
 from sandctl.client import Client
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -134,12 +135,22 @@ def test_compaction_bounds_the_log_and_a_stopped_follower_catches_up_by_snapshot
     assert status["applied_at_start"] >= status["snapshot_index"] > 15_000
 
 
+def _snapshot_taken(client: Client, node_id: str) -> bool:
+    try:
+        client.snapshot(node_id)
+    except Refused:
+        return False
+    return True
+
+
 def test_voter_added_after_compaction_joins_through_a_snapshot(tmp_path, ledger, e2e_tools, e2e_home):
     config = start_compacting_cluster(tmp_path, ledger, e2e_tools, threshold=100, trailing=10)
     survivors = run_operations(config, 600, threads=4)
     with Client(config, timeout_seconds=30) as client:
         for node_id in config.node_ids():
-            client.snapshot(node_id)
+            # With a threshold of 100 entries a node may be building its own snapshot at that
+            # moment and refuse ours ("try again in a moment"): try again until it takes it.
+            wait_until(lambda: _snapshot_taken(client, node_id), f"{node_id} takes a snapshot")
         assert all(client.status(n)["first_index"] > 100 for n in config.node_ids())
     ports = e2e_tools.free_ports(3)
     address = NodeAddress("n4", f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}", f"127.0.0.1:{ports[2]}")

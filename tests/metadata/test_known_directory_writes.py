@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from node.metadata.commands import encode_command
 from tests.metadata.test_namespace import Node, apply_in_batches, chunk
 
@@ -57,9 +59,10 @@ def test_writes_into_a_known_directory_that_the_insert_cannot_take(tmp_path):
                      "IS_A_DIRECTORY", "/r", "/top", "/top2", "NOT_A_DIRECTORY", "NOT_FOUND", "/d/missing/x"]
 
 
-def test_random_writes_give_the_state_of_one_write_per_batch(tmp_path):
-    seed = random.randrange(1 << 32)
-    print(f"seed={seed}")
+# Fixed seeds: each is known to reach every error the assertion below names (a drawn seed
+# sometimes reached no NOT_FOUND, and the test failed without a fault).
+@pytest.mark.parametrize("seed", [1, 3, 4, 5, 6, 7])
+def test_random_writes_give_the_state_of_one_write_per_batch(tmp_path, seed):
     rng = random.Random(seed)
     names = ["/", "/a", "/a/b", "/a/b/c", "/e", "/a/f", "/a/g"]
     commands = []
