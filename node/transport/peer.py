@@ -228,7 +228,6 @@ class PeerTransport:
         self._links: dict[str, _Link] = {}
         self._lost: list[str] = []  # peers whose link went down, until take_lost_links()
         self._links_by_monitor: dict[zmq.Socket, _Link] = {}
-        self._poll_sockets: list[zmq.Socket] = []  # replaced whole when the links change
         self._poll_sockets_watching: dict[str | None, list[zmq.Socket]] = {}  # (poll_sockets_watching)
         self._events_read_at = 0.0
         self._security, self._client_security = security or (None, None)
@@ -274,19 +273,12 @@ class PeerTransport:
                                           self._client_security)
         assert self._links.keys() == wanted.keys()
         self._links_by_monitor = {link.monitor: link for link in self._links.values()}
-        self._poll_sockets = [self.socket, *self._links_by_monitor]
         self._poll_sockets_watching = {}
 
-    def poll_sockets(self) -> list[zmq.Socket]:
-        """What the loop polls: the inbound ROUTER and each link's monitor, so that a link
-        that closes (its peer's process died) wakes the loop at once rather than at the next
-        periodic read of link events. The same list object until the links change (set_peers
-        builds a new one): a caller may compare by identity."""
-        return self._poll_sockets
-
     def poll_sockets_watching(self, peer: str | None) -> list[zmq.Socket]:
-        """poll_sockets with only `peer`'s link monitor (none: None, or not a peer), for a
-        loop that must wake at once only when that link closes (a follower's, to its leader):
+        """What the loop polls: the inbound ROUTER and `peer`'s link monitor (none: None, or
+        not a peer), for a loop that must wake at once only when that link closes (its peer's
+        process died; a follower's link to its leader), not at the next periodic read:
         every ZeroMQ socket polled costs two EVENTS lookups, each a getpid and a poll system
         call, on every turn of the loop. The other links' events are read periodically
         (take_lost_links). The same list object per `peer` until the links change."""
@@ -464,6 +456,5 @@ class PeerTransport:
             link.close()
         self._links.clear()
         self._links_by_monitor.clear()
-        self._poll_sockets = []
         self._poll_sockets_watching = {}
         self.socket.close(linger=0)

@@ -294,21 +294,33 @@ def test_a_silent_peer_is_detected_and_gets_no_backlog_after_it_wakes(context, t
         peer.close()
 
 
-def test_a_closed_link_wakes_the_poll_and_is_reported_at_once(make_transports, monkeypatch):
+def test_the_loop_polls_the_router_and_the_watched_links_monitor_alone(make_transports):
+    transports = make_transports(["n1", "n2", "n3"])
+    n1 = transports["n1"]
+    watching_n2 = n1.poll_sockets_watching("n2")
+    assert watching_n2[0] is n1.socket and len(watching_n2) == 2  # the ROUTER and n2's link monitor
+    assert watching_n2[1] is not n1.poll_sockets_watching("n3")[1]
+    assert n1.poll_sockets_watching("n2") is watching_n2, "the same list until the links change"
+    assert n1.poll_sockets_watching(None) == [n1.socket]
+    assert n1.poll_sockets_watching("") == [n1.socket]  # no leader known
+    assert n1.poll_sockets_watching("n1") == [n1.socket]  # not a peer (this node)
+    n1.set_peers({"n3": transports["n3"].bound_address})
+    assert n1.poll_sockets_watching("n2") == [n1.socket], "n2 is no peer any more"
+
+
+def test_a_closed_watched_link_wakes_the_poll_and_is_reported_at_once(make_transports, monkeypatch):
     # No periodic read of link events in this test: only the monitor the poll watches reports.
     monkeypatch.setattr(peer_module, "LINK_EVENTS_INTERVAL_SECONDS", 3600.0)
     transports = make_transports(["n1", "n2"])
     n1 = transports["n1"]
     deliver(n1, transports["n2"], heartbeat("n1", "n2"))
     wait_for(lambda: n1.link_up("n2"), "the link to n2 is up")
-    sockets = n1.poll_sockets()
-    assert sockets[0] is n1.socket and len(sockets) == 2  # the ROUTER and n2's link monitor
-    assert n1.poll_sockets() is sockets, "the same list until the links change"
     assert n1.take_lost_links() == []
-    transports["n2"].close()
+    n1.counters()  # reads every monitor, empty ones included, without raising
     poller = zmq.Poller()
-    for polled in sockets:
+    for polled in n1.poll_sockets_watching("n2"):
         poller.register(polled, zmq.POLLIN)
+    transports["n2"].close()
     lost: list[str] = []
 
     def link_reported_lost() -> bool:
@@ -319,5 +331,4 @@ def test_a_closed_link_wakes_the_poll_and_is_reported_at_once(make_transports, m
         return lost == ["n2"]
 
     wait_for(link_reported_lost, "the monitor woke the poll and n2's link is reported lost")
-    n1.set_peers({})
-    assert n1.poll_sockets() == [n1.socket] and n1.poll_sockets() is not sockets
+    assert n1.counters()["links"]["n2"]["up"] is False
