@@ -117,10 +117,12 @@ class NodeServer:
 
             self.replicator = RaftReplicator(config, node_id, self.store, self.namespace, self, self.context, join=join,
                                              security=(self.security, self.client_security))
+            self._replicator_leads = self.replicator.is_leader  # no status snapshot: the core's role
         else:
             from node.replicator.local import LocalReplicator
 
             self.replicator = LocalReplicator(config, node_id, self.store, self.namespace, self)
+            self._replicator_leads = lambda: True  # a single node is its own leader
         self.chunk_service = ChunkService(
             self.context, self.address.bind_address("chunk"), self.chunk_store,
             referenced_chunk_ids=self._referenced_chunk_ids,
@@ -592,9 +594,15 @@ class NodeServer:
     # ----- self-healing data (node/repair/): what the repair scheduler and fsck read
 
     def _repair_membership(self) -> Membership:
-        status = self.replicator.status(latencies=False)  # asked every housekeeping round
+        # Asked 5 times a second (VIEW_INTERVAL_SECONDS) on every node. The chunk addresses are
+        # kept fresh everywhere (the chunk service's fetches read them); members and contact
+        # ages only matter to a leader (the scheduler does nothing else on a follower), and the
+        # replicator's whole status, which has them, cost 36-270 us a call.
         addresses = self.replicator.addresses() or {self.node_id: self.address}
         self._chunk_addresses = {node_id: address.chunk for node_id, address in addresses.items()}
+        if not self._replicator_leads():
+            return Membership(False, frozenset(), {}, dict(self._chunk_addresses))
+        status = self.replicator.status(latencies=False)
         ages = {node_id: None if ms is None else ms / 1000 for node_id, ms in status.last_contact_ms.items()}
         members = frozenset(status.voters) | frozenset(status.voters_outgoing) | frozenset(status.learners)
         return Membership(status.role == "leader", members, ages, dict(self._chunk_addresses))

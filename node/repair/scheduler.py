@@ -146,11 +146,10 @@ class RepairScheduler:
         if now_seconds - self._view_at >= VIEW_INTERVAL_SECONDS:
             self._view_at = now_seconds
             self._refresh_view(now_seconds)
-        while True:
-            try:
-                key, command = self._proposals.get_nowait()
-            except queue.Empty:
-                return
+        # empty() first: this thread is the queue's only reader, so a get after it never finds
+        # the queue empty, and no queue.Empty is raised (and caught) every round.
+        while not self._proposals.empty():
+            key, command = self._proposals.get_nowait()
             try:
                 self._propose(command)
             except SandStoreError as error:  # not the leader any more, or a full store

@@ -19,7 +19,9 @@ class Doubles:
         self.proposed: list[bytes] = []
 
     def membership(self) -> Membership:
-        return Membership(self.leading, frozenset({"n1"}), {}, {})  # no chunk address: no calls
+        # As the server answers: a follower's names no members (only a leader's view needs them).
+        members = frozenset({"n1"}) if self.leading else frozenset()
+        return Membership(self.leading, members, {}, {})  # no chunk address: no calls
 
 
 def make() -> tuple[RepairScheduler, Doubles]:
@@ -87,5 +89,19 @@ def test_a_refused_proposal_fails_its_waiter():
         waiting = scheduler._propose_async("add_replica", {"chunk": b"a" * 32, "node": "n2"})
         scheduler.run(0.5)
         assert waiting.done.is_set() and waiting.result["error"]["code"] == "NO_LEADER"
+    finally:
+        scheduler.close()
+
+
+def test_a_follower_stays_idle_on_a_view_without_members():
+    scheduler, doubles = make()
+    doubles.leading = False
+    try:
+        scheduler.run(0.0)
+        scheduler.run(1.0)
+        assert scheduler.status() == {"leader": False}
+        assert scheduler.nodes_down() == frozenset()
+        assert scheduler._propose_async("add_replica", {"chunk": b"a" * 32, "node": "n2"}) is None
+        assert doubles.proposed == []
     finally:
         scheduler.close()
