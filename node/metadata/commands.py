@@ -72,16 +72,21 @@ assert all(set(defaults) <= set(_ARGUMENT_NAMES[op]) for op, defaults in _DEFAUL
 # NoneType where it is optional (at most 96 signatures an op). msgpack decodes to exactly
 # these types (no subclass), so a decoded command of another signature is not valid as it is:
 # it then goes through validate_args, which refuses it with its message.
+# Each signature maps to the (name, default) of the arguments it leaves nil that have a
+# default, to fill in: known with the signature, so a decode does not look at each position
+# that has one (a proposer fills them all: usually none is left).
 _EXACT_TYPES = {"str": (str,), "int": (int,), "bool": (bool,), "bytes": (bytes,), "list": (list, tuple)}
-_VALID_SIGNATURES: dict[str, frozenset[tuple[type, ...]]] = {
-    op: frozenset(itertools.product(*(
+
+
+def _defaults_left_nil(op: str, signature: tuple[type, ...]) -> tuple[tuple[str, object], ...]:
+    return tuple((name, _DEFAULTS[op][name]) for name, kind in zip(_ARGUMENT_NAMES[op], signature)
+                 if kind is type(None) and name in _DEFAULTS[op])
+
+
+_VALID_SIGNATURES: dict[str, dict[tuple[type, ...], tuple[tuple[str, object], ...]]] = {
+    op: {signature: _defaults_left_nil(op, signature) for signature in itertools.product(*(
         _EXACT_TYPES[COMMAND_OPS[op][name].rstrip("?")] + ((type(None),) if COMMAND_OPS[op][name].endswith("?") else ())
-        for name in names)))
-    for op, names in _ARGUMENT_NAMES.items()
-}
-# (position, name, default) of each argument that has a default (a nil there takes it).
-_DEFAULTS_AT: dict[str, tuple[tuple[int, str, object], ...]] = {
-    op: tuple((names.index(name), name, default) for name, default in _DEFAULTS[op].items())
+        for name in names))}
     for op, names in _ARGUMENT_NAMES.items()
 }
 # _decoded_positional checks client and seq itself, as validate_args does: a str and an int.
@@ -176,12 +181,13 @@ def _decoded_positional(op: object, client: object, seq: object, now_ns: object,
     # passing it through validate_args (and new_command's copies) was most of decoding one
     # (~20% of a follower's loop at 64 writes outstanding). Client and seq as validate_args
     # checks them (tests/metadata/test_positional_decode.py keeps the two paths alike).
-    if (type(client) is str and type(seq) is int and seq > 0 and 0 < len(client.encode()) <= CLIENT_ID_BYTES_MAX
-            and tuple(map(type, arguments)) in _VALID_SIGNATURES[op]):
+    nil_defaults = None
+    if type(client) is str and type(seq) is int and seq > 0 and 0 < len(client.encode()) <= CLIENT_ID_BYTES_MAX:
+        nil_defaults = _VALID_SIGNATURES[op].get(tuple(map(type, arguments)))  # None: not a valid signature
+    if nil_defaults is not None:
         checked = dict(zip(names, arguments))
-        for position, name, default in _DEFAULTS_AT[op]:  # (a proposer fills them: nil is rare)
-            if arguments[position] is None:
-                checked[name] = default
+        for name, default in nil_defaults:  # (a proposer fills them: usually none)
+            checked[name] = default
         return _checked(op, checked, client, seq, now_ns)
     args = {name: argument for name, argument in zip(names, arguments) if argument is not None}
     args["client"] = client
