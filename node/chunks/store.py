@@ -10,6 +10,11 @@ than a grace period. A freshly written chunk starts unreferenced at its write ti
 chunks of an interrupted put disappear after the grace period, while a put that commits its
 file record within the grace period keeps them.
 
+usage() is O(1): the total of stored bytes is kept in its own table, changed in the same
+transaction as every chunk written or removed. Summing the chunks instead would read every
+page of every chunk (the LMDB binding touches a value's pages before handing it out), and the
+leader asks each node for usage twice a second.
+
 Safe to use from several threads: LMDB serialises writers and readers never block.
 Concurrent puts share write transactions (group commit): each thread hashes its own chunk in
 parallel, then whichever thread finds no commit running writes every chunk queued so far in
@@ -37,7 +42,10 @@ log = logging.getLogger(__name__)
 
 _CHUNKS_DB = b"chunks"  # chunk id -> content
 _UNREFERENCED_DB = b"unreferenced"  # chunk id -> first seen unreferenced (float seconds, big-endian)
+_USAGE_DB = b"usage"  # _STORED_BYTES_KEY -> the total size of every chunk in _CHUNKS_DB
+_STORED_BYTES_KEY = b"stored_bytes"
 _TIME = struct.Struct(">d")
+_BYTES = struct.Struct(">Q")
 
 COUNTER_NAMES = (
     "puts",  # chunks newly written
@@ -82,10 +90,12 @@ class ChunkStore:
         assert map_size_bytes > 0
         path = os.path.join(os.fspath(directory), "chunks.lmdb")
         os.makedirs(path, exist_ok=True)
-        self._env = lmdb.open(path, map_size=map_size_bytes, max_dbs=2, sync=True, metasync=True,
+        self._env = lmdb.open(path, map_size=map_size_bytes, max_dbs=3, sync=True, metasync=True,
                               readahead=False)
         self._chunks = self._env.open_db(_CHUNKS_DB)
         self._unreferenced = self._env.open_db(_UNREFERENCED_DB)
+        self._usage = self._env.open_db(_USAGE_DB)
+        self._count_stored_bytes_once()
         self._clock = clock
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._counters_lock = threading.Lock()
@@ -100,6 +110,21 @@ class ChunkStore:
     def _count(self, name: str, amount: int = 1) -> None:
         with self._counters_lock:
             self._counters[name] += amount
+
+    def _count_stored_bytes_once(self) -> None:
+        """A store written before the usage table has no total yet: sum its chunks once."""
+        with self._env.begin(buffers=True) as txn:
+            if txn.get(_STORED_BYTES_KEY, db=self._usage, default=None) is not None:
+                return
+        with self._env.begin(write=True, buffers=True) as txn:
+            total = sum(len(value) for value in txn.cursor(db=self._chunks).iternext(keys=False, values=True))
+            txn.put(_STORED_BYTES_KEY, _BYTES.pack(total), db=self._usage)
+
+    def _add_stored_bytes(self, txn: lmdb.Transaction, amount: int) -> None:
+        """Change the total in `txn`, the transaction that writes or removes the chunks."""
+        total = _BYTES.unpack(txn.get(_STORED_BYTES_KEY, db=self._usage))[0] + amount
+        # Below 0 only if a disk changed a stored value's length behind our back.
+        txn.put(_STORED_BYTES_KEY, _BYTES.pack(max(0, total)), db=self._usage)
 
     def put(self, chunk_id: bytes, data: bytes | memoryview) -> bool:
         """Store a chunk, durably. True if written, False if it was already stored (then its
@@ -143,6 +168,7 @@ class ChunkStore:
         try:
             # buffers=True: existing chunks are only tested for presence, never copied out.
             with self._env.begin(write=True, buffers=True) as txn:
+                added_bytes = 0
                 for queued in batch:
                     if txn.get(queued.chunk_id, db=self._chunks, default=None) is not None:
                         if txn.get(queued.chunk_id, db=self._unreferenced, default=None) is not None:
@@ -152,6 +178,9 @@ class ChunkStore:
                         txn.put(queued.chunk_id, queued.data, db=self._chunks)
                         txn.put(queued.chunk_id, now_bytes, db=self._unreferenced)
                         queued.stored = True
+                        added_bytes += len(queued.data)
+                if added_bytes:
+                    self._add_stored_bytes(txn, added_bytes)
         except lmdb.MapFullError:
             size_bytes = sum(len(queued.data) for queued in batch)
             error = StoreFull(f"chunk store is full: no room for {size_bytes} more bytes")
@@ -239,6 +268,7 @@ class ChunkStore:
             if txn.get(chunk_id, db=self._chunks, default=None) == content:
                 txn.delete(chunk_id, db=self._chunks)
                 txn.delete(chunk_id, db=self._unreferenced)
+                self._add_stored_bytes(txn, -len(content))
 
     def has(self, chunk_id: bytes) -> bool:
         _check_chunk_id(chunk_id)
@@ -248,19 +278,22 @@ class ChunkStore:
     def delete(self, chunk_id: bytes) -> bool:
         """Remove a chunk now, ignoring references. True if it was stored."""
         _check_chunk_id(chunk_id)
-        with self._env.begin(write=True) as txn:
-            deleted = txn.delete(chunk_id, db=self._chunks)
-            txn.delete(chunk_id, db=self._unreferenced)
+        with self._env.begin(write=True, buffers=True) as txn:
+            content = txn.get(chunk_id, db=self._chunks, default=None)
+            deleted = content is not None
+            if deleted:
+                self._add_stored_bytes(txn, -len(content))
+                txn.delete(chunk_id, db=self._chunks)
+                txn.delete(chunk_id, db=self._unreferenced)
         if deleted:
             self._count("deletes")
         return deleted
 
     def usage(self) -> tuple[int, int]:
-        """(chunks stored, their total bytes), from one read transaction so the two agree.
-        Walks the values without copying them: O(chunks), fine for status, not for a hot path."""
+        """(chunks stored, their total bytes), from one read transaction so the two agree. O(1)."""
         with self._env.begin(buffers=True) as txn:
             count = txn.stat(self._chunks)["entries"]
-            total = sum(len(value) for value in txn.cursor(db=self._chunks).iternext(keys=False, values=True))
+            total = _BYTES.unpack(txn.get(_STORED_BYTES_KEY, db=self._usage))[0]
         return count, total
 
     def counters(self) -> dict:
@@ -285,7 +318,8 @@ class ChunkStore:
         try:
             with self._env.begin(write=not dry_run, buffers=True) as txn:
                 cursor = txn.cursor(db=self._chunks)
-                for chunk_id, content in cursor.iternext(keys=True, values=True):
+                # Keys only: a value is read (every page of it) only to size a chunk deleted.
+                for chunk_id in cursor.iternext(keys=True, values=False):
                     chunk_id = bytes(chunk_id)
                     first_seen_bytes = txn.get(chunk_id, db=self._unreferenced, default=None)
                     if chunk_id in referenced:
@@ -300,12 +334,14 @@ class ChunkStore:
                     (first_seen_seconds,) = _TIME.unpack(first_seen_bytes)
                     if now_seconds - first_seen_seconds > grace_seconds:
                         deleted += 1
-                        deleted_bytes += len(content)
+                        deleted_bytes += len(txn.get(chunk_id, db=self._chunks))
                         if not dry_run:
                             # Deleting at the cursor moves it to the next item, which
                             # iternext would then skip: delete through the transaction.
                             txn.delete(chunk_id, db=self._unreferenced)
                             txn.delete(chunk_id, db=self._chunks)
+                if deleted_bytes and not dry_run:
+                    self._add_stored_bytes(txn, -deleted_bytes)
         except lmdb.MapFullError:
             raise StoreFull("chunk store is full: cannot record garbage collection state") from None
         assert deleted <= unreferenced

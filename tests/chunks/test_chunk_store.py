@@ -239,3 +239,61 @@ def wait_for(condition, what: str, seconds: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.001)  # a polling interval, not a synchronisation point
+
+
+def stored_bytes_by_walking(directory) -> int:
+    env = lmdb.open(str(directory / "chunks.lmdb"), max_dbs=3, readonly=True, lock=False)
+    try:
+        with env.begin(buffers=True) as txn:
+            chunks = env.open_db(b"chunks", txn=txn, create=False)
+            return sum(len(value) for value in txn.cursor(db=chunks).iternext(keys=False, values=True))
+    finally:
+        env.close()
+
+
+def test_usage_follows_every_write_and_removal(tmp_path, clock):
+    store = ChunkStore(tmp_path, MAP_SIZE_BYTES, clock=clock)
+    try:
+        kept, deleted, collected = put(store, b"k" * 3000), put(store, b"d" * 2000), put(store, b"c" * 1000)
+        put(store, b"k" * 3000)  # dedup: nothing more stored
+        assert store.usage() == (3, 6000)
+        assert store.delete(deleted) and not store.delete(deleted)
+        assert store.usage() == (2, 4000)
+        clock.now_seconds += 100
+        assert store.collect_garbage({kept}, clock(), 10, dry_run=True)["deleted_bytes"] == 1000
+        assert store.usage() == (2, 4000)
+        assert store.collect_garbage({kept}, clock(), 10, dry_run=False)["deleted_bytes"] == 1000
+        assert not store.has(collected)
+        assert store.usage() == (1, 3000)
+    finally:
+        store.close()
+    corrupt(tmp_path, kept, b"K" * 3000)
+    store = ChunkStore(tmp_path, MAP_SIZE_BYTES, clock=clock)
+    try:
+        assert store.scrub(kept) == 3000  # found corrupt and removed
+        assert store.usage() == (0, 0)
+        put(store, b"k" * 3000)
+        assert store.usage() == (1, 3000)
+    finally:
+        store.close()
+    assert stored_bytes_by_walking(tmp_path) == 3000
+
+
+def test_a_store_written_before_the_usage_table_is_summed_once_on_open(tmp_path, clock):
+    store = ChunkStore(tmp_path, MAP_SIZE_BYTES, clock=clock)
+    put(store, b"a" * 1500)
+    put(store, b"b" * 2500)
+    store.close()
+    env = lmdb.open(str(tmp_path / "chunks.lmdb"), max_dbs=3)
+    try:
+        with env.begin(write=True) as txn:
+            txn.drop(env.open_db(b"usage", txn=txn))  # as a store written before the table was
+    finally:
+        env.close()
+    store = ChunkStore(tmp_path, MAP_SIZE_BYTES, clock=clock)
+    try:
+        assert store.usage() == (2, 4000)
+        put(store, b"c" * 500)
+        assert store.usage() == (3, 4500)
+    finally:
+        store.close()
