@@ -8,8 +8,8 @@ Threads:
     (a small request never waits behind a big one while a worker is free). Concurrent puts
     share one synced transaction (the store's group commit).
 Chunk content travels as its own frame (see CHUNK_OPS in node/protocol.py) and is never
-copied on the way: a put hashes and writes the received frame's buffer, a get sends the bytes
-read from LMDB as they are.
+copied on the way: a put hashes and writes the received frame's buffer, a get sends a view
+into LMDB's map (ChunkStore.view) as its frame.
 When the queue is full the I/O thread stops reading the ROUTER: ZeroMQ's high-water marks then
 push back on clients instead of this process buffering without bound.
 
@@ -339,10 +339,11 @@ class ChunkService:
             assert content is not None
             return {"stored": self._store.put(_chunk_id(args["id"]), content)}, None
         if op == "chunk_get":
-            data = self._store.get(_chunk_id(args["id"]), verify=args.get("verify", True))
+            # A view, not a copy: the frame holds it (and its read transaction) until sent.
+            data = self._store.view(_chunk_id(args["id"]), verify=args.get("verify", True))
             return {"size": len(data)}, data
         if op == "chunk_verify":
-            return {"size": len(self._store.get(_chunk_id(args["id"]), verify=True))}, None
+            return {"size": len(self._store.view(_chunk_id(args["id"]), verify=True))}, None
         if op == "chunk_has":
             ids = args["ids"]
             if len(ids) > HAS_IDS_MAX:

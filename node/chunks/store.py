@@ -10,6 +10,11 @@ than a grace period. A freshly written chunk starts unreferenced at its write ti
 chunks of an interrupted put disappear after the grace period, while a put that commits its
 file record within the grace period keeps them.
 
+view() hands out a chunk without copying it: a memoryview into the map, whose read transaction
+ends when the view is released (the chunk service sends it as a ZeroMQ frame, which holds it
+until the frame is encrypted and written). Copying 4 MiB out of the map per chunk read cost
+about a sixth of the nodes' CPU per MB of a get.
+
 usage() is O(1): the total of stored bytes is kept in its own table, changed in the same
 transaction as every chunk written or removed. Summing the chunks instead would read every
 page of every chunk (the LMDB binding touches a value's pages before handing it out), and the
@@ -29,6 +34,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
@@ -65,6 +71,12 @@ COUNTER_NAMES = (
 # Corrupt copies remembered for the leader (chunk_stats reports them; it dedups by number).
 CORRUPT_EVENTS_MAX = 1024
 INVENTORY_IDS_MAX = 65536
+# Views open at once: each holds a read transaction, and an environment has 126 reader slots
+# (LMDB's default), which scrub, gc and every other read need too. Past this, view() copies.
+VIEWS_OPEN_MAX = 32
+# close() waits this long for the views still referenced (a frame ZeroMQ has not written yet)
+# before unmapping the store under them.
+VIEWS_CLOSE_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -106,6 +118,8 @@ class ChunkStore:
         # (event number, chunk id) of corrupt copies found and removed here, newest last.
         self._corrupt_events: deque[tuple[int, bytes]] = deque(maxlen=CORRUPT_EVENTS_MAX)
         self._corrupt_events_total = 0
+        self._views_condition = threading.Condition(threading.Lock())
+        self._views_open = 0
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._counters_lock:
@@ -200,6 +214,35 @@ class ChunkStore:
         _check_chunk_id(chunk_id)
         with self._env.begin() as txn:
             data = txn.get(chunk_id, db=self._chunks, default=None)
+        return self._checked(chunk_id, data, verify)
+
+    def view(self, chunk_id: bytes, *, verify: bool = True) -> memoryview | bytes:
+        """As get(), without a copy: a read-only memoryview into the store, valid for as long
+        as this object is referenced (its read transaction ends when it is released; a slice
+        or another memoryview of it does not keep it). A copy (bytes) when VIEWS_OPEN_MAX
+        views are open already."""
+        _check_chunk_id(chunk_id)
+        with self._views_condition:
+            if self._views_open >= VIEWS_OPEN_MAX:
+                return self.get(chunk_id, verify=verify)
+            self._views_open += 1
+        txn = self._env.begin(buffers=True)
+        try:
+            data = self._checked(chunk_id, txn.get(chunk_id, db=self._chunks, default=None), verify)
+        except BaseException:
+            self._end_view(txn)
+            raise
+        weakref.finalize(data, self._end_view, txn).atexit = False
+        return data
+
+    def _end_view(self, txn: lmdb.Transaction) -> None:
+        txn.abort()
+        with self._views_condition:
+            self._views_open -= 1
+            assert self._views_open >= 0
+            self._views_condition.notify_all()
+
+    def _checked(self, chunk_id: bytes, data: bytes | memoryview | None, verify: bool) -> bytes | memoryview:
         if data is None:
             self._count("get_misses")
             raise NotFound(f"chunk {chunk_id.hex()} is not stored here")
@@ -210,7 +253,7 @@ class ChunkStore:
         self._count("get_bytes", len(data))
         return data
 
-    def _remove_corrupt(self, chunk_id: bytes, data: bytes, found_by: str) -> None:
+    def _remove_corrupt(self, chunk_id: bytes, data: bytes | memoryview, found_by: str) -> None:
         """Count, log, remember (for the leader) and remove a copy that fails its hash."""
         self._count("checksum_mismatches")
         log.warning("chunk %s is corrupt (found by %s: content does not hash to its id); removing it",
@@ -262,7 +305,7 @@ class ChunkStore:
         self._count("scrubbed_bytes", len(data))
         return len(data)
 
-    def _delete_if_content(self, chunk_id: bytes, content: bytes) -> None:
+    def _delete_if_content(self, chunk_id: bytes, content: bytes | memoryview) -> None:
         # Another thread may have replaced the corrupt copy meanwhile: delete only what we read.
         with self._env.begin(write=True) as txn:
             if txn.get(chunk_id, db=self._chunks, default=None) == content:
@@ -352,6 +395,14 @@ class ChunkStore:
         return {"unreferenced": unreferenced, "deleted": deleted, "deleted_bytes": deleted_bytes}
 
     def close(self) -> None:
+        with self._views_condition:
+            released = self._views_condition.wait_for(lambda: self._views_open == 0, VIEWS_CLOSE_WAIT_SECONDS)
+        if not released:
+            # Unmapping now would pull the memory from under a frame being sent: the map
+            # stays until the process exits.
+            log.warning("chunk store left open: %d views still referenced after %g s",
+                        self._views_open, VIEWS_CLOSE_WAIT_SECONDS)
+            return
         self._env.close()
 
 

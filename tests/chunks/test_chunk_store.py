@@ -297,3 +297,63 @@ def test_a_store_written_before_the_usage_table_is_summed_once_on_open(tmp_path,
         assert store.usage() == (3, 4500)
     finally:
         store.close()
+
+
+def test_a_view_keeps_its_content_while_the_chunk_is_deleted_and_its_pages_reused(store):
+    data = bytes(range(256)) * 4096  # 1 MiB
+    chunk_id = put(store, data)
+    view = store.view(chunk_id)
+    assert type(view) is memoryview and view == data
+    assert store.delete(chunk_id)
+    for number in range(8):  # new chunks, which may take the freed pages once no reader holds them
+        put(store, bytes([number]) * len(data))
+    assert view == data  # its read transaction still holds the old pages
+    assert store.counters()["gets"] == 1
+    with pytest.raises(NotFound):
+        store.view(chunk_id)
+
+
+def test_views_past_the_limit_are_copies_and_released_views_free_their_slot(store, monkeypatch):
+    monkeypatch.setattr("node.chunks.store.VIEWS_OPEN_MAX", 2)
+    chunk_id = put(store, b"v" * 10000)
+    first, second = store.view(chunk_id), store.view(chunk_id)
+    third = store.view(chunk_id)
+    assert (type(first), type(second), type(third)) == (memoryview, memoryview, bytes)
+    del first
+    assert type(store.view(chunk_id)) is memoryview  # released at once: the slot is free again
+    assert third == second == b"v" * 10000
+
+
+def test_a_corrupt_chunk_is_refused_by_view_and_removed(tmp_path, clock):
+    data = b"precious" * 100
+    chunk_id = put_and_close(tmp_path, clock, data)
+    corrupt(tmp_path, chunk_id, b"precioUs" + data[8:])
+    store = ChunkStore(tmp_path, MAP_SIZE_BYTES, clock=clock)
+    try:
+        assert store.view(chunk_id, verify=False) == b"precioUs" + data[8:]
+        with pytest.raises(ChecksumMismatch):
+            store.view(chunk_id)
+        assert not store.has(chunk_id)
+        assert store.counters()["checksum_mismatches"] == 1
+    finally:
+        store.close()
+
+
+def test_close_waits_for_views_still_referenced(tmp_path, clock):
+    store = ChunkStore(tmp_path, MAP_SIZE_BYTES, clock=clock)
+    holder = [store.view(put(store, b"w" * 100000))]  # as a frame not yet sent holds it
+    closing = threading.Thread(target=store.close)
+    closing.start()
+    closing.join(0.05)
+    assert closing.is_alive()  # it cannot unmap the store under the view
+    holder.clear()
+    closing.join(5)
+    assert not closing.is_alive()
+
+
+def put_and_close(directory, clock, data: bytes) -> bytes:
+    store = ChunkStore(directory, MAP_SIZE_BYTES, clock=clock)
+    try:
+        return put(store, data)
+    finally:
+        store.close()
