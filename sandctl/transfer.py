@@ -1,20 +1,21 @@
 """Client side of chunk transfer: stream a file into replicated chunks, and back out.
 
-Used by sandctl for files above inline_bytes_max. Everything runs in the calling thread: the
+Used by sandctl for files above inline_bytes_max. The calling thread drives the transfer: the
 request engine (sandctl/connection.py, one DEALER per chunk node) keeps up to
-`chunks_in_flight_max` chunks moving at once, so
-memory stays bounded by that many chunks whatever the file size. A replica that fails (error
-reply, no reply within attempt_timeout_seconds) is replaced by another node, and a node that
-failed once is tried last for the rest of the transfer so a dead node costs one timeout, not
-one per chunk.
+`chunks_in_flight_max` chunks moving at once, so memory stays bounded by that many chunks
+whatever the file size. A replica that fails (error reply, no reply within
+attempt_timeout_seconds) is replaced by another node, and a node that failed once is tried
+last for the rest of the transfer so a dead node costs one timeout, not one per chunk.
 
 Content is never copied in this process after it is read: a put sends the chunk read from
 the input as its own frame to every replica (ZeroMQ references it, copy=False), and a get
 hashes and writes the received frame's buffer. A get asks nodes not to verify (each chunk is
 hashed once, here, end to end) and reports a copy that fails the check with chunk_verify, so
-the node counts, logs and removes it. Freed chunk buffers stay in the process for the next
-chunk (node/large_buffers.py): otherwise every chunk's buffers fault in fresh pages.
-"""
+the node counts, logs and removes it. A get hashes and writes in helper threads (_Helpers):
+the calling thread keeps requests and replies moving while a chunk is checked or written, and
+the caller's writer is called from the helpers' writer thread, in order. Freed chunk buffers
+stay in the process for the next chunk (node/large_buffers.py): otherwise every chunk's
+buffers fault in fresh pages."""
 
 from __future__ import annotations
 
@@ -41,40 +42,54 @@ from sandctl.connection import Connections, Reply, SocketOptions, shared_context
 
 DEFAULT_FRAME_BYTES_MAX = 64 << 20
 DEFAULT_ATTEMPT_TIMEOUT_SECONDS = 5.0
-# Threads that hash fetched chunks, so verification uses every core instead of one (hashlib
+# Threads that hash fetched chunks, so verification uses every core instead of one (blake3
 # releases the GIL for large buffers) while the calling thread keeps the sockets busy.
 VERIFY_THREADS = 2
 
 Progress = Callable[[int], None]  # called with the byte count of each chunk completed
 
 
-class _Verifier:
-    """Threads that check fetched chunks against their ids. submit() queues a check; the
-    outcomes come back from results(), and the socket given to Connections.add_wakeup gets a
-    message after each one, so the caller's poll wakes up. Jobs are bounded by the caller
-    (at most one per chunk in flight)."""
+class _Helpers:
+    """The threads a get runs beside the caller's: `verify_threads` that check fetched chunks
+    against their ids, and one writer that hands verified chunks to the caller's writer in
+    the order given. The calling thread meanwhile keeps the sockets busy: a write (a file's
+    page cache, a pipe) no longer holds up the next chunk's check and request.
+
+    verify() and write() queue a job; the outcomes come back from results(), and the socket
+    given to Connections.add_wakeup gets a message after each one, so the caller's poll wakes
+    up. Jobs are bounded by the caller (at most one per chunk in flight). After an error in
+    the writer (the caller's writer raised), the writes queued after it are dropped."""
 
     _endpoints = itertools.count()
 
-    def __init__(self, context: zmq.Context, threads: int) -> None:
-        assert threads >= 1
+    def __init__(self, context: zmq.Context, verify_threads: int, writer: BinaryIO) -> None:
+        assert verify_threads >= 1
         self._context = context
-        self._endpoint = f"inproc://chunk-verifier-{id(self)}-{next(self._endpoints)}"
+        self._writer = writer
+        self._endpoint = f"inproc://chunk-helpers-{id(self)}-{next(self._endpoints)}"
         self.wakeup = context.socket(zmq.PULL)
         self.wakeup.setsockopt(zmq.LINGER, 0)
         self.wakeup.bind(self._endpoint)
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._checks: queue.SimpleQueue = queue.SimpleQueue()
+        self._writes: queue.SimpleQueue = queue.SimpleQueue()
         self._results: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._work, name=f"chunk-verify-{number}", daemon=True)
-                         for number in range(threads)]
+        self._stopping = False  # set by close(): the writer drops what is still queued
+        self._threads = [threading.Thread(target=self._serve, args=(self._checks, self._check), daemon=True,
+                                          name=f"chunk-verify-{number}") for number in range(verify_threads)]
+        self._threads.append(threading.Thread(target=self._serve, args=(self._writes, self._write), daemon=True,
+                                              name="chunk-write"))
         for thread in self._threads:
             thread.start()
 
-    def submit(self, position: int, node: str, chunk: "_Chunk", content: memoryview) -> None:
-        self._jobs.put((position, node, chunk, content))
+    def verify(self, position: int, node: str, chunk: "_Chunk", content: memoryview) -> None:
+        self._checks.put((position, node, chunk, content))
 
-    def results(self) -> list[tuple[int, str, memoryview, "SandStoreError | None"]]:
-        """(position, node, content, error or None) of every check finished so far."""
+    def write(self, position: int, content: memoryview) -> None:
+        self._writes.put((position, content))
+
+    def results(self) -> list[tuple]:
+        """Every outcome finished so far: ("verified", position, node, content, error or None)
+        and ("written", position, size, exception the writer raised or None)."""
         finished = []
         while True:
             try:
@@ -82,17 +97,31 @@ class _Verifier:
             except queue.Empty:
                 return finished
 
-    def _work(self) -> None:
+    def _check(self, job: tuple) -> tuple:
+        position, node, chunk, content = job
+        return "verified", position, node, content, _verify(chunk, content)
+
+    def _write(self, job: tuple) -> tuple:
+        position, content = job
+        try:
+            self._writer.write(content)
+        except BaseException as error:  # the caller's to handle (a full disk, a closed pipe, Enough)
+            self._stopping = True
+            return "written", position, len(content), error
+        return "written", position, len(content), None
+
+    def _serve(self, jobs: queue.SimpleQueue, handle: Callable[[tuple], tuple]) -> None:
         wake = self._context.socket(zmq.PUSH)
         wake.setsockopt(zmq.LINGER, 0)
         wake.connect(self._endpoint)
         try:
             while True:
-                job = self._jobs.get()
+                job = jobs.get()
                 if job is None:
                     return
-                position, node, chunk, content = job
-                self._results.put((position, node, content, _verify(chunk, content)))
+                if self._stopping and handle == self._write:
+                    continue
+                self._results.put(handle(job))
                 try:
                     wake.send(b"", zmq.NOBLOCK)
                 except zmq.Again:
@@ -101,8 +130,11 @@ class _Verifier:
             wake.close(linger=0)
 
     def close(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
+        """Stop every thread; a write under way finishes first, queued writes are dropped."""
+        self._stopping = True
+        for _ in range(len(self._threads) - 1):
+            self._checks.put(None)
+        self._writes.put(None)
         for thread in self._threads:
             thread.join()
         self.wakeup.close(linger=0)
@@ -390,44 +422,48 @@ def get_stream(
         assert type(size) is int and size >= 0 and isinstance(replicas, (list, tuple))
     context = context or shared_context()
     connections = _connections(chunk_addresses, chunks_in_flight_max, frame_bytes_max, context, security)
-    verifier = _Verifier(context, VERIFY_THREADS)
-    connections.add_wakeup(verifier.wakeup)
+    helpers = _Helpers(context, VERIFY_THREADS, writer)
+    connections.add_wakeup(helpers.wakeup)
     try:
-        stream = _GetStream(_Transfer(connections, deadline_seconds, attempt_timeout_seconds), verifier,
-                            chunk_addresses, chunks, writer, progress)
+        stream = _GetStream(_Transfer(connections, deadline_seconds, attempt_timeout_seconds), helpers,
+                            chunk_addresses, chunks, progress)
         return stream.run(chunks_in_flight_max)
     finally:
-        verifier.close()
+        helpers.close()
         connections.close()
 
 
 class _GetStream:
-    """One get: up to chunks_in_flight_max chunks fetched ahead of the writer, each verified
-    by the verifier threads, written strictly in order."""
+    """One get: up to chunks_in_flight_max chunks fetched ahead of the writer (a chunk counts
+    until it is written), each verified by the helper threads, written strictly in order by
+    the helpers' writer."""
 
-    def __init__(self, transfer: _Transfer, verifier: _Verifier, chunk_addresses: dict[str, str], chunks: list[list],
-                 writer: BinaryIO, progress: Progress | None) -> None:
+    def __init__(self, transfer: _Transfer, helpers: _Helpers, chunk_addresses: dict[str, str], chunks: list[list],
+                 progress: Progress | None) -> None:
         self.transfer = transfer
-        self.verifier = verifier
+        self.helpers = helpers
         self.known_nodes = set(chunk_addresses)
         self.chunks = chunks
-        self.writer = writer
         self.progress = progress
         self.active: dict[int, _Chunk] = {}  # being fetched or verified, by position
         self.fetched: dict[int, memoryview] = {}  # verified, waiting for the chunks before them
         self.next_to_fetch = self.next_to_write = self.written_bytes = 0
+        self.next_to_submit = 0  # chunks before it are with the writer or written
 
     def run(self, chunks_in_flight_max: int) -> int:
         while self.next_to_write < len(self.chunks) or self.transfer.reports_outstanding():
             while (self.next_to_fetch < len(self.chunks)
                    and self.next_to_fetch - self.next_to_write < chunks_in_flight_max):
                 self._start_next()
-            assert len(self.active) + len(self.fetched) <= chunks_in_flight_max
+            assert len(self.active) + len(self.fetched) + self.next_to_submit - self.next_to_write <= chunks_in_flight_max
             for attempt, result in self.transfer.wait(self._waiting_for()):
                 self._on_outcome(attempt, result)
-            for position, node, content, error in self.verifier.results():
-                self._on_verified(position, node, content, error)
-            self._write_ready()
+            for outcome in self.helpers.results():
+                if outcome[0] == "verified":
+                    self._on_verified(*outcome[1:])
+                else:
+                    self._on_written(*outcome[1:])
+            self._submit_ready()
         return self.written_bytes
 
     def _start_next(self) -> None:
@@ -462,7 +498,7 @@ class _GetStream:
             self._failed(attempt.position, attempt.node, result)
         else:
             # The node stays outstanding for this chunk until its content is checked.
-            self.verifier.submit(attempt.position, attempt.node, self.active[attempt.position], result)
+            self.helpers.verify(attempt.position, attempt.node, self.active[attempt.position], result)
 
     def _on_verified(self, position: int, node: str, content: memoryview, error: SandStoreError | None) -> None:
         if error is None:
@@ -473,19 +509,26 @@ class _GetStream:
             self.transfer.report_corrupt(node, self.active[position].chunk_id)
         self._failed(position, node, error)
 
-    def _write_ready(self) -> None:
-        while self.next_to_write in self.fetched:
-            data = self.fetched.pop(self.next_to_write)
-            self.writer.write(data)
-            self.written_bytes += len(data)
-            self.next_to_write += 1
-            if self.progress is not None:
-                self.progress(len(data))
+    def _submit_ready(self) -> None:
+        while self.next_to_submit in self.fetched:
+            self.helpers.write(self.next_to_submit, self.fetched.pop(self.next_to_submit))
+            self.next_to_submit += 1
+
+    def _on_written(self, position: int, size: int, error: BaseException | None) -> None:
+        if error is not None:
+            raise error  # the caller's writer raised it: the same exception, for the caller
+        assert position == self.next_to_write, "the writer writes in order"
+        self.written_bytes += size
+        self.next_to_write += 1
+        if self.progress is not None:
+            self.progress(size)
 
     def _waiting_for(self) -> str:
+        if self.next_to_submit < len(self.chunks) and self.next_to_submit in self.active:
+            oldest = self.active[self.next_to_submit]  # everything before it is verified, so it is being fetched
+            return f"chunk {self.next_to_submit} not fetched ({oldest.describe_failures()})"
         if self.next_to_write < len(self.chunks):
-            oldest = self.active[self.next_to_write]  # everything before it is written, so it is being fetched
-            return f"chunk {self.next_to_write} not fetched ({oldest.describe_failures()})"
+            return f"chunk {self.next_to_write} not written yet"
         return "reports of corrupt replicas unanswered"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import threading
 import time
 
 import lmdb
@@ -208,3 +209,48 @@ def test_get_keeps_at_most_chunks_in_flight_max(cluster, context):
                context=context)
     assert writer.getvalue() == data
     assert 1 <= writer.ahead_chunks_max <= 3
+
+
+def test_get_writes_every_chunk_in_order_from_one_thread_and_reports_each_once_written(cluster, context):
+    data = payload(12 * CHUNK_SIZE_BYTES)
+    chunks, _ = put(cluster, data, context)
+
+    class RecordingWriter(io.BytesIO):
+        threads: set = set()
+
+        def write(self, data: bytes) -> int:
+            self.threads.add(threading.get_ident())
+            return super().write(data)
+
+    writer = RecordingWriter()
+    reported = []
+    written = get_stream(addresses(cluster), chunks, writer, deadline_seconds=DEADLINE_SECONDS, context=context,
+                         progress=lambda size: reported.append((size, len(writer.getvalue()))))
+    assert written == len(data) and writer.getvalue() == data
+    assert len(writer.threads) == 1  # the helpers' writer thread: one writer, in file order
+    # Each chunk is reported after it was written, never before.
+    assert [size for size, _ in reported] == [CHUNK_SIZE_BYTES] * 12
+    assert all(length >= sum(size for size, _ in reported[:index + 1]) for index, (_, length) in enumerate(reported))
+
+
+def test_an_exception_from_the_writer_ends_the_get_with_it_and_nothing_more_is_written(cluster, context):
+    chunks, _ = put(cluster, payload(20 * CHUNK_SIZE_BYTES), context)
+
+    class Enough(Exception):
+        pass
+
+    class StoppingWriter:
+        def __init__(self) -> None:
+            self.writes = 0
+
+        def write(self, data: bytes) -> int:
+            self.writes += 1
+            if self.writes == 3:
+                raise Enough("three chunks are plenty")
+            return len(data)
+
+    writer = StoppingWriter()
+    with pytest.raises(Enough, match="plenty"):
+        get_stream(addresses(cluster), chunks, writer, deadline_seconds=DEADLINE_SECONDS, context=context,
+                   chunks_in_flight_max=4)
+    assert writer.writes == 3  # the chunks already handed to the writer after it were dropped
