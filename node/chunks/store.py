@@ -223,9 +223,10 @@ class ChunkStore:
         views are open already."""
         _check_chunk_id(chunk_id)
         with self._views_condition:
-            if self._views_open >= VIEWS_OPEN_MAX:
-                return self.get(chunk_id, verify=verify)
-            self._views_open += 1
+            viewing = self._views_open < VIEWS_OPEN_MAX
+            self._views_open += viewing
+        if not viewing:
+            return self.get(chunk_id, verify=verify)  # outside the lock: views still end meanwhile
         txn = self._env.begin(buffers=True)
         try:
             data = self._checked(chunk_id, txn.get(chunk_id, db=self._chunks, default=None), verify)
