@@ -138,6 +138,7 @@ class Driver:
         self._held_since: float | None = None  # since when committed entries have waited to apply
         self._held_normal_through = 0  # index up to which the waiting entries are all NORMAL
         self._forwards_pending: dict[bytes, float] = {}  # command forwarded -> when, until applied here
+        self._forwards_resend_to = ""  # a new leader that this node's pending forwards go to (process)
         assert own_entries_unflushed_from >= 1, own_entries_unflushed_from
         self._own_entries_flush_seconds = own_entries_flush_seconds
         self._own_entries_unflushed_from = own_entries_unflushed_from
@@ -220,6 +221,12 @@ class Driver:
         leader = self.core.lead
         if not leader:
             raise NoLeader("no leader is known right now (election in progress?); retry shortly")
+        if self.core.early_campaign_ticks is not None:
+            # The connection to the leader closed (its process died, most likely) and nothing
+            # has come from it since: a forward would vanish with it. "Nothing changed" sends
+            # the client to another node at once, and to the next leader once there is one,
+            # tens of milliseconds later, instead of after a whole attempt timeout.
+            raise NoLeader(f"the connection to the leader {leader} closed; an election is under way; retry shortly")
         if self.core.election_elapsed_ticks * 2 >= self.core.config.election_ticks_min:
             # Silent for half an election timeout (a partition, most likely): a forward would
             # vanish and cost the client a whole attempt timeout; "nothing changed" lets it try
@@ -289,7 +296,28 @@ class Driver:
         if self._own_entries_unflushed is not None and now_seconds >= self.own_entries_flush_due_at():
             # Due by time alone: after this turn's replies, so the flush delays none of them.
             self.flush_own_entries()
+        if self._forwards_resend_to:
+            self._resend_forwards(now_seconds)
         return idle or not self.core.has_ready()
+
+    def _resend_forwards(self, now_seconds: float) -> None:
+        """A new leader is known: the client writes this node forwarded and has not applied yet
+        go to it (proposed here if this node is the new leader). The old leader may have died
+        with them (a forward it had not proposed dies with its process), and their clients,
+        who wait for this node to apply them, would otherwise wait a whole attempt timeout and
+        then try elsewhere. Sending a command again is safe: one that did reach the log as well
+        is applied once, and its copy is answered from the client's session (exactly-once)."""
+        leader, self._forwards_resend_to = self._forwards_resend_to, ""
+        if leader != self.core.lead or not self._forwards_wait(now_seconds):
+            return  # the leader changed again meanwhile (resent on that change), or none is pending
+        for command in list(self._forwards_pending):
+            try:
+                if leader == self.node_id:
+                    self._propose(command, None, now_seconds)
+                else:
+                    self._transport.send_forward(leader, command)
+            except (NotLeader, NoLeader):
+                return  # no longer leading, or no address for the leader yet: the clients retry
 
     def _hold_committed(self, now_seconds: float) -> None:
         """Whether the core hands out the committed entries that wait (see
@@ -645,6 +673,8 @@ class Driver:
             term = self.core.term
             log.info("leader is now %s (term %d)", leader, term)
             self._callbacks.leader_changed(leader, term, leader == self.node_id)
+            if self._forwards_pending:
+                self._forwards_resend_to = leader  # after this Ready is advanced: process()
         if ready.soft_state.role != ROLE.LEADER:
             # Proposals of a deposed leader may never commit (another entry may take their
             # index): their latency would mislead, and the entry applied there is decoded anew.

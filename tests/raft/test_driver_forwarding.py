@@ -31,3 +31,69 @@ def test_a_follower_forwards_to_a_live_leader_and_refuses_once_it_has_been_silen
     cluster.stabilize(cluster.tick("a", follower.config.heartbeat_ticks))
     cluster.driver("b").propose(b"four", 0.0)
     assert forwarded[-1] == ("a", b"four")
+
+
+def _dead(node_id: str):
+    """A drop rule for stabilize: every message to or from a node whose process died."""
+    return lambda message: node_id in (message.source, message.target)
+
+
+def test_a_follower_whose_connection_to_the_leader_closed_refuses_writes_until_the_leader_is_heard_again():
+    cluster = Cluster("abc", campaign_on_leader_unreachable=True)
+    cluster.elect("a")
+    follower = cluster.nodes["b"]
+    forwarded: list[tuple[str, bytes]] = []
+    cluster.driver("b").outbox.send_forward = lambda leader, command: forwarded.append((leader, command))
+
+    follower.leader_unreachable("a")  # its TCP connection to a closed
+    with pytest.raises(NoLeader, match="connection to the leader a closed"):
+        cluster.driver("b").propose(b"one", 0.0)
+    assert forwarded == []  # nothing sent into the dead link: the client tries elsewhere at once
+
+    # The leader was alive after all (the connection came back): its heartbeat ends the refusal.
+    cluster.stabilize(cluster.tick("a", follower.config.heartbeat_ticks))
+    cluster.driver("b").propose(b"two", 0.0)
+    assert forwarded == [("a", b"two")]
+
+
+def test_writes_forwarded_to_a_leader_that_died_go_to_the_next_leader():
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    b, c = cluster.nodes["b"], cluster.nodes["c"]
+    forwarded: list[tuple[str, bytes]] = []
+    real_send_forward = cluster.driver("b").outbox.send_forward
+    cluster.driver("b").outbox.send_forward = lambda leader, command: forwarded.append((leader, command))
+    cluster.driver("b").propose(b"lost with a", 0.0)  # a dies before it reads it
+    assert forwarded == [("a", b"lost with a")]
+
+    # c campaigns once b no longer counts a as alive (stickiness): b votes for it.
+    assert b.randomized_election_ticks > b.config.election_ticks_min  # b itself does not campaign
+    cluster.tick("b", b.config.election_ticks_min)
+    cluster.stabilize(cluster.tick("c", c.randomized_election_ticks), drop=_dead("a"))
+    assert c.role.name == "LEADER" and b.lead == "c"
+    # b's pending forward went to the new leader, with nobody asking again.
+    assert forwarded == [("a", b"lost with a"), ("c", b"lost with a")]
+    cluster.driver("b").outbox.send_forward = real_send_forward
+
+
+def test_a_follower_that_becomes_leader_proposes_the_writes_it_had_forwarded_to_the_dead_leader():
+    cluster = Cluster("abc", campaign_on_leader_unreachable=True)
+    cluster.elect("a")
+    b, c = cluster.nodes["b"], cluster.nodes["c"]
+    forwarded: list[tuple[str, bytes]] = []
+    cluster.driver("b").outbox.send_forward = lambda leader, command: forwarded.append((leader, command))
+    cluster.driver("b").propose(b"lost with a", 0.0)  # forwarded just before a's process died
+
+    # Both followers see their connection to a close; b is first in line and campaigns early.
+    b.leader_unreachable("a")
+    c.leader_unreachable("a")
+    for _ in range(b.early_campaign_ticks):
+        cluster.tick("c")
+        cluster.stabilize(cluster.tick("b"), drop=_dead("a"))
+        if b.role.name == "LEADER":
+            break
+    assert b.role.name == "LEADER"
+    cluster.stabilize(drop=_dead("a"))
+    assert forwarded == [("a", b"lost with a")]  # not sent to itself: proposed
+    for node_id in "bc":
+        assert b"lost with a" in [entry.data for entry in cluster.applied[node_id]], node_id

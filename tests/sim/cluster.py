@@ -446,6 +446,7 @@ class Cluster:
 
     def _send_forward(self, node: SimNode, leader: NodeId, command: bytes) -> None:
         self.forwards_sent += 1
+        self.checker.values_forwarded.add(command)
         self.forge_forward(node.node_id, leader, command)
 
     def forge_forward(self, source: NodeId, leader: NodeId, command: bytes) -> None:

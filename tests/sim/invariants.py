@@ -50,6 +50,11 @@ class Checker:
         self.entry_at: dict[tuple[int, int], tuple[int, bytes, int]] = {}
         self.applied_at: dict[int, AppliedEntry] = {}
         self.value_index: dict[bytes, int] = {}
+        # Values a follower forwarded: its driver sends them again to the next leader (the old
+        # one may have died with them), so such a value may reach the log twice; the real
+        # state machine's sessions apply it once (same client and seq). Every other value
+        # must be applied at one index only.
+        self.values_forwarded: set[bytes] = set()
         self.vote_grant: dict[tuple[NodeId, int], NodeId] = {}
         self.read_floor: dict[bytes, int] = {}
         self.acked: dict[bytes, int] = {}
@@ -288,7 +293,7 @@ class Checker:
             self.fail(f"{node_id} {how} a malformed command at {applied.index}: a forward was proposed unchecked")
         if applied.kind == EntryKind.NORMAL and applied.data:
             index = self.value_index.setdefault(applied.data, applied.index)
-            if index != applied.index:
+            if index != applied.index and applied.data not in self.values_forwarded:
                 self.fail(f"value {applied.data!r} applied at both index {index} and {applied.index}")
 
     # -- clients ----------------------------------------------------------------------------
