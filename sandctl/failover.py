@@ -129,24 +129,30 @@ class LeaderTracker:
         """Targets in the order to try: the pinned node forever, or the believed leader first
         (unless leader_first is False: the caller already tried it, `after`) and then every
         known node in config order, round and round, leaving out silent nodes unless all are;
-        never the same node twice in a row when there is another."""
+        never the same node twice in a row when the round has another."""
         if pinned is not None:
             return itertools.repeat(pinned)
 
-        def candidates() -> Iterator[str]:
+        def rounds() -> Iterator[list[str]]:
             if leader_first and self.leader is not None:
-                yield self.leader
+                yield [self.leader]
             while True:
                 # Chosen afresh each round: a node that just timed out is left out of the next.
                 silent = self.silent
-                yield from [node for node in self.addresses if node not in silent] or list(self.addresses)
+                yield [node for node in self.addresses if node not in silent] or list(self.addresses)
 
         def targets() -> Iterator[str]:
             previous = after
-            for node in candidates():
-                if node != previous or len(self.addresses) == 1:
-                    previous = node
-                    yield node
+            for round_nodes in rounds():
+                for node in round_nodes:
+                    # A lone node that answers (the others silent: one dead, one that let an
+                    # attempt time out) is asked again, after the caller's backoff, rather than
+                    # skipped: skipping it left a round with nothing to offer, and the rotation
+                    # spun on the CPU until a silent mark expired (seconds without a request,
+                    # seen in failover benchmarks once followers answered NO_LEADER quickly).
+                    if node != previous or len(round_nodes) == 1:
+                        previous = node
+                        yield node
 
         return targets()
 

@@ -164,3 +164,30 @@ def test_when_every_node_is_silent_each_is_tried_and_a_mark_is_forgotten_after_a
     later = time.monotonic() + SILENCE_REMEMBERED_SECONDS + 1
     monkeypatch.setattr(time, "monotonic", lambda: later)
     assert tracker.silent == set()
+
+
+def test_a_lone_node_that_answers_while_the_others_are_silent_is_asked_again(monkeypatch):
+    # After a leader's kill: its connection closed (silent), one follower let an attempt time
+    # out (silent), the other says NO_LEADER. Before, the rotation skipped that follower as
+    # "the same node twice in a row" and had nothing else to offer: it spun without end.
+    looks = {"count": 0}
+    silent_of = LeaderTracker.silent.fget
+
+    def counted_silent(tracker):
+        looks["count"] += 1
+        assert looks["count"] < 1000, "the rotation spins without offering a target"
+        return silent_of(tracker)
+
+    monkeypatch.setattr(LeaderTracker, "silent", property(counted_silent))
+    tracker = LeaderTracker(dict(ADDRESSES))
+    tracker.timed_out("n1")
+    tracker.timed_out("n2")
+    plan = plan_for(tracker)
+    assert plan.next_target() == "n3"
+    plan.sent("n3", 1)
+    reply = error("n3", 1, NoLeader("election"))
+    assert plan.on_reply(reply) and plan.answered(reply) > 0
+    assert [plan.next_target() for _ in range(3)] == ["n3", "n3", "n3"]
+    # Once another node answers again, the rotation alternates as before.
+    tracker.answered("n2")
+    assert [plan.next_target() for _ in range(3)] == ["n2", "n3", "n2"]
