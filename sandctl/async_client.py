@@ -591,7 +591,7 @@ class AsyncClient:
                 await asyncio.sleep(plan.backoff_until_deadline(plan.answered(first_answer)))
             while plan.time_left() > 0:
                 target = plan.next_target()
-                request_id = await self._connections.request(target, op, args, replies, plan.connect_wait_seconds())
+                request_id = await self._connections.request(target, op, args, replies, plan.connect_wait_seconds(target))
                 if request_id is None:
                     await asyncio.sleep(plan.backoff_until_deadline(plan.not_sent(target)))
                     continue
