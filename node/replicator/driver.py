@@ -138,7 +138,9 @@ class Driver:
         self._held_since: float | None = None  # since when committed entries have waited to apply
         self._held_normal_through = 0  # index up to which the waiting entries are all NORMAL
         self._forwards_pending: dict[bytes, float] = {}  # command forwarded -> when, until applied here
-        self._forwards_resend_to = ""  # a new leader that this node's pending forwards go to (process)
+        # The leader the pending forwards were last sent to ("" while none is reachable: they wait
+        # here, parked, until one is: _forwards_follow_leader).
+        self._forwards_sent_to = ""
         assert own_entries_unflushed_from >= 1, own_entries_unflushed_from
         self._own_entries_flush_seconds = own_entries_flush_seconds
         self._own_entries_unflushed_from = own_entries_unflushed_from
@@ -221,18 +223,19 @@ class Driver:
         leader = self.core.lead
         if not leader:
             raise NoLeader("no leader is known right now (election in progress?); retry shortly")
-        if self.core.early_campaign_ticks is not None:
-            # The connection to the leader closed (its process died, most likely) and nothing
-            # has come from it since: a forward would vanish with it. "Nothing changed" sends
-            # the client to another node at once, and to the next leader once there is one,
-            # tens of milliseconds later, instead of after a whole attempt timeout.
-            raise NoLeader(f"the connection to the leader {leader} closed; an election is under way; retry shortly")
         if self.core.election_elapsed_ticks * 2 >= self.core.config.election_ticks_min:
             # Silent for half an election timeout (a partition, most likely): a forward would
             # vanish and cost the client a whole attempt timeout; "nothing changed" lets it try
             # another node at once, and the next leader as soon as there is one.
             raise NoLeader(f"the leader {leader} has not been heard from for a while; retry shortly")
-        self._transport.send_forward(leader, command)
+        if self.core.early_campaign_ticks is None:
+            self._transport.send_forward(leader, command)
+            if not self._forwards_pending:
+                self._forwards_sent_to = leader  # else process() decides: some may wait parked
+        # else the connection to the leader closed (its process died, most likely) and nothing
+        # came from it since: a forward would vanish with it. The command waits here, parked,
+        # and goes to the next leader as soon as one is known (_forwards_follow_leader), tens of
+        # milliseconds later, instead of costing its client an attempt timeout.
         # Its client waits for this node to apply it: no hold until then. (The leader proposes
         # the very bytes forwarded, so the applied entry is recognised by its data.)
         # Popped first so the map stays in forwarding order (oldest first: _forwards_wait).
@@ -240,6 +243,8 @@ class Driver:
         self._forwards_pending[command] = now_seconds
         if len(self._forwards_pending) > FORWARDS_PENDING_MAX:
             del self._forwards_pending[next(iter(self._forwards_pending))]
+        if self.core.early_campaign_ticks is not None:
+            self._forwards_sent_to = ""  # parked: all pending go to the next reachable leader
 
     def _propose(self, command: bytes, decoded: object | None, now_seconds: float) -> None:
         try:
@@ -296,20 +301,31 @@ class Driver:
         if self._own_entries_unflushed is not None and now_seconds >= self.own_entries_flush_due_at():
             # Due by time alone: after this turn's replies, so the flush delays none of them.
             self.flush_own_entries()
-        if self._forwards_resend_to:
-            self._resend_forwards(now_seconds)
+        if self._forwards_pending:
+            self._forwards_follow_leader(now_seconds)
         return idle or not self.core.has_ready()
 
-    def _resend_forwards(self, now_seconds: float) -> None:
-        """A new leader is known: the client writes this node forwarded and has not applied yet
-        go to it (proposed here if this node is the new leader). The old leader may have died
-        with them (a forward it had not proposed dies with its process), and their clients,
-        who wait for this node to apply them, would otherwise wait a whole attempt timeout and
-        then try elsewhere. Sending a command again is safe: one that did reach the log as well
-        is applied once, and its copy is answered from the client's session (exactly-once)."""
-        leader, self._forwards_resend_to = self._forwards_resend_to, ""
-        if leader != self.core.lead or not self._forwards_wait(now_seconds):
-            return  # the leader changed again meanwhile (resent on that change), or none is pending
+    def _forwards_follow_leader(self, now_seconds: float) -> None:
+        """The client writes this node forwarded and has not applied yet go to the leader it
+        can reach now, if that is not the one they were sent to (proposed here if this node
+        leads): a new leader, or the old one heard from again after its link closed (parked
+        forwards). The old leader may have died with them (a forward it had not proposed dies
+        with its process), and their clients, who wait for this node to apply them, would
+        otherwise wait a whole attempt timeout and then try elsewhere. Sending a command again
+        is safe: one that also reached the log is applied once, its copy answered from the
+        client's session (exactly-once)."""
+        core = self.core
+        if core.role == ROLE.LEADER:
+            leader = self.node_id
+        elif core.role == ROLE.FOLLOWER and core.lead and core.early_campaign_ticks is None:
+            leader = core.lead
+        else:
+            return  # none reachable yet (an election, a closed link): they stay parked
+        if leader == self._forwards_sent_to:
+            return  # the usual case: sent there already
+        self._forwards_sent_to = leader
+        if not self._forwards_wait(now_seconds):
+            return  # all forgotten (older than read_timeout_seconds)
         for command in list(self._forwards_pending):
             try:
                 if leader == self.node_id:
@@ -317,7 +333,8 @@ class Driver:
                 else:
                     self._transport.send_forward(leader, command)
             except (NotLeader, NoLeader):
-                return  # no longer leading, or no address for the leader yet: the clients retry
+                self._forwards_sent_to = ""  # no longer leading, or no address yet: try again later
+                return
 
     def _hold_committed(self, now_seconds: float) -> None:
         """Whether the core hands out the committed entries that wait (see
@@ -673,8 +690,6 @@ class Driver:
             term = self.core.term
             log.info("leader is now %s (term %d)", leader, term)
             self._callbacks.leader_changed(leader, term, leader == self.node_id)
-            if self._forwards_pending:
-                self._forwards_resend_to = leader  # after this Ready is advanced: process()
         if ready.soft_state.role != ROLE.LEADER:
             # Proposals of a deposed leader may never commit (another entry may take their
             # index): their latency would mislead, and the entry applied there is decoded anew.

@@ -38,7 +38,7 @@ def _dead(node_id: str):
     return lambda message: node_id in (message.source, message.target)
 
 
-def test_a_follower_whose_connection_to_the_leader_closed_refuses_writes_until_the_leader_is_heard_again():
+def test_a_follower_whose_connection_to_the_leader_closed_parks_writes_until_a_leader_is_reachable():
     cluster = Cluster("abc", campaign_on_leader_unreachable=True)
     cluster.elect("a")
     follower = cluster.nodes["b"]
@@ -46,14 +46,16 @@ def test_a_follower_whose_connection_to_the_leader_closed_refuses_writes_until_t
     cluster.driver("b").outbox.send_forward = lambda leader, command: forwarded.append((leader, command))
 
     follower.leader_unreachable("a")  # its TCP connection to a closed
-    with pytest.raises(NoLeader, match="connection to the leader a closed"):
-        cluster.driver("b").propose(b"one", 0.0)
-    assert forwarded == []  # nothing sent into the dead link: the client tries elsewhere at once
+    cluster.driver("b").propose(b"one", 0.0)  # accepted: its client waits, as for any forward
+    cluster.process("b")
+    assert forwarded == []  # nothing sent into the dead link
 
-    # The leader was alive after all (the connection came back): its heartbeat ends the refusal.
+    # The leader was alive after all (the connection came back): its heartbeat ends the wait.
     cluster.stabilize(cluster.tick("a", follower.config.heartbeat_ticks))
+    assert forwarded == [("a", b"one")]
     cluster.driver("b").propose(b"two", 0.0)
-    assert forwarded == [("a", b"two")]
+    cluster.process("b")
+    assert forwarded == [("a", b"one"), ("a", b"two")]  # each sent once
 
 
 def test_writes_forwarded_to_a_leader_that_died_go_to_the_next_leader():
