@@ -26,12 +26,27 @@ def _needs_root(request):
         pytest.skip(UNAVAILABLE)
 
 
+LOG_LINES_SHOWN_ON_FAILURE = 60
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Remember whether the test itself failed, for the netns fixture's teardown."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.netns_call_failed = report.failed
+
+
 @pytest.fixture
-def netns(tmp_path, monkeypatch):
+def netns(tmp_path, monkeypatch, request):
     """make(node_count, extra_hosts=0, ipv6=False, settings=None) -> (lab, cluster, agent):
-    the cluster started, a leader elected, the agent ready in the client namespace."""
+    the cluster started, a leader elected, the agent ready in the client namespace. When the
+    test fails, the end of each node's log is printed (CI keeps no files: the log is the only
+    account of what the cluster did)."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     made: list[tuple[NetLab, list]] = []
+    clusters: list[NetCluster] = []
 
     def make(node_count: int, *, extra_hosts: int = 0, ipv6: bool = False, settings: dict | None = None):
         hosts = [f"h{i}" for i in range(1, node_count + extra_hosts + 1)] + [CLIENT_HOST]
@@ -39,6 +54,7 @@ def netns(tmp_path, monkeypatch):
         agents: list = []
         made.append((lab, agents))
         cluster = NetCluster(lab, tmp_path / f"cluster{len(made)}", node_count, settings)
+        clusters.append(cluster)
         cluster.start_all()
         agent = cluster.agent()
         agents.append(agent)
@@ -46,6 +62,11 @@ def netns(tmp_path, monkeypatch):
         return lab, cluster, agent
 
     yield make
+    if getattr(request.node, "netns_call_failed", False):
+        for cluster in clusters:
+            for log_file in sorted(cluster.logs_dir.glob("*.log")):
+                lines = log_file.read_text(errors="replace").splitlines()[-LOG_LINES_SHOWN_ON_FAILURE:]
+                print(f"----- {log_file} (last {len(lines)} lines)", *lines, sep="\n")
     for lab, agents in made:
         try:
             for agent in agents:
