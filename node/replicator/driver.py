@@ -228,14 +228,15 @@ class Driver:
             # vanish and cost the client a whole attempt timeout; "nothing changed" lets it try
             # another node at once, and the next leader as soon as there is one.
             raise NoLeader(f"the leader {leader} has not been heard from for a while; retry shortly")
-        if self.core.early_campaign_ticks is None:
+        # The connection to the leader closed (its process died, most likely) and nothing came
+        # from it since: a forward would vanish with it. The command then waits here, parked,
+        # and goes to the next leader as soon as one is known (_forwards_follow_leader), tens of
+        # milliseconds later, instead of costing its client an attempt timeout.
+        parked = self.core.early_campaign_ticks is not None
+        if not parked:
             self._transport.send_forward(leader, command)
             if not self._forwards_pending:
                 self._forwards_sent_to = leader  # else process() decides: some may wait parked
-        # else the connection to the leader closed (its process died, most likely) and nothing
-        # came from it since: a forward would vanish with it. The command waits here, parked,
-        # and goes to the next leader as soon as one is known (_forwards_follow_leader), tens of
-        # milliseconds later, instead of costing its client an attempt timeout.
         # Its client waits for this node to apply it: no hold until then. (The leader proposes
         # the very bytes forwarded, so the applied entry is recognised by its data.)
         # Popped first so the map stays in forwarding order (oldest first: _forwards_wait).
@@ -243,8 +244,8 @@ class Driver:
         self._forwards_pending[command] = now_seconds
         if len(self._forwards_pending) > FORWARDS_PENDING_MAX:
             del self._forwards_pending[next(iter(self._forwards_pending))]
-        if self.core.early_campaign_ticks is not None:
-            self._forwards_sent_to = ""  # parked: all pending go to the next reachable leader
+        if parked:
+            self._forwards_sent_to = ""  # all pending go to the next reachable leader
 
     def _propose(self, command: bytes, decoded: object | None, now_seconds: float) -> None:
         try:
