@@ -51,7 +51,6 @@ SEGMENT_CHUNKS_UNKNOWN_SIZE = 64
 CHUNK_PROBE_ROUND_SECONDS = 0.5  # a chunk node that does not answer a probe within this is down
 
 assert CHUNKS_IN_FLIGHT <= SEGMENT_CHUNKS_UNKNOWN_SIZE
-assert GET_CHUNKS_IN_FLIGHT >= CHUNKS_IN_FLIGHT
 
 Progress = Callable[[int], None]  # called with the byte count of each piece stored or written
 

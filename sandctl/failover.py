@@ -31,8 +31,9 @@ ATTEMPT_TIMEOUT_SECONDS = 1.0
 # The socket keeps connecting in the background, so a slow handshake succeeds next round.
 CONNECT_WAIT_SECONDS = 0.25
 # A silent node (its connection closed, or it let an attempt time out) gets only this long: a
-# killed node has no connection to come up, and the quarter second spent waiting for one,
-# while the survivors had long elected a new leader, was most of a slow failover's time.
+# killed node has no connection to come up, and a quarter second spent waiting for one, while
+# the survivors had long elected a new leader, fits a kill seen at 309.5 ms with its new leader
+# at 23.5 ms.
 # Its socket keeps reconnecting in the background, so a node that comes back is found next round.
 SILENT_CONNECT_WAIT_SECONDS = 0.01
 BACKOFF_SECONDS_MIN = 0.01
@@ -204,11 +205,9 @@ class CallPlan:
         target, self._redirect = self._redirect or next(self._rotation), None
         return target
 
-    def connect_wait_seconds(self, target: str | None = None) -> float:
+    def connect_wait_seconds(self, target: str) -> float:
         """How long a request to `target` may wait for its connection to come up."""
-        wait_seconds = CONNECT_WAIT_SECONDS
-        if target is not None and target in self.tracker.silent:
-            wait_seconds = SILENT_CONNECT_WAIT_SECONDS
+        wait_seconds = SILENT_CONNECT_WAIT_SECONDS if target in self.tracker.silent else CONNECT_WAIT_SECONDS
         return max(0.001, min(wait_seconds, self.time_left()))
 
     def attempt_deadline(self) -> float:
