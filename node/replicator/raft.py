@@ -36,7 +36,7 @@ from node.raft.types import (
 )
 from node.replicator.addresses import AddressBook, encode_addresses
 from node.replicator.contracts import Callbacks
-from node.replicator.driver import Driver
+from node.replicator.driver import APPLY_HOLD_TICKS, Driver
 from node.replicator.status import ReplicatorStatus
 from node.snapshot_codec import decode_snapshot, encode_snapshot
 from node.stats import LatencySamples
@@ -181,7 +181,7 @@ class RaftReplicator:
             self.core, self._measured_store, NamespaceMachine(namespace, self._addresses), self.transport,
             self, node_id=node_id, incarnation=os.urandom(INCARNATION_BYTES), applied_index=applied_index,
             read_timeout_seconds=2 * config.election_ticks_max * self._tick_seconds,
-            apply_hold_seconds=self._tick_seconds,
+            apply_hold_seconds=APPLY_HOLD_TICKS * self._tick_seconds,
             # A leader's own entries flushed within OWN_ENTRIES_FLUSH_TICKS (or at once when its
             # followers cannot commit them alone); a follower is fresh while it answered a
             # heartbeat within two heartbeat intervals (and a tick of slack).

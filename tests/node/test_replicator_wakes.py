@@ -131,7 +131,10 @@ def _append(replicator: RaftReplicator, context: zmq.Context, index: int, log_te
 
 
 def _holding_follower(replicator: RaftReplicator, context: zmq.Context) -> float:
-    """n1 follows n2, and holds entry 2 back, committed: when the hold began."""
+    """n1 follows n2, and holds entry 2 back, committed: when the hold began. The hold is one
+    tick here (production holds APPLY_HOLD_TICKS): shorter than a follower's wake for its
+    leader's heartbeats, so the hold's end is what the loop must wake for."""
+    replicator.driver._apply_hold_seconds = replicator._tick_seconds
     command = new_command("mkdir", {"path": "/a", "client": "c", "seq": 1}, 1, args_validated=True)
     _append(replicator, context, 1, 1, (Entry(LEADER_TERM, 2, data=command.encode()),), 1)
     held_since = _append(replicator, context, 2, LEADER_TERM, (), 2)

@@ -21,7 +21,7 @@ from node.errors import SandStoreError
 from node.raft.errors import RaftError
 from node.raft.node import RaftNode
 from node.raft.types import ConfChange, ConfState, Config, EntryKind, Message, NodeId, Ready, Role, Status
-from node.replicator.driver import Driver
+from node.replicator.driver import APPLY_HOLD_TICKS, Driver
 
 from tests.sim.disk import Batch, Disk, SimulatedCrash
 from tests.sim.invariants import Checker, InvariantViolation
@@ -185,7 +185,7 @@ class Cluster:
         self.seed = seed
         self.rng = rng or random.Random(seed)
         self._crash_rng = random.Random(f"crash-{seed}")
-        # Whether followers hold committed entries back for a tick to apply them in a batch, as
+        # Whether followers hold committed entries back (APPLY_HOLD_TICKS) to apply them in a batch, as
         # production does (Driver, APPLY_HOLD_ENTRIES_MAX): drawn apart from the main RNG so that
         # seeds keep their schedules whichever way it falls; half the seeds run each way.
         self.apply_hold = random.Random(f"apply-hold-{seed}").random() < 0.5
@@ -306,7 +306,7 @@ class Cluster:
                 core, node.disk, node.disk.state_machine, SimTransport(self, node), SimCallbacks(self, node),
                 node_id=node.node_id, incarnation=incarnation, applied_index=node.disk.applied_index,
                 read_timeout_seconds=self.read_timeout_seconds(node),
-                apply_hold_seconds=node.tick_period_ms / 1000.0 if self.apply_hold else 0.0,
+                apply_hold_seconds=APPLY_HOLD_TICKS * node.tick_period_ms / 1000.0 if self.apply_hold else 0.0,
                 own_entries_flush_seconds=node.tick_period_ms / 1000.0 if self.own_entries_unflushed else 0.0,
                 peer_fresh_seconds=2 * self.config["heartbeat_ticks"] * node.tick_period_ms / 1000.0,
             )
