@@ -141,6 +141,10 @@ class NodeServer:
         self._writes_waiting: dict[tuple[str, int], list[Waiter]] = {}
         self._conf_waiting: dict[int, tuple[int, Waiter]] = {}  # index -> (term, waiter)
         self._reads_waiting: dict[int, Waiter] = {}
+        # Stale reads that arrived while this follower held committed entries back from
+        # applying (Driver, APPLY_HOLD_TICKS): served after the loop's next replicator run,
+        # which applies them, so a stale read sees what this node knows committed.
+        self._stale_reads_held: list[Waiter] = []
         self._next_read_token = 1
         self._read_directories = SnapshotDirectories()  # what reads found, per snapshot (_serve_reads)
         # Replies to batched requests, by client connection, held while a drain or a callback
@@ -227,6 +231,9 @@ class NodeServer:
                 self._with_replies_held(self._drain_client_socket)
             now = time.monotonic()
             self.replicator.run(now)
+            if self._stale_reads_held:
+                waiters, self._stale_reads_held = self._stale_reads_held, []
+                self._with_replies_held(self._serve_reads, waiters)
             self.replicator.maybe_snapshot()
             if now >= self._housekeeping_at + HOUSEKEEPING_INTERVAL_SECONDS:
                 self._housekeeping_at = now
@@ -345,13 +352,15 @@ class NodeServer:
             if op == "du":  # copies on nodes the leader sees down are not live (self-healing data)
                 args["nodes_down"] = self.repair.nodes_down()
             waiter = Waiter(identity, request_id, now, op, args, batched)
-            if args.get("stale"):
-                self._serve_reads([waiter])
-            else:
+            if not args.get("stale"):
                 token = self._next_read_token
                 self._next_read_token += 1
                 self._reads_waiting[token] = waiter
                 self.replicator.read_barrier(token)
+            elif self.replicator.release_held_entries() or self._stale_reads_held:
+                self._stale_reads_held.append(waiter)  # (in arrival order behind earlier ones)
+            else:
+                self._serve_reads([waiter])
         elif op in ("add_learner", "promote", "remove_node"):
             self._start_membership_change(Waiter(identity, request_id, now, batched=batched), op, args)
         else:

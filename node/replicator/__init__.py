@@ -42,6 +42,10 @@ class Replicator(Protocol):
     def read_barrier(self, token: int) -> None:
         """Register a linearizable read; completion via Callbacks.reads_ready/reads_failed."""
 
+    def release_held_entries(self) -> bool:
+        """Whether committed entries are held back from applying (a follower batching its
+        apply); if so they are applied in the next run(), which a stale read then waits for."""
+
     def maybe_snapshot(self, force: bool = False) -> dict | None:
         """Compact the log when due (or now, if forced); what it did, or None."""
 

@@ -37,17 +37,18 @@ REJECTED_LOG_INTERVAL_SECONDS = 5.0  # one log line per kind of rejected peer me
 # A new cluster's nodes start from an identical snapshot at this index (README, Bootstrap).
 BOOTSTRAP_INDEX = 1
 # A follower holds committed entries back for up to apply_hold_seconds (APPLY_HOLD_TICKS in
-# production), and applies them in one batch, instead of applying after every acknowledgement. At one write
-# outstanding each APPEND carried the commit of the write before it: the follower acknowledged,
-# applied that entry, and the apply batch (deferred by NodeStore) rode in the next durable log
-# batch, so the fsync on the next write's critical path flushed the state machine's pages as well
-# as the log's (an LMDB commit costs about what it writes: ~80 us for a log entry, ~300 us with
-# five tables touched, on the benchmark machine), and the apply's CPU competed with the delivery
-# of the acknowledgement it had just sent. Held, most durable batches carry the log alone, and
-# one apply batch writes each page once for many entries. Nothing else waits for a follower to
-# apply: its own confirmed reads, a client write it forwarded (answered after it applies here),
-# a membership change (it takes effect when applied), more than APPLY_HOLD_ENTRIES_MAX entries,
-# and any role but follower release the hold at once.
+# production), and applies them in one batch, instead of applying after every
+# acknowledgement. At one write outstanding each APPEND carried the commit of the write before
+# it: the follower acknowledged, applied that entry, and the apply batch (deferred by
+# NodeStore) rode in the next durable log batch, so the fsync on the next write's critical path
+# flushed the state machine's pages as well as the log's (an LMDB commit costs about what it
+# writes: ~80 us for a log entry, ~300 us with five tables touched, on the benchmark machine),
+# and the apply's CPU competed with the delivery of the acknowledgement it had just sent.
+# Held, most durable batches carry the log alone, and one apply batch writes each page once
+# for many entries. Whatever waits for the follower's applied state releases the hold at once:
+# its own confirmed reads, a stale read of its state (release_hold), a client write it
+# forwarded (answered after it applies here), a membership change (it takes effect when
+# applied); so do more than APPLY_HOLD_ENTRIES_MAX entries and any role but follower.
 APPLY_HOLD_ENTRIES_MAX = 256
 # A follower applies committed entries at most this many ticks after it learned them (or at
 # once when anything waits for them, above). Each apply batch rides in the follower's next
@@ -145,6 +146,7 @@ class Driver:
         self._apply_hold_seconds = apply_hold_seconds
         self._held_since: float | None = None  # since when committed entries have waited to apply
         self._held_normal_through = 0  # index up to which the waiting entries are all NORMAL
+        self._hold_released = False  # release_hold(): what waits now is applied without a hold
         self._forwards_pending: dict[bytes, float] = {}  # command forwarded -> when, until applied here
         # The leader the pending forwards were last sent to ("" while none is reachable: they wait
         # here, parked, until one is: _forwards_follow_leader).
@@ -352,17 +354,29 @@ class Driver:
         waiting = log.committed_waiting() if self.core.role == ROLE.FOLLOWER else 0
         if not waiting:
             self._held_since = None
+            self._hold_released = False
             log.committed_held = False
             return
         if self._held_since is None:
             self._held_since = now_seconds
         log.committed_held = (
-            now_seconds - self._held_since < self._apply_hold_seconds
+            not self._hold_released
+            and now_seconds - self._held_since < self._apply_hold_seconds
             and waiting < APPLY_HOLD_ENTRIES_MAX
             and not self._reads_confirmed
             and not self._forwards_wait(now_seconds)
             and self._waiting_entries_are_normal(log.applying + waiting)
         )
+
+    def release_hold(self) -> bool:
+        """Apply the committed entries held back now in the next process(), without waiting
+        for the hold to end: a stale read on this follower waits for them (it is served what
+        this node knows to be committed, as without a hold). False if none are held."""
+        if not self.core.log.committed_held:
+            return False
+        self._hold_released = True
+        self.core.log.committed_held = False  # has_ready(): the loop does not sleep first
+        return True
 
     def _forwards_wait(self, now_seconds: float) -> bool:
         """Whether a client write this follower forwarded may still be waiting to apply here

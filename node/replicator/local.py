@@ -53,6 +53,9 @@ class LocalReplicator:
     def read_barrier(self, token: int) -> None:
         self._pending_reads.append(token)
 
+    def release_held_entries(self) -> bool:
+        return False  # it applies every command in the run that commits it
+
     def namespace_is_current(self, now_seconds: float) -> bool:
         return True  # the only copy is always current
 

@@ -305,6 +305,9 @@ class RaftReplicator:
     def read_barrier(self, token: int) -> None:
         self.driver.read_barrier(token)
 
+    def release_held_entries(self) -> bool:
+        return self.driver.release_hold()
+
     def is_leader(self) -> bool:
         return self.core.role == ROLE.LEADER  # asked per client request: no Status snapshot
 

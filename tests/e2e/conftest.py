@@ -120,9 +120,11 @@ def ledger(tmp_path, monkeypatch) -> ProcessLedger:
     ledger.kill_all()
 
 
-CLUSTER_KINDS = {"raft-3": (3, "raft"), "none-1": (1, "none"), "raft-3-chunks-1mib": (3, "raft")}
-# Config overrides of a kind (small chunks keep large-file tests quick).
-CLUSTER_SETTINGS = {"raft-3-chunks-1mib": {"chunk_size_bytes": 1 << 20}}
+CLUSTER_KINDS = {"raft-3": (3, "raft"), "none-1": (1, "none"), "raft-3-chunks-1mib": (3, "raft"),
+                 "raft-3-ticks-100ms": (3, "raft")}
+# Config overrides of a kind (small chunks keep large-file tests quick; long ticks make a
+# follower's apply hold, APPLY_HOLD_TICKS, last seconds).
+CLUSTER_SETTINGS = {"raft-3-chunks-1mib": {"chunk_size_bytes": 1 << 20}, "raft-3-ticks-100ms": {"tick_ms": 100}}
 
 
 @pytest.fixture

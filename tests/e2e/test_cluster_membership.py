@@ -78,6 +78,19 @@ def test_stale_reads_are_served_without_a_quorum_linearizable_ones_are_not(clust
     assert (content.returncode, content.stdout) == (0, b"still here"), content.stderr
 
 
+@pytest.mark.parametrize("cluster", ["raft-3-ticks-100ms"], indirect=True)
+def test_a_stale_read_on_a_follower_is_served_what_it_knows_committed_without_waiting(cluster):
+    """A follower holds committed entries back to apply them in a batch (APPLY_HOLD_TICKS: 2.5 s
+    at 100 ms ticks); a stale read there releases the hold instead of missing the write."""
+    leader = cluster.client.wait_for_leader(WAIT_SECONDS)
+    follower = next(node_id for node_id in cluster.config.node_ids() if node_id != leader)
+    cluster.client.write_file("/fresh", b"just written")
+    written_at = cluster.client.status(leader)["applied"]
+    with Client(cluster.config, node=follower, timeout_seconds=WAIT_SECONDS) as pinned:
+        wait_until(lambda: pinned.status(follower)["commit"] >= written_at, "the follower to learn the commit")
+        assert pinned.stat("/fresh", stale=True)["size"] == len(b"just written")  # at once: no retry
+
+
 def test_a_node_cut_off_from_the_leader_refuses_to_collect_chunks(cluster):
     survivor = cluster.config.node_ids()[0]
     with Client(cluster.config, node=survivor, timeout_seconds=WAIT_SECONDS) as pinned:

@@ -127,3 +127,17 @@ def test_a_long_committed_tail_is_not_held():
     cluster.stabilize(cluster.tick("a", cluster.settings["heartbeat_ticks"]))  # b catches up
     assert cluster.nodes["b"].log.committed == committed
     assert cluster.nodes["b"].log.applied == committed
+
+
+def test_a_stale_read_releases_the_hold_once():
+    cluster, driver = _cluster_with_holding_follower()
+    assert not driver.release_hold()  # nothing held: nothing to release
+    index = cluster.propose("a", b"x")[1]
+    assert index not in _applied_indexes(cluster, "b")
+    assert driver.release_hold()
+    assert driver.has_work()  # the loop comes back at once, not when the hold would end
+    driver.process(0.0)  # long before the hold ends
+    assert index in _applied_indexes(cluster, "b")
+    later = cluster.propose("a", b"y")[1]
+    assert later not in _applied_indexes(cluster, "b")  # released once: b holds again
+    assert cluster.nodes["b"].log.committed_held

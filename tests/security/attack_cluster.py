@@ -20,6 +20,7 @@ import zmq
 
 from node import protocol
 from node.config import ClusterConfig, load_config, render_config
+from node.errors import NotFound
 from node.metadata.commands import encode_command
 from node.raft.types import ConfState, Entry, EntryKind, Message, MessageKind, SnapshotMeta
 from node.security.keyring import KeyRing
@@ -89,7 +90,10 @@ class RunningCluster:
                 def served_intact() -> bool:
                     for path, expected in self.files.items():
                         out = io.BytesIO()
-                        pinned.get_file(path, out, stale=True)
+                        try:
+                            pinned.get_file(path, out, stale=True)
+                        except NotFound:
+                            return False  # a follower that has not learned the commit yet
                         if out.getvalue() != expected:
                             return False
                     return True
