@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import zmq
+import zmq.backend
 
 from node import protocol
 from node.errors import SandStoreError, error_from_code
@@ -38,6 +39,18 @@ RECEIVE_BATCH_MAX = 1000
 
 assert RECONNECT_INTERVAL_MS <= RECONNECT_INTERVAL_MS_MAX
 assert RECEIVE_BATCH_MAX >= 1
+
+# The per-request path of the blocking client avoids what costs several times the work itself:
+# a recv on an empty socket raises zmq.Again (whose __init__ imports and formats a message), so
+# zmq_poll with no wait asks first; Socket.poll builds a Poller and runs enum code; and
+# send_multipart and recv_multipart loop in Python with flag enums around the backend's calls.
+_zmq_poll = zmq.zmq_poll
+_backend_send = zmq.backend.Socket.send
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_NOBLOCK = int(zmq.NOBLOCK)
+_SEND_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+assert issubclass(zmq.Socket, zmq.backend.Socket)
 
 
 def shared_context() -> zmq.Context:
@@ -154,8 +167,13 @@ class Connections:
         """Nodes whose connection closed since the last call: a request pending there will
         get no reply (a killed node's kernel closes its connections at
         once), so its sender need not wait out the attempt timeout."""
-        for monitor in self._node_of_monitor:  # events not polled yet: a caller about to send
-            self._note_monitor(monitor)
+        # Events not polled yet (a caller about to send): one zmq_poll says which monitors have
+        # any; draining each (usually empty) monitor ended in a zmq.Again, twice per call.
+        if self._node_of_monitor:
+            for monitor, _ in _zmq_poll([(monitor, _POLLIN) for monitor in self._node_of_monitor], 0):
+                self._note_monitor(monitor)
+        if not self._lost:
+            return set()
         lost, self._lost = self._lost, set()
         return lost
 
@@ -177,13 +195,17 @@ class Connections:
         False when it could not be queued: with immediate sockets, no connection came up within
         connect_wait_seconds; otherwise the node's queue is full."""
         socket = self.socket(node)
-        if connect_wait_seconds > 0 and self.options.immediate:
+        if connect_wait_seconds > 0 and self.options.immediate and not _zmq_poll([(socket, _POLLOUT)], 0):
+            # Not writable yet (no connection up): wait for one, up to connect_wait_seconds.
             if not socket.poll(math.ceil(connect_wait_seconds * 1000), zmq.POLLOUT):
                 return False
         try:
-            # copy=False: ZeroMQ references a chunk's content instead of copying it (small frames
-            # are copied anyway). The high-water mark is checked on the first frame only.
-            socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            if len(frames) == 1:  # a metadata request: one frame, small (copied either way)
+                _backend_send(socket, frames[0], _NOBLOCK)
+            else:
+                # copy=False: ZeroMQ references a chunk's content instead of copying it (small
+                # frames are copied anyway). The high-water mark is checked on the first frame only.
+                socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return False
         self._pending.add((node, request_id))
@@ -226,13 +248,22 @@ class Connections:
     def _receive(self, socket: zmq.Socket, replies: list[Reply]) -> None:
         node = self._node_of_socket[socket]
         copy = not self.options.zero_copy
-        for _ in range(RECEIVE_BATCH_MAX):
-            try:
-                frames = socket.recv_multipart(zmq.NOBLOCK, copy=copy)
-            except zmq.Again:
+        poll_items = [(socket, _POLLIN)]
+        recv = socket.recv
+        for received in range(RECEIVE_BATCH_MAX):
+            # The poll said the first is there; after it, ask before each recv (see _zmq_poll).
+            if received and not _zmq_poll(poll_items, 0):
                 return
-            reply = parse_reply(node, frames if copy else [frame.buffer for frame in frames],
-                                self.options.frame_bytes_max)
+            try:
+                frame = recv(_NOBLOCK, copy=False)
+            except zmq.Again:  # (edge-triggered readiness may report a socket with nothing left)
+                return
+            # Frame.more, not recv_multipart's getsockopt(RCVMORE) per frame.
+            frames = [frame.bytes if copy else frame.buffer]
+            while frame.more:
+                frame = recv(_NOBLOCK, copy=False)
+                frames.append(frame.bytes if copy else frame.buffer)
+            reply = parse_reply(node, frames, self.options.frame_bytes_max)
             if reply is not None and (node, reply.request_id) in self._pending:
                 self._pending.discard((node, reply.request_id))
                 replies.append(reply)
