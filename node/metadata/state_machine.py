@@ -34,6 +34,10 @@ from node.metadata.tables import (
 from node.metadata.tree import Resolved
 
 DEFAULT_SESSION_TTL_NS = 3600 * 10**9
+# A transaction's memo is kept for the next one (see _TransactionMemo) only while it remembers
+# at most this many directories (and directory records): beyond, the next transaction starts
+# afresh (memory stays bounded).
+MEMO_DIRECTORIES_KEPT_MAX = 4096
 _new_tuple = tuple.__new__
 
 
@@ -46,9 +50,11 @@ class BatchEnds(Protocol):
 
 class _TransactionMemo:
     """What apply learned in one write transaction and may use again within it: a batch
-    applies many writes, usually into the same few directories. Forgotten with the
-    transaction (a new one may follow an aborted one) and whenever a directory may have been
-    removed or moved (rm, mv, restore).
+    applies many writes, usually into the same few directories. Forgotten whenever a
+    directory may have been removed or moved (rm, mv, restore), and with the transaction
+    unless the next one shows that it committed (_carried_over): at one write outstanding the
+    leader applies each write in a transaction of its own, and every write then walked its
+    path from the root and read the clock again.
 
     It also holds what is written once per batch rather than once per entry (Namespace.finish
     writes it, at the end of the batch, in its transaction): the applied index, the log's
@@ -159,9 +165,7 @@ class Namespace:
     def _apply(self, txn: lmdb.Transaction, index: int, decoded: Command | SandStoreError) -> dict:
         memo = self._memo
         if memo.txn is not txn:
-            memo = self._memo = _TransactionMemo(txn)
-            memo.applied_index = memo.stored_applied_index = self._applied_index(txn)
-            memo.clock_ns = memo.stored_clock_ns = self._sessions.clock_ns(txn)
+            memo = self._memo = self._carried_over(memo, txn)
         assert index > memo.applied_index, f"entry {index} applied after entry {memo.applied_index}"
         memo.applied_index = index
         if isinstance(decoded, SandStoreError):
@@ -185,6 +189,33 @@ class Namespace:
             result = _error_result(error)
         memo.session_floor_ns = sessions.record(txn, client, session, seq, result, clock_ns, memo.session_floor_ns)
         return result
+
+    def _carried_over(self, previous: _TransactionMemo, txn: lmdb.Transaction) -> _TransactionMemo:
+        """The memo for `txn`, the first apply in it: what `previous` (the memo of the last
+        transaction that applied) knew, if that transaction committed, else a fresh one.
+
+        It committed if `txn` holds the applied index it ended with: every apply raises the
+        applied index above what its transaction started from, finish writes it (and the rest
+        of what the memo holds for the end of the batch) in that transaction, and nothing else
+        writes the namespace's tables (restore starts a memo of no transaction). An aborted
+        transaction leaves the index it started from, below. Then the directories, records,
+        clock, next inode and session bound it knew are as stored in `txn`."""
+        memo = _TransactionMemo(txn)
+        applied_index = self._applied_index(txn)
+        memo.applied_index = memo.stored_applied_index = applied_index
+        if (previous.txn is not None and previous.applied_index == applied_index
+                and previous.stored_applied_index == applied_index  # (finish wrote it)
+                and previous.stored_clock_ns == previous.clock_ns and previous.stored_next_inode == previous.next_inode
+                and not previous.touched_directories and len(previous.directories) <= MEMO_DIRECTORIES_KEPT_MAX
+                and len(previous.directory_records) <= MEMO_DIRECTORIES_KEPT_MAX):
+            memo.directories = previous.directories
+            memo.directory_records = previous.directory_records
+            memo.clock_ns = memo.stored_clock_ns = previous.clock_ns
+            memo.next_inode = memo.stored_next_inode = previous.next_inode
+            memo.session_floor_ns = previous.session_floor_ns
+        else:
+            memo.clock_ns = memo.stored_clock_ns = self._sessions.clock_ns(txn)
+        return memo
 
     def _mkdir(self, txn: lmdb.Transaction, command: Command) -> dict:
         path, parents = command.args["path"], command.args["parents"]

@@ -156,3 +156,42 @@ def test_a_digest_or_image_taken_inside_the_batch_includes_what_is_left_for_its_
             batched.namespace.apply(batch.txn, number, decode_command(data))
         inside = getattr(batched.namespace, query)(batch.txn)
     assert inside == single.query(query)
+
+
+def test_after_a_crashed_batch_the_next_batch_does_not_see_the_directories_it_created(tmp_path):
+    # What a batch learned is kept for the next batch only once that one shows it committed:
+    # here the crashed batch created /d/e, and a write into /d/e afterwards finds no parent.
+    mkdir_d, mkdir_e, write_in_e, write_again_in_e = (
+        encode_command(op, {**args, "client": "c", "seq": seq}, now_ns=seq * 1000) for seq, (op, args) in enumerate([
+            ("mkdir", {"path": "/d"}),
+            ("mkdir", {"path": "/d/e"}),
+            ("write_file", {"path": "/d/e/x", "data": b"x", "size": 1}),
+            ("write_file", {"path": "/d/e/y", "data": b"y", "size": 1}),
+        ], start=1))
+    batched = Node(tmp_path / "batched", batched=True)
+    apply_batch(batched, [mkdir_d], durable=True)
+    for ended in (False, True):  # lost before its end, and after it (its commit failed)
+        with pytest.raises(Crash), batched.store.write_batch() as batch:
+            for number, data in enumerate([mkdir_e, write_in_e], start=2):
+                assert batched.namespace.apply(batch.txn, number, decode_command(data))["ok"]
+            if ended:
+                batched.namespace.finish(batch.txn)
+            raise Crash()
+    [reply] = apply_batch(batched, [write_again_in_e])
+    assert reply["error"]["code"] == "NOT_FOUND"
+    single, _ = one_by_one(tmp_path / "single", [mkdir_d, write_again_in_e])
+    assert batched.query("digest") == single.query("digest")
+    assert meta_values(batched)[KEY_NEXT_INODE] == meta_values(single)[KEY_NEXT_INODE]
+
+
+def test_batches_of_one_write_each_end_in_the_state_of_the_writes_applied_in_one_batch(tmp_path):
+    # The leader at one write outstanding: every write in a batch of its own, each after the
+    # last committed (what the one before learned is used again).
+    commands = scripted_commands()
+    whole = Node(tmp_path / "whole", batched=True)
+    expected = apply_batch(whole, commands)
+    batched = Node(tmp_path / "batched", batched=True)
+    assert [apply_batch(batched, [data], durable=number % 2 == 0)[0] for number, data in enumerate(commands)] == expected
+    assert batched.query("digest") == whole.query("digest")
+    assert meta_values(batched) == meta_values(whole)
+    assert batched.tree() == whole.tree()
