@@ -328,7 +328,10 @@ class _AsyncConnections:
             return  # closed meanwhile, or queued ahead by _drain and nobody sent
         socket = self._socket(node)
         count_max = self._batch_counts_max.get(node)
-        if count_max is None:  # not known to take batches: one request per frame
+        if count_max is None or len(outbox) == 1:
+            # Not known to take batches: one request per frame. A lone request (every round at
+            # one request outstanding) goes as its map too: a batch of one costs the array's
+            # building here and the node's batch handling, and its reply comes alone either way.
             self._send_each(node, socket, outbox)
             return
         bytes_max = self._batch_bytes_max

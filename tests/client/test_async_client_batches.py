@@ -137,3 +137,16 @@ def test_a_node_that_never_says_it_takes_batches_gets_one_request_per_frame(batc
     first, many = _run_rounds(node, [["/first"], paths])
     assert many == [({"path": path}, b"x") for path in paths]
     assert node.frame_sizes() == [None] * (READS_AT_ONCE + 1)
+
+
+def test_a_lone_request_goes_as_its_map_also_to_a_node_that_takes_batches(batch_node):
+    # One request outstanding: a batch of one would only cost the array, on both sides.
+    node = batch_node(offer=4)
+    paths = [f"/f{number}" for number in range(READS_AT_ONCE)]
+    rounds = _run_rounds(node, [["/first"], ["/second"], ["/third"], paths])
+    assert rounds[:3] == [[({"path": path}, b"x")] for path in ("/first", "/second", "/third")]
+    assert rounds[3] == [({"path": path}, b"x") for path in paths]
+    sizes = node.frame_sizes()
+    assert sizes[:3] == [None, None, None]
+    assert all(size is not None and size <= 4 for size in sizes[3:]), sizes  # ready together: batched
+    assert sum(sizes[3:]) == READS_AT_ONCE
