@@ -227,14 +227,15 @@ class Client:
         assert not self._closed, "call on a closed Client"
         if op not in protocol.OPS:
             raise BadRequest(f"unknown op {op!r}")
-        args = dict(args)
         if op in protocol.WRITE_OPS:
             self._seq += 1  # once per call: every retry of this write reuses it
-            args["client"] = self.client_id
-            args["seq"] = self._seq
+            args = {**args, "client": self.client_id, "seq": self._seq}
+        else:
+            args = dict(args)
         write = write or op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS
-        # Validate here so a programming error fails fast instead of as a server reply.
-        protocol.validate_request({"v": protocol.PROTOCOL_VERSION, "id": 1, "op": op, "args": args})
+        # Validate here so a programming error fails fast instead of as a server reply: the
+        # request map around them is built by this client, so only the arguments can be wrong.
+        protocol.validate_args(op, args, protocol.OPS[op])
         pinned = node or self.node
         if pinned is not None and pinned not in self.addresses:
             self.config.node(pinned)  # raises ConfigError naming the known ids

@@ -87,6 +87,8 @@ class LeaderTracker:
 
     @property
     def silent(self) -> set[str]:
+        if not self._silent_since:  # the usual case, asked at every call: no clock, no copies
+            return set()
         now = time.monotonic()
         for node in [node for node, since in self._silent_since.items() if now - since > SILENCE_REMEMBERED_SECONDS]:
             del self._silent_since[node]
