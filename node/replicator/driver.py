@@ -24,7 +24,7 @@ from node.raft import errors as raft_errors
 from node.raft.node import RaftNode
 from node.raft.progress import PROGRESS_STATE
 from node.raft.quorum import has_quorum
-from node.raft.types import ENTRY_KIND, MESSAGE_KIND, ROLE, ConfChange, Message, Ready, entries_data_bytes
+from node.raft.types import ENTRY_KIND, MESSAGE_KIND, ROLE, ConfChange, HardState, Message, Ready, entries_data_bytes
 from node.replicator.contracts import DriverCallbacks, StateMachine, Store, Transport
 from node.stats import LatencySamples
 
@@ -135,6 +135,16 @@ class Driver:
         self._reads_confirmed: list[tuple[int, list[int], float]] = []  # (read index, tokens, asked at)
         hard_state = store.hard_state()
         self._durable_term_and_vote = (hard_state.term, hard_state.vote)
+        # HARD STATE. The commit index is volatile in Raft: a restarted node learns it again from
+        # the leader (and a leader commits again by its quorum). So a hard state that moved only
+        # its commit is not written by the log batch that carries it: at one write outstanding
+        # nearly every follower Ready is one, and writing it put the meta table's page (and its
+        # share of the tree above it) into the follower's log fsync of every write. It waits
+        # here, the newest one, and is written with the next batch that applies entries (whose
+        # applied index sits in the same page, so it costs no page there): the stored commit
+        # stays >= the stored applied index, as the core requires on restart. A new term or vote
+        # is a promise and is written, with everything else in its hard state, at once.
+        self._hard_state_unwritten: HardState | None = None
         self._last_leader = ""
         self._proposals: dict[int, _Proposal] = {}  # index -> own proposal not applied yet
         self.commit_latency = LatencySamples()
@@ -582,14 +592,19 @@ class Driver:
         applied_conf: list[tuple[int, int]] = []
         # Most Readys of an idle or read-heavy node carry only messages (heartbeats, ReadIndex
         # rounds): they need no batch at all.
-        has_log = log and (ready.snapshot is not None or bool(ready.entries) or ready.hard_state is not None)
+        # A hard state that moved only its commit index is not written here (see _write_log):
+        # alone it needs no batch.
+        term_or_vote_changed = self._term_or_vote_changed(ready)
+        if log and ready.hard_state is not None and not term_or_vote_changed:
+            self._hard_state_unwritten = ready.hard_state
+        has_log = log and (ready.snapshot is not None or bool(ready.entries) or term_or_vote_changed)
         has_apply = apply and (bool(ready.committed_entries) or ready.conf_state is not None)
         if not (has_log or has_apply):
             return applied, applied_conf
         # Entries, a new term or vote, and snapshots are promises to other nodes: durable before
         # any message that depends on them. A batch that only applies committed entries (and
         # moves the commit index) can be redone from the log, so it may skip the full flush.
-        durable = has_log and bool(ready.entries or ready.snapshot is not None or self._term_or_vote_changed(ready))
+        durable = has_log
         unflushed = durable and self._may_leave_own_entries_unflushed(ready, now_seconds)
         with self._store.write_batch(durable=durable and not unflushed) as batch:
             if has_log:
@@ -604,7 +619,7 @@ class Driver:
             self._ready_entries_unflushed = True
         elif durable:
             self._flushed_in_ready = True
-        if has_log and ready.hard_state is not None:
+        if has_log and term_or_vote_changed:
             self._durable_term_and_vote = (ready.hard_state.term, ready.hard_state.vote)
         return applied, applied_conf
 
@@ -613,8 +628,9 @@ class Driver:
             self._install_snapshot(batch, ready, now_seconds)
         if ready.entries:
             batch.append_entries(ready.entries)
-        if ready.hard_state is not None:
+        if ready.hard_state is not None and self._term_or_vote_changed(ready):
             batch.set_hard_state(ready.hard_state)
+            self._hard_state_unwritten = None
 
     def _apply_committed(self, batch, ready: Ready) -> tuple[list, list]:
         applied: list[tuple[int, object, dict]] = []
@@ -631,6 +647,11 @@ class Driver:
                 applied_conf.append((entry.index, entry.term))
             self.applied_index = entry.index
         if ready.committed_entries:
+            if self._hard_state_unwritten is not None:
+                # The commit index goes to disk with what it lets apply, so that the stored
+                # commit never falls behind the stored applied index (a restart reads both).
+                batch.set_hard_state(self._hard_state_unwritten)
+                self._hard_state_unwritten = None
             batch.set_applied_index(self.applied_index)
         if ready.conf_state is not None:
             batch.set_conf_state(ready.conf_state)
