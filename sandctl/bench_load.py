@@ -46,6 +46,7 @@ class LoadResult:
     errors_by_code: Counter = field(default_factory=Counter)
     elapsed_seconds: float = 0.0
     client_cpu_percent: float = 0.0
+    host_steal_percent: float | None = None  # sandctl.bench_stats.steal_percent
     node_figures: dict = field(default_factory=dict)  # sandctl.bench_nodes.step_figures, set by the caller
 
     @property
@@ -116,4 +117,5 @@ async def _run(config: ClusterConfig, make_operation: OperationMaker, outstandin
         meter.stop()
     result.elapsed_seconds = max(last_completion[0] - meter.wall_started, 1e-9)
     result.client_cpu_percent = meter.cpu_percent
+    result.host_steal_percent = meter.host_steal_percent
     return result

@@ -13,7 +13,7 @@ from sandctl.bench_machine import MB
 from sandctl.bench_stats import ratio
 
 TABLE_HEADERS = ("workload", "mode", "outstanding", "rate", "p50 ms", "p99 ms", "p99.9 ms", "errors",
-                 "client CPU %", "node CPU us/op", "fsyncs/op", "leader changes", "vs machine")
+                 "client CPU %", "host steal %", "node CPU us/op", "fsyncs/op", "leader changes", "vs machine")
 
 
 def add_machine_ratios(rows: list[dict], machine: dict) -> None:
@@ -100,7 +100,8 @@ def render_table(report: dict) -> str:
     rows = [
         (row["workload"], row.get("mode", ""), row.get("outstanding", ""), _rate(row),
          _cell(row.get("latency_ms_p50")), _cell(row.get("latency_ms_p99")), _cell(row.get("latency_ms_p999")),
-         _cell(row.get("errors")), _cell(row.get("client_cpu_percent")), _node_cpu(row),
+         _cell(row.get("errors")), _cell(row.get("client_cpu_percent")),
+         _cell(row.get("host_steal_percent")), _node_cpu(row),
          _cell(row.get("fsyncs_per_op")), _cell(row.get("leader_changes")), _versus_machine(row))
         for row in report.get("results", [])
     ]

@@ -1,7 +1,10 @@
-"""Pure helpers of `sandctl bench`: latency percentiles, the client's own CPU and memory.
+"""Pure helpers of `sandctl bench`: latency percentiles, the client's own CPU and memory, and
+the CPU time the host took from this machine.
 
 The benchmark prints the client's CPU use beside every figure so a reader can tell a slow
-cluster from a saturated load generator; these helpers measure it.
+cluster from a saturated load generator, and the host's steal so that a virtual machine whose
+host was busy (its other guests ran on our cores) is not taken for a slow cluster; these
+helpers measure them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 PERCENTILES = (("latency_ms_p50", 50.0), ("latency_ms_p99", 99.0), ("latency_ms_p999", 99.9))
 PROC_STATUS_PATH = Path("/proc/self/status")
+PROC_STAT_PATH = Path("/proc/stat")
 PROC_CLEAR_REFS_PATH = Path("/proc/self/clear_refs")
 # Writing "5" to clear_refs resets the peak resident set size (VmHWM) on Linux >= 4.0, so
 # each transfer's peak can be measured on its own instead of the process's lifetime peak.
@@ -46,16 +50,20 @@ class CpuMeter:
     cpu_started: float = 0.0
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
+    machine_ticks_started: tuple[int, int] | None = None  # (all, stolen) of /proc/stat's cpu line
+    host_steal_percent: float | None = None  # None where /proc/stat is not readable
 
     def start(self) -> "CpuMeter":
         self.wall_started = time.monotonic()
         self.cpu_started = time.process_time()
+        self.machine_ticks_started = machine_cpu_ticks()
         return self
 
     def stop(self) -> "CpuMeter":
         self.wall_seconds = time.monotonic() - self.wall_started
         self.cpu_seconds = time.process_time() - self.cpu_started
         assert self.wall_seconds >= 0.0
+        self.host_steal_percent = steal_percent(self.machine_ticks_started, machine_cpu_ticks())
         return self
 
     @property
@@ -64,6 +72,29 @@ class CpuMeter:
         if self.wall_seconds <= 0.0:
             return 0.0
         return round(100.0 * self.cpu_seconds / self.wall_seconds, 1)
+
+
+def machine_cpu_ticks(text: str | None = None) -> tuple[int, int] | None:
+    """(all, stolen): the machine's CPU time since boot in ticks, summed over its CPUs, from
+    /proc/stat's first line (user nice system idle iowait irq softirq steal ...; guest time is
+    counted in user already); None where it cannot be read."""
+    try:
+        line = (PROC_STAT_PATH.read_text() if text is None else text).split("\n", 1)[0]
+        fields = line.split()
+        if fields[0] != "cpu" or len(fields) < 9:
+            return None
+        ticks = [int(field) for field in fields[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    return sum(ticks), ticks[7]
+
+
+def steal_percent(started: tuple[int, int] | None, stopped: tuple[int, int] | None) -> float | None:
+    """Percent of the machine's CPU time between two readings that its host ran something else
+    on (steal): 0 on bare metal and on a quiet host; None without both readings."""
+    if started is None or stopped is None or stopped[0] <= started[0]:
+        return None
+    return round(100.0 * (stopped[1] - started[1]) / (stopped[0] - started[0]), 1)
 
 
 def reset_peak_memory() -> bool:

@@ -83,6 +83,7 @@ def _row(workload: str, size_bytes: int, meter: CpuMeter, peak_mib: float, measu
         "throughput_mb_per_second": round(size_bytes / MB / max(meter.wall_seconds, 1e-9), 1),
         "elapsed_seconds": round(meter.wall_seconds, 3),
         "client_cpu_percent": meter.cpu_percent,
+        "host_steal_percent": meter.host_steal_percent,
         "client_peak_memory_mib": peak_mib,
         # Without a peak reset the figure is the process's lifetime peak: say so.
         "client_peak_memory_is_lifetime": not measured_peak,

@@ -67,6 +67,7 @@ def result_row(workload: str, mode: str, outstanding: int, load: LoadResult, rat
         rate_name: rate_per_second(load.operations, load.elapsed_seconds),
         "elapsed_seconds": round(load.elapsed_seconds, 3),
         "client_cpu_percent": load.client_cpu_percent,
+        "host_steal_percent": load.host_steal_percent,
     }
     row.update(latency_summary_ms(load.latencies_seconds))
     row.update(load.node_figures)

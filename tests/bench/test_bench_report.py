@@ -16,7 +16,8 @@ MACHINE = {"directory": "/d", "lmdb_synced_commits_per_second": 500.0, "replicat
 def _rows():
     return [
         {"workload": "write", "mode": "100 B", "outstanding": 16, "ops_per_second": 2000.0, "errors": 1,
-         "latency_ms_p50": 1.5, "latency_ms_p99": 9.0, "latency_ms_p999": 20.0, "client_cpu_percent": 40.0},
+         "latency_ms_p50": 1.5, "latency_ms_p99": 9.0, "latency_ms_p999": 20.0, "client_cpu_percent": 40.0,
+         "host_steal_percent": 12.5},
         {"workload": "read", "mode": "stale", "outstanding": 1, "ops_per_second": 900.0, "errors": 0,
          "latency_ms_p50": 1.0, "latency_ms_p99": 2.0, "latency_ms_p999": 3.0, "client_cpu_percent": 30.0},
         {"workload": "put", "mode": "1 MiB", "outstanding": 1, "throughput_mb_per_second": 50.0,
@@ -48,6 +49,7 @@ def test_table_shows_every_figure_beside_its_machine_ratio():
     assert "unavailable: sandctl.transfer is not installed" in table
     assert "kill->ack ms: 300.5, 280, 410; lost 0 of 900" in table
     assert "/d/bench/x.json" in table
+    assert "host steal %" in table and "12.5" in table  # the host's share, beside the client's CPU
 
 
 def test_report_is_saved_as_json(tmp_path):

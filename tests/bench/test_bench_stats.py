@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from sandctl.bench_stats import CpuMeter, latency_summary_ms, peak_memory_mib, percentile, rate_per_second, ratio
+from sandctl.bench_stats import (CpuMeter, latency_summary_ms, machine_cpu_ticks, peak_memory_mib, percentile,
+                                 rate_per_second, ratio, steal_percent)
 
 
 def test_percentile_is_nearest_rank():
@@ -51,3 +54,23 @@ def test_rates_and_ratios():
 
 def test_peak_memory_is_positive():
     assert peak_memory_mib() > 0
+
+
+def test_host_steal_is_the_stolen_share_of_the_machine_cpu_time_between_two_readings():
+    #        user nice system idle iowait irq softirq steal guest guest_nice
+    before = "cpu  1000 0 500 8000 100 0 50 350 0 0\ncpu0 500 0 250 4000 50 0 25 175 0 0\n"
+    after = "cpu  1600 0 700 8800 100 0 50 750 0 0\ncpu0 800 0 350 4400 50 0 25 375 0 0\n"
+    started, stopped = machine_cpu_ticks(before), machine_cpu_ticks(after)
+    assert started == (10000, 350) and stopped == (12000, 750)
+    assert steal_percent(started, stopped) == 20.0  # 400 of the 2000 ticks between them
+    assert steal_percent(stopped, stopped) is None  # no time passed: no figure
+    assert steal_percent(None, stopped) is None
+    assert machine_cpu_ticks("intr 1 2 3\n") is None and machine_cpu_ticks("cpu 1 2 x 4 5 6 7 8\n") is None
+
+
+def test_cpu_meter_reads_this_machine_steal():
+    meter = CpuMeter().start()
+    while time.monotonic() - meter.wall_started < 0.05:
+        pass  # a few scheduler ticks of busy time, so the machine's CPU time moves
+    meter.stop()
+    assert meter.host_steal_percent is not None and 0.0 <= meter.host_steal_percent <= 100.0
