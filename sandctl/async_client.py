@@ -36,7 +36,8 @@ from node.errors import BadRequest, SandStoreError, TooLarge
 from node.security import ClientSecurity
 
 from sandctl.client import client_security
-from sandctl.connection import RECEIVE_BATCH_MAX, Reply, SocketOptions, connect_dealer, parse_reply, shared_context
+from sandctl.connection import (RECEIVE_BATCH_MAX, Reply, SocketOptions, connect_dealer, parse_reply, receive_rest,
+                                shared_context)
 from sandctl.failover import ATTEMPT_TIMEOUT_SECONDS, LEADER_CONFIRMATION_SECONDS, CallPlan, LeaderTracker
 
 SESSIONS_MAX = 4096  # writes in flight at once per AsyncClient
@@ -145,16 +146,6 @@ class _Replies:
 # What a first attempt's future holds when the call did not succeed at once; anything else is
 # a success's result (decoded msgpack: never one of these types).
 _NOT_RESULTS = frozenset({Reply, _Replies, _NotSent})
-
-
-def _receive_rest(socket: zmq.Socket, frame: zmq.Frame) -> list:
-    """The frames of a message whose first frame is `frame`, as buffers. Frame.more instead of
-    recv_multipart's getsockopt(RCVMORE), which runs enum code."""
-    frames = [frame.buffer]
-    while frame.more:
-        frame = socket.recv(_NOBLOCK, copy=False)
-        frames.append(frame.buffer)
-    return frames
 
 
 def _parse_reply_map(node: str, message: object, frame_bytes_max: int) -> Reply | None:
@@ -389,7 +380,7 @@ class _AsyncConnections:
                 break
             frame = recv(_NOBLOCK, copy=False)
             if frame.more:
-                reply = parse_reply(node, _receive_rest(socket, frame), frame_bytes_max)
+                reply = parse_reply(node, receive_rest(socket, frame), frame_bytes_max)
                 if reply is None:
                     continue  # malformed: its request times out
                 messages = (reply,)

@@ -49,8 +49,18 @@ _backend_send = zmq.backend.Socket.send
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _NOBLOCK = int(zmq.NOBLOCK)
-_SEND_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 assert issubclass(zmq.Socket, zmq.backend.Socket)
+
+
+def receive_rest(socket: zmq.Socket, frame: zmq.Frame, copy: bool = False) -> list:
+    """The frames of a message whose first frame is `frame` (received with copy=False): their
+    buffers, or bytes copies if `copy`. Frame.more instead of recv_multipart's
+    getsockopt(RCVMORE) per frame, which runs enum code."""
+    frames = [frame.bytes if copy else frame.buffer]
+    while frame.more:
+        frame = socket.recv(_NOBLOCK, copy=False)
+        frames.append(frame.bytes if copy else frame.buffer)
+    return frames
 
 
 def shared_context() -> zmq.Context:
@@ -258,12 +268,7 @@ class Connections:
                 frame = recv(_NOBLOCK, copy=False)
             except zmq.Again:  # (edge-triggered readiness may report a socket with nothing left)
                 return
-            # Frame.more, not recv_multipart's getsockopt(RCVMORE) per frame.
-            frames = [frame.bytes if copy else frame.buffer]
-            while frame.more:
-                frame = recv(_NOBLOCK, copy=False)
-                frames.append(frame.bytes if copy else frame.buffer)
-            reply = parse_reply(node, frames, self.options.frame_bytes_max)
+            reply = parse_reply(node, receive_rest(socket, frame, copy), self.options.frame_bytes_max)
             if reply is not None and (node, reply.request_id) in self._pending:
                 self._pending.discard((node, reply.request_id))
                 replies.append(reply)

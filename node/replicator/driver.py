@@ -590,25 +590,25 @@ class Driver:
         in a batch of its own); what it applied: [(index, decoded, result)], [(index, term)]."""
         applied: list[tuple[int, object, dict]] = []
         applied_conf: list[tuple[int, int]] = []
-        # Most Readys of an idle or read-heavy node carry only messages (heartbeats, ReadIndex
-        # rounds): they need no batch at all.
-        # A hard state that moved only its commit index is not written here (see _write_log):
-        # alone it needs no batch.
+        # A new term or vote is a promise, written in this batch (with the newest commit); a
+        # hard state that moved only its commit index waits (HARD STATE, above).
         term_or_vote_changed = self._term_or_vote_changed(ready)
-        if log and ready.hard_state is not None and not term_or_vote_changed:
-            self._hard_state_unwritten = ready.hard_state
+        if log and ready.hard_state is not None:
+            self._hard_state_unwritten = None if term_or_vote_changed else ready.hard_state
+        # Most Readys of an idle or read-heavy node carry only messages (heartbeats, ReadIndex
+        # rounds) or a commit index alone: they need no batch at all.
         has_log = log and (ready.snapshot is not None or bool(ready.entries) or term_or_vote_changed)
         has_apply = apply and (bool(ready.committed_entries) or ready.conf_state is not None)
         if not (has_log or has_apply):
             return applied, applied_conf
-        # Entries, a new term or vote, and snapshots are promises to other nodes: durable before
-        # any message that depends on them. A batch that only applies committed entries (and
-        # moves the commit index) can be redone from the log, so it may skip the full flush.
-        durable = has_log
-        unflushed = durable and self._may_leave_own_entries_unflushed(ready, now_seconds)
-        with self._store.write_batch(durable=durable and not unflushed) as batch:
+        # The log part (entries, a new term or vote, snapshots) is a promise to other nodes:
+        # durable before any message that depends on it. A batch that only applies committed
+        # entries (and moves the commit index) can be redone from the log, so it may skip the
+        # full flush.
+        unflushed = has_log and self._may_leave_own_entries_unflushed(ready, now_seconds)
+        with self._store.write_batch(durable=has_log and not unflushed) as batch:
             if has_log:
-                self._write_log(batch, ready, now_seconds)
+                self._write_log(batch, ready, now_seconds, term_or_vote_changed)
             if has_apply:
                 applied, applied_conf = self._apply_committed(batch, ready)
         if unflushed:
@@ -617,20 +617,19 @@ class Driver:
             last = ready.entries[-1]
             self._own_entries_unflushed = (last.index, last.term)
             self._ready_entries_unflushed = True
-        elif durable:
+        elif has_log:
             self._flushed_in_ready = True
         if has_log and term_or_vote_changed:
             self._durable_term_and_vote = (ready.hard_state.term, ready.hard_state.vote)
         return applied, applied_conf
 
-    def _write_log(self, batch, ready: Ready, now_seconds: float) -> None:
+    def _write_log(self, batch, ready: Ready, now_seconds: float, term_or_vote_changed: bool) -> None:
         if ready.snapshot is not None:
             self._install_snapshot(batch, ready, now_seconds)
         if ready.entries:
             batch.append_entries(ready.entries)
-        if ready.hard_state is not None and self._term_or_vote_changed(ready):
+        if term_or_vote_changed:
             batch.set_hard_state(ready.hard_state)
-            self._hard_state_unwritten = None
 
     def _apply_committed(self, batch, ready: Ready) -> tuple[list, list]:
         applied: list[tuple[int, object, dict]] = []
