@@ -193,11 +193,18 @@ class Cluster:
         # commit them (Driver, OWN ENTRIES), as production does: half the seeds, drawn apart.
         self.own_entries_unflushed = (random.Random(f"own-entries-{seed}").random() < 0.5
                                       if own_entries_unflushed is None else own_entries_unflushed)
+        # Whether a crash closes the dead node's connections where its peers see it, as in
+        # production (a socket monitor's report: RaftReplicator.run), and the survivors then
+        # campaign early (campaign_on_leader_unreachable): half the seeds, drawn apart.
+        self._link_rng = random.Random(f"link-loss-{seed}")
+        self.connection_loss_reports = self._link_rng.random() < 0.5
         self.clock = EventQueue()
         self.network = Network(self.rng)
         self.checker = Checker(self.clock)
         self.trace = Trace(verbose=verbose)
         self.config = dict(CONFIG_DEFAULTS, **(config or {}))
+        if self.connection_loss_reports and self.config.get("pre_vote", True) and self.config.get("check_quorum", True):
+            self.config.setdefault("campaign_on_leader_unreachable", True)  # needs both (Config)
         self.nodes: dict[NodeId, SimNode] = {}
         self.sent_counts: Counter = Counter()  # MessageKind -> messages handed to the network
         self.read_results: dict[bytes, tuple[NodeId, int]] = {}  # label -> (node, applied index served at)
@@ -325,12 +332,30 @@ class Cluster:
         node.driver = None
         node.pending_values = set()
         node.reads = {}
+        if self.connection_loss_reports:
+            for observer in self.live_nodes():
+                if self.network.connected(node_id, observer):  # a partition hides the closing
+                    self.schedule(self._link_rng.randint(0, 3), lambda observer=observer: self._link_closed(observer, node_id))
         if lose_deferred is None:
             lose_deferred = self._crash_rng.random() < 0.5
         if lose_deferred:
             lost = node.disk.power_loss(lose_all=True)
             if lost:
                 self.trace.record(self.now_ms, f"{node_id} lost {lost} deferred batches with its process")
+
+    def _link_closed(self, observer: NodeId, lost: NodeId) -> None:
+        """`observer` sees its connection to the crashed `lost` close (unless either restarted
+        meanwhile: a new connection is up), as RaftReplicator.run reports it to the core."""
+        node = self.nodes[observer]
+        if not node.alive or self.nodes[lost].alive:
+            return
+        self.trace.record(self.now_ms, f"{observer} sees its link to {lost} close")
+
+        def report() -> bool:
+            node.raft.leader_unreachable(lost)
+            return node.driver.process(self.now_seconds)
+
+        self._drive(node, "leader_unreachable", report)
 
     def power_loss(self, node_id: NodeId, lose_all: bool) -> int:
         """The machine of `node_id` loses power: a crash that also undoes the non-durable
