@@ -78,7 +78,8 @@ TRANSFER_CONTEXT = b"transfer"
 # and then EARLY_CAMPAIGN_STAGGER_HEARTBEATS apart: with a random share instead, two followers
 # picked the same 10 ms tick about one crash in four (both passed their pre-votes, split the
 # vote and waited out a candidate timeout, 250-500 ms), and the others' campaign waited for the
-# slowest random draw. The first in line wins unless its log is behind; then the next one does.
+# slowest random draw. The first in line wins unless its log is behind; then a follower that
+# refuses its pre-vote for that campaigns at once (_handle_vote_request).
 LEADER_SILENCE_HEARTBEATS_MIN = 1
 EARLY_CAMPAIGN_STAGGER_HEARTBEATS = 2
 
@@ -285,6 +286,16 @@ class RaftNode:
         if self.role != ROLE.LEADER or not self._outbox.commit_unsent:
             return None
         return 1 if self._outbox.commit_unsent_ticked else 2
+
+    def send_commit(self, node: NodeId) -> None:
+        """Tell follower `node` the commit index now, in an APPEND (empty when it holds the
+        whole log), rather than with the next APPEND or on the tick that sends a commit no
+        APPEND carried (_tick_heartbeat). For a follower whose client waits for it to apply a
+        write it forwarded: nothing else may go to it for two ticks (one write outstanding).
+        Ignored unless this node leads `node` and may send to it now."""
+        if self.role != ROLE.LEADER or node == self.id or node not in self.tracker.progress:
+            return
+        self._maybe_send_append(node, send_if_empty=True)
 
     def leader_unreachable(self, leader: NodeId) -> None:
         """The driver saw its connection to `leader` drop (a closed TCP connection: the
@@ -632,6 +643,13 @@ class RaftNode:
                 self.vote = message.source
         else:
             self._send(response_kind, message.source, reject=True)
+            if (message.kind == MESSAGE_KIND.PRE_VOTE and can_vote and self.role == ROLE.FOLLOWER
+                    and self._leader_presumed_gone() and self._promotable()):
+                # An early campaign we refused because its log is behind ours cannot win, and
+                # the leader is gone: campaign now rather than at our own place in line, two
+                # heartbeats later (a crashed leader often leaves one follower an entry short,
+                # and then its replacement came 40 ms later than when the first in line wins).
+                self._campaign(_Campaign.PRE_ELECTION)
 
     def _answer_stale(self, message: Message) -> None:
         """A message from an older term: tell a stale leader or pre-candidate our term."""
