@@ -99,3 +99,22 @@ def test_a_follower_that_becomes_leader_proposes_the_writes_it_had_forwarded_to_
     assert forwarded == [("a", b"lost with a")]  # not sent to itself: proposed
     for node_id in "bc":
         assert b"lost with a" in [entry.data for entry in cluster.applied[node_id]], node_id
+
+
+def test_the_leader_tells_a_forwarding_follower_the_commit_at_once():
+    # The follower answers its client once it applies the write; without a tick no other APPEND
+    # would tell it the commit (its client, waiting, sends nothing more).
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    forwarded: list[tuple[str, bytes]] = []
+    cluster.driver("b").outbox.send_forward = lambda leader, command: forwarded.append((leader, command))
+    cluster.driver("b").propose(b"via b", 0.0)
+    [(leader, command)] = forwarded
+    cluster.driver(leader).receive_forward("b", command, 0.0)
+    pending = cluster.process_all()
+    while pending:  # deliveries only, no tick
+        pending = cluster.deliver(pending)
+    assert cluster.nodes["a"].log.committed == cluster.nodes["b"].log.committed
+    assert b"via b" in [entry.data for entry in cluster.applied["b"]]
+    # c forwarded nothing: it learns the commit with the next APPEND or tick, as before.
+    assert b"via b" not in [entry.data for entry in cluster.applied["c"]]
