@@ -71,9 +71,11 @@ def test_a_partitioned_link_goes_down_and_replays_nothing_after_the_heal(tmp_pat
         # The monitor can report the disconnect before the DEALER has taken in its pipe's end
         # (libzmq passes that to the socket as a command, read on a later send): sends in
         # between go into the closing pipe, which discards them (CI once saw 45 of 500 go in).
-        # Once one is refused, nothing is queued; nothing that went into the closing pipe may
-        # arrive after the heal (checked below).
-        wait_for(lambda: sender.send(3) == 0, "the socket refuses messages for the down link")
+        # One refusal does not prove the pipe gone: a full pipe refuses too, and takes sends
+        # again while the I/O thread drains it for the termination (47 of 500, under load,
+        # after one refusal). So a whole batch must be refused, and then the next one as well;
+        # nothing that went into the closing pipe may arrive after the heal (checked below).
+        wait_for(lambda: sender.send(3, STALE_MESSAGES) == 0, "the socket refuses every message for the down link")
         assert sender.send(3, STALE_MESSAGES) == 0, "messages were queued for a link that is down"
 
         lab.heal()
