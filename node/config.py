@@ -94,6 +94,9 @@ class ClusterConfig:
     replication: int = 3
     snapshot_threshold_entries: int = 8192
     snapshot_trailing_entries: int = 1024
+    # A snapshot also waits until the log holds this share of the last snapshot's size in bytes
+    # (0: the entry count alone decides): each one rewrites the whole state machine.
+    snapshot_log_to_state_ratio: float = 0.5
     snapshot_chunk_bytes: int = 1 << 20
     gc_grace_seconds: float = 600.0
     session_ttl_seconds: float = 3600.0
@@ -154,7 +157,8 @@ _RENAMED_SETTINGS = {"max_inflight_messages": "inflight_messages_max", "max_mess
                      "max_frame_bytes": "frame_bytes_max", "inline_max_bytes": "inline_bytes_max"}
 _BOOL_KEYS = {"campaign_on_leader_unreachable"}
 _FLOAT_KEYS = {"gc_grace_seconds": 0.0, "session_ttl_seconds": 1.0, "request_timeout_seconds": 0.01,
-               "replica_timeout_seconds": 0.1, "rebalance_spread_fraction": 0.01}
+               "replica_timeout_seconds": 0.1, "rebalance_spread_fraction": 0.01,
+               "snapshot_log_to_state_ratio": 0.0}
 
 
 def check_address(key: str, value: object) -> str:

@@ -68,7 +68,8 @@ def test_isolated_leader_is_replaced_and_rejoins_after_the_heal(netns):
 
 
 def test_follower_isolated_past_the_log_catches_up_from_a_snapshot(netns):
-    lab, cluster, agent = netns(3, settings={"snapshot_threshold_entries": 64, "snapshot_trailing_entries": 8})
+    lab, cluster, agent = netns(3, settings={"snapshot_threshold_entries": 64, "snapshot_trailing_entries": 8,
+                                         "snapshot_log_to_state_ratio": 0.0})
     start_writes(agent)
     leader = agent.wait_for_leader()
     follower = next(node for node in cluster.node_ids if node != leader)
