@@ -492,15 +492,18 @@ class RaftReplicator:
         if meta.index <= self._store.snapshot_meta().index:
             return None  # a snapshot installed from the leader meanwhile is newer: keep it
         compact_to = max(self._store.first_index() - 1, meta.index - self._config.snapshot_trailing_entries)
+        store_started = time.monotonic()
         # The core must hold no unflushed own entry that the compaction would cut from under it.
         self.driver.flush_own_entries()
         with self._store.write_batch() as batch:
             batch.save_snapshot(meta, data)
             batch.compact(compact_to)
         self.core.compacted(compact_to)
-        elapsed_ms = (time.monotonic() - started) * 1000
-        log.info("snapshot at index %d: %d bytes in %.1f ms; log now starts at %d", meta.index, len(data),
-                 elapsed_ms, compact_to + 1)
+        now = time.monotonic()
+        elapsed_ms = (now - started) * 1000
+        # The store and compaction run on the loop (they stall it), the build before them did not.
+        log.info("snapshot at index %d: %d bytes in %.1f ms (%.1f ms of it stored on the loop); log now starts at %d",
+                 meta.index, len(data), elapsed_ms, (now - store_started) * 1000, compact_to + 1)
         return {"index": meta.index, "size_bytes": len(data), "elapsed_ms": round(elapsed_ms, 1),
                 "log_first_index": compact_to + 1}
 
