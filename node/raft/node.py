@@ -292,8 +292,11 @@ class RaftNode:
         whole log), rather than with the next APPEND or on the tick that sends a commit no
         APPEND carried (_tick_heartbeat). For a follower whose client waits for it to apply a
         write it forwarded: nothing else may go to it for two ticks (one write outstanding).
-        Ignored unless this node leads `node` and may send to it now."""
-        if self.role != ROLE.LEADER or node == self.id or node not in self.tracker.progress:
+        Ignored unless this node leads `node` and may send to it now, and when an APPEND
+        broadcast has carried the newest commit since it moved (a busy leader's next entries
+        did: one more message per forwarded batch would only double the APPENDs)."""
+        if (self.role != ROLE.LEADER or not self._outbox.commit_unsent or node == self.id
+                or node not in self.tracker.progress):
             return
         self._maybe_send_append(node, send_if_empty=True)
 

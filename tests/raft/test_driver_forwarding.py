@@ -118,3 +118,13 @@ def test_the_leader_tells_a_forwarding_follower_the_commit_at_once():
     assert b"via b" in [entry.data for entry in cluster.applied["b"]]
     # c forwarded nothing: it learns the commit with the next APPEND or tick, as before.
     assert b"via b" not in [entry.data for entry in cluster.applied["c"]]
+
+
+def test_the_commit_is_not_sent_again_once_an_append_broadcast_carried_it():
+    cluster = Cluster("abc")
+    cluster.elect("a")
+    leader = cluster.nodes["a"]
+    cluster.propose("a", b"told by the broadcast")  # settles: the ticks sent the commit to all
+    assert not leader._outbox.commit_unsent
+    leader.send_commit("b")
+    assert cluster.process("a") == []
